@@ -1,0 +1,3 @@
+//! rekey: a credential-rotation sidecar. See DESIGN.md for the architecture.
+pub mod config;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Placeholder: the store module is being written.
