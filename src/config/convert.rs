@@ -1,0 +1,178 @@
+//! Raw layer → typed `Config`, with every cross-field check.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Src};
+use super::raw::{RawConfig, RawDaemon, RawTagged, TableReader};
+use super::{
+    values, Config, DaemonConfig, IssuerConfig, LocalCaConfig, ReloadConfig, VerifyConfig,
+};
+
+/// Shortest certificate lifetime: below this rotation would be a busy loop.
+pub(super) const MIN_LIFETIME: Duration = Duration::from_secs(10);
+/// Shortest backstop: it re-reads every file, so it must stay slow.
+const MIN_BACKSTOP: Duration = Duration::from_secs(60);
+
+/// Parse and validate; also returns the span of `daemon.state_dir` for `load`'s later check.
+pub(super) fn parse(
+    text: &str,
+    path: &Path,
+) -> Result<(Config, Option<Range<usize>>), ConfigError> {
+    let src = Src { file: path, text };
+    let de = toml::Deserializer::parse(text).map_err(|e| src.syntax(&e))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| src.serde_error(e))?;
+    let base = path.parent().unwrap_or(Path::new(""));
+
+    let (daemon, state_dir_span) = match raw.daemon {
+        Some(d) => daemon(&src, base, d.into_inner())?,
+        None => (DaemonConfig::default(), None),
+    };
+    let mut issuers = BTreeMap::new();
+    for (name, table) in raw.issuer {
+        let issuer = issuer(&src, &name, table)?;
+        issuers.insert(name, issuer);
+    }
+    let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let config = Config {
+        path: path.to_path_buf(),
+        daemon,
+        issuers,
+        certificates,
+    };
+    Ok((config, state_dir_span))
+}
+
+/// Run a value parser and locate its error at `key`/`span`.
+pub(super) fn value<T>(
+    src: &Src<'_>,
+    key: &str,
+    raw: &Spanned<String>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    parse(raw.get_ref()).map_err(|msg| src.err(key, Some(raw.span()), msg))
+}
+
+/// A path as written, relative ones resolved against the config file's directory.
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
+    // Collecting components drops "a/./b" noise so equal paths compare equal.
+    base.join(p).components().collect()
+}
+
+/// `[daemon]`: every key optional.
+fn daemon(
+    src: &Src<'_>,
+    base: &Path,
+    raw: RawDaemon,
+) -> Result<(DaemonConfig, Option<Range<usize>>), ConfigError> {
+    let mut d = DaemonConfig::default();
+    let mut state_dir_span = None;
+    if let Some(s) = &raw.state_dir {
+        if s.get_ref().is_empty() {
+            return Err(src.err("daemon.state_dir", Some(s.span()), "must not be empty"));
+        }
+        d.state_dir = resolve(base, s.get_ref());
+        state_dir_span = Some(s.span());
+    }
+    if let Some(s) = &raw.listen {
+        d.listen = value(src, "daemon.listen", s, |v| {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse::<SocketAddr>().map(Some).map_err(|_| {
+                format!("invalid address \"{v}\"; write IP:PORT like \"127.0.0.1:9464\" or \"[::1]:9464\", or \"\" to turn the endpoint off")
+            })
+        })?;
+    }
+    if let Some(s) = &raw.log_format {
+        d.log_format = value(src, "daemon.log_format", s, values::log_format)?;
+    }
+    if let Some(n) = &raw.max_concurrent_rotations {
+        d.max_concurrent_rotations = usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                src.err(
+                    "daemon.max_concurrent_rotations",
+                    Some(n.span()),
+                    format!("must be at least 1, found {}", n.get_ref()),
+                )
+            })?;
+    }
+    if let Some(s) = &raw.backstop {
+        d.backstop = value(src, "daemon.backstop", s, values::duration)?;
+        if d.backstop < MIN_BACKSTOP {
+            return Err(src.err(
+                "daemon.backstop",
+                Some(s.span()),
+                format!("must be at least 60s, found \"{}\"", s.get_ref()),
+            ));
+        }
+    }
+    Ok((d, state_dir_span))
+}
+
+/// `[issuer.NAME]`, dispatched on its `type`.
+fn issuer(
+    src: &Src<'_>,
+    name: &str,
+    table: Spanned<RawTagged>,
+) -> Result<IssuerConfig, ConfigError> {
+    let mut t = TableReader::new(src, format!("issuer.{name}"), table);
+    if name.is_empty() {
+        return Err(src.err(
+            "issuer",
+            Some(t.span.clone()),
+            "an issuer name must not be empty",
+        ));
+    }
+    let _tag = t.tag(&["local-ca"])?;
+    // Only one type so far; a match on the tag goes here when more come.
+    let mut ca = LocalCaConfig::default();
+    if let Some(s) = t.string("key_type")? {
+        ca.key_type = value(src, &t.key_path("key_type"), &s, values::key_type)?;
+    }
+    if let Some(s) = t.string("common_name")? {
+        if s.get_ref().trim().is_empty() {
+            return Err(t.err("common_name", Some(s.span()), "must not be empty"));
+        }
+        ca.common_name = s.into_inner();
+    }
+    if let Some(s) = t.string("ca_lifetime")? {
+        ca.ca_lifetime = value(src, &t.key_path("ca_lifetime"), &s, values::duration)?;
+        if ca.ca_lifetime.is_zero() {
+            return Err(t.err("ca_lifetime", Some(s.span()), "must be longer than 0s"));
+        }
+    }
+    t.finish()?;
+    Ok(IssuerConfig::LocalCa(ca))
+}
+
+/// `reload = { type = "none" }`.
+pub(super) fn reload(
+    src: &Src<'_>,
+    path: String,
+    table: Spanned<RawTagged>,
+) -> Result<ReloadConfig, ConfigError> {
+    let mut t = TableReader::new(src, path, table);
+    t.tag(&["none"])?;
+    t.finish()?;
+    Ok(ReloadConfig::None)
+}
+
+/// `verify = { type = "none" }`.
+pub(super) fn verify(
+    src: &Src<'_>,
+    path: String,
+    table: Spanned<RawTagged>,
+) -> Result<VerifyConfig, ConfigError> {
+    let mut t = TableReader::new(src, path, table);
+    t.tag(&["none"])?;
+    t.finish()?;
+    Ok(VerifyConfig::None)
+}

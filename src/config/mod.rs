@@ -1,0 +1,401 @@
+//! The TOML config file turned into typed, validated structs.
+//!
+//! All validation happens here, before anything runs: an error names the
+//! file, the line, the dotted key and what is allowed. Parsing goes through
+//! a private raw layer (`raw`) that keeps source spans, then `convert`
+//! converts and checks it into the public types below.
+
+mod certificate;
+mod convert;
+mod error;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the config was read from (as given), used in messages.
+    pub path: PathBuf,
+    /// The `[daemon]` table.
+    pub daemon: DaemonConfig,
+    /// The `[issuer.NAME]` tables, by name.
+    pub issuers: BTreeMap<String, IssuerConfig>,
+    /// The `[[certificate]]` entries, in file order.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+impl Config {
+    /// Read, parse and validate a config file (also runs check_state_dir).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let (config, state_dir_span) = convert::parse(&text, path)?;
+        check_state_dir(&config.daemon.state_dir)
+            .map_err(|e| e.locate(path, &text, state_dir_span))?;
+        Ok(config)
+    }
+
+    /// Parse and validate text; `path` is used in messages and to resolve relative paths (against path's parent dir). Does NOT touch the filesystem except resolving owner/group names.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        convert::parse(text, path).map(|(config, _)| config)
+    }
+
+    /// The issuer called `name`, if defined.
+    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
+        self.issuers.get(name)
+    }
+}
+
+/// Default for `daemon.state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rekey";
+/// Default for `daemon.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Journal, generations, local CA (kept 0700).
+    pub state_dir: PathBuf,
+    /// Address of the health/status/metrics endpoint; `None` turns it off.
+    pub listen: Option<SocketAddr>,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// How many rotations may run at the same time (>= 1).
+    pub max_concurrent_rotations: usize,
+    /// Slow safety re-check of the published files (>= 60s).
+    pub backstop: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            listen: DEFAULT_LISTEN.parse().ok(),
+            log_format: LogFormat::Text,
+            max_concurrent_rotations: 4,
+            backstop: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Log output format (`log_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An `[issuer.NAME]` table, tagged by its `type` key.
+#[derive(Debug, Clone)]
+pub enum IssuerConfig {
+    /// `type = "local-ca"`: the embedded CA kept in the state dir.
+    LocalCa(LocalCaConfig),
+}
+
+impl IssuerConfig {
+    /// The `type` string of this issuer.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            IssuerConfig::LocalCa(_) => "local-ca",
+        }
+    }
+}
+
+/// Settings of the embedded local CA.
+#[derive(Debug, Clone)]
+pub struct LocalCaConfig {
+    /// Key type of the CA's own key.
+    pub key_type: KeyType,
+    /// Common name of the CA certificate.
+    pub common_name: String,
+    /// Validity of the CA certificate.
+    pub ca_lifetime: Duration,
+}
+
+impl Default for LocalCaConfig {
+    fn default() -> Self {
+        LocalCaConfig {
+            key_type: KeyType::EcdsaP256,
+            common_name: "rekey local CA".to_string(),
+            ca_lifetime: Duration::from_secs(3650 * 86400),
+        }
+    }
+}
+
+/// A private key algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// ECDSA on P-256.
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+    /// RSA, 2048 bits.
+    Rsa2048,
+    /// RSA, 3072 bits.
+    Rsa3072,
+    /// RSA, 4096 bits.
+    Rsa4096,
+}
+
+impl KeyType {
+    /// Every key type, in the order shown to users.
+    pub const ALL: [KeyType; 6] = [
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::Ed25519,
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+        KeyType::Rsa4096,
+    ];
+
+    /// The config spelling, e.g. "ecdsa-p256".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    /// The key type spelled `s` in the config, if any.
+    pub fn from_name(s: &str) -> Option<KeyType> {
+        KeyType::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A share of lifetime ("33%") or a fixed duration ("8h").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Share {
+    /// A fraction of the lifetime: 0.33 for "33%".
+    Fraction(f64),
+    /// A fixed amount of time.
+    Duration(Duration),
+}
+
+impl Share {
+    /// the amount of `lifetime` this share stands for (a Duration share is capped at lifetime)
+    pub fn of(&self, lifetime: Duration) -> Duration {
+        match *self {
+            // Clamp so a hand-built odd value cannot panic in mul_f64.
+            Share::Fraction(f) if f.is_nan() || f <= 0.0 => Duration::ZERO,
+            Share::Fraction(f) if f >= 1.0 => lifetime,
+            Share::Fraction(f) => lifetime.mul_f64(f),
+            Share::Duration(d) => d.min(lifetime),
+        }
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // Round away float noise so 0.07 shows as "7%", not "7.000000000000001%".
+            Share::Fraction(x) => write!(f, "{}%", (x * 100.0 * 1e6).round() / 1e6),
+            Share::Duration(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// How the files of a generation are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapMode {
+    /// Per-file temp + fsync + rename + dir fsync.
+    #[default]
+    Rename,
+    /// A `..data` symlink swap: all files flip at once.
+    Symlink,
+}
+
+impl SwapMode {
+    /// The config spelling: "rename" or "symlink".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SwapMode::Rename => "rename",
+            SwapMode::Symlink => "symlink",
+        }
+    }
+}
+
+/// One `[[certificate]]` entry.
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    /// Unique name; also a directory name in the state dir.
+    pub name: String,
+    /// Name of the `[issuer.NAME]` that mints it.
+    pub issuer: String,
+    /// Subject CN: as written, else the first DNS name, else the first IP.
+    pub common_name: String,
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP subject alternative names.
+    pub ip_addresses: Vec<IpAddr>,
+    /// Algorithm of the certificate's key.
+    pub key_type: KeyType,
+    /// Lifetime asked of the issuer (>= 10s).
+    pub lifetime: Duration,
+    /// How long before expiry to renew.
+    pub renew_before: Share,
+    /// Random amount the renewal point moves earlier.
+    pub jitter: Share,
+    /// How files are published.
+    pub swap: SwapMode,
+    /// Where the files are written.
+    pub files: Files,
+    /// Permission bits of files holding the key.
+    pub key_mode: u32,
+    /// Permission bits of the other files.
+    pub cert_mode: u32,
+    /// Owner of the files, as written.
+    pub owner: Option<String>,
+    /// Group of the files, as written.
+    pub group: Option<String>,
+    /// `owner` resolved to a uid.
+    pub uid: Option<u32>,
+    /// `group` resolved to a gid.
+    pub gid: Option<u32>,
+    /// How the application is told to reload.
+    pub reload: ReloadConfig,
+    /// How the handoff is verified.
+    pub verify: VerifyConfig,
+}
+
+/// The files of one certificate; relative paths are already resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Files {
+    /// The leaf certificate.
+    pub cert: Option<PathBuf>,
+    /// The private key.
+    pub key: Option<PathBuf>,
+    /// The intermediates, without the leaf.
+    pub chain: Option<PathBuf>,
+    /// The leaf followed by the intermediates.
+    pub fullchain: Option<PathBuf>,
+    /// Key + fullchain in one PEM.
+    pub bundle: Option<PathBuf>,
+    /// The issuing CA certificate.
+    pub ca: Option<PathBuf>,
+}
+
+impl Files {
+    /// every configured (kind, path) pair, in the order: ca, chain, cert, fullchain, key, bundle
+    pub fn entries(&self) -> Vec<(FileKind, &Path)> {
+        [
+            (FileKind::Ca, &self.ca),
+            (FileKind::Chain, &self.chain),
+            (FileKind::Cert, &self.cert),
+            (FileKind::Fullchain, &self.fullchain),
+            (FileKind::Key, &self.key),
+            (FileKind::Bundle, &self.bundle),
+        ]
+        .into_iter()
+        .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
+        .collect()
+    }
+}
+
+/// Which file of a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The leaf certificate.
+    Cert,
+    /// The private key.
+    Key,
+    /// The intermediates.
+    Chain,
+    /// Leaf + intermediates.
+    Fullchain,
+    /// Key + fullchain.
+    Bundle,
+    /// The CA certificate.
+    Ca,
+}
+
+impl FileKind {
+    /// The key name under `files`, e.g. "cert".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileKind::Cert => "cert",
+            FileKind::Key => "key",
+            FileKind::Chain => "chain",
+            FileKind::Fullchain => "fullchain",
+            FileKind::Bundle => "bundle",
+            FileKind::Ca => "ca",
+        }
+    }
+
+    /// Whether the file holds the private key (and so gets `key_mode`).
+    pub fn holds_key(&self) -> bool {
+        matches!(self, FileKind::Key | FileKind::Bundle)
+    }
+}
+
+/// How the application is told to reload (`reload = { type = ... }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReloadConfig {
+    /// The application watches its files itself.
+    #[default]
+    None,
+}
+
+/// How the handoff is verified (`verify = { type = ... }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum VerifyConfig {
+    /// No probe: handoffs are reported as unverified.
+    #[default]
+    None,
+}
+
+/// Check an existing state dir: a directory, readable, no group/other mode bits. A missing one is fine (it is created 0700 later).
+pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |message: String| ConfigError::state_dir(message);
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(bad(format!("cannot inspect {}: {e}", path.display()))),
+    };
+    if !meta.is_dir() {
+        return Err(bad(format!(
+            "{} exists but is not a directory; point state_dir at a directory",
+            path.display()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(bad(format!(
+            "{} has mode {mode:04o}, but group and others must have no access (it holds private keys); fix: chmod 700 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    std::fs::read_dir(path)
+        .map(drop)
+        .map_err(|e| bad(format!("cannot read directory {}: {e}", path.display())))
+}

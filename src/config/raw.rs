@@ -1,0 +1,181 @@
+//! The raw layer: the TOML shape with source spans, before any checking.
+//!
+//! Values that need a custom message ("allowed: ...") stay strings here and
+//! are parsed in `convert`, where the key path and span are known.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::{unknown_key_message, ConfigError, Src};
+
+/// The whole file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub daemon: Option<Spanned<RawDaemon>>,
+    #[serde(default)]
+    pub issuer: BTreeMap<String, Spanned<RawTagged>>,
+    #[serde(default)]
+    pub certificate: Vec<Spanned<RawCertificate>>,
+}
+
+/// `[daemon]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub state_dir: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub log_format: Option<Spanned<String>>,
+    pub max_concurrent_rotations: Option<Spanned<i64>>,
+    pub backstop: Option<Spanned<String>>,
+}
+
+/// `[[certificate]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub name: Spanned<String>,
+    pub issuer: Spanned<String>,
+    pub common_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dns_names: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ip_addresses: Vec<Spanned<String>>,
+    pub key_type: Option<Spanned<String>>,
+    pub lifetime: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub swap: Option<Spanned<String>>,
+    pub files: Option<Spanned<RawFiles>>,
+    pub key_mode: Option<Spanned<toml::Value>>,
+    pub cert_mode: Option<Spanned<toml::Value>>,
+    pub owner: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub reload: Option<Spanned<RawTagged>>,
+    pub verify: Option<Spanned<RawTagged>>,
+}
+
+/// `files = { ... }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFiles {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub chain: Option<Spanned<String>>,
+    pub fullchain: Option<Spanned<String>>,
+    pub bundle: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+}
+
+/// A table tagged by `type` (issuer, reload, verify).
+///
+/// Kept as spanned values rather than a serde internally tagged enum:
+/// serde buffers such enums, which loses every span inside them.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(super) struct RawTagged(pub BTreeMap<String, Spanned<toml::Value>>);
+
+/// Reads the keys of one tagged table, then reports the ones nobody read.
+pub(super) struct TableReader<'s, 'a> {
+    src: &'s Src<'a>,
+    /// Dotted path of the table, e.g. `issuer.dev`.
+    pub path: String,
+    /// Span of the whole table, for errors about missing keys.
+    pub span: Range<usize>,
+    entries: BTreeMap<String, Spanned<toml::Value>>,
+    known: Vec<&'static str>,
+}
+
+impl<'s, 'a> TableReader<'s, 'a> {
+    /// Start reading `table` found at `path`.
+    pub fn new(src: &'s Src<'a>, path: String, table: Spanned<RawTagged>) -> Self {
+        let span = table.span();
+        TableReader {
+            src,
+            path,
+            span,
+            entries: table.into_inner().0,
+            known: Vec::new(),
+        }
+    }
+
+    /// The dotted path of `key` in this table.
+    pub fn key_path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    /// An error on `key` at `span`.
+    pub fn err(
+        &self,
+        key: &str,
+        span: Option<Range<usize>>,
+        msg: impl Into<String>,
+    ) -> ConfigError {
+        self.src.err(self.key_path(key), span, msg)
+    }
+
+    /// The `type` tag, which must be one of `allowed`.
+    pub fn tag(&mut self, allowed: &[&str]) -> Result<Spanned<String>, ConfigError> {
+        let list = allowed.join(", ");
+        let Some(value) = self.take("type") else {
+            return Err(self.src.err(
+                self.key_path("type"),
+                Some(self.span.clone()),
+                format!("required key is missing; allowed types: {list}"),
+            ));
+        };
+        let span = value.span();
+        let Some(tag) = value.get_ref().as_str() else {
+            return Err(self.err(
+                "type",
+                Some(span),
+                format!("must be a string; allowed: {list}"),
+            ));
+        };
+        if !allowed.contains(&tag) {
+            return Err(self.err(
+                "type",
+                Some(span),
+                format!("unknown type \"{tag}\"; allowed: {list}"),
+            ));
+        }
+        Ok(Spanned::new(span, tag.to_string()))
+    }
+
+    /// Take `key`, marking it as known whether or not it is present.
+    pub fn take(&mut self, key: &'static str) -> Option<Spanned<toml::Value>> {
+        self.known.push(key);
+        self.entries.remove(key)
+    }
+
+    /// Take `key` as a string.
+    pub fn string(&mut self, key: &'static str) -> Result<Option<Spanned<String>>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => {
+                let span = v.span();
+                match v.into_inner() {
+                    toml::Value::String(s) => Ok(Some(Spanned::new(span, s))),
+                    other => Err(self.err(
+                        key,
+                        Some(span),
+                        format!("expected a string, found {}", other.type_str()),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Fail on the first key that no `take` asked for.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        // Report the first unknown key in file order, not map order.
+        if let Some((key, value)) = self.entries.iter().min_by_key(|(_, v)| v.span().start) {
+            let allowed: Vec<String> = self.known.iter().map(|k| k.to_string()).collect();
+            return Err(self.err(key, Some(value.span()), unknown_key_message(key, &allowed)));
+        }
+        Ok(())
+    }
+}
