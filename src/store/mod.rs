@@ -1,1 +1,167 @@
-//! Placeholder: the store module is being written.
+//! Every byte rekey writes to disk: staged generations and the journal in the
+//! state dir, and the application's files, published atomically.
+//!
+//! The store knows nothing of the engine, issuers or config parsing; it takes
+//! plain paths, modes and owners.
+//!
+//! # State dir layout
+//!
+//! ```text
+//! <state_dir>/            0700, refused when group/other bits are set
+//!   lock                  flock held while a `Store` lives (one rekey per state dir)
+//!   ca/                   0700, for the embedded local CA
+//!   certs/<name>/         0700, one per credential
+//!     journal.json        replaced atomically (temp, fsync, rename, fsync dir)
+//!     gen-<N>/            0700: cert.pem chain.pem key.pem [ca.pem], all 0600
+//! ```
+//!
+//! A generation is written into a hidden temp directory, every file and the
+//! directory fsynced, then renamed to `gen-<N>`: it is either complete or absent.
+//!
+//! # Publishing
+//!
+//! **Rename mode** (`SwapMode::Rename`): every target's bytes go to a temp file
+//! in the target's directory (`.<basename>.rekey-<random>.tmp`, created with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), then `fchown` (when asked), `fchmod`
+//! to the target mode (so the umask never matters, and modes are applied on
+//! every write, not only on create), write, fsync. Only when *all* temp files
+//! are written is each renamed over its target, in the order given (callers
+//! pass ca, chain, cert, fullchain, key, bundle), then each distinct directory
+//! is fsynced. Any failure before the renames removes the temp files and
+//! leaves every old file untouched. A failure during the renames (rare: same
+//! directory, same filesystem) can leave some files new and some old; the
+//! engine then republishes a generation. Missing target directories are
+//! created 0755. A target path is never opened for writing and a symlink at a
+//! target is replaced itself, never written through. A target that is a
+//! directory is an error and is left alone. Each file read is always one
+//! complete version, but between two renames cert and key can be from
+//! different generations: use symlink mode when the app may read during a swap.
+//!
+//! **Symlink mode** (`SwapMode::Symlink`, all targets in one directory), like
+//! Kubernetes' AtomicWriter: the files are written (modes, owners, fsync) into
+//! `..rekey-<id>.tmp`, which is fsynced and renamed to `..rekey-<id>`; a
+//! temp symlink `..data_tmp -> ..rekey-<id>` is renamed over `..data` and the
+//! directory fsynced. Each target `<basename>` is a symlink to
+//! `..data/<basename>`; missing ones are created and a regular file or a
+//! foreign symlink there is replaced atomically (temp symlink + rename). Then
+//! old `..rekey-*` directories are removed except the new one and the one
+//! `..data` pointed to before (kept for rollback and for readers mid-read).
+//! Only `..data` flips, so at every instant all targets resolve into one
+//! generation. A reader that needs a matching pair across two opens must not
+//! straddle a flip: it can open both files through one resolved `..data`, or
+//! check that `..data` did not change around its reads. (The engine reloads
+//! the app only after `publish` returns, so an app never straddles one.)
+//! The first symlink publish over pre-existing regular files converts them one
+//! by one. One directory holds the files of one credential only: the `..data`
+//! and `..rekey-*` names are per directory.
+
+mod error;
+mod fsutil;
+mod publish;
+mod state;
+
+#[cfg(test)]
+mod tests_publish;
+#[cfg(test)]
+mod tests_state;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+pub use crate::config::{FileKind, SwapMode};
+pub use error::StoreError;
+pub use publish::{diff_published, publish, read_published};
+pub use state::{CredentialStore, Store};
+
+/// One output file to publish.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Which content the file holds.
+    pub kind: FileKind,
+    /// Where the application reads it.
+    pub path: PathBuf,
+    /// Permission bits, applied on every write.
+    pub mode: u32,
+    /// Owner to set, if any.
+    pub uid: Option<u32>,
+    /// Group to set, if any.
+    pub gid: Option<u32>,
+}
+
+/// One issued generation: leaf, intermediates, private key, optional CA root. Key zeroized on drop.
+#[derive(Clone)]
+pub struct Material {
+    /// The leaf certificate, PEM.
+    pub cert_pem: String,
+    /// The intermediates, PEM; may be "".
+    pub chain_pem: String,
+    /// The private key, PEM; zeroized on drop.
+    pub key_pem: Zeroizing<String>,
+    /// The CA root, PEM, when the issuer returns one.
+    pub ca_pem: Option<String>,
+}
+
+impl Material {
+    /// The bytes a file of this kind holds: Cert=leaf, Key=key, Chain=chain, Fullchain=leaf+chain, Bundle=key+leaf+chain, Ca=ca (error if None)
+    pub fn render(&self, kind: FileKind) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let parts: Vec<&str> = match kind {
+            FileKind::Cert => vec![&self.cert_pem],
+            FileKind::Key => vec![&self.key_pem],
+            FileKind::Chain => vec![&self.chain_pem],
+            FileKind::Fullchain => vec![&self.cert_pem, &self.chain_pem],
+            FileKind::Bundle => vec![&self.key_pem, &self.cert_pem, &self.chain_pem],
+            FileKind::Ca => vec![self.ca_pem.as_deref().ok_or(StoreError::NoCa)?],
+        };
+        // Capacity reserved up front so a buffer holding the key is never
+        // reallocated, which would leave an unzeroized copy behind.
+        let cap = parts.iter().map(|p| p.len() + 1).sum();
+        let mut out = Zeroizing::new(Vec::with_capacity(cap));
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            // PEM blocks must start on their own line.
+            if out.last().is_some_and(|&b| b != b'\n') {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material")
+            .field("cert_pem", &self.cert_pem)
+            .field("chain_pem", &self.chain_pem)
+            .field("key_pem", &"<redacted>")
+            .field("ca_pem", &self.ca_pem)
+            .finish()
+    }
+}
+
+/// A published file that does not match what rekey last wrote.
+#[derive(Debug, Clone)]
+pub struct Drift {
+    /// Which file.
+    pub kind: FileKind,
+    /// Its path.
+    pub path: PathBuf,
+    /// What differs, short, for logs and alerts (never file contents).
+    pub reason: String,
+}
+
+/// Create `dir` (and parents) private to rekey: mode 0700.
+pub fn write_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fsutil::create_dir_all_mode(dir, 0o700)
+}
+
+/// Atomically replace `path` with `bytes` at `mode` (temp, fsync, rename, dir fsync).
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    let dir = fsutil::parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    fsutil::replace_file(&dir, &name, bytes, mode)
+}

@@ -1,0 +1,158 @@
+//! The store's error type: every variant names the path and says what to do.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while touching the disk.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem call failed; `op` is what we tried, `hint` what the operator can do.
+    #[error("cannot {op} {}: {source}; {hint}", path.display())]
+    Io {
+        /// What was attempted, e.g. "write", "rename into place".
+        op: &'static str,
+        /// The path the operation was on.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The state dir lets group or other users in.
+    #[error("refusing state dir {}: mode {mode:04o} gives group/other access; run `chmod 700 {}`", path.display(), path.display())]
+    InsecureStateDir {
+        /// The state dir.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A stored key file lets group or other users in.
+    #[error("refusing key file {}: mode {mode:04o} gives group/other access; run `chmod 600 {}`", path.display(), path.display())]
+    InsecureKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Another rekey holds the state dir's lock.
+    #[error("state dir {} is locked by another rekey process; stop that process or give this one its own state_dir", path.display())]
+    Locked {
+        /// The state dir.
+        path: PathBuf,
+    },
+    /// A path that must be a directory is something else.
+    #[error("{} is not a directory; remove it or choose another path", path.display())]
+    NotADirectory {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// A publish target path is a directory; it is never removed for us.
+    #[error("cannot publish to {}: it is a directory; remove it or change the file path in the config", path.display())]
+    TargetIsDirectory {
+        /// The target path.
+        path: PathBuf,
+    },
+    /// A target path cannot be used (no file name, reserved name, ...).
+    #[error("cannot publish to {}: {reason}", path.display())]
+    BadTarget {
+        /// The target path.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
+    /// Symlink swap needs all targets in one directory.
+    #[error("swap = \"symlink\" needs every file in one directory, but {} and {} are not; put them in one directory or use swap = \"rename\"", first.display(), other.display())]
+    SymlinkSplit {
+        /// The first target.
+        first: PathBuf,
+        /// A target in another directory.
+        other: PathBuf,
+    },
+    /// A `ca` file was asked for but the issuer returned no CA certificate.
+    #[error("cannot write the ca file: the issued material has no CA certificate; remove `ca` from files or use an issuer that returns its root")]
+    NoCa,
+    /// The journal exists but does not parse.
+    #[error("journal {} is corrupt: {source}; move it aside and restart (rekey then re-adopts the published files)", path.display())]
+    CorruptJournal {
+        /// The journal file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The journal could not be serialized (a bug: journals are plain data).
+    #[error("cannot encode the journal for {}: {source}; this is a bug in rekey, please report it", path.display())]
+    EncodeJournal {
+        /// The journal file.
+        path: PathBuf,
+        /// The serialization error.
+        source: serde_json::Error,
+    },
+    /// A stored generation is missing a file or holds garbage.
+    #[error("generation {} is unusable: {reason}; rekey will issue a new one", path.display())]
+    BadGeneration {
+        /// The generation directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The credential name cannot be a directory name.
+    #[error("credential name {name:?} cannot be used as a directory name; use letters, digits, '-', '_' or '.' (not leading)")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+    },
+    /// A write was attempted through a read-only store.
+    #[error("cannot modify {}: the store was opened read-only", path.display())]
+    ReadOnly {
+        /// What would have been written.
+        path: PathBuf,
+    },
+    /// A file to read is not a regular file (FIFO, device, directory, ...).
+    #[error("cannot read {}: not a regular file; point the path at a PEM file", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file to read is far larger than any PEM file.
+    #[error("refusing to read {}: {size} bytes is too large for a PEM file; check the path", path.display())]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+}
+
+impl StoreError {
+    /// Wrap an I/O error with the operation, the path and a hint chosen from both.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let hint = hint(op, &source);
+        StoreError::Io {
+            op,
+            path: path.into(),
+            source,
+            hint,
+        }
+    }
+}
+
+/// Pick advice for the operator: most failures are permissions, space or a missing path.
+fn hint(op: &'static str, err: &io::Error) -> &'static str {
+    let reading = matches!(op, "read" | "open" | "read symlink" | "list" | "stat");
+    match err.kind() {
+        io::ErrorKind::PermissionDenied if op == "set owner of" => {
+            "setting owner/group needs root or CAP_CHOWN; run rekey with it or drop owner/group from the config"
+        }
+        io::ErrorKind::PermissionDenied if reading => "make it readable by rekey's user",
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            "make the directory writable by rekey's user"
+        }
+        io::ErrorKind::NotFound if reading => "check that the path exists",
+        io::ErrorKind::NotFound => "check that the parent directory exists",
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "free space on that filesystem",
+        _ if err.raw_os_error() == Some(nix::libc::ELOOP) => {
+            "it is a symlink where rekey expects a regular file; remove the symlink"
+        }
+        _ => "check the path and the filesystem",
+    }
+}
