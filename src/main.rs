@@ -1,1 +1,246 @@
-fn main() {}
+//! The `rekey` command line. Exit codes: 0 success, 1 runtime failure,
+//! 2 bad usage or invalid config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hyper::Method;
+
+use rekey::config::{Config, LogFormat};
+use rekey::status::{CredentialStatus, Handoff, State};
+use rekey::{cert, client, daemon, report};
+
+#[derive(Parser)]
+#[command(
+    name = "rekey",
+    version,
+    about = "Keeps certificates fresh and proves the app picked them up"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Config file.
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate the config and show each credential's state and next renewal.
+    Check {
+        /// Config file.
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Ask a running daemon for its status.
+    Status {
+        /// The daemon's endpoint (daemon.listen).
+        #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
+        addr: SocketAddr,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running daemon to rotate NAME now, and wait for the outcome.
+    Rotate {
+        /// Credential name.
+        name: String,
+        /// The daemon's endpoint (daemon.listen).
+        #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
+        addr: SocketAddr,
+    },
+    /// Show the certificates and keys in files, and whether keys match.
+    Inspect {
+        /// PEM files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rekey: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("rekey: invalid config: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(config.daemon.log_format);
+            runtime()?.block_on(daemon::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            print!("{}", report::check(&config, SystemTime::now()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { files } => match report::inspect(&files, SystemTime::now()) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(text) => {
+                eprintln!("{text}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
+        Command::Rotate { name, addr } => runtime()?.block_on(rotate(addr, &name)),
+    }
+}
+
+async fn status(addr: SocketAddr, json: bool) -> anyhow::Result<ExitCode> {
+    let reply = client::request(addr, Method::GET, "/status", Duration::from_secs(10)).await?;
+    let list: Vec<CredentialStatus> = serde_json::from_str(&reply.body).with_context(|| {
+        format!(
+            "unexpected /status answer from {addr} (HTTP {})",
+            reply.status
+        )
+    })?;
+    if json {
+        println!("{}", reply.body.trim_end());
+    } else {
+        print!("{}", status_table(&list, SystemTime::now()));
+    }
+    let ready = list.iter().all(|c| {
+        matches!(c.state, State::Valid | State::Renewing | State::Backoff)
+            && c.handoff != Handoff::Failed
+    });
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<16} {:<9} {:<10} {:<12} {:<21} {}\n",
+        "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
+    );
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(SystemTime::from)
+    };
+    for c in list {
+        let expires = match parse(&c.not_after) {
+            Some(t) => match t.duration_since(now) {
+                Ok(d) => humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
+                Err(_) => "expired".into(),
+            },
+            None => "-".into(),
+        };
+        let next = parse(&c.next_renewal)
+            .map(cert::rfc3339)
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<16} {:<9} {:<10} {:<12} {:<21} {}",
+            c.name,
+            serde_json::to_value(c.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            serde_json::to_value(c.handoff)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            expires,
+            next,
+            c.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
+async fn rotate(addr: SocketAddr, name: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/rotate/{name}");
+    let reply = client::request(addr, Method::POST, &path, Duration::from_secs(130)).await?;
+    let v: serde_json::Value = serde_json::from_str(&reply.body)
+        .with_context(|| format!("unexpected answer from {addr} (HTTP {})", reply.status))?;
+    match reply.status {
+        200 => {
+            println!(
+                "{name}: rotated to generation {} ({})",
+                v["generation"],
+                v["fingerprint"].as_str().unwrap_or("-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        404 => {
+            eprintln!(
+                "rekey: {}",
+                v["error"].as_str().unwrap_or("unknown credential")
+            );
+            Ok(ExitCode::from(2))
+        }
+        _ => {
+            eprintln!(
+                "rekey: {name}: rotation failed: {}",
+                v["error"].as_str().unwrap_or("unknown error")
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! What is published on disk now, judged against what the config asks for.
+//! Used at start (adopt a valid pair instead of reissuing) and by
+//! `rekey check`.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use zeroize::Zeroizing;
+
+use crate::cert::{self, CertInfo, Invalid, Names};
+use crate::config::{CertificateConfig, FileKind};
+use crate::store::{self, Material};
+
+/// The state of a credential's published files.
+#[derive(Debug, Clone)]
+pub enum DiskState {
+    /// A file the key or certificate is read from does not exist.
+    Missing(PathBuf),
+    /// A file exists but cannot be read or parsed.
+    Unreadable(PathBuf, String),
+    /// Parsed, but not usable (key mismatch, wrong names, expired...).
+    Unusable(Box<CertInfo>, Invalid),
+    /// Valid now for the configured names, with a matching key.
+    Valid(Box<CertInfo>),
+}
+
+impl DiskState {
+    /// One line for `rekey check` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            DiskState::Missing(p) => format!("missing ({})", p.display()),
+            DiskState::Unreadable(p, why) => format!("unreadable ({}: {why})", p.display()),
+            DiskState::Unusable(_, Invalid::KeyMismatch) => "key mismatch".to_string(),
+            DiskState::Unusable(_, Invalid::Expired(t)) => format!("expired at {t}"),
+            DiskState::Unusable(_, Invalid::MissingNames(n)) => format!("wrong names (lacks {n})"),
+            DiskState::Unusable(_, other) => other.to_string(),
+            DiskState::Valid(info) => format!("valid until {}", cert::rfc3339(info.not_after)),
+        }
+    }
+}
+
+/// The requested names of a certificate credential.
+pub fn names_of(cfg: &CertificateConfig) -> Names {
+    Names {
+        common_name: cfg.common_name.clone(),
+        dns_names: cfg.dns_names.clone(),
+        ip_addresses: cfg.ip_addresses.clone(),
+    }
+}
+
+/// Where the certificate and the key are read back from.
+fn sources(cfg: &CertificateConfig) -> Option<(PathBuf, PathBuf)> {
+    let f = &cfg.files;
+    let cert = f
+        .cert
+        .clone()
+        .or(f.fullchain.clone())
+        .or(f.bundle.clone())?;
+    let key = f.key.clone().or(f.bundle.clone())?;
+    Some((cert, key))
+}
+
+/// Read back the published material and judge it. Returns the material too
+/// when it parsed, so a valid pair can be adopted.
+pub fn assess(cfg: &CertificateConfig, now: SystemTime) -> (DiskState, Option<Material>) {
+    let Some((cert_path, key_path)) = sources(cfg) else {
+        // Config validation guarantees both are written somewhere.
+        return (
+            DiskState::Unreadable(
+                PathBuf::new(),
+                "no certificate or key file configured".into(),
+            ),
+            None,
+        );
+    };
+    let read = |p: &PathBuf| -> Result<Zeroizing<Vec<u8>>, DiskState> {
+        if std::fs::symlink_metadata(p).is_err() {
+            return Err(DiskState::Missing(p.clone()));
+        }
+        store::read_published(p).map_err(|e| DiskState::Unreadable(p.clone(), e.to_string()))
+    };
+    let cert_bytes = match read(&cert_path) {
+        Ok(b) => b,
+        Err(s) => return (s, None),
+    };
+    let key_bytes = match read(&key_path) {
+        Ok(b) => b,
+        Err(s) => return (s, None),
+    };
+    let ders = match cert::pem_certs(&cert_bytes, &cert_path.display().to_string()) {
+        Ok(d) if !d.is_empty() => d,
+        Ok(_) => {
+            return (
+                DiskState::Unreadable(cert_path, "no CERTIFICATE block".into()),
+                None,
+            )
+        }
+        Err(e) => return (DiskState::Unreadable(cert_path, e.to_string()), None),
+    };
+    let info = match cert::parse_der(&ders[0]) {
+        Ok(i) => i,
+        Err(e) => return (DiskState::Unreadable(cert_path, e.to_string()), None),
+    };
+    let Some(key_pem) = cert::pem_private_key(&key_bytes) else {
+        return (
+            DiskState::Unreadable(key_path, "no PRIVATE KEY block".into()),
+            None,
+        );
+    };
+    let key = match cert::load_key(&key_pem, &key_path.display().to_string()) {
+        Ok(k) => k,
+        Err(e) => return (DiskState::Unreadable(key_path, e.to_string()), None),
+    };
+    let material = material_from(cfg, &ders, key_pem);
+    match cert::check_usable(&info, &key.public_key(), &names_of(cfg), now) {
+        Ok(()) => (DiskState::Valid(Box::new(info)), Some(material)),
+        Err(why) => (DiskState::Unusable(Box::new(info), why), Some(material)),
+    }
+}
+
+/// Rebuild a [`Material`] from what is on disk: the leaf, the rest of the
+/// chain (from the fullchain/bundle, else the chain file) and the CA file.
+fn material_from(
+    cfg: &CertificateConfig,
+    ders: &[rustls_pki_types::CertificateDer<'static>],
+    key_pem: Zeroizing<String>,
+) -> Material {
+    let pem_of = |der: &[u8]| pem_encode("CERTIFICATE", der);
+    let cert_pem = pem_of(&ders[0]);
+    let mut chain_pem: String = ders[1..].iter().map(|d| pem_of(d)).collect();
+    if chain_pem.is_empty() {
+        if let Some(p) = &cfg.files.chain {
+            if let Ok(b) = store::read_published(p) {
+                chain_pem = String::from_utf8_lossy(&b).into_owned();
+            }
+        }
+    }
+    let ca_pem = cfg
+        .files
+        .ca
+        .as_ref()
+        .and_then(|p| store::read_published(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    Material {
+        cert_pem,
+        chain_pem,
+        key_pem,
+        ca_pem,
+    }
+}
+
+/// PEM-encode one DER object.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(label, der.to_vec()))
+}
+
+/// Whether a target kind can be rendered from `m` (a CA file needs a root).
+pub fn renderable(m: &Material, kind: FileKind) -> bool {
+    kind != FileKind::Ca || m.ca_pem.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip() {
+        let der: Vec<u8> = (0..300u32).map(|i| (i * 7 % 256) as u8).collect();
+        let back = cert::pem_certs(pem_encode("CERTIFICATE", &der).as_bytes(), "t").unwrap();
+        assert_eq!(back[0].as_ref(), der.as_slice());
+    }
+}

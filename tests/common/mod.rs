@@ -1,0 +1,200 @@
+//! Shared helpers for the integration tests: a daemon process on a random
+//! loopback port, config files in a temp dir, polling with deadlines.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The rekey binary built for these tests.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rekey")
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Bodies are small and sent with Content-Length, not chunked.
+    Ok((status, body.to_string()))
+}
+
+/// `/status` as JSON.
+pub fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    let (code, body) = http(addr, "GET", "/status").ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// The status object of credential `name`.
+pub fn cred_status(addr: SocketAddr, name: &str) -> Option<serde_json::Value> {
+    status(addr)?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+}
+
+/// A temp dir with a config file in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            addr: free_addr(),
+        }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    /// Write `rekey.toml`: a daemon section pointing into the temp dir, a
+    /// local CA named `dev`, and `certs` appended verbatim.
+    pub fn write_config(&self, certs: &str) -> PathBuf {
+        let text = format!(
+            "[daemon]\nstate_dir = \"{state}\"\nlisten = \"{addr}\"\n\n[issuer.dev]\ntype = \"local-ca\"\n\n{certs}",
+            state = self.path("state").display(),
+            addr = self.addr,
+        );
+        let p = self.path("rekey.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// A certificate section with files under `tls/` (cert, key, fullchain, ca).
+    pub fn cert_section(&self, name: &str, extra: &str) -> String {
+        let d = self.path("tls").join(name);
+        format!(
+            "[[certificate]]\nname = \"{name}\"\nissuer = \"dev\"\ndns_names = [\"localhost\"]\nip_addresses = [\"127.0.0.1\"]\n\
+             files = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\", fullchain = \"{d}/fullchain.pem\", ca = \"{d}/ca.pem\" }}\n{extra}\n",
+            d = d.display()
+        )
+    }
+    /// Start `rekey run` on this config; logs go to `daemon.log`.
+    pub fn start(&self) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .unwrap();
+        let child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(self.path("rekey.toml"))
+            .env("REKEY_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            addr: self.addr,
+        };
+        wait_for(Duration::from_secs(20), "the daemon's endpoint", || {
+            http(self.addr, "GET", "/healthz")
+                .ok()
+                .filter(|r| r.0 == 200)
+        });
+        d
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Read the cert and key at the given paths; Ok((fingerprint, matches)) when
+/// both parse; Err with what is wrong otherwise.
+pub fn pair(cert: &Path, key: &Path) -> Result<(String, bool), String> {
+    let cb = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let kb = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    pair_bytes(&cb, &kb)
+}
+
+/// Like [`pair`], on bytes already read.
+pub fn pair_bytes(cb: &[u8], kb: &[u8]) -> Result<(String, bool), String> {
+    let ders = rekey::cert::pem_certs(cb, "cert").map_err(|e| e.to_string())?;
+    let der = ders.first().ok_or("no certificate in the cert file")?;
+    let info = rekey::cert::parse_der(der).map_err(|e| e.to_string())?;
+    let kp = rekey::cert::pem_private_key(kb).ok_or("no key in the key file")?;
+    let key = rekey::cert::load_key(&kp, "key").map_err(|e| e.to_string())?;
+    Ok((info.fingerprint, info.public_key == key.public_key()))
+}
+
+/// File mode bits.
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}

@@ -1,0 +1,148 @@
+//! The daemon end to end on the embedded CA: issue, publish, rotate on
+//! request, adopt on restart, repair tampering, stop cleanly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn issues_rotates_on_request_and_adopts_on_restart() {
+    let env = Env::new();
+    let extra = "key_mode = \"0640\"\ncert_mode = \"0604\"\n";
+    env.write_config(&env.cert_section("web", extra));
+    let cert = env.path("tls/web/cert.pem");
+    let key = env.path("tls/web/key.pem");
+
+    let d = env.start();
+    let first = wait_for(Duration::from_secs(10), "first issuance", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    let (fp1, ok) = pair(&cert, &key).unwrap();
+    assert!(ok, "published key does not match the certificate");
+    assert_eq!(first["fingerprint"], fp1.as_str());
+    assert_eq!(
+        first["handoff"], "unverified",
+        "verify = none is never verified"
+    );
+    assert_eq!(mode(&key), 0o640);
+    assert_eq!(mode(&cert), 0o604);
+    assert_eq!(mode(&env.path("state")), 0o700);
+    // The CA file lets clients trust the leaf.
+    let ca = std::fs::read_to_string(env.path("tls/web/ca.pem")).unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE"));
+
+    // `rekey rotate` through the CLI client.
+    let out = std::process::Command::new(bin())
+        .args(["rotate", "web", "--addr", &env.addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (fp2, ok) = pair(&cert, &key).unwrap();
+    assert!(ok);
+    assert_ne!(fp1, fp2, "rotate did not publish a new certificate");
+    let second = cred_status(d.addr, "web").unwrap();
+    assert_eq!(second["fingerprint"], fp2.as_str());
+    assert!(second["generation"].as_u64() > first["generation"].as_u64());
+    assert_eq!(second["last_rotation"]["result"], "success");
+    assert_eq!(mode(&key), 0o640, "modes are applied on every write");
+
+    // `rekey status` prints a table and exits 0 when all is well.
+    let out = std::process::Command::new(bin())
+        .args(["status", "--addr", &env.addr.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("web") && table.contains("valid"),
+        "{table}"
+    );
+
+    assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0");
+
+    // Restart: the valid pair is adopted, not reissued.
+    let d = env.start();
+    let again = wait_for(Duration::from_secs(10), "restart", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    assert_eq!(again["fingerprint"], fp2.as_str(), "restart reissued");
+    assert_eq!(again["generation"], second["generation"]);
+    assert_eq!(pair(&cert, &key).unwrap().0, fp2);
+}
+
+#[test]
+fn a_fresh_state_dir_adopts_a_valid_published_pair() {
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let d = env.start();
+    let fp = wait_for(Duration::from_secs(10), "issuance", || {
+        let s = cred_status(d.addr, "web")?;
+        s["fingerprint"].as_str().map(str::to_owned)
+    });
+    d.kill9();
+    // Lose the state dir but keep the CA (the pair must still chain to it).
+    std::fs::remove_dir_all(env.path("state/certs")).unwrap();
+    let d = env.start();
+    let s = wait_for(Duration::from_secs(10), "adoption", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    assert_eq!(s["fingerprint"], fp.as_str());
+    assert!(env.log().contains("adopted"), "{}", env.log());
+}
+
+#[test]
+fn deleted_or_overwritten_files_are_repaired_within_seconds() {
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let cert = env.path("tls/web/cert.pem");
+    let key = env.path("tls/web/key.pem");
+    let d = env.start();
+    let fp = wait_for(Duration::from_secs(10), "issuance", || {
+        cred_status(d.addr, "web")?["fingerprint"]
+            .as_str()
+            .map(str::to_owned)
+    });
+
+    std::fs::remove_file(&key).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the deleted key to come back",
+        || pair(&cert, &key).ok().filter(|(f, ok)| *ok && *f == fp),
+    );
+
+    std::fs::write(&cert, "garbage").unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the overwritten cert to be restored",
+        || pair(&cert, &key).ok().filter(|(f, ok)| *ok && *f == fp),
+    );
+    assert!(env.log().contains("tampered"));
+    // Restoring is not rotating: the generation did not change.
+    assert_eq!(
+        cred_status(d.addr, "web").unwrap()["fingerprint"],
+        fp.as_str()
+    );
+}
+
+#[test]
+fn unknown_credential_rotate_is_refused() {
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let d = env.start();
+    let (code, body) = http(d.addr, "POST", "/v1/rotate/nope").unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("nope"));
+    let out = std::process::Command::new(bin())
+        .args(["rotate", "nope", "--addr", &env.addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
