@@ -198,3 +198,22 @@ pub fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// A live test's server program. Under `scripts/test` (REKEY_REQUIRE_LIVE=1,
+/// which installs it) a missing program fails the test; under a bare
+/// `cargo test` the test is skipped, saying why (the caller returns on None).
+pub fn live_binary(name: &str, install_hint: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("REKEY_REQUIRE_LIVE").is_some() {
+            panic!("{name} is required for this live test but is not installed ({install_hint}); scripts/test installs it");
+        }
+        eprintln!("SKIPPED: {name} is not installed ({install_hint}); run scripts/test to install it and run this test");
+    }
+    found
+}
