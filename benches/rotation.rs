@@ -38,7 +38,8 @@ fn cred(dir: &std::path::Path, kt: KeyType, swap: SwapMode) -> CertificateConfig
         uid: None,
         gid: None,
         reload: ReloadConfig::None,
-        verify: VerifyConfig::None,
+        verify: VerifyConfig::default(),
+        on_failure: rekey::config::OnFailure::Rollback,
     }
 }
 
@@ -67,6 +68,8 @@ fn main() {
             .map(|kt| Credential {
                 config: cred(tmp.path(), *kt, SwapMode::Rename),
                 issuer: ca.clone(),
+                reload: Arc::new(rekey::handoff::reload::NoReload),
+                probes: vec![],
             })
             .collect();
         let engine = Engine::start(
@@ -76,6 +79,7 @@ fn main() {
                 max_concurrent_rotations: 1,
                 backstop: Duration::from_secs(3600),
             },
+            rekey::alert::Alerter::default(),
         );
         assert!(engine.wait_started(Duration::from_secs(60)).await);
         let h = engine.handle();

@@ -7,8 +7,14 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, IssuerConfig};
+use crate::alert::Alerter;
+use crate::config::{
+    CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
+};
 use crate::engine::{Credential, Engine, Settings};
+use crate::handoff::probe::{ExecProbe, HttpProbe, TlsProbe};
+use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Target};
+use crate::handoff::{Probe, Reload};
 use crate::issuer::local_ca::LocalCa;
 use crate::issuer::{Issuer, IssuerError};
 use crate::server::{self, ServerError};
@@ -29,6 +35,14 @@ pub enum DaemonError {
     /// The endpoint could not be bound.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A reload or probe could not be set up.
+    #[error("certificate {credential}: {why}")]
+    Handoff {
+        /// Credential.
+        credential: String,
+        /// What is wrong and what to do.
+        why: String,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -52,21 +66,103 @@ pub fn build_issuers(
     Ok(out)
 }
 
+/// A certificate's reload backend and probes.
+pub type HandoffParts = (Arc<dyn Reload>, Vec<Arc<dyn Probe>>);
+
+/// Build the reload backend and the probes of one certificate.
+pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError> {
+    let fail = |why: String| DaemonError::Handoff {
+        credential: c.name.clone(),
+        why,
+    };
+    let any_cert = || {
+        crate::tlsutil::probe_config(None)
+            .map(Arc::new)
+            .map_err(fail)
+    };
+    let reload: Arc<dyn Reload> = match &c.reload {
+        ReloadConfig::None => Arc::new(NoReload),
+        ReloadConfig::Signal { signal, target } => {
+            let target = match target {
+                PidSource::Pid(p) => Target::Pid(*p),
+                PidSource::File(f) => Target::PidFile(f.clone()),
+            };
+            Arc::new(SignalReload::new(signal, target).map_err(fail)?)
+        }
+        ReloadConfig::Exec { command, timeout } => Arc::new(ExecReload {
+            command: command.clone(),
+            timeout: *timeout,
+        }),
+        ReloadConfig::Http {
+            url,
+            method,
+            headers,
+            timeout,
+        } => Arc::new(HttpReload {
+            url: url.clone(),
+            method: method.clone(),
+            headers: headers.clone(),
+            timeout: *timeout,
+            tls: any_cert()?,
+        }),
+    };
+    let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
+    for p in &c.verify.probes {
+        probes.push(match p {
+            ProbeConfig::Tls {
+                connect,
+                server_name,
+                client_cert,
+                client_key,
+            } => {
+                let client = client_cert.as_deref().zip(client_key.as_deref());
+                let tls = crate::tlsutil::probe_config(client)
+                    .map(Arc::new)
+                    .map_err(fail)?;
+                Arc::new(TlsProbe {
+                    connect: connect.clone(),
+                    server_name: server_name.clone(),
+                    tls,
+                })
+            }
+            ProbeConfig::Http {
+                url,
+                expect_status,
+                expect_body,
+                headers,
+            } => Arc::new(HttpProbe {
+                url: url.clone(),
+                expect_status: *expect_status,
+                expect_body: expect_body.clone(),
+                headers: headers.clone(),
+                tls: any_cert()?,
+            }),
+            ProbeConfig::Exec { command } => Arc::new(ExecProbe {
+                command: command.clone(),
+            }),
+        });
+    }
+    Ok((reload, probes))
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
     let issuers = build_issuers(&config, &store)?;
-    let credentials: Vec<Credential> = config
-        .certificates
-        .iter()
-        .filter_map(|c| {
-            // Config validation guarantees every issuer name resolves.
-            issuers.get(&c.issuer).map(|i| Credential {
-                config: c.clone(),
-                issuer: i.clone(),
-            })
-        })
-        .collect();
+    let mut credentials = Vec::new();
+    for c in &config.certificates {
+        // Config validation guarantees every issuer name resolves.
+        let Some(issuer) = issuers.get(&c.issuer) else {
+            continue;
+        };
+        let (reload, probes) = build_handoff(c)?;
+        credentials.push(Credential {
+            config: c.clone(),
+            issuer: issuer.clone(),
+            reload,
+            probes,
+        });
+    }
     let listener = match config.daemon.listen {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
@@ -81,6 +177,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             max_concurrent_rotations: config.daemon.max_concurrent_rotations,
             backstop: config.daemon.backstop,
         },
+        Alerter::default(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some((listener, addr)) = listener {

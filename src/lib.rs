@@ -1,13 +1,17 @@
 //! rekey: a credential-rotation sidecar. See DESIGN.md for the architecture.
+pub mod alert;
 pub mod cert;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod handoff;
+pub mod httpc;
 pub mod issuer;
 pub mod report;
 pub mod schedule;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod tlsutil;
 pub mod watch;

@@ -77,6 +77,8 @@ pub struct CredentialStatus {
     pub next_renewal: Option<String>,
     /// Handoff state of the current generation.
     pub handoff: Handoff,
+    /// The fingerprint the probes last saw the app serve.
+    pub served_fingerprint: Option<String>,
     /// The last rotation attempt.
     pub last_rotation: Option<LastRotation>,
     /// The last error, if the last attempt failed.
@@ -100,6 +102,7 @@ impl CredentialStatus {
             not_after: None,
             next_renewal: None,
             handoff: Handoff::Pending,
+            served_fingerprint: None,
             last_rotation: None,
             last_error: None,
             consecutive_failures: 0,

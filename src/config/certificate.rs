@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::convert::{reload, resolve, value, verify, MIN_LIFETIME};
+use super::convert::{resolve, value, MIN_LIFETIME};
 use super::error::{line_col, ConfigError, Src};
+use super::handoff::{self, OnFailure};
 use super::raw::{RawCertificate, RawFiles};
 use super::{
     values, CertificateConfig, FileKind, Files, IssuerConfig, KeyType, ReloadConfig, Share,
@@ -291,12 +292,16 @@ fn certificate(
         None => None,
     };
     let reload = match rc.reload {
-        Some(t) => reload(src, k("reload"), t)?,
+        Some(t) => handoff::reload(src, base, k("reload"), t)?,
         None => ReloadConfig::None,
     };
     let verify = match rc.verify {
-        Some(t) => verify(src, k("verify"), t)?,
-        None => VerifyConfig::None,
+        Some(t) => handoff::verify(src, base, k("verify"), t, &common_name)?,
+        None => VerifyConfig::default(),
+    };
+    let on_failure = match &rc.on_failure {
+        Some(s) => value(src, &k("on_failure"), s, handoff::on_failure)?,
+        None => OnFailure::Rollback,
     };
     Ok(Checked {
         config: CertificateConfig {
@@ -319,6 +324,7 @@ fn certificate(
             gid,
             reload,
             verify,
+            on_failure,
         },
         files_spans,
         swap_span: rc.swap.as_ref().map(Spanned::span),

@@ -10,9 +10,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Src};
 use super::raw::{RawConfig, RawDaemon, RawTagged, TableReader};
-use super::{
-    values, Config, DaemonConfig, IssuerConfig, LocalCaConfig, ReloadConfig, VerifyConfig,
-};
+use super::{values, Config, DaemonConfig, IssuerConfig, LocalCaConfig};
 
 /// Shortest certificate lifetime: below this rotation would be a busy loop.
 pub(super) const MIN_LIFETIME: Duration = Duration::from_secs(10);
@@ -151,28 +149,4 @@ fn issuer(
     }
     t.finish()?;
     Ok(IssuerConfig::LocalCa(ca))
-}
-
-/// `reload = { type = "none" }`.
-pub(super) fn reload(
-    src: &Src<'_>,
-    path: String,
-    table: Spanned<RawTagged>,
-) -> Result<ReloadConfig, ConfigError> {
-    let mut t = TableReader::new(src, path, table);
-    t.tag(&["none"])?;
-    t.finish()?;
-    Ok(ReloadConfig::None)
-}
-
-/// `verify = { type = "none" }`.
-pub(super) fn verify(
-    src: &Src<'_>,
-    path: String,
-    table: Spanned<RawTagged>,
-) -> Result<VerifyConfig, ConfigError> {
-    let mut t = TableReader::new(src, path, table);
-    t.tag(&["none"])?;
-    t.finish()?;
-    Ok(VerifyConfig::None)
 }

@@ -8,6 +8,7 @@
 mod certificate;
 mod convert;
 mod error;
+mod handoff;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
+pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -284,6 +286,8 @@ pub struct CertificateConfig {
     pub reload: ReloadConfig,
     /// How the handoff is verified.
     pub verify: VerifyConfig,
+    /// What to do when the handoff fails.
+    pub on_failure: OnFailure,
 }
 
 /// The files of one certificate; relative paths are already resolved.
@@ -354,22 +358,6 @@ impl FileKind {
     pub fn holds_key(&self) -> bool {
         matches!(self, FileKind::Key | FileKind::Bundle)
     }
-}
-
-/// How the application is told to reload (`reload = { type = ... }`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum ReloadConfig {
-    /// The application watches its files itself.
-    #[default]
-    None,
-}
-
-/// How the handoff is verified (`verify = { type = ... }`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum VerifyConfig {
-    /// No probe: handoffs are reported as unverified.
-    #[default]
-    None,
 }
 
 /// Check an existing state dir: a directory, readable, no group/other mode bits. A missing one is fine (it is created 0700 later).

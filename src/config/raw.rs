@@ -55,7 +55,8 @@ pub(super) struct RawCertificate {
     pub owner: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub reload: Option<Spanned<RawTagged>>,
-    pub verify: Option<Spanned<RawTagged>>,
+    pub verify: Option<Spanned<RawVerify>>,
+    pub on_failure: Option<Spanned<String>>,
 }
 
 /// `files = { ... }`.
@@ -77,6 +78,53 @@ pub(super) struct RawFiles {
 #[derive(Deserialize)]
 #[serde(transparent)]
 pub(super) struct RawTagged(pub BTreeMap<String, Spanned<toml::Value>>);
+
+/// `verify`: one probe table or a list of them.
+pub(super) enum RawVerify {
+    /// `verify = { type = ... }`.
+    One(Spanned<RawTagged>),
+    /// `verify = [{ type = ... }, ...]`.
+    Many(Vec<Spanned<RawTagged>>),
+}
+
+impl<'de> Deserialize<'de> for RawVerify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A hand-written visitor: serde's untagged enums buffer their input,
+        // which would lose the spans inside.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawVerify;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a probe table like { type = \"tls\", ... } or a list of them")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawVerify, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = seq.next_element::<Spanned<RawTagged>>()? {
+                    out.push(t);
+                }
+                Ok(RawVerify::Many(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawVerify, A::Error> {
+                let mut m = BTreeMap::new();
+                let (mut start, mut end) = (usize::MAX, 0);
+                while let Some((k, v)) = map.next_entry::<String, Spanned<toml::Value>>()? {
+                    start = start.min(v.span().start);
+                    end = end.max(v.span().end);
+                    m.insert(k, v);
+                }
+                let span = if start <= end { start..end } else { 0..0 };
+                Ok(RawVerify::One(Spanned::new(span, RawTagged(m))))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// Reads the keys of one tagged table, then reports the ones nobody read.
 pub(super) struct TableReader<'s, 'a> {

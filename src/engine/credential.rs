@@ -1,90 +1,63 @@
 //! One credential's task: recover at start, adopt or restore what is on disk,
-//! rotate when due, repair drift, back off on failure.
+//! rotate when due, repair drift, probe a pending handoff, raise date alerts.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::disk::{self, DiskState};
-use super::journal::{recovery, Journal, Pending, Recovery, Step};
+use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
-use crate::cert::{self, CertInfo, IssuedPem, Names};
+use crate::alert::{Alert, Alerter, Event};
+use crate::cert::{self, CertInfo, Names};
 use crate::config::CertificateConfig;
-use crate::issuer::{IssueRequest, Issuer};
+use crate::handoff::{self, Generation, Probe, Reload, Verdict};
+use crate::issuer::Issuer;
 use crate::schedule;
-use crate::status::{CredentialStatus, Handoff, LastRotation, RotateOutcome, Snapshot, State};
+use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Material, Store, Target};
 
-/// Why one rotation attempt failed. Messages name the credential and say
-/// what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    /// Key generation or CSR building failed.
-    #[error("{credential}: {source}")]
-    Cert {
-        /// Credential name.
-        credential: String,
-        /// Cause.
-        source: cert::CertError,
-    },
-    /// The issuer failed.
-    #[error(transparent)]
-    Issuer(#[from] crate::issuer::IssuerError),
-    /// The issuer returned something we will not install.
-    #[error(
-        "{credential}: issuer {issuer} returned an unusable certificate, not installed: {why}"
-    )]
-    Invalid {
-        /// Credential name.
-        credential: String,
-        /// Issuer name.
-        issuer: String,
-        /// What was wrong.
-        why: cert::Invalid,
-    },
-    /// A disk operation failed; the old credential stays in place.
-    #[error("{credential}: {source}")]
-    Store {
-        /// Credential name.
-        credential: String,
-        /// Cause.
-        source: store::StoreError,
-    },
-}
-
-impl RotateError {
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            RotateError::Issuer(e) => e.retry_after(),
-            _ => None,
-        }
-    }
-}
+/// Background probing of a pending or failed handoff backs off up to this.
+pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
+/// `expiring` fires when less than this share of the lifetime is left.
+const EXPIRING_SHARE: f64 = 0.10;
 
 /// The committed generation, in memory.
-struct Current {
-    generation: u64,
-    material: Material,
-    info: CertInfo,
+pub(super) struct Current {
+    pub(super) generation: u64,
+    pub(super) material: Material,
+    pub(super) info: CertInfo,
 }
 
+/// A credential's task state.
 pub(super) struct Task {
-    cfg: CertificateConfig,
-    names: Names,
-    targets: Vec<Target>,
-    issuer: Arc<dyn Issuer>,
-    store: CredentialStore,
-    journal: Journal,
-    current: Option<Current>,
-    status_tx: watch::Sender<Snapshot>,
-    permits: Arc<Semaphore>,
-    backstop: Duration,
-    failures: u32,
-    retry_at: Option<SystemTime>,
-    last_rotation: Option<LastRotation>,
-    last_error: Option<String>,
-    renewing: bool,
+    pub(super) cfg: CertificateConfig,
+    pub(super) names: Names,
+    pub(super) targets: Vec<Target>,
+    pub(super) issuer: Arc<dyn Issuer>,
+    pub(super) reload: Arc<dyn Reload>,
+    pub(super) probes: Vec<Arc<dyn Probe>>,
+    pub(super) alerter: Alerter,
+    pub(super) store: CredentialStore,
+    pub(super) journal: Journal,
+    pub(super) current: Option<Current>,
+    pub(super) status_tx: watch::Sender<Snapshot>,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) backstop: Duration,
+    pub(super) failures: u32,
+    pub(super) retry_at: Option<SystemTime>,
+    pub(super) last_rotation: Option<LastRotation>,
+    pub(super) last_error: Option<String>,
+    pub(super) renewing: bool,
+    pub(super) handoff: Handoff,
+    pub(super) served: Option<String>,
+    /// Next background probe of a pending/failed handoff, and the pause after it.
+    pub(super) probe_at: Option<SystemTime>,
+    pub(super) probe_pause: Duration,
+    /// Date alerts already raised for the committed generation.
+    pub(super) alerted_expiring: Option<u64>,
+    pub(super) alerted_expired: Option<u64>,
 }
 
 impl Task {
@@ -94,6 +67,7 @@ impl Task {
         status_tx: watch::Sender<Snapshot>,
         permits: Arc<Semaphore>,
         backstop: Duration,
+        alerter: Alerter,
     ) -> Task {
         Task {
             names: disk::names_of(&c.config),
@@ -101,6 +75,9 @@ impl Task {
             store: store.credential(&c.config.name),
             cfg: c.config,
             issuer: c.issuer,
+            reload: c.reload,
+            probes: c.probes,
+            alerter,
             journal: Journal::default(),
             current: None,
             status_tx,
@@ -111,13 +88,12 @@ impl Task {
             last_rotation: None,
             last_error: None,
             renewing: false,
-        }
-    }
-
-    fn store_err(&self, source: store::StoreError) -> RotateError {
-        RotateError::Store {
-            credential: self.cfg.name.clone(),
-            source,
+            handoff: Handoff::Pending,
+            served: None,
+            probe_at: None,
+            probe_pause: Duration::from_millis(50),
+            alerted_expiring: None,
+            alerted_expired: None,
         }
     }
 
@@ -126,23 +102,36 @@ impl Task {
         mut rx: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        self.start();
+        self.start().await;
         self.publish_status();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let now = SystemTime::now();
+            self.date_alerts(now);
             let due = self.due_at(now);
             if due <= now {
-                self.rotate().await;
+                let _ = self.rotate().await;
                 continue;
             }
-            let sleep = schedule::until(due, now).min(self.backstop);
+            let backstop_at = now + self.backstop;
+            let mut wake = due.min(backstop_at);
+            for t in [self.probe_at, self.next_date_alert()]
+                .into_iter()
+                .flatten()
+            {
+                wake = wake.min(t);
+            }
+            let backstop_due = wake == backstop_at;
             tokio::select! {
-                _ = tokio::time::sleep(sleep) => {
-                    if SystemTime::now() < due {
-                        self.check_files("backstop re-check");
+                _ = tokio::time::sleep(schedule::until(wake, now)) => {
+                    let now = SystemTime::now();
+                    if self.probe_at.is_some_and(|t| t <= now) {
+                        self.probe_in_background().await;
+                    }
+                    if backstop_due {
+                        self.check_files("backstop re-check").await;
                     }
                 }
                 cmd = rx.recv() => match cmd {
@@ -150,7 +139,7 @@ impl Task {
                         let outcome = self.rotate().await;
                         let _ = reply.send(outcome);
                     }
-                    Some(Command::FilesChanged) => self.check_files("file event"),
+                    Some(Command::FilesChanged) => self.check_files("file event").await,
                     None => break,
                 },
                 _ = shutdown.changed() => break,
@@ -161,7 +150,7 @@ impl Task {
 
     /// Recover an interrupted rotation, then load the committed generation or
     /// adopt a valid pair found on disk, then repair drift.
-    fn start(&mut self) {
+    async fn start(&mut self) {
         let name = self.cfg.name.clone();
         self.journal = match self.store.load_journal::<Journal>() {
             Ok(Some(j)) => j,
@@ -171,6 +160,14 @@ impl Task {
                 Journal::default()
             }
         };
+        if let Some(g) = self.journal.committed {
+            match self.load_current(g) {
+                Ok(c) => self.current = Some(c),
+                Err(e) => {
+                    tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
+                }
+            }
+        }
         let staged = self
             .journal
             .pending
@@ -182,41 +179,38 @@ impl Task {
                 self.journal.pending = None;
                 self.save_and_prune();
             }
-            Recovery::RollForward(g) => match self.store.load_generation(g) {
-                Ok(m) => match store::publish(&self.targets, self.cfg.swap, &m) {
-                    Ok(()) => {
-                        tracing::info!(credential = %name, generation = g, event = "recovered", "finished a rotation interrupted during publish");
-                        self.journal.commit(g, fastrand::f64());
-                        self.save_and_prune();
+            Recovery::RollForward(g) => match self.load_current(g) {
+                Ok(next) => {
+                    tracing::info!(credential = %name, generation = g, event = "recovered", "finishing a rotation interrupted during publish or handoff");
+                    if let Err(e) = self.hand_over(next).await {
+                        tracing::warn!(credential = %name, error = %e, "the interrupted rotation did not complete");
+                        self.note_failure(&e);
                     }
-                    Err(e) => {
-                        tracing::error!(credential = %name, generation = g, error = %e, "cannot finish the interrupted publish");
-                        self.journal.pending = None;
-                        self.save_and_prune();
-                    }
-                },
+                }
                 Err(e) => {
                     tracing::error!(credential = %name, generation = g, error = %e, "staged generation unreadable; discarding it");
                     self.journal.pending = None;
                     self.save_and_prune();
                 }
             },
-        }
-        if let Some(g) = self.journal.committed {
-            match self.load_current(g) {
-                Ok(c) => self.current = Some(c),
-                Err(e) => {
-                    tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
-                }
+            Recovery::RollBack(g) => {
+                tracing::info!(credential = %name, generation = g, "finishing a rollback interrupted by a restart");
+                self.restore_committed("interrupted rollback").await;
+                self.journal.pending = None;
+                self.save_and_prune();
             }
         }
         if self.current.is_none() {
             self.adopt();
         }
-        self.check_files("start");
+        self.check_files("start").await;
+        if self.current.is_some() && !self.probes.is_empty() && self.handoff != Handoff::Verified {
+            // Learn at once whether the app serves what is committed.
+            self.probe_at = Some(SystemTime::now());
+        }
     }
 
-    fn load_current(&self, g: u64) -> Result<Current, String> {
+    pub(super) fn load_current(&self, g: u64) -> Result<Current, String> {
         let material = self.store.load_generation(g).map_err(|e| e.to_string())?;
         let ders = cert::pem_certs(material.cert_pem.as_bytes(), "staged certificate")
             .map_err(|e| e.to_string())?;
@@ -255,7 +249,7 @@ impl Task {
 
     /// When the next rotation is due: now when there is no usable committed
     /// credential, else its jittered renewal point; a pending retry wins.
-    fn due_at(&self, now: SystemTime) -> SystemTime {
+    pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
         let natural = match &self.current {
             Some(c) if self.usable(&c.info, now) => schedule::renewal_point(
                 c.info.not_before,
@@ -276,9 +270,25 @@ impl Task {
         info.not_after > now && cert::missing_names(info, &self.names).is_empty()
     }
 
+    /// The generation details handed to reload and probes.
+    pub(super) fn generation_of(&self, c: &Current) -> Generation {
+        Generation {
+            credential: self.cfg.name.clone(),
+            generation: c.generation,
+            fingerprint: c.info.fingerprint.clone(),
+            serial: c.info.serial.clone(),
+            not_after: cert::rfc3339(c.info.not_after),
+            files: self
+                .targets
+                .iter()
+                .map(|t| (t.kind, t.path.clone()))
+                .collect(),
+        }
+    }
+
     /// Compare the published files with the committed generation; put it
     /// back if something else changed them and it is still valid.
-    fn check_files(&mut self, reason: &str) {
+    async fn check_files(&mut self, reason: &str) {
         let Some(cur) = &self.current else { return };
         let drift = store::diff_published(&self.targets, self.cfg.swap, &cur.material);
         if drift.is_empty() {
@@ -288,13 +298,35 @@ impl Task {
             .iter()
             .map(|d| format!("{} ({})", d.path.display(), d.reason))
             .collect();
-        tracing::warn!(credential = %self.cfg.name, generation = cur.generation, event = "tampered", trigger = reason, files = %what.join(", "), "managed files changed behind rekey's back");
+        let generation = cur.generation;
+        tracing::warn!(credential = %self.cfg.name, generation, event = "tampered", trigger = reason, files = %what.join(", "), "managed files changed behind rekey's back");
+        let mut alert = Alert::new(
+            Event::Tampered,
+            &self.cfg.name,
+            "certificate",
+            format!(
+                "managed files changed behind rekey's back: {}",
+                what.join(", ")
+            ),
+        );
+        alert.generation = Some(generation);
+        self.alerter.raise(alert);
         if cur.info.not_after <= SystemTime::now() {
             return; // expired: the due logic rotates instead
         }
+        self.restore_committed("tampering").await;
+    }
+
+    /// Publish the committed generation again and reload the app.
+    pub(super) async fn restore_committed(&mut self, why: &str) {
+        let Some(cur) = &self.current else { return };
         match store::publish(&self.targets, self.cfg.swap, &cur.material) {
             Ok(()) => {
-                tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", "restored the committed generation")
+                let g = self.generation_of(cur);
+                tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", reason = why, "restored the committed generation");
+                if let Err(e) = self.reload.reload(&g).await {
+                    tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
+                }
             }
             Err(e) => {
                 tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed generation")
@@ -302,7 +334,7 @@ impl Task {
         }
     }
 
-    fn save_and_prune(&mut self) {
+    pub(super) fn save_and_prune(&mut self) {
         if let Err(e) = self.store.save_journal(&self.journal) {
             tracing::error!(credential = %self.cfg.name, error = %e, "cannot save the journal");
             return;
@@ -312,163 +344,99 @@ impl Task {
         }
     }
 
-    async fn rotate(&mut self) -> RotateOutcome {
-        let _permit = self.permits.clone().acquire_owned().await;
-        self.renewing = true;
-        self.publish_status();
-        let started = Instant::now();
-        let result = self.try_rotate().await;
-        self.renewing = false;
-        let at = cert::rfc3339(SystemTime::now());
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let outcome = match result {
-            Ok(()) => {
-                self.failures = 0;
-                self.retry_at = None;
-                self.last_error = None;
-                self.last_rotation = Some(LastRotation {
-                    at,
-                    result: "success".into(),
-                    duration_ms,
-                });
-                let cur = self.current.as_ref();
-                tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, event = "rotated", "published a new generation");
-                RotateOutcome {
-                    credential: self.cfg.name.clone(),
-                    result: "success".into(),
-                    generation: cur.map(|c| c.generation),
-                    fingerprint: cur.map(|c| c.info.fingerprint.clone()),
-                    error: None,
-                }
-            }
-            Err(e) => {
-                let lifetime = self.cfg.lifetime;
-                let delay = schedule::retry_delay(
-                    self.failures,
-                    lifetime,
-                    fastrand::f64(),
-                    e.retry_after(),
-                );
-                self.failures += 1;
-                self.retry_at = Some(SystemTime::now() + delay);
-                let msg = e.to_string();
-                tracing::warn!(credential = %self.cfg.name, issuer = %self.cfg.issuer, error = %msg, retry_in_ms = delay.as_millis() as u64, consecutive_failures = self.failures, event = "renewal_failed", "rotation failed; the current credential stays in place");
-                self.last_error = Some(msg.clone());
-                self.last_rotation = Some(LastRotation {
-                    at,
-                    result: "failed".into(),
-                    duration_ms,
-                });
-                RotateOutcome {
-                    credential: self.cfg.name.clone(),
-                    result: "failed".into(),
-                    generation: self.current.as_ref().map(|c| c.generation),
-                    fingerprint: self.current.as_ref().map(|c| c.info.fingerprint.clone()),
-                    error: Some(msg),
-                }
-            }
+    /// One round of probing for a pending or failed handoff; it turns
+    /// verified when the app starts serving the committed generation.
+    async fn probe_in_background(&mut self) {
+        let Some(cur) = &self.current else {
+            self.probe_at = None;
+            return;
         };
-        self.publish_status();
-        outcome
-    }
-
-    /// Issue, validate, stage, publish, commit; each step journaled first.
-    async fn try_rotate(&mut self) -> Result<(), RotateError> {
-        let g = self.journal.allocate();
-        self.set_pending(g, Step::Issuing)?;
-        let result = self.issue(g).await;
-        let (material, info) = match result {
-            Ok(x) => x,
-            Err(e) => {
-                self.journal.pending = None;
-                self.save_and_prune();
-                return Err(e);
-            }
-        };
-        self.set_pending(g, Step::Staging)?;
-        if let Err(e) = self.store.stage(g, &material) {
-            self.journal.pending = None;
-            self.save_and_prune();
-            return Err(self.store_err(e));
-        }
-        self.set_pending(g, Step::Publishing)?;
-        if let Err(e) = store::publish(&self.targets, self.cfg.swap, &material) {
-            // Put the committed generation back in case some files had flipped.
-            if let Some(cur) = &self.current {
-                if let Err(e2) = store::publish(&self.targets, self.cfg.swap, &cur.material) {
-                    tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
-                }
-            }
-            self.journal.pending = None;
-            self.save_and_prune();
-            return Err(self.store_err(e));
-        }
-        self.journal.commit(g, fastrand::f64());
-        self.save_and_prune();
-        self.current = Some(Current {
-            generation: g,
-            material,
-            info,
-        });
-        Ok(())
-    }
-
-    fn set_pending(&mut self, generation: u64, step: Step) -> Result<(), RotateError> {
-        self.journal.pending = Some(Pending { generation, step });
-        self.store
-            .save_journal(&self.journal)
-            .map_err(|e| self.store_err(e))
-    }
-
-    /// Generate the key locally, send only the CSR, validate the answer.
-    async fn issue(&self, g: u64) -> Result<(Material, CertInfo), RotateError> {
-        let key_type = self.cfg.key_type;
-        let cert_err = |source| RotateError::Cert {
-            credential: self.cfg.name.clone(),
-            source,
-        };
-        // RSA keys take up to a second or two: keep them off the async workers.
-        let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
+        let g = self.generation_of(cur);
+        let budget = self.cfg.verify.settle + Duration::from_millis(500);
+        match handoff::await_generation(&self.probes, &g, budget, self.cfg.verify.settle, true)
             .await
-            .map_err(|e| {
-                cert_err(cert::CertError::KeyGen {
-                    key_type: key_type.as_str(),
-                    reason: e.to_string(),
-                })
-            })?
-            .map_err(cert_err)?;
-        let csr_der = cert::build_csr(&key, &self.names).map_err(cert_err)?;
-        let req = IssueRequest {
-            credential: self.cfg.name.clone(),
-            csr_der,
-            names: self.names.clone(),
-            lifetime: self.cfg.lifetime,
-        };
-        let issued = self.issuer.issue(&req).await?;
-        let pem = IssuedPem {
-            cert_pem: &issued.cert_pem,
-            chain_pem: &issued.chain_pem,
-            ca_pem: issued.ca_pem.as_deref(),
-        };
-        let info = cert::validate_issued(&pem, &key.public_key(), &self.names, SystemTime::now())
-            .map_err(|why| RotateError::Invalid {
-            credential: self.cfg.name.clone(),
-            issuer: self.issuer.name().to_string(),
-            why,
-        })?;
-        tracing::debug!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, "issued and validated");
-        Ok((
-            Material {
-                cert_pem: issued.cert_pem,
-                chain_pem: issued.chain_pem,
-                key_pem: key.pem().clone(),
-                ca_pem: issued.ca_pem,
-            },
-            info,
-        ))
+        {
+            Verdict::Verified => {
+                tracing::info!(credential = %self.cfg.name, generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
+                let was_failed = self.handoff == Handoff::Failed;
+                self.handoff = Handoff::Verified;
+                self.served = Some(g.fingerprint.clone());
+                self.probe_at = None;
+                self.probe_pause = Duration::from_millis(50);
+                if was_failed {
+                    self.raise_recovered(&g);
+                }
+            }
+            other => {
+                if let Verdict::Failed { served, .. } = &other {
+                    self.served = served.clone();
+                }
+                self.probe_pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
+                self.probe_at = Some(SystemTime::now() + self.probe_pause);
+            }
+        }
+        self.publish_status();
     }
 
-    fn publish_status(&self) {
+    pub(super) fn raise_recovered(&self, g: &Generation) {
+        let mut a = Alert::new(
+            Event::Recovered,
+            &self.cfg.name,
+            "certificate",
+            format!("generation {} is published and in use", g.generation),
+        );
+        a.generation = Some(g.generation);
+        a.fingerprint = Some(g.fingerprint.clone());
+        a.not_after = Some(g.not_after.clone());
+        self.alerter.raise(a);
+    }
+
+    /// The next moment an `expiring` or `expired` alert is due, if any.
+    fn next_date_alert(&self) -> Option<SystemTime> {
+        let c = self.current.as_ref()?;
+        let expiring = c.info.not_after - c.info.lifetime().mul_f64(EXPIRING_SHARE);
+        if self.alerted_expiring != Some(c.generation) {
+            Some(expiring)
+        } else if self.alerted_expired != Some(c.generation) {
+            Some(c.info.not_after)
+        } else {
+            None
+        }
+    }
+
+    /// `expiring` (under 10% of lifetime left and no successful renewal) and
+    /// `expired`, driven by the certificate's own dates, once per generation.
+    fn date_alerts(&mut self, now: SystemTime) {
+        let Some(c) = &self.current else { return };
+        let (g, na) = (c.generation, c.info.not_after);
+        let expiring = na - c.info.lifetime().mul_f64(EXPIRING_SHARE);
+        let make = |event, msg: String| {
+            let mut a = Alert::new(event, &self.cfg.name, "certificate", msg);
+            a.generation = Some(g);
+            a.fingerprint = Some(c.info.fingerprint.clone());
+            a.not_after = Some(cert::rfc3339(na));
+            a
+        };
+        if now >= na && self.alerted_expired != Some(g) {
+            self.alerter.raise(make(
+                Event::Expired,
+                format!("the certificate expired at {}", cert::rfc3339(na)),
+            ));
+            self.alerted_expired = Some(g);
+            self.alerted_expiring = Some(g);
+        } else if now >= expiring && now < na && self.alerted_expiring != Some(g) {
+            self.alerter.raise(make(
+                Event::Expiring,
+                format!(
+                    "less than 10% of the lifetime left (expires {}) and no successful renewal",
+                    cert::rfc3339(na)
+                ),
+            ));
+            self.alerted_expiring = Some(g);
+        }
+    }
+
+    pub(super) fn publish_status(&self) {
         let now = SystemTime::now();
         let mut s = CredentialStatus::starting(&self.cfg.name, "certificate", &self.cfg.issuer);
         s.state = match &self.current {
@@ -484,9 +452,13 @@ impl Task {
             s.serial = Some(c.info.serial.clone());
             s.not_before = Some(cert::rfc3339(c.info.not_before));
             s.not_after = Some(cert::rfc3339(c.info.not_after));
-            // With `verify = none` nothing proves the app uses it.
-            s.handoff = Handoff::Unverified;
+            s.handoff = if self.probes.is_empty() && self.handoff != Handoff::Failed {
+                Handoff::Unverified
+            } else {
+                self.handoff
+            };
         }
+        s.served_fingerprint = self.served.clone();
         s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();

@@ -15,6 +15,10 @@ pub enum Step {
     Staging,
     /// Copying the staged generation to the application's paths.
     Publishing,
+    /// Published; reloading the app and waiting for it to serve the generation.
+    Handoff,
+    /// The handoff failed; putting the committed generation back.
+    RollingBack,
 }
 
 /// A rotation that had started and not yet committed.
@@ -61,10 +65,13 @@ pub enum Recovery {
     Nothing,
     /// The app's files were not touched yet: drop the partial generation.
     Discard(u64),
-    /// Publishing had begun and the staged generation is complete: publish it
-    /// again in full (publishing is idempotent) and commit it, so the app ends
-    /// up with a whole new pair rather than a mix.
+    /// Publishing (or the handoff) had begun and the staged generation is
+    /// complete: publish it again in full (publishing is idempotent) and run
+    /// the handoff, so the app ends up with a whole new pair rather than a mix.
     RollForward(u64),
+    /// A rollback was under way: put the committed generation back and
+    /// reload, then drop the failed one.
+    RollBack(u64),
 }
 
 /// Decide how to recover from `journal`; `staged_complete` says whether the
@@ -78,7 +85,11 @@ pub fn recovery(journal: &Journal, staged_complete: bool) -> Recovery {
         }) => Recovery::Discard(generation),
         Some(Pending {
             generation,
-            step: Step::Publishing,
+            step: Step::RollingBack,
+        }) => Recovery::RollBack(generation),
+        Some(Pending {
+            generation,
+            step: Step::Publishing | Step::Handoff,
         }) => {
             if staged_complete {
                 Recovery::RollForward(generation)
@@ -128,6 +139,8 @@ mod tests {
             Just(Some(Step::Issuing)),
             Just(Some(Step::Staging)),
             Just(Some(Step::Publishing)),
+            Just(Some(Step::Handoff)),
+            Just(Some(Step::RollingBack)),
         ]
     }
 
@@ -144,7 +157,11 @@ mod tests {
                 Recovery::Nothing => prop_assert!(s.is_none()),
                 Recovery::Discard(x) => { prop_assert_eq!(x, g); prop_assert!(Some(x) != committed); }
                 Recovery::RollForward(x) => {
-                    prop_assert!(staged && s == Some(Step::Publishing));
+                    prop_assert!(staged && matches!(s, Some(Step::Publishing | Step::Handoff)));
+                    prop_assert_eq!(x, g);
+                }
+                Recovery::RollBack(x) => {
+                    prop_assert_eq!(s, Some(Step::RollingBack));
                     prop_assert_eq!(x, g);
                 }
             }

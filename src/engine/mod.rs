@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::alert::Alerter;
 use crate::config::{CertificateConfig, FileKind};
+use crate::handoff::{Probe, Reload};
 use crate::issuer::Issuer;
 use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
@@ -18,6 +20,9 @@ use crate::store::{Store, Target};
 mod credential;
 pub mod disk;
 pub mod journal;
+mod rotate;
+
+pub use rotate::RotateError;
 
 /// Errors a caller of the engine can see.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,10 @@ pub struct Credential {
     pub config: CertificateConfig,
     /// The issuer named by `config.issuer`.
     pub issuer: Arc<dyn Issuer>,
+    /// How the app is told (from `config.reload`).
+    pub reload: Arc<dyn Reload>,
+    /// How the handoff is proven (from `config.verify`); empty = unverified.
+    pub probes: Vec<Arc<dyn Probe>>,
 }
 
 /// Engine-wide settings.
@@ -126,7 +135,12 @@ pub fn targets(cfg: &CertificateConfig) -> Vec<Target> {
 
 impl Engine {
     /// Start one task per credential.
-    pub fn start(store: Arc<Store>, credentials: Vec<Credential>, settings: Settings) -> Engine {
+    pub fn start(
+        store: Arc<Store>,
+        credentials: Vec<Credential>,
+        settings: Settings,
+        alerter: Alerter,
+    ) -> Engine {
         let initial: Snapshot = credentials
             .iter()
             .map(|c| {
@@ -158,6 +172,7 @@ impl Engine {
                 status_tx.clone(),
                 permits.clone(),
                 settings.backstop,
+                alerter.clone(),
             );
             tasks.spawn(task.run(rx, shutdown_rx.clone()));
         }

@@ -230,10 +230,10 @@ fn bad_configs_name_key_and_line() {
         ),
         (
             "unknown reload type",
-            with_cert(&web("reload = { type = \"signal\" }")),
+            with_cert(&web("reload = { type = \"kill\" }")),
             "certificate[0].reload.type",
             "reload",
-            "unknown type \"signal\"; allowed: none",
+            "unknown type \"kill\"; allowed: none, signal, exec, http",
         ),
         (
             "verify without type",

@@ -102,7 +102,7 @@ verify = { type = "none" }
     assert_eq!(w.group.as_deref(), Some("0"));
     assert_eq!((w.uid, w.gid), (Some(0), Some(0)));
     assert_eq!(w.reload, ReloadConfig::None);
-    assert_eq!(w.verify, VerifyConfig::None);
+    assert_eq!(w.verify, VerifyConfig::default());
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn defaults() {
     assert_eq!((w.key_mode, w.cert_mode), (0o600, 0o644));
     assert_eq!((w.owner.as_ref(), w.uid, w.gid), (None, None, None));
     assert_eq!(w.reload, ReloadConfig::None);
-    assert_eq!(w.verify, VerifyConfig::None);
+    assert_eq!(w.verify, VerifyConfig::default());
 
     let c = parse(&with_cert(&web(""))).unwrap();
     assert_eq!(

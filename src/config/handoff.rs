@@ -1,0 +1,472 @@
+//! `reload`, `verify` and `on_failure`: how the application is told about a
+//! new generation and how rekey proves it picked it up.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::convert::{resolve, value};
+use super::error::{ConfigError, Src};
+use super::raw::{RawTagged, RawVerify, TableReader};
+use super::values;
+
+/// Default deadline for a reload command or request.
+pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline for the probes to see the new generation.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default settle period: multi-worker servers (nginx) keep answering from
+/// old workers for a moment after a reload (about 110 ms measured here), so a
+/// handoff counts as verified only after the probes have seen the new
+/// generation continuously for this long.
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
+
+/// Signals a reload may send, without the `SIG` prefix.
+pub const SIGNALS: &[&str] = &[
+    "HUP", "USR1", "USR2", "TERM", "INT", "QUIT", "WINCH", "CONT", "ALRM",
+];
+
+/// How the application is told to reload (`reload = { type = ... }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReloadConfig {
+    /// The application watches its files itself.
+    #[default]
+    None,
+    /// Send a signal to a process.
+    Signal {
+        /// Signal name without `SIG`, e.g. `HUP`.
+        signal: String,
+        /// Which process.
+        target: PidSource,
+    },
+    /// Run a command (argv, no shell).
+    Exec {
+        /// argv.
+        command: Vec<String>,
+        /// Killed after this long.
+        timeout: Duration,
+    },
+    /// Send an HTTP request; a 2xx answer is success.
+    Http {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// HTTP method (default POST).
+        method: String,
+        /// Extra request headers.
+        headers: Vec<(String, String)>,
+        /// Request deadline.
+        timeout: Duration,
+    },
+}
+
+/// The process a signal goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidSource {
+    /// A fixed PID.
+    Pid(i32),
+    /// A pid file, re-read before every signal (apps rewrite it on restart).
+    File(PathBuf),
+}
+
+/// One verification probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeConfig {
+    /// TLS handshake; the served leaf's SHA-256 must be the new one.
+    Tls {
+        /// `host:port` to connect to.
+        connect: String,
+        /// SNI name sent.
+        server_name: String,
+        /// Client certificate PEM for servers that require mTLS.
+        client_cert: Option<PathBuf>,
+        /// Its key.
+        client_key: Option<PathBuf>,
+    },
+    /// HTTP request; status (and body) must match.
+    Http {
+        /// URL.
+        url: String,
+        /// Expected status code.
+        expect_status: u16,
+        /// Text the body must contain; may hold `{fingerprint}`, `{serial}`, `{key_id}`.
+        expect_body: Option<String>,
+        /// Request headers; values may hold `{secret}` (API keys).
+        headers: Vec<(String, String)>,
+    },
+    /// A command; exit 0 means the app uses the new generation.
+    Exec {
+        /// argv.
+        command: Vec<String>,
+    },
+}
+
+/// How a handoff is verified: every probe must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// The probes; empty for `type = "none"` (handoffs are then unverified).
+    pub probes: Vec<ProbeConfig>,
+    /// Deadline for all probes to see the new generation.
+    pub timeout: Duration,
+    /// How long they must keep seeing it.
+    pub settle: Duration,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            probes: Vec::new(),
+            timeout: DEFAULT_VERIFY_TIMEOUT,
+            settle: DEFAULT_SETTLE,
+        }
+    }
+}
+
+/// What to do when a handoff fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Put the previous generation back (if still valid), reload, retry later.
+    #[default]
+    Rollback,
+    /// Keep the new generation published and alert.
+    Keep,
+}
+
+/// `on_failure = "rollback" | "keep"`.
+pub(super) fn on_failure(s: &str) -> Result<OnFailure, String> {
+    match s {
+        "rollback" => Ok(OnFailure::Rollback),
+        "keep" => Ok(OnFailure::Keep),
+        _ => Err(format!("unknown value \"{s}\"; allowed: rollback, keep")),
+    }
+}
+
+/// Take `key` as a non-empty array of strings (an argv).
+fn argv(
+    t: &mut TableReader<'_, '_>,
+    key: &'static str,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = t.take(key) else {
+        return Ok(None);
+    };
+    let span = v.span();
+    let bad = || {
+        t.err(
+            key,
+            Some(span.clone()),
+            "must be a non-empty array of strings (argv, run without a shell), like [\"systemctl\", \"reload\", \"nginx\"]",
+        )
+    };
+    let toml::Value::Array(items) = v.into_inner() else {
+        return Err(bad());
+    };
+    let out: Option<Vec<String>> = items
+        .into_iter()
+        .map(|i| i.as_str().map(str::to_owned))
+        .collect();
+    match out {
+        Some(a) if !a.is_empty() && !a[0].is_empty() => Ok(Some(a)),
+        _ => Err(bad()),
+    }
+}
+
+/// Take `key` as a table of string values (headers).
+fn headers(t: &mut TableReader<'_, '_>) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(v) = t.take("headers") else {
+        return Ok(Vec::new());
+    };
+    let span = v.span();
+    let toml::Value::Table(map) = v.into_inner() else {
+        return Err(t.err(
+            "headers",
+            Some(span),
+            "must be a table like { Authorization = \"...\" }",
+        ));
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let Some(s) = v.as_str() else {
+            return Err(t.err(
+                "headers",
+                Some(span),
+                format!("header {k} must be a string"),
+            ));
+        };
+        out.push((k, s.to_string()));
+    }
+    Ok(out)
+}
+
+fn duration_key(
+    t: &mut TableReader<'_, '_>,
+    src: &Src<'_>,
+    key: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match t.string(key)? {
+        Some(s) => {
+            let d = value(src, &t.key_path(key), &s, values::duration)?;
+            if d.is_zero() {
+                return Err(t.err(key, Some(s.span()), "must be longer than 0s"));
+            }
+            Ok(d)
+        }
+        None => Ok(default),
+    }
+}
+
+fn url_key(t: &mut TableReader<'_, '_>, span: &Range<usize>) -> Result<String, ConfigError> {
+    match t.string("url")? {
+        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
+            Ok(u.into_inner())
+        }
+        Some(u) => Err(t.err(
+            "url",
+            Some(u.span()),
+            format!("\"{}\" is not an http:// or https:// URL", u.get_ref()),
+        )),
+        None => Err(t.err("url", Some(span.clone()), "required key is missing")),
+    }
+}
+
+/// `reload = { type = "none" | "signal" | "exec" | "http", ... }`.
+pub(super) fn reload(
+    src: &Src<'_>,
+    base: &std::path::Path,
+    path: String,
+    table: Spanned<RawTagged>,
+) -> Result<ReloadConfig, ConfigError> {
+    let mut t = TableReader::new(src, path, table);
+    let span = t.span.clone();
+    let tag = t.tag(&["none", "signal", "exec", "http"])?;
+    let r = match tag.get_ref().as_str() {
+        "signal" => {
+            let signal = match t.string("signal")? {
+                Some(s) => {
+                    let name = s.get_ref().trim().to_ascii_uppercase();
+                    let name = name.strip_prefix("SIG").unwrap_or(&name).to_string();
+                    if !SIGNALS.contains(&name.as_str()) {
+                        return Err(t.err(
+                            "signal",
+                            Some(s.span()),
+                            format!(
+                                "unknown signal \"{}\"; allowed: {}",
+                                s.get_ref(),
+                                SIGNALS.join(", ")
+                            ),
+                        ));
+                    }
+                    name
+                }
+                None => "HUP".to_string(),
+            };
+            let pid = t.take("pid");
+            let pid_file = t.string("pid_file")?;
+            let target = match (pid, pid_file) {
+                (Some(p), None) => {
+                    let span = p.span();
+                    match p
+                        .into_inner()
+                        .as_integer()
+                        .and_then(|n| i32::try_from(n).ok())
+                    {
+                        Some(n) if n >= 1 => PidSource::Pid(n),
+                        _ => {
+                            return Err(t.err(
+                                "pid",
+                                Some(span),
+                                "must be a process id (a positive integer)",
+                            ))
+                        }
+                    }
+                }
+                (None, Some(f)) => PidSource::File(resolve(base, f.get_ref())),
+                _ => {
+                    return Err(t.err(
+                        "pid_file",
+                        Some(span),
+                        "set exactly one of pid_file (re-read before every signal) or pid",
+                    ))
+                }
+            };
+            ReloadConfig::Signal { signal, target }
+        }
+        "exec" => {
+            let command = argv(&mut t, "command")?
+                .ok_or_else(|| t.err("command", Some(span.clone()), "required key is missing"))?;
+            let timeout = duration_key(&mut t, src, "timeout", DEFAULT_RELOAD_TIMEOUT)?;
+            ReloadConfig::Exec { command, timeout }
+        }
+        "http" => {
+            let url = url_key(&mut t, &span)?;
+            let method = t
+                .string("method")?
+                .map(|m| m.into_inner().to_ascii_uppercase())
+                .unwrap_or_else(|| "POST".into());
+            let headers = headers(&mut t)?;
+            let timeout = duration_key(&mut t, src, "timeout", DEFAULT_RELOAD_TIMEOUT)?;
+            ReloadConfig::Http {
+                url,
+                method,
+                headers,
+                timeout,
+            }
+        }
+        _ => ReloadConfig::None,
+    };
+    t.finish()?;
+    Ok(r)
+}
+
+/// `verify = { type = ... }` or a list of such tables; all must pass.
+pub(super) fn verify(
+    src: &Src<'_>,
+    base: &std::path::Path,
+    path: String,
+    raw: Spanned<RawVerify>,
+    default_server_name: &str,
+) -> Result<VerifyConfig, ConfigError> {
+    let outer = raw.span();
+    let tables: Vec<(String, Spanned<RawTagged>)> = match raw.into_inner() {
+        // The whole `{ ... }` locates errors about missing keys.
+        RawVerify::One(t) => vec![(path, Spanned::new(outer, t.into_inner()))],
+        RawVerify::Many(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("{path}[{i}]"), t))
+            .collect(),
+    };
+    let mut out = VerifyConfig {
+        probes: Vec::new(),
+        timeout: DEFAULT_VERIFY_TIMEOUT,
+        settle: DEFAULT_SETTLE,
+    };
+    let (mut timeout, mut settle) = (None::<Duration>, None::<Duration>);
+    let n = tables.len();
+    for (p, table) in tables {
+        let mut t = TableReader::new(src, p, table);
+        let span = t.span.clone();
+        let tag = t.tag(&["none", "tls", "http", "exec"])?;
+        let probe = match tag.get_ref().as_str() {
+            "tls" => {
+                let connect = t.string("connect")?.ok_or_else(|| {
+                    t.err(
+                        "connect",
+                        Some(span.clone()),
+                        "required key is missing; write it like \"127.0.0.1:8443\"",
+                    )
+                })?;
+                if connect
+                    .get_ref()
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(t.err(
+                        "connect",
+                        Some(connect.span()),
+                        format!("\"{}\" is not host:port", connect.get_ref()),
+                    ));
+                }
+                let server_name = t
+                    .string("server_name")?
+                    .map(Spanned::into_inner)
+                    .unwrap_or_else(|| default_server_name.to_string());
+                let client_cert = t.string("client_cert")?.map(|s| resolve(base, s.get_ref()));
+                let client_key = t.string("client_key")?.map(|s| resolve(base, s.get_ref()));
+                if client_cert.is_some() != client_key.is_some() {
+                    return Err(t.err(
+                        "client_key",
+                        Some(span.clone()),
+                        "client_cert and client_key go together",
+                    ));
+                }
+                Some(ProbeConfig::Tls {
+                    connect: connect.into_inner(),
+                    server_name,
+                    client_cert,
+                    client_key,
+                })
+            }
+            "http" => {
+                let url = url_key(&mut t, &span)?;
+                let expect_status = match t.take("expect_status") {
+                    Some(v) => {
+                        let s = v.span();
+                        v.into_inner()
+                            .as_integer()
+                            .and_then(|n| u16::try_from(n).ok())
+                            .filter(|n| (100..600).contains(n))
+                            .ok_or_else(|| {
+                                t.err(
+                                    "expect_status",
+                                    Some(s),
+                                    "must be an HTTP status code like 200",
+                                )
+                            })?
+                    }
+                    None => 200,
+                };
+                let expect_body = match t.string("expect_body")? {
+                    Some(b) => {
+                        placeholders(b.get_ref())
+                            .map_err(|m| t.err("expect_body", Some(b.span()), m))?;
+                        Some(b.into_inner())
+                    }
+                    None => None,
+                };
+                let headers = headers(&mut t)?;
+                Some(ProbeConfig::Http {
+                    url,
+                    expect_status,
+                    expect_body,
+                    headers,
+                })
+            }
+            "exec" => {
+                let command = argv(&mut t, "command")?.ok_or_else(|| {
+                    t.err("command", Some(span.clone()), "required key is missing")
+                })?;
+                Some(ProbeConfig::Exec { command })
+            }
+            _ => None,
+        };
+        if probe.is_none() && n > 1 {
+            return Err(t.err(
+                "type",
+                Some(tag.span()),
+                "\"none\" cannot be combined with other probes",
+            ));
+        }
+        if probe.is_some() {
+            let to = duration_key(&mut t, src, "timeout", DEFAULT_VERIFY_TIMEOUT)?;
+            let st = match t.string("settle")? {
+                Some(s) => value(src, &t.key_path("settle"), &s, values::duration)?,
+                None => DEFAULT_SETTLE,
+            };
+            timeout = Some(timeout.map_or(to, |x| x.max(to)));
+            settle = Some(settle.map_or(st, |x| x.max(st)));
+        }
+        t.finish()?;
+        out.probes.extend(probe);
+    }
+    out.timeout = timeout.unwrap_or(DEFAULT_VERIFY_TIMEOUT);
+    out.settle = settle.unwrap_or(DEFAULT_SETTLE);
+    Ok(out)
+}
+
+/// Only `{fingerprint}`, `{serial}` and `{key_id}` may appear in braces.
+fn placeholders(s: &str) -> Result<(), String> {
+    let mut rest = s;
+    while let Some(i) = rest.find('{') {
+        let Some(j) = rest[i..].find('}') else { break };
+        let name = &rest[i + 1..i + j];
+        if !["fingerprint", "serial", "key_id"].contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{name}}}; allowed: {{fingerprint}}, {{serial}}, {{key_id}}"
+            ));
+        }
+        rest = &rest[i + j + 1..];
+    }
+    Ok(())
+}

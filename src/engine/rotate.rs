@@ -1,0 +1,396 @@
+//! The rotation itself: issue → validate → stage → publish → reload →
+//! verify → commit, or roll back. Each step is journaled before it starts.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::credential::{Current, Task};
+use super::journal::{Pending, Step};
+use crate::alert::{Alert, Event};
+use crate::cert::{self, CertInfo, IssuedPem};
+use crate::config::OnFailure;
+use crate::handoff::{self, Verdict};
+use crate::issuer::IssueRequest;
+use crate::schedule;
+use crate::status::{Handoff, LastRotation, RotateOutcome};
+use crate::store::{self, Material};
+
+/// Why one rotation attempt failed. Messages name the credential and say
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// Key generation or CSR building failed.
+    #[error("{credential}: {source}")]
+    Cert {
+        /// Credential name.
+        credential: String,
+        /// Cause.
+        source: cert::CertError,
+    },
+    /// The issuer failed.
+    #[error(transparent)]
+    Issuer(#[from] crate::issuer::IssuerError),
+    /// The issuer returned something we will not install.
+    #[error(
+        "{credential}: issuer {issuer} returned an unusable certificate, not installed: {why}"
+    )]
+    Invalid {
+        /// Credential name.
+        credential: String,
+        /// Issuer name.
+        issuer: String,
+        /// What was wrong.
+        why: cert::Invalid,
+    },
+    /// A disk operation failed; the old credential stays in place.
+    #[error("{credential}: {source}")]
+    Store {
+        /// Credential name.
+        credential: String,
+        /// Cause.
+        source: store::StoreError,
+    },
+    /// The app did not pick up the new generation.
+    #[error("{credential}: handoff of generation {generation} failed: {why}{}", if *rolled_back { "; rolled back to the previous generation" } else { "" })]
+    Handoff {
+        /// Credential name.
+        credential: String,
+        /// The generation that was handed over.
+        generation: u64,
+        /// What the reload or the probes reported.
+        why: String,
+        /// Whether the previous generation was put back.
+        rolled_back: bool,
+    },
+}
+
+impl RotateError {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RotateError::Issuer(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl Task {
+    fn store_err(&self, source: store::StoreError) -> RotateError {
+        RotateError::Store {
+            credential: self.cfg.name.clone(),
+            source,
+        }
+    }
+
+    /// Rotate now (bounded concurrency), record the outcome, update status.
+    pub(super) async fn rotate(&mut self) -> RotateOutcome {
+        let _permit = self.permits.clone().acquire_owned().await;
+        self.renewing = true;
+        self.publish_status();
+        let started = Instant::now();
+        let result = self.try_rotate().await;
+        self.renewing = false;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let at = cert::rfc3339(SystemTime::now());
+        let outcome = match &result {
+            Ok(()) => {
+                self.failures = 0;
+                self.retry_at = None;
+                self.last_error = None;
+                self.last_rotation = Some(LastRotation {
+                    at,
+                    result: "success".into(),
+                    duration_ms,
+                });
+                let cur = self.current.as_ref();
+                tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff = ?self.handoff, event = "rotated", "rotated");
+                self.outcome("success", None)
+            }
+            Err(e) => {
+                self.note_failure(e);
+                let result = match e {
+                    RotateError::Handoff {
+                        rolled_back: true, ..
+                    } => "rolled_back",
+                    _ => "failed",
+                };
+                self.last_rotation = Some(LastRotation {
+                    at,
+                    result: result.into(),
+                    duration_ms,
+                });
+                self.outcome(result, Some(e.to_string()))
+            }
+        };
+        self.publish_status();
+        outcome
+    }
+
+    fn outcome(&self, result: &str, error: Option<String>) -> RotateOutcome {
+        RotateOutcome {
+            credential: self.cfg.name.clone(),
+            result: result.into(),
+            generation: self.current.as_ref().map(|c| c.generation),
+            fingerprint: self.current.as_ref().map(|c| c.info.fingerprint.clone()),
+            error,
+        }
+    }
+
+    /// Count a failure, schedule the retry, alert `renewal_failed` (handoff
+    /// failures alert where they happen, with their details).
+    pub(super) fn note_failure(&mut self, e: &RotateError) {
+        let delay = schedule::retry_delay(
+            self.failures,
+            self.cfg.lifetime,
+            fastrand::f64(),
+            e.retry_after(),
+        );
+        self.failures += 1;
+        self.retry_at = Some(SystemTime::now() + delay);
+        let msg = e.to_string();
+        tracing::warn!(credential = %self.cfg.name, issuer = %self.cfg.issuer, error = %msg, retry_in_ms = delay.as_millis() as u64, consecutive_failures = self.failures, event = "rotation_failed", "rotation failed; the current credential stays in place");
+        if !matches!(e, RotateError::Handoff { .. }) {
+            let mut a = Alert::new(
+                Event::RenewalFailed,
+                &self.cfg.name,
+                "certificate",
+                msg.clone(),
+            );
+            if let Some(c) = &self.current {
+                a.generation = Some(c.generation);
+                a.fingerprint = Some(c.info.fingerprint.clone());
+                a.not_after = Some(cert::rfc3339(c.info.not_after));
+            }
+            self.alerter.raise(a);
+        }
+        self.last_error = Some(msg);
+    }
+
+    /// Issue, validate, stage, then hand over.
+    async fn try_rotate(&mut self) -> Result<(), RotateError> {
+        let g = self.journal.allocate();
+        self.set_pending(g, Step::Issuing)?;
+        let (material, info) = match self.issue(g).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.journal.pending = None;
+                self.save_and_prune();
+                return Err(e);
+            }
+        };
+        self.set_pending(g, Step::Staging)?;
+        if let Err(e) = self.store.stage(g, &material) {
+            self.journal.pending = None;
+            self.save_and_prune();
+            return Err(self.store_err(e));
+        }
+        self.hand_over(Current {
+            generation: g,
+            material,
+            info,
+        })
+        .await
+    }
+
+    fn set_pending(&mut self, generation: u64, step: Step) -> Result<(), RotateError> {
+        self.journal.pending = Some(Pending { generation, step });
+        self.store
+            .save_journal(&self.journal)
+            .map_err(|e| self.store_err(e))
+    }
+
+    /// Publish `next`, reload, verify; commit, or roll back per `on_failure`.
+    pub(super) async fn hand_over(&mut self, next: Current) -> Result<(), RotateError> {
+        let g = next.generation;
+        self.set_pending(g, Step::Publishing)?;
+        if let Err(e) = store::publish(&self.targets, self.cfg.swap, &next.material) {
+            // Put the committed generation back in case some files had flipped.
+            if let Some(cur) = &self.current {
+                if let Err(e2) = store::publish(&self.targets, self.cfg.swap, &cur.material) {
+                    tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
+                }
+            }
+            self.journal.pending = None;
+            self.save_and_prune();
+            return Err(self.store_err(e));
+        }
+        self.set_pending(g, Step::Handoff)?;
+        let gen = self.generation_of(&next);
+        // Bootstrap: with no earlier generation the app may not run yet (a
+        // native sidecar starts first); a missing app is not a failure.
+        let bootstrap = self.current.is_none();
+        let verdict = match self.reload.reload(&gen).await {
+            Err(e) if bootstrap => {
+                tracing::info!(credential = %self.cfg.name, error = %e, "reload failed before the app ever ran; waiting for it");
+                Verdict::Unreachable(e.to_string())
+            }
+            Err(e) => Verdict::Failed {
+                served: None,
+                detail: e.to_string(),
+            },
+            Ok(()) => {
+                handoff::await_generation(
+                    &self.probes,
+                    &gen,
+                    self.cfg.verify.timeout,
+                    self.cfg.verify.settle,
+                    bootstrap,
+                )
+                .await
+            }
+        };
+        match verdict {
+            Verdict::Verified | Verdict::Unverified => {
+                let was_failed = self.handoff == Handoff::Failed || self.failures > 0;
+                self.handoff = if verdict == Verdict::Verified {
+                    Handoff::Verified
+                } else {
+                    Handoff::Unverified
+                };
+                self.served = (verdict == Verdict::Verified).then(|| gen.fingerprint.clone());
+                self.probe_at = None;
+                self.commit(next);
+                if was_failed {
+                    self.raise_recovered(&gen);
+                }
+                Ok(())
+            }
+            Verdict::Unreachable(why) if bootstrap => {
+                tracing::info!(credential = %self.cfg.name, generation = g, reason = %why, "the app is not serving yet; the handoff stays pending");
+                self.handoff = Handoff::Pending;
+                self.probe_at = Some(
+                    SystemTime::now()
+                        + super::credential::MAX_PROBE_PAUSE.min(Duration::from_millis(100)),
+                );
+                self.commit(next);
+                Ok(())
+            }
+            Verdict::Unreachable(why) => self.fail_handoff(next, gen, why, None).await,
+            Verdict::Failed { served, detail } => {
+                self.fail_handoff(next, gen, detail, served).await
+            }
+        }
+    }
+
+    fn commit(&mut self, next: Current) {
+        self.journal.commit(next.generation, fastrand::f64());
+        self.save_and_prune();
+        self.current = Some(next);
+    }
+
+    /// The app did not take the new generation: roll back when allowed and
+    /// possible, alert `handoff_failed`, and return the error.
+    async fn fail_handoff(
+        &mut self,
+        next: Current,
+        gen: handoff::Generation,
+        why: String,
+        served: Option<String>,
+    ) -> Result<(), RotateError> {
+        let now = SystemTime::now();
+        let can_roll_back = self.cfg.on_failure == OnFailure::Rollback
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.info.not_after > now);
+        self.handoff = Handoff::Failed;
+        self.served = served.clone();
+        let mut served_after = served.clone();
+        if can_roll_back {
+            self.set_pending(next.generation, Step::RollingBack)?;
+            self.restore_committed("handoff failed").await;
+            if let Some(cur) = &self.current {
+                let old = self.generation_of(cur);
+                // Check the old generation is served again (best effort).
+                match handoff::await_generation(
+                    &self.probes,
+                    &old,
+                    self.cfg.verify.timeout,
+                    self.cfg.verify.settle,
+                    false,
+                )
+                .await
+                {
+                    Verdict::Verified => served_after = Some(old.fingerprint.clone()),
+                    Verdict::Failed { served, detail } => {
+                        tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not serve the previous generation either");
+                        served_after = served;
+                    }
+                    _ => {}
+                }
+            }
+            self.served = served_after.clone();
+            self.journal.pending = None;
+            self.save_and_prune(); // drops the failed generation
+        } else {
+            // Nothing valid to go back to, or on_failure = "keep": the new
+            // generation stays; keep probing so it can still turn verified.
+            self.commit(next);
+            self.probe_at = Some(SystemTime::now() + Duration::from_secs(1));
+        }
+        let message = match &served {
+            Some(fp) => format!("app still serves {fp}, not {} ({why})", gen.fingerprint),
+            None => why.clone(),
+        };
+        tracing::warn!(credential = %self.cfg.name, generation = gen.generation, rolled_back = can_roll_back, reason = %message, event = "handoff_failed", "handoff failed");
+        let mut a = Alert::new(Event::HandoffFailed, &self.cfg.name, "certificate", message);
+        a.generation = Some(gen.generation);
+        a.fingerprint = Some(gen.fingerprint.clone());
+        a.served_fingerprint = served_after;
+        a.not_after = Some(gen.not_after.clone());
+        a.rolled_back = Some(can_roll_back);
+        self.alerter.raise(a);
+        Err(RotateError::Handoff {
+            credential: self.cfg.name.clone(),
+            generation: gen.generation,
+            why,
+            rolled_back: can_roll_back,
+        })
+    }
+
+    /// Generate the key locally, send only the CSR, validate the answer.
+    async fn issue(&self, g: u64) -> Result<(Material, CertInfo), RotateError> {
+        let key_type = self.cfg.key_type;
+        let cert_err = |source| RotateError::Cert {
+            credential: self.cfg.name.clone(),
+            source,
+        };
+        // RSA keys take up to a second or two: keep them off the async workers.
+        let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
+            .await
+            .map_err(|e| {
+                cert_err(cert::CertError::KeyGen {
+                    key_type: key_type.as_str(),
+                    reason: e.to_string(),
+                })
+            })?
+            .map_err(cert_err)?;
+        let csr_der = cert::build_csr(&key, &self.names).map_err(cert_err)?;
+        let req = IssueRequest {
+            credential: self.cfg.name.clone(),
+            csr_der,
+            names: self.names.clone(),
+            lifetime: self.cfg.lifetime,
+        };
+        let issued = self.issuer.issue(&req).await?;
+        let pem = IssuedPem {
+            cert_pem: &issued.cert_pem,
+            chain_pem: &issued.chain_pem,
+            ca_pem: issued.ca_pem.as_deref(),
+        };
+        let info = cert::validate_issued(&pem, &key.public_key(), &self.names, SystemTime::now())
+            .map_err(|why| RotateError::Invalid {
+            credential: self.cfg.name.clone(),
+            issuer: self.issuer.name().to_string(),
+            why,
+        })?;
+        tracing::debug!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, "issued and validated");
+        Ok((
+            Material {
+                cert_pem: issued.cert_pem,
+                chain_pem: issued.chain_pem,
+                key_pem: key.pem().clone(),
+                ca_pem: issued.ca_pem,
+            },
+            info,
+        ))
+    }
+}

@@ -1,0 +1,349 @@
+//! The handoff: tell the application (reload) and prove it now serves the
+//! new generation (verify). Backends never import the engine; the engine
+//! knows only [`Reload`] and [`Probe`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::config::FileKind;
+
+pub mod exec;
+pub mod probe;
+pub mod reload;
+
+/// First pause between probes: probing starts within milliseconds of the reload.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// Pauses grow gently up to this.
+const MAX_PAUSE: Duration = Duration::from_millis(250);
+/// While settling, probes run at least this often.
+const SETTLE_PAUSE: Duration = Duration::from_millis(25);
+
+/// What a reload or probe needs to know about the generation being handed over.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Credential name.
+    pub credential: String,
+    /// Generation number.
+    pub generation: u64,
+    /// `sha256:` of the leaf.
+    pub fingerprint: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Published files.
+    pub files: Vec<(FileKind, PathBuf)>,
+}
+
+impl Generation {
+    /// The `REKEY_*` environment handed to reload and probe commands.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("REKEY_CREDENTIAL".to_string(), self.credential.clone()),
+            ("REKEY_GENERATION".to_string(), self.generation.to_string()),
+            ("REKEY_FINGERPRINT".to_string(), self.fingerprint.clone()),
+            ("REKEY_SERIAL".to_string(), self.serial.clone()),
+            ("REKEY_NOT_AFTER".to_string(), self.not_after.clone()),
+        ];
+        for (kind, path) in &self.files {
+            env.push((
+                format!("REKEY_FILE_{}", kind.as_str().to_ascii_uppercase()),
+                path.display().to_string(),
+            ));
+        }
+        env
+    }
+
+    /// Fill `{fingerprint}` / `{serial}` in a probe template.
+    pub fn fill(&self, template: &str) -> String {
+        template
+            .replace("{fingerprint}", &self.fingerprint)
+            .replace("{serial}", &self.serial)
+    }
+}
+
+/// Why a reload failed. Messages say which credential, what and why.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandoffError {
+    /// A signal could not be sent.
+    #[error("reload of {credential}: {why}")]
+    Signal {
+        /// Credential.
+        credential: String,
+        /// What went wrong and what to do.
+        why: String,
+    },
+    /// A reload command failed.
+    #[error("reload of {credential}: {why}")]
+    Exec {
+        /// Credential.
+        credential: String,
+        /// Exit status / timeout and stderr tail.
+        why: String,
+    },
+    /// A reload request failed.
+    #[error("reload of {credential}: {why}")]
+    Http {
+        /// Credential.
+        credential: String,
+        /// Status or connection error.
+        why: String,
+    },
+}
+
+/// Tells the application to pick up new files.
+#[async_trait]
+pub trait Reload: Send + Sync {
+    /// Reload for `generation`.
+    async fn reload(&self, generation: &Generation) -> Result<(), HandoffError>;
+}
+
+/// What one probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The application uses the generation asked about.
+    Serving,
+    /// It answered, but with something else.
+    Other {
+        /// The fingerprint it served, when known.
+        served: Option<String>,
+        /// What was seen.
+        detail: String,
+    },
+    /// It could not be reached.
+    Unreachable(String),
+}
+
+/// Checks whether the application uses a generation.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// Look once.
+    async fn probe(&self, generation: &Generation) -> Observation;
+    /// For messages: `tls 127.0.0.1:8443`.
+    fn describe(&self) -> String;
+}
+
+/// The outcome of waiting for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every probe saw the generation for the whole settle period.
+    Verified,
+    /// There are no probes (`verify = none`).
+    Unverified,
+    /// No probe ever reached the application.
+    Unreachable(String),
+    /// The application answered but did not show the generation in time.
+    Failed {
+        /// What it served, when known.
+        served: Option<String>,
+        /// What the probe saw.
+        detail: String,
+    },
+}
+
+/// Probe until every probe has seen `generation` continuously for `settle`,
+/// or `timeout` passes. With `give_up_if_unreachable`, return at once when
+/// the first round reaches nothing (bootstrap: the app may not run yet).
+pub async fn await_generation(
+    probes: &[Arc<dyn Probe>],
+    generation: &Generation,
+    timeout: Duration,
+    settle: Duration,
+    give_up_if_unreachable: bool,
+) -> Verdict {
+    if probes.is_empty() {
+        return Verdict::Unverified;
+    }
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut pause = FIRST_PAUSE;
+    let mut since: Option<Instant> = None;
+    let mut reached = false;
+    let mut first_round = true;
+    loop {
+        let mut failing = None;
+        for p in probes {
+            let seen = p.probe(generation).await;
+            if seen != Observation::Serving {
+                failing = Some((p.describe(), seen));
+                break;
+            }
+        }
+        let now = Instant::now();
+        match &failing {
+            None => {
+                reached = true;
+                let t0 = *since.get_or_insert(now);
+                if now.duration_since(t0) >= settle {
+                    return Verdict::Verified;
+                }
+            }
+            Some((_, Observation::Unreachable(_))) => since = None,
+            Some(_) => {
+                reached = true;
+                since = None;
+            }
+        }
+        if first_round && give_up_if_unreachable && !reached {
+            if let Some((what, Observation::Unreachable(why))) = failing {
+                return Verdict::Unreachable(format!("{what}: {why}"));
+            }
+        }
+        first_round = false;
+        if now >= deadline {
+            return match failing {
+                Some((what, Observation::Unreachable(why))) if !reached => {
+                    Verdict::Unreachable(format!("{what}: {why}"))
+                }
+                Some((what, Observation::Other { served, detail })) => Verdict::Failed {
+                    served,
+                    detail: format!("{what}: {detail} after {timeout:?}"),
+                },
+                Some((what, Observation::Unreachable(why))) => Verdict::Failed {
+                    served: None,
+                    detail: format!("{what}: {why} after {timeout:?}"),
+                },
+                // Still settling at the deadline: it is serving; call it verified.
+                _ => Verdict::Verified,
+            };
+        }
+        let wait = if since.is_some() {
+            pause.min(SETTLE_PAUSE)
+        } else {
+            pause
+        };
+        tokio::time::sleep(wait.min(deadline - now)).await;
+        pause = (pause * 3 / 2).min(MAX_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Serves the old generation for `flip_after` probes, then the new one.
+    struct Scripted {
+        calls: AtomicUsize,
+        script: Vec<Observation>,
+    }
+
+    #[async_trait]
+    impl Probe for Scripted {
+        async fn probe(&self, _g: &Generation) -> Observation {
+            let i = self.calls.fetch_add(1, Ordering::SeqCst);
+            self.script[i.min(self.script.len() - 1)].clone()
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn generation() -> Generation {
+        Generation {
+            credential: "web".into(),
+            generation: 2,
+            fingerprint: "sha256:new".into(),
+            serial: "01".into(),
+            not_after: "2030-01-01T00:00:00Z".into(),
+            files: vec![],
+        }
+    }
+
+    fn other() -> Observation {
+        Observation::Other {
+            served: Some("sha256:old".into()),
+            detail: "serves sha256:old".into(),
+        }
+    }
+
+    fn probe(script: Vec<Observation>) -> Arc<dyn Probe> {
+        Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            script,
+        })
+    }
+
+    #[tokio::test]
+    async fn verified_only_after_a_settle_period_of_consistent_answers() {
+        // Old workers answer now and then right after a reload.
+        let p = probe(vec![
+            other(),
+            Observation::Serving,
+            other(),
+            Observation::Serving,
+        ]);
+        let t = Instant::now();
+        let v = await_generation(
+            &[p],
+            &generation(),
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            false,
+        )
+        .await;
+        assert_eq!(v, Verdict::Verified);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_certificate_until_the_deadline_fails_naming_what_was_served() {
+        let v = await_generation(
+            &[probe(vec![other()])],
+            &generation(),
+            Duration::from_millis(200),
+            Duration::ZERO,
+            false,
+        )
+        .await;
+        match v {
+            Verdict::Failed { served, detail } => {
+                assert_eq!(served.as_deref(), Some("sha256:old"));
+                assert!(detail.contains("scripted"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bootstrap_gives_up_at_once_when_nothing_answers() {
+        let p = probe(vec![Observation::Unreachable("connection refused".into())]);
+        let t = Instant::now();
+        let v = await_generation(
+            &[p],
+            &generation(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            true,
+        )
+        .await;
+        assert!(matches!(v, Verdict::Unreachable(_)), "{v:?}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn no_probes_is_unverified_never_verified() {
+        let v = await_generation(
+            &[],
+            &generation(),
+            Duration::from_secs(1),
+            Duration::ZERO,
+            false,
+        )
+        .await;
+        assert_eq!(v, Verdict::Unverified);
+    }
+
+    #[test]
+    fn environment_and_templates() {
+        let mut g = generation();
+        g.files.push((FileKind::Cert, "/x/cert.pem".into()));
+        let env = g.env();
+        assert!(env.contains(&("REKEY_FINGERPRINT".into(), "sha256:new".into())));
+        assert!(env.contains(&("REKEY_FILE_CERT".into(), "/x/cert.pem".into())));
+        assert_eq!(g.fill("fp={fingerprint} s={serial}"), "fp=sha256:new s=01");
+    }
+}
