@@ -285,6 +285,10 @@ impl Task {
         why: String,
         served: Option<String>,
     ) -> Result<(), RotateError> {
+        let message = match &served {
+            Some(fp) => format!("app still serves {fp}, not {} ({why})", gen.fingerprint),
+            None => why,
+        };
         let now = SystemTime::now();
         let can_roll_back = self.cfg.on_failure == OnFailure::Rollback
             && self
@@ -326,12 +330,13 @@ impl Task {
             self.commit(next);
             self.probe_at = Some(SystemTime::now() + Duration::from_secs(1));
         }
-        let message = match &served {
-            Some(fp) => format!("app still serves {fp}, not {} ({why})", gen.fingerprint),
-            None => why.clone(),
-        };
         tracing::warn!(credential = %self.cfg.name, generation = gen.generation, rolled_back = can_roll_back, reason = %message, event = "handoff_failed", "handoff failed");
-        let mut a = Alert::new(Event::HandoffFailed, &self.cfg.name, "certificate", message);
+        let mut a = Alert::new(
+            Event::HandoffFailed,
+            &self.cfg.name,
+            "certificate",
+            message.clone(),
+        );
         a.generation = Some(gen.generation);
         a.fingerprint = Some(gen.fingerprint.clone());
         a.served_fingerprint = served_after;
@@ -341,7 +346,7 @@ impl Task {
         Err(RotateError::Handoff {
             credential: self.cfg.name.clone(),
             generation: gen.generation,
-            why,
+            why: message,
             rolled_back: can_roll_back,
         })
     }

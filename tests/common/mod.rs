@@ -217,3 +217,99 @@ pub fn live_binary(name: &str, install_hint: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// The SHA-256 fingerprint of the leaf a TLS server presents, read with
+/// Python's ssl module: an implementation independent of rekey's probes.
+pub fn served_fingerprint(addr: SocketAddr, sni: &str) -> Option<String> {
+    let script = "import ssl,socket,hashlib,sys\n\
+ctx=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname=False; ctx.verify_mode=ssl.CERT_NONE\n\
+s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5)\n\
+t=ctx.wrap_socket(s,server_hostname=sys.argv[3])\n\
+print('sha256:'+hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest())\n";
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            sni,
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A real nginx (Debian nginx-light) serving TLS from given files, with its
+/// own prefix dir and pid file; stopped on drop.
+pub struct Nginx {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub pid_file: PathBuf,
+}
+
+impl Nginx {
+    /// Write a config under `prefix` for `cert`/`key` on a random port.
+    pub fn configure(prefix: &Path, cert: &Path, key: &Path) -> (PathBuf, SocketAddr) {
+        let addr = free_addr();
+        for d in ["tmp", "logs"] {
+            std::fs::create_dir_all(prefix.join(d)).unwrap();
+        }
+        let p = prefix.display();
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 2;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {p}/tmp/body;\n proxy_temp_path {p}/tmp/proxy;\n\
+             fastcgi_temp_path {p}/tmp/fastcgi;\n uwsgi_temp_path {p}/tmp/uwsgi;\n scgi_temp_path {p}/tmp/scgi;\n\
+             server {{\n  listen {addr} ssl;\n  server_name localhost;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+             location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+            cert.display(),
+            key.display()
+        );
+        let path = prefix.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        (path, addr)
+    }
+
+    /// Start nginx on a config written by [`Nginx::configure`]; waits until it serves TLS.
+    pub fn start(nginx: &Path, prefix: &Path, conf: &Path, addr: SocketAddr) -> Nginx {
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(conf)
+            .arg("-e")
+            .arg(prefix.join("logs/error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let n = Nginx {
+            child,
+            addr,
+            pid_file: prefix.join("nginx.pid"),
+        };
+        wait_for(Duration::from_secs(10), "nginx to serve TLS", || {
+            served_fingerprint(addr, "localhost")
+        });
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
