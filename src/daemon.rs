@@ -145,10 +145,42 @@ pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError>
     Ok((reload, probes))
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// A started daemon: engine, watcher and endpoint.
+pub struct Running {
+    engine: Engine,
+    stop: tokio::sync::watch::Sender<bool>,
+    _watcher: Option<crate::watch::Watcher>,
+    /// The endpoint's bound address (port 0 resolved), if it listens.
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+impl Running {
+    /// A handle to the engine.
+    pub fn handle(&self) -> crate::engine::Handle {
+        self.engine.handle()
+    }
+
+    /// Wait until every credential finished its start-up (recovery, adoption).
+    pub async fn wait_started(&self, timeout: Duration) -> bool {
+        self.engine.wait_started(timeout).await
+    }
+
+    /// Stop the endpoint and the engine, letting steps in progress finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.engine.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("rotations still running after {SHUTDOWN_GRACE:?}; exiting anyway (the journal finishes them at next start)");
+        }
+    }
+}
+
+/// Wire the config to backends and start everything.
+pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
-    let issuers = build_issuers(&config, &store)?;
+    let issuers = build_issuers(config, &store)?;
     let mut credentials = Vec::new();
     for c in &config.certificates {
         // Config validation guarantees every issuer name resolves.
@@ -167,24 +199,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
     };
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-
     let engine = Engine::start(
-        store.clone(),
+        store,
         credentials,
         Settings {
             max_concurrent_rotations: config.daemon.max_concurrent_rotations,
             backstop: config.daemon.backstop,
         },
-        Alerter::default(),
+        alerter,
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some((listener, addr)) = listener {
-        tracing::info!(%addr, "endpoint listening");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut addr = None;
+    if let Some((listener, bound)) = listener {
+        tracing::info!(addr = %bound, "endpoint listening");
         tokio::spawn(server::serve(listener, engine.handle(), stop_rx));
+        addr = Some(bound);
     }
-    let _watcher = match crate::watch::spawn(engine.watched_dirs().clone(), engine.handle()) {
+    let watcher = match crate::watch::spawn(engine.watched_dirs().clone(), engine.handle()) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "file watching is off");
@@ -196,16 +227,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         credentials = config.certificates.len(),
         "rekey running"
     );
+    Ok(Running {
+        engine,
+        stop,
+        _watcher: watcher,
+        addr,
+    })
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let running = start(&config, Alerter::default()).await?;
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM: stopping after the current step"),
         _ = sigint.recv() => tracing::info!("SIGINT: stopping after the current step"),
     }
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(SHUTDOWN_GRACE, engine.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("rotations still running after {SHUTDOWN_GRACE:?}; exiting anyway (the journal finishes them at next start)");
-    }
+    running.shutdown().await;
     Ok(())
 }

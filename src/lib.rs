@@ -4,6 +4,7 @@ pub mod cert;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod handoff;
 pub mod httpc;

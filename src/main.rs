@@ -12,7 +12,7 @@ use hyper::Method;
 
 use rekey::config::{Config, LogFormat};
 use rekey::status::{CredentialStatus, Handoff, State};
-use rekey::{cert, client, daemon, report};
+use rekey::{cert, client, daemon, demo, report};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +66,27 @@ enum Command {
         #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
         addr: SocketAddr,
     },
+    /// A self-contained tour: local CA, a tiny TLS app, live rotations, one rollback.
+    Demo {
+        /// Certificate lifetime (renewed at half of it).
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+        /// Stop after the rolled-back handoff instead of running until Ctrl-C.
+        #[arg(long)]
+        exit_after_rollback: bool,
+    },
+    /// The demo's TLS app (started by `rekey demo`).
+    #[command(hide = true)]
+    DemoApp {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
     /// Show the certificates and keys in files, and whether keys match.
     Inspect {
         /// PEM files.
@@ -93,8 +114,12 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_level(format, "info");
+}
+
+fn init_logging_level(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -141,6 +166,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Command::Demo {
+            lifetime,
+            exit_after_rollback,
+        } => {
+            init_logging_level(LogFormat::Text, "warn");
+            let opts = demo::DemoOptions {
+                lifetime,
+                exit_after_rollback,
+            };
+            runtime()?.block_on(demo::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DemoApp {
+            cert,
+            key,
+            listen,
+            pid_file,
+        } => {
+            let opts = demo::app::AppOptions {
+                cert,
+                key,
+                listen,
+                pid_file,
+            };
+            runtime()?.block_on(demo::app::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
         Command::Rotate { name, addr } => runtime()?.block_on(rotate(addr, &name)),
     }

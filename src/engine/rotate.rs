@@ -295,13 +295,15 @@ impl Task {
                 .current
                 .as_ref()
                 .is_some_and(|c| c.info.not_after > now);
+        let old_was_verified = self.handoff == Handoff::Verified;
         self.handoff = Handoff::Failed;
         self.served = served.clone();
         let mut served_after = served.clone();
         if can_roll_back {
             self.set_pending(next.generation, Step::RollingBack)?;
             self.restore_committed("handoff failed").await;
-            if let Some(cur) = &self.current {
+            // Only a generation the app was seen serving can be checked again.
+            if let Some(cur) = self.current.as_ref().filter(|_| old_was_verified) {
                 let old = self.generation_of(cur);
                 // Check the old generation is served again (best effort).
                 match handoff::await_generation(
