@@ -50,6 +50,8 @@ pub struct LastRotation {
     pub result: String,
     /// From the start of issuing to commit.
     pub duration_ms: u64,
+    /// From publish to the handoff's verdict (reload + verify + settle).
+    pub handoff_ms: Option<u64>,
 }
 
 /// One credential in `/status`.

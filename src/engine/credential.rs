@@ -58,6 +58,8 @@ pub(super) struct Task {
     /// Date alerts already raised for the committed generation.
     pub(super) alerted_expiring: Option<u64>,
     pub(super) alerted_expired: Option<u64>,
+    /// Publish → verdict of the last handoff.
+    pub(super) last_handoff: Option<Duration>,
 }
 
 impl Task {
@@ -94,6 +96,7 @@ impl Task {
             probe_pause: Duration::from_millis(50),
             alerted_expiring: None,
             alerted_expired: None,
+            last_handoff: None,
         }
     }
 

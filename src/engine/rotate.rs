@@ -86,7 +86,9 @@ impl Task {
         self.renewing = true;
         self.publish_status();
         let started = Instant::now();
+        self.last_handoff = None;
         let result = self.try_rotate().await;
+        let handoff_ms = self.last_handoff.map(|d| d.as_millis() as u64);
         self.renewing = false;
         let duration_ms = started.elapsed().as_millis() as u64;
         let at = cert::rfc3339(SystemTime::now());
@@ -99,9 +101,10 @@ impl Task {
                     at,
                     result: "success".into(),
                     duration_ms,
+                    handoff_ms,
                 });
                 let cur = self.current.as_ref();
-                tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff = ?self.handoff, event = "rotated", "rotated");
+                tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff_ms, handoff = ?self.handoff, event = "rotated", "rotated");
                 self.outcome("success", None)
             }
             Err(e) => {
@@ -116,6 +119,7 @@ impl Task {
                     at,
                     result: result.into(),
                     duration_ms,
+                    handoff_ms,
                 });
                 self.outcome(result, Some(e.to_string()))
             }
@@ -200,6 +204,7 @@ impl Task {
     /// Publish `next`, reload, verify; commit, or roll back per `on_failure`.
     pub(super) async fn hand_over(&mut self, next: Current) -> Result<(), RotateError> {
         let g = next.generation;
+        let published = Instant::now();
         self.set_pending(g, Step::Publishing)?;
         if let Err(e) = store::publish(&self.targets, self.cfg.swap, &next.material) {
             // Put the committed generation back in case some files had flipped.
@@ -237,6 +242,7 @@ impl Task {
                 .await
             }
         };
+        self.last_handoff = Some(published.elapsed());
         match verdict {
             Verdict::Verified | Verdict::Unverified => {
                 let was_failed = self.handoff == Handoff::Failed || self.failures > 0;

@@ -2,6 +2,7 @@ use super::error::did_you_mean;
 use super::*;
 
 mod bad;
+mod handoff;
 
 pub(super) const FILE: &str = "/etc/rekey/rekey.toml";
 
