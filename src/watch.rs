@@ -1,18 +1,22 @@
 //! File events: watch the directories of managed files (not the files, since
 //! a symlink swap shows up only as an event on the directory) and tell the
 //! engine which credentials to re-check.
+//!
+//! Debouncing is done here rather than with notify-debouncer-full: that
+//! crate's thread wakes on every tick even when nothing happens, which costs
+//! idle CPU on every host. Here a timer is armed only after an event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
 
 use crate::engine::{owners_of, Handle};
 
-/// Events within this window are folded into one re-check.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Events within this window after the first one are folded into one re-check.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Errors setting up the watcher.
 #[derive(Debug, thiserror::Error)]
@@ -29,26 +33,28 @@ pub enum WatchError {
 
 /// Keeps the OS watcher alive; dropping it stops watching.
 pub struct Watcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Watch `dirs` (directory → credentials with files in it). Directories that
 /// do not exist are created first (0755), so the watch can be set.
 pub fn spawn(dirs: BTreeMap<PathBuf, Vec<String>>, handle: Handle) -> Result<Watcher, WatchError> {
-    let map = dirs.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
-        let Ok(events) = res else { return };
-        let mut names: Vec<&String> = Vec::new();
-        for ev in &events {
-            for p in &ev.paths {
-                for n in owners_of(&map, p) {
-                    if !names.contains(&n) {
-                        names.push(n);
-                    }
-                }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Reads are events too (IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE); our own
+        // re-check reads the files, so reacting to them would loop forever.
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(ev.paths);
             }
         }
-        handle.files_changed(names);
     })
     .map_err(|source| WatchError::Watch {
         dir: PathBuf::new(),
@@ -58,14 +64,39 @@ pub fn spawn(dirs: BTreeMap<PathBuf, Vec<String>>, handle: Handle) -> Result<Wat
         if !dir.exists() {
             let _ = std::fs::create_dir_all(dir);
         }
-        debouncer
+        watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError::Watch {
                 dir: dir.clone(),
                 source,
             })?;
     }
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            let mut add = |paths: Vec<PathBuf>| {
+                for p in paths {
+                    names.extend(owners_of(&dirs, &p).iter().cloned());
+                }
+            };
+            add(first);
+            let deadline = tokio::time::sleep(DEBOUNCE);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    more = rx.recv() => match more {
+                        Some(paths) => add(paths),
+                        None => return,
+                    },
+                }
+            }
+            tracing::debug!(credentials = ?names, "file events dispatched");
+            handle.files_changed(names.iter());
+        }
+    });
     Ok(Watcher {
-        _debouncer: debouncer,
+        _watcher: watcher,
+        task,
     })
 }

@@ -146,3 +146,35 @@ fn unknown_credential_rotate_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression: the re-check reads the managed files, and reads are inotify
+/// events too; reacting to them made an idle daemon loop forever.
+#[test]
+fn an_idle_daemon_does_not_react_to_its_own_reads() {
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let d = env.start();
+    wait_for(Duration::from_secs(10), "issuance", || {
+        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
+    });
+    // Let the events of the first publish settle, then watch for activity.
+    let count = || env.log().matches("file events dispatched").count();
+    let settled = wait_for(Duration::from_secs(5), "publish events to settle", || {
+        let a = count();
+        std::thread::sleep(Duration::from_millis(300));
+        (count() == a).then_some(a)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        count(),
+        settled,
+        "the idle daemon keeps dispatching file events"
+    );
+    // A real change is still noticed.
+    std::fs::write(env.path("tls/web/cert.pem"), "x").unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the change to be dispatched",
+        || (count() > settled).then_some(()),
+    );
+}
