@@ -1,4 +1,5 @@
 //! rekey: a credential-rotation sidecar. See DESIGN.md for the architecture.
+pub mod alert;
 pub mod cert;
 pub mod client;
 pub mod config;
