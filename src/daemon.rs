@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::alert::AlertError;
 use crate::config::{Config, IssuerConfig};
 use crate::engine::{Credential, Engine, Settings};
 use crate::issuer::local_ca::LocalCa;
@@ -29,6 +30,9 @@ pub enum DaemonError {
     /// The endpoint could not be bound.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// An alert sink could not be set up (unreadable header file, no TLS roots...).
+    #[error(transparent)]
+    Alert(#[from] AlertError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -56,6 +60,9 @@ pub fn build_issuers(
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
     let issuers = build_issuers(&config, &store)?;
+    // Built here so a bad sink stops the start; kept alive for the whole run.
+    // The engine does not raise alerts yet (issue #3 wires it in).
+    let _alerter = crate::alert::build(&config.alerts)?;
     let credentials: Vec<Credential> = config
         .certificates
         .iter()

@@ -59,8 +59,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            queue: 256,
-            sink_queue: 64,
+            queue: 1024,
+            sink_queue: 256,
             dedup_base: DEFAULT_BASE,
             dedup_cap: DEFAULT_CAP,
             on_result: None,
