@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rekey::alert::{self, Alert, AlertSink, Alerter, Event, Options, ResultHook, WebhookSink};
+use rekey::alert::{
+    self, Alert, AlertSink, Alerter, AlertmanagerSink, Event, Options, ResultHook, WebhookSink,
+};
 use rekey::config::{AlertConfig, Config, SinkConfig};
 
 /// One request the receiver got.
@@ -35,6 +37,7 @@ impl Req {
 struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Req>>>,
+    status: Arc<Mutex<Option<u16>>>,
 }
 
 impl Receiver {
@@ -42,14 +45,21 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
+        let status = Arc::new(Mutex::new(status));
+        let (g, st) = (got.clone(), status.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let g = g.clone();
-                std::thread::spawn(move || serve(conn, status, &g));
+                let now = *st.lock().unwrap();
+                std::thread::spawn(move || serve(conn, now, &g));
             }
         });
-        Receiver { addr, got }
+        Receiver { addr, got, status }
+    }
+
+    /// Answer later requests with `status`.
+    fn answer(&self, status: u16) {
+        *self.status.lock().unwrap() = Some(status);
     }
 
     fn requests(&self) -> Vec<Req> {
@@ -473,6 +483,72 @@ async fn exec_sink_gets_the_json_on_stdin() {
         msg,
         "alert sink exec: [\"sh\", \"-c\", \"echo boom >&2; exit 3\"] exited with status 3: boom"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_sink_refreshes_firing_alerts_and_retries_resolutions() {
+    let am = Receiver::start(Some(200));
+    let cfg = alerts(&format!(
+        "[[alert]]\ntype = \"alertmanager\"\nurl = \"{}\"\n",
+        am.url("/am/")
+    ));
+    let SinkConfig::Alertmanager(c) = &cfg[0].sink else {
+        panic!()
+    };
+    let sink = AlertmanagerSink::new("am", c).unwrap();
+    let rfc = |v: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    // Nothing firing: recovered and refresh post nothing.
+    sink.send(&Alert::new(Event::Recovered, "web", "certificate", "ok"))
+        .await
+        .unwrap();
+    sink.refresh().await.unwrap();
+    assert!(am.requests().is_empty());
+
+    sink.send(&handoff_failed("web")).await.unwrap();
+    sink.refresh().await.unwrap();
+    let got = am.requests();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].path, "/am/api/v2/alerts");
+    let (fired, refreshed) = (got[0].json(), got[1].json());
+    assert_eq!(fired.as_array().unwrap().len(), 1);
+    assert_eq!(fired[0]["labels"], refreshed[0]["labels"]);
+    assert_eq!(fired[0]["startsAt"], refreshed[0]["startsAt"]);
+    let now = time::OffsetDateTime::now_utc();
+    // Firing alerts are held about 5 minutes ahead.
+    for body in [&fired, &refreshed] {
+        let ahead = rfc(&body[0]["endsAt"]) - now;
+        assert!(
+            ahead.whole_seconds() > 240 && ahead.whole_seconds() <= 300,
+            "{ahead}"
+        );
+    }
+
+    // The resolution fails: it is kept and delivered by the next refresh.
+    am.answer(503);
+    let recovered = Alert::new(Event::Recovered, "web", "certificate", "ok");
+    assert!(sink.send(&recovered).await.is_err());
+    am.answer(200);
+    sink.refresh().await.unwrap();
+    let got = am.requests();
+    assert_eq!(got.len(), 4);
+    for r in &got[2..] {
+        let body = r.json();
+        assert_eq!(body[0]["labels"]["alertname"], "RekeyHandoffFailed");
+        let ends = rfc(&body[0]["endsAt"]);
+        assert!(
+            (ends - time::OffsetDateTime::now_utc()).whole_seconds() <= 0,
+            "{body}"
+        );
+    }
+    // Delivered: forgotten, so later refreshes post nothing.
+    sink.refresh().await.unwrap();
+    assert_eq!(am.requests().len(), 4);
 }
 
 /// A running Alertmanager, stopped on drop.
