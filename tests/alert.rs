@@ -551,6 +551,105 @@ async fn alertmanager_sink_refreshes_firing_alerts_and_retries_resolutions() {
     assert_eq!(am.requests().len(), 4);
 }
 
+/// An https receiver on 127.0.0.1 with a fresh self-signed certificate for
+/// 127.0.0.1; answers 200 and counts requests. Returns (addr, cert PEM, count).
+async fn tls_receiver() -> (SocketAddr, String, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(Mutex::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, c) = (acceptor.clone(), c.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0; 4096];
+                // Headers, then a body of Content-Length bytes.
+                loop {
+                    let Ok(n) = tls.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break;
+                        }
+                    }
+                }
+                *c.lock().unwrap() += 1;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, ck.cert.pem(), count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhook_trusts_its_trust_bundle_and_nothing_else() {
+    let (addr, pem, count) = tls_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("roots.pem");
+    std::fs::write(&bundle, pem).unwrap();
+    let webhook = |extra: &str| {
+        let cfg = alerts(&format!(
+            "[[alert]]\ntype = \"webhook\"\nurl = \"https://{addr}/hook\"\n{extra}\n"
+        ));
+        let SinkConfig::Webhook(w) = &cfg[0].sink else {
+            panic!()
+        };
+        WebhookSink::new("tls", w).unwrap()
+    };
+    let with_bundle = webhook(&format!("trust_bundle = \"{}\"", bundle.display()));
+    with_bundle.send(&handoff_failed("web")).await.unwrap();
+    assert_eq!(*count.lock().unwrap(), 1);
+
+    // Without the bundle the same server is not trusted: no request is made.
+    let platform_only = webhook("");
+    let msg = platform_only
+        .send(&handoff_failed("web"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&format!("POST https://{addr}/hook failed: TLS handshake")),
+        "{msg}"
+    );
+    assert!(
+        msg.to_lowercase().contains("unknown issuer") || msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+    assert_eq!(*count.lock().unwrap(), 1);
+}
+
 /// A running Alertmanager, stopped on drop.
 struct Alertmanager {
     child: Child,
