@@ -79,7 +79,7 @@ fn main() {
                 max_concurrent_rotations: 1,
                 backstop: Duration::from_secs(3600),
             },
-            rekey::alert::Alerter::default(),
+            rekey::alert::Alerter::noop(),
         );
         assert!(engine.wait_started(Duration::from_secs(60)).await);
         let h = engine.handle();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::alert::Alerter;
+use crate::alert::{AlertError, Alerter};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
@@ -22,6 +22,8 @@ use crate::store::{Store, StoreError};
 
 /// How long a shutdown waits for rotations in progress before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for queued alerts to be delivered.
+const ALERT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,9 @@ pub enum DaemonError {
         /// What is wrong and what to do.
         why: String,
     },
+    /// An alert sink could not be set up (unreadable header file, no TLS roots...).
+    #[error(transparent)]
+    Alert(#[from] AlertError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -148,6 +153,7 @@ pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError>
 /// A started daemon: engine, watcher and endpoint.
 pub struct Running {
     engine: Engine,
+    alerter: Alerter,
     stop: tokio::sync::watch::Sender<bool>,
     _watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
@@ -173,6 +179,10 @@ impl Running {
             .is_err()
         {
             tracing::warn!("rotations still running after {SHUTDOWN_GRACE:?}; exiting anyway (the journal finishes them at next start)");
+        }
+        // Alerts raised during the last steps still go out.
+        if !self.alerter.flush(ALERT_FLUSH).await {
+            tracing::warn!("some alerts were not delivered before exit");
         }
     }
 }
@@ -206,7 +216,7 @@ pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonE
             max_concurrent_rotations: config.daemon.max_concurrent_rotations,
             backstop: config.daemon.backstop,
         },
-        alerter,
+        alerter.clone(),
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut addr = None;
@@ -229,6 +239,7 @@ pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonE
     );
     Ok(Running {
         engine,
+        alerter,
         stop,
         _watcher: watcher,
         addr,
@@ -239,7 +250,8 @@ pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonE
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let running = start(&config, Alerter::default()).await?;
+    let alerter = crate::alert::build(&config.alerts)?;
+    let running = start(&config, alerter).await?;
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM: stopping after the current step"),
         _ = sigint.recv() => tracing::info!("SIGINT: stopping after the current step"),

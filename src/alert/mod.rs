@@ -1,35 +1,174 @@
-//! TEMPORARY stub with the agreed API; replaced by the alert module (sinks, de-duplication).
-#![allow(missing_docs)]
+//! Alerts: telling people when a credential cannot be renewed, when a
+//! handoff failed, when something is about to expire or was tampered with,
+//! and when it recovered.
+//!
+//! The engine builds an [`Alert`] and calls [`Alerter::raise`], which never
+//! waits: the alert goes into a bounded queue, is de-duplicated
+//! ([`Dedup`]) and fanned out to every configured sink, each with its own
+//! queue, timeout and retries. Sinks (`log`, `webhook`, `alertmanager`,
+//! `exec`) implement [`AlertSink`]; [`build`] turns `[[alert]]` tables into
+//! a running [`Alerter`].
+
+mod alerter;
+mod alertmanager;
+mod dedup;
+mod error;
+mod exec;
+mod http;
+mod log;
+#[cfg(test)]
+mod tests;
+mod webhook;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+use crate::config::{AlertConfig, SinkConfig};
+
+pub use alerter::{Alerter, Options, ResultHook, Route};
+pub use alertmanager::AlertmanagerSink;
+pub use dedup::{Dedup, Verdict};
+pub use error::AlertError;
+pub use exec::ExecSink;
+pub use log::LogSink;
+pub use webhook::WebhookSink;
+
+/// What happened; the `event` field of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
+    /// Issuing a new generation failed (the old one is still in place).
     RenewalFailed,
+    /// The application did not pick up the new generation.
     HandoffFailed,
+    /// Less than 10% of the lifetime is left and no renewal succeeded.
     Expiring,
+    /// The credential on disk has expired.
     Expired,
+    /// A managed file was changed or removed behind rekey's back.
     Tampered,
+    /// Everything is fine again after a failure event.
     Recovered,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Event {
+    /// Every event, in the order shown to users.
+    pub const ALL: [Event; 6] = [
+        Event::RenewalFailed,
+        Event::HandoffFailed,
+        Event::Expiring,
+        Event::Expired,
+        Event::Tampered,
+        Event::Recovered,
+    ];
+
+    /// The wire and config spelling, e.g. "handoff_failed".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Event::RenewalFailed => "renewal_failed",
+            Event::HandoffFailed => "handoff_failed",
+            Event::Expiring => "expiring",
+            Event::Expired => "expired",
+            Event::Tampered => "tampered",
+            Event::Recovered => "recovered",
+        }
+    }
+
+    /// The event spelled `s`, if any.
+    pub fn from_name(s: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// How bad this event is.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Event::HandoffFailed | Event::Expired => Severity::Critical,
+            Event::RenewalFailed | Event::Tampered | Event::Expiring => Severity::Warning,
+            Event::Recovered => Severity::Info,
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Someone should act now: the app may serve a bad or expired credential.
+    Critical,
+    /// Something is wrong but the current credential still works.
+    Warning,
+    /// Good news.
+    Info,
+}
+
+impl Severity {
+    /// The wire spelling, e.g. "critical".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One alert; serialises to exactly DESIGN.md's JSON (optional fields omitted when None).
+///
+/// It holds no secret by construction: only names, fingerprints, dates and
+/// a message written by rekey.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
+    /// What happened.
     pub event: Event,
+    /// Derived from the event by [`Alert::new`].
+    pub severity: Severity,
+    /// The credential's name.
     pub credential: String,
+    /// `certificate` or `api_key`.
     pub kind: String,
+    /// One line for humans.
     pub message: String,
+    /// The generation concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// `sha256:…` of the generation concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// `sha256:…` of what the application was seen serving.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub served_fingerprint: Option<String>,
+    /// RFC 3339 expiry of the credential in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// Whether the previous generation was put back.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
+    /// This machine's hostname.
+    pub host: String,
+    /// When the alert was made, RFC 3339 UTC to the second.
+    pub time: String,
 }
 
 impl Alert {
-    pub fn new(event: Event, credential: &str, kind: &str, message: impl Into<String>) -> Alert {
+    /// An alert for `event` now, with severity, host and time filled in.
+    pub fn new(
+        event: Event,
+        credential: impl Into<String>,
+        kind: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Alert {
         Alert {
             event,
+            severity: event.severity(),
             credential: credential.into(),
             kind: kind.into(),
             message: message.into(),
@@ -38,17 +177,157 @@ impl Alert {
             served_fingerprint: None,
             not_after: None,
             rolled_back: None,
+            host: hostname().to_string(),
+            time: rfc3339_now(),
+        }
+    }
+
+    /// Set `generation`.
+    pub fn with_generation(mut self, generation: u64) -> Alert {
+        self.generation = Some(generation);
+        self
+    }
+
+    /// Set `fingerprint`.
+    pub fn with_fingerprint(mut self, fingerprint: impl Into<String>) -> Alert {
+        self.fingerprint = Some(fingerprint.into());
+        self
+    }
+
+    /// Set `served_fingerprint`.
+    pub fn with_served_fingerprint(mut self, fingerprint: impl Into<String>) -> Alert {
+        self.served_fingerprint = Some(fingerprint.into());
+        self
+    }
+
+    /// Set `not_after` (RFC 3339).
+    pub fn with_not_after(mut self, not_after: impl Into<String>) -> Alert {
+        self.not_after = Some(not_after.into());
+        self
+    }
+
+    /// Set `rolled_back`.
+    pub fn with_rolled_back(mut self, rolled_back: bool) -> Alert {
+        self.rolled_back = Some(rolled_back);
+        self
+    }
+
+    /// The alert as its JSON object.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings, integers and bools cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// This machine's hostname, looked up once ("unknown" if it cannot be read).
+pub fn hostname() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+}
+
+/// Now as RFC 3339 UTC to the second, e.g. "2026-11-23T19:00:00Z".
+pub(crate) fn rfc3339_now() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// `t` as RFC 3339 UTC to the second.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// How the Alerter delivers to one sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Tries per alert (>= 1).
+    pub attempts: u32,
+    /// Deadline of one try.
+    pub timeout: Duration,
+    /// Pause after the first failed try; doubles after each further one.
+    pub backoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            attempts: 1,
+            timeout: Duration::from_secs(10),
+            backoff: Duration::from_secs(1),
         }
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Alerter {
-    _sinks: Vec<()>,
+/// A place alerts go to.
+#[async_trait]
+pub trait AlertSink: Send + Sync {
+    /// The sink's name, as in logs and metrics.
+    fn name(&self) -> &str;
+    /// Deliver one alert (one try; the Alerter retries per [`policy`](Self::policy)).
+    async fn send(&self, alert: &Alert) -> Result<(), AlertError>;
+    /// Where alerts go (URL or command, redacted), for error messages.
+    fn target(&self) -> String {
+        self.name().to_string()
+    }
+    /// Tries, timeout and backoff the Alerter applies to `send`.
+    fn policy(&self) -> Policy {
+        Policy::default()
+    }
+    /// How often [`refresh`](Self::refresh) should run, if at all.
+    fn refresh_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Periodic upkeep run between sends (Alertmanager re-posts firing alerts).
+    async fn refresh(&self) -> Result<(), AlertError> {
+        Ok(())
+    }
 }
 
-impl Alerter {
-    pub fn raise(&self, alert: Alert) {
-        tracing::warn!(event = ?alert.event, credential = %alert.credential, message = %alert.message, "alert");
+/// Build the sinks of `config` and start an Alerter with default options.
+///
+/// A `log` sink is always present: when no `[[alert]]` has `type = "log"`,
+/// one receiving every event is added. Must be called inside a Tokio runtime.
+pub fn build(config: &[AlertConfig]) -> Result<Alerter, AlertError> {
+    build_with(config, Options::default())
+}
+
+/// Like [`build`], with explicit options (metrics hook, queue size, de-dup base).
+pub fn build_with(config: &[AlertConfig], options: Options) -> Result<Alerter, AlertError> {
+    Alerter::start(routes(config)?, options)
+}
+
+/// The sinks of `config` (plus the implicit log sink), not yet started.
+pub fn routes(config: &[AlertConfig]) -> Result<Vec<Route>, AlertError> {
+    let mut out = Vec::with_capacity(config.len() + 1);
+    if !config.iter().any(|c| matches!(c.sink, SinkConfig::Log)) {
+        // Another sink may already be called "log"; metrics need distinct names.
+        let name = if config.iter().any(|c| c.name == "log") {
+            "rekey-log"
+        } else {
+            "log"
+        };
+        out.push(Route {
+            sink: Arc::new(LogSink::new(name)),
+            events: None,
+        });
     }
+    for c in config {
+        let sink: Arc<dyn AlertSink> = match &c.sink {
+            SinkConfig::Log => Arc::new(LogSink::new(&c.name)),
+            SinkConfig::Webhook(w) => Arc::new(WebhookSink::new(&c.name, w)?),
+            SinkConfig::Alertmanager(a) => Arc::new(AlertmanagerSink::new(&c.name, a)?),
+            SinkConfig::Exec(e) => Arc::new(ExecSink::new(&c.name, e)),
+        };
+        out.push(Route {
+            sink,
+            events: c.events.clone(),
+        });
+    }
+    Ok(out)
 }

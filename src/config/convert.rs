@@ -37,11 +37,13 @@ pub(super) fn parse(
         issuers.insert(name, issuer);
     }
     let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let alerts = super::alert::alerts(&src, base, raw.alert)?;
     let config = Config {
         path: path.to_path_buf(),
         daemon,
         issuers,
         certificates,
+        alerts,
     };
     Ok((config, state_dir_span))
 }

@@ -5,6 +5,7 @@
 //! a private raw layer (`raw`) that keeps source spans, then `convert`
 //! converts and checks it into the public types below.
 
+mod alert;
 mod certificate;
 mod convert;
 mod error;
@@ -22,6 +23,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert::{
+    AlertConfig, ExecConfig, HeaderConfig, HeaderSource, HttpConfig, SinkConfig, UrlSource,
+    WebhookConfig, WebhookFormat, DEFAULT_ALERT_RETRIES, DEFAULT_ALERT_TIMEOUT,
+};
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 
@@ -36,6 +41,8 @@ pub struct Config {
     pub issuers: BTreeMap<String, IssuerConfig>,
     /// The `[[certificate]]` entries, in file order.
     pub certificates: Vec<CertificateConfig>,
+    /// The `[[alert]]` sinks, in file order.
+    pub alerts: Vec<AlertConfig>,
 }
 
 impl Config {

@@ -20,6 +20,8 @@ pub(super) struct RawConfig {
     pub issuer: BTreeMap<String, Spanned<RawTagged>>,
     #[serde(default)]
     pub certificate: Vec<Spanned<RawCertificate>>,
+    #[serde(default)]
+    pub alert: Vec<Spanned<RawTagged>>,
 }
 
 /// `[daemon]`.

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::alert::Alerter;
 use crate::config::Config;
 use crate::daemon;
 use crate::status::{Handoff, Snapshot, State};
@@ -144,7 +143,8 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         path.display()
     ));
     say("starting the daemon on an embedded local CA; the app is not running yet");
-    let running = daemon::start(&config, Alerter::default()).await?;
+    let alerter = crate::alert::build(&config.alerts).map_err(daemon::DaemonError::from)?;
+    let running = daemon::start(&config, alerter).await?;
     if let Some(a) = running.addr {
         say(format!(
             "status: curl -s http://{a}/status   (or: rekey status --addr {a})"

@@ -1,6 +1,7 @@
 use super::error::did_you_mean;
 use super::*;
 
+mod alert;
 mod bad;
 mod handoff;
 
