@@ -2,6 +2,8 @@
 //! loopback port, config files in a temp dir, polling with deadlines.
 #![allow(dead_code)]
 
+pub mod alertmanager;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
