@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod issuer;
+pub mod metrics;
 pub mod report;
 pub mod schedule;
 pub mod server;
