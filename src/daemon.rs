@@ -11,11 +11,17 @@ use crate::config::{Config, IssuerConfig};
 use crate::engine::{Credential, Engine, Settings};
 use crate::issuer::local_ca::LocalCa;
 use crate::issuer::{Issuer, IssuerError};
-use crate::server::{self, ServerError};
+use crate::metrics::Metrics;
+use crate::notify;
+use crate::server::{self, Endpoint, ServerError};
 use crate::store::{Store, StoreError};
+use crate::token::{AdminToken, TokenError};
 
 /// How long a shutdown waits for rotations in progress before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long start-up waits for every credential's initial state (journal
+/// recovery and adoption, no issuing) before telling systemd READY anyway.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The admin token file could not be read.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// Build one issuer object per `[issuer.NAME]`.
@@ -52,8 +61,15 @@ pub fn build_issuers(
     Ok(out)
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// Run the daemon until SIGTERM or SIGINT. `metrics` is shared with the
+/// endpoint; systemd is notified through [`notify`] (call `notify::init`
+/// first).
+pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
+    // Read before anything starts, so a bad token file stops start-up.
+    let token = match &config.daemon.admin_token_file {
+        Some(path) => Some(AdminToken::read(path)?),
+        None => None,
+    };
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
     let issuers = build_issuers(&config, &store)?;
     let credentials: Vec<Credential> = config
@@ -84,8 +100,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some((listener, addr)) = listener {
-        tracing::info!(%addr, "endpoint listening");
-        tokio::spawn(server::serve(listener, engine.handle(), stop_rx));
+        tracing::info!(%addr, admin_token = token.is_some(), "endpoint listening");
+        let endpoint = Endpoint::new(engine.handle(), metrics, token);
+        tokio::spawn(server::serve(listener, endpoint, stop_rx.clone()));
     }
     let _watcher = match crate::watch::spawn(engine.watched_dirs().clone(), engine.handle()) {
         Ok(w) => Some(w),
@@ -99,10 +116,36 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         credentials = config.certificates.len(),
         "rekey running"
     );
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping after the current step"),
-        _ = sigint.recv() => tracing::info!("SIGINT: stopping after the current step"),
+    tokio::spawn(notify::status_task(engine.handle(), stop_rx.clone()));
+    if let Some(period) = notify::watchdog_period() {
+        tracing::debug!(period_ms = period.as_millis() as u64, "systemd watchdog on");
+        tokio::spawn(notify::watchdog_task(
+            engine.handle(),
+            period,
+            stop_rx.clone(),
+        ));
     }
+    let signalled = tokio::select! {
+        started = engine.wait_started(STARTUP_WAIT) => {
+            if !started {
+                tracing::warn!("some credentials are still starting after {STARTUP_WAIT:?}; telling systemd we are ready anyway (see /readyz)");
+            }
+            // The endpoint is already listening (bound above).
+            notify::ready();
+            None
+        }
+        _ = sigterm.recv() => Some("SIGTERM"),
+        _ = sigint.recv() => Some("SIGINT"),
+    };
+    let signal = match signalled {
+        Some(s) => s,
+        None => tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        },
+    };
+    tracing::info!("{signal}: stopping after the current step");
+    notify::stopping();
     let _ = stop_tx.send(true);
     if tokio::time::timeout(SHUTDOWN_GRACE, engine.shutdown())
         .await
