@@ -213,7 +213,17 @@ pub async fn status_task(handle: Handle, mut shutdown: watch::Receiver<bool>) {
 /// snapshot can be read and its status channel is still open (it closes when
 /// every credential task has ended). When the engine is gone the pings stop,
 /// and systemd restarts rekey after `WatchdogSec`.
-pub async fn watchdog_task(handle: Handle, period: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn watchdog_task(handle: Handle, period: Duration, shutdown: watch::Receiver<bool>) {
+    watchdog_loop(handle, period, shutdown, watchdog).await
+}
+
+/// [`watchdog_task`] with the ping as a parameter, for tests.
+async fn watchdog_loop(
+    handle: Handle,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    ping: impl Fn() -> bool,
+) {
     let rx = handle.subscribe();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,7 +237,7 @@ pub async fn watchdog_task(handle: Handle, period: Duration, mut shutdown: watch
         // With no credentials there are no tasks to keep the channel open.
         let alive = snapshot.is_empty() || rx.has_changed().is_ok();
         if alive {
-            watchdog();
+            ping();
         } else if !warned {
             tracing::error!(
                 "the engine stopped; no more watchdog pings, systemd will restart rekey"

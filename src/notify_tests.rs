@@ -83,3 +83,60 @@ fn datagrams_reach_path_and_abstract_sockets() {
         assert_eq!(&buf[..n], b"READY=1", "{spec}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_when_the_engine_is_gone() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[daemon]\nstate_dir = \"{d}/state\"\nlisten = \"\"\n[issuer.dev]\ntype = \"local-ca\"\n\
+         [[certificate]]\nname = \"web\"\nissuer = \"dev\"\ndns_names = [\"localhost\"]\n\
+         files = {{ cert = \"{d}/tls/cert.pem\", key = \"{d}/tls/key.pem\" }}\n",
+        d = tmp.path().display()
+    );
+    let config = crate::config::Config::parse(&text, &tmp.path().join("rekey.toml")).unwrap();
+    let store = Arc::new(crate::store::Store::open(&config.daemon.state_dir).unwrap());
+    let issuers = crate::daemon::build_issuers(&config, &store).unwrap();
+    let credentials = vec![crate::engine::Credential {
+        config: config.certificates[0].clone(),
+        issuer: issuers["dev"].clone(),
+    }];
+    let engine = crate::engine::Engine::start(
+        store,
+        credentials,
+        crate::engine::Settings {
+            max_concurrent_rotations: 1,
+            backstop: Duration::from_secs(3600),
+        },
+    );
+    let pings = Arc::new(AtomicUsize::new(0));
+    let counter = pings.clone();
+    let (_stop, stop_rx) = watch::channel(false);
+    tokio::spawn(watchdog_loop(
+        engine.handle(),
+        Duration::from_millis(10),
+        stop_rx,
+        move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            true
+        },
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pings.load(Ordering::SeqCst) < 5 {
+        assert!(std::time::Instant::now() < deadline, "no pings while alive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.shutdown().await;
+    // A ping already past its check may still land; after that, none.
+    // Proving an absence takes a wait: ten periods.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let after = pings.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        pings.load(Ordering::SeqCst),
+        after,
+        "pinged for a dead engine"
+    );
+}
