@@ -225,8 +225,8 @@ fn dockerfile_is_multi_stage_non_root_with_ca_roots() {
     assert!(text.contains("ca-certificates"));
     let user = text
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("no USER");
     assert!(
         !user.starts_with('0') && !user.starts_with("root"),
