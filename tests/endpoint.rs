@@ -249,6 +249,14 @@ fn connections_are_capped_and_slow_clients_dropped() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost:").unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
+    // So is a keep-alive connection that stays idle after its answer.
+    let mut idle_keepalive = TcpStream::connect(d.addr).unwrap();
+    idle_keepalive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle_keepalive
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let started = Instant::now();
 
     // Fill every slot with idle connections (the slow one holds one too).
@@ -286,4 +294,12 @@ fn connections_are_capped_and_slow_clients_dropped() {
     // hyper answers 408 or just closes; either way the slot is freed.
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || answer.contains("408"), "{answer}");
+
+    let mut all = Vec::new();
+    let _ = idle_keepalive.read_to_end(&mut all);
+    let took = started.elapsed();
+    assert!(
+        String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200") && took < Duration::from_secs(15),
+        "idle keep-alive connection still open after {took:?}"
+    );
 }
