@@ -204,8 +204,12 @@ impl Metrics {
 
     /// Count one rotation attempt of `credential` (`kind`: "certificate" or
     /// "api_key") with `result` one of [`ROTATION_SUCCESS`],
-    /// [`ROTATION_ROLLED_BACK`], [`ROTATION_FAILED`], and record how long it
-    /// took from publish through verify.
+    /// [`ROTATION_ROLLED_BACK`], [`ROTATION_FAILED`]; `duration` runs from
+    /// the start of publish through verify (and rollback).
+    ///
+    /// Only attempts that reached the application (success, rolled_back)
+    /// go into the histogram: a `failed` attempt stopped before publish,
+    /// and its issuer time would blur the handoff's distribution.
     pub fn rotation(&self, credential: &str, kind: &str, result: &str, duration: Duration) {
         self.inner
             .rotations
@@ -215,6 +219,9 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+        if result == ROTATION_FAILED {
+            return;
+        }
         self.inner
             .rotation_duration
             .get_or_create(&CredentialLabels {

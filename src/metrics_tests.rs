@@ -121,11 +121,25 @@ fn counters_and_the_histogram_count_what_callers_report() {
         ROTATION_ROLLED_BACK,
         Duration::from_secs(3),
     );
+    // Failed attempts never reached the app: counted, not timed.
+    m.rotation(
+        "web",
+        "certificate",
+        ROTATION_FAILED,
+        Duration::from_secs(9),
+    );
     m.issuer_request("dev", SUCCESS);
     m.issuer_request("dev", SUCCESS);
     m.alert("hook", "handoff_failed", FAILURE);
     let text = m.render(&snapshot(&["web"])).unwrap();
     let l = r#"credential="web",kind="certificate""#;
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"rekey_rotations_total{{{l},result="failed"}}"#)
+        ),
+        Some("1")
+    );
     assert_eq!(
         sample(
             &text,
