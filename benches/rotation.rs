@@ -80,6 +80,7 @@ fn main() {
                 backstop: Duration::from_secs(3600),
             },
             rekey::alert::Alerter::noop(),
+            rekey::metrics::Metrics::new("bench"),
         );
         assert!(engine.wait_started(Duration::from_secs(60)).await);
         let h = engine.handle();

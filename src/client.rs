@@ -37,6 +37,17 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
+    request_with_token(addr, method, path, timeout, None).await
+}
+
+/// Like [`request`], with `Authorization: Bearer TOKEN` when `token` is given.
+pub async fn request_with_token(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Reply, ClientError> {
     let fail = |reason: String| ClientError::Connect { addr, reason };
     let work = async {
         let stream = tokio::net::TcpStream::connect(addr)
@@ -46,10 +57,19 @@ pub async fn request(
             .await
             .map_err(|e| fail(e.to_string()))?;
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", addr.to_string())
+            .header("host", addr.to_string());
+        if let Some(t) = token {
+            let mut value =
+                hyper::header::HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| {
+                    fail("the admin token has characters not allowed in a header".into())
+                })?;
+            value.set_sensitive(true);
+            req = req.header(hyper::header::AUTHORIZATION, value);
+        }
+        let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail(e.to_string()))?;
         let resp = sender

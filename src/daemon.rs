@@ -17,13 +17,19 @@ use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Tar
 use crate::handoff::{Probe, Reload};
 use crate::issuer::local_ca::LocalCa;
 use crate::issuer::{Issuer, IssuerError};
-use crate::server::{self, ServerError};
+use crate::metrics::Metrics;
+use crate::notify;
+use crate::server::{self, Endpoint, ServerError};
 use crate::store::{Store, StoreError};
+use crate::token::{AdminToken, TokenError};
 
 /// How long a shutdown waits for rotations in progress before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a shutdown waits for queued alerts to be delivered.
 const ALERT_FLUSH: Duration = Duration::from_secs(5);
+/// How long start-up waits for every credential's initial state (journal
+/// recovery and adoption, no issuing) before telling systemd READY anyway.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The admin token file could not be read.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// Build one issuer object per `[issuer.NAME]`.
@@ -187,8 +196,18 @@ impl Running {
     }
 }
 
-/// Wire the config to backends and start everything.
-pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonError> {
+/// Wire the config to backends and start everything. `metrics` is shared
+/// with the endpoint.
+pub async fn start(
+    config: &Config,
+    alerter: Alerter,
+    metrics: Metrics,
+) -> Result<Running, DaemonError> {
+    // Read before anything starts, so a bad token file stops start-up.
+    let token = match &config.daemon.admin_token_file {
+        Some(path) => Some(AdminToken::read(path)?),
+        None => None,
+    };
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
     let issuers = build_issuers(config, &store)?;
     let mut credentials = Vec::new();
@@ -217,13 +236,20 @@ pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonE
             backstop: config.daemon.backstop,
         },
         alerter.clone(),
+        metrics.clone(),
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut addr = None;
     if let Some((listener, bound)) = listener {
-        tracing::info!(addr = %bound, "endpoint listening");
-        tokio::spawn(server::serve(listener, engine.handle(), stop_rx));
+        tracing::info!(addr = %bound, admin_token = token.is_some(), "endpoint listening");
+        let endpoint = Endpoint::new(engine.handle(), metrics, token);
+        tokio::spawn(server::serve(listener, endpoint, stop_rx.clone()));
         addr = Some(bound);
+    }
+    tokio::spawn(notify::status_task(engine.handle(), stop_rx.clone()));
+    if let Some(period) = notify::watchdog_period() {
+        tracing::debug!(period_ms = period.as_millis() as u64, "systemd watchdog on");
+        tokio::spawn(notify::watchdog_task(engine.handle(), period, stop_rx));
     }
     let watcher = match crate::watch::spawn(engine.watched_dirs().clone(), engine.handle()) {
         Ok(w) => Some(w),
@@ -246,16 +272,56 @@ pub async fn start(config: &Config, alerter: Alerter) -> Result<Running, DaemonE
     })
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// The alert sinks of the config, counting deliveries in `metrics`.
+pub fn build_alerter(config: &Config, metrics: &Metrics) -> Result<Alerter, DaemonError> {
+    let m = metrics.clone();
+    let hook: crate::alert::ResultHook = Arc::new(move |sink: &str, event, result: &str| {
+        let result = if result == "sent" {
+            crate::metrics::SUCCESS
+        } else {
+            crate::metrics::FAILURE
+        };
+        m.alert(sink, event.as_str(), result);
+    });
+    let options = crate::alert::Options {
+        on_result: Some(hook),
+        ..crate::alert::Options::default()
+    };
+    let alerter = crate::alert::build_with(&config.alerts, options)?;
+    for sink in alerter.sink_names() {
+        metrics.alert_sink(&sink);
+    }
+    Ok(alerter)
+}
+
+/// Run the daemon until SIGTERM or SIGINT; systemd is notified through
+/// [`notify`] (call `notify::init` first).
+pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let alerter = crate::alert::build(&config.alerts)?;
-    let running = start(&config, alerter).await?;
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping after the current step"),
-        _ = sigint.recv() => tracing::info!("SIGINT: stopping after the current step"),
-    }
+    let alerter = build_alerter(&config, &metrics)?;
+    let running = start(&config, alerter, metrics).await?;
+    let signalled = tokio::select! {
+        started = running.wait_started(STARTUP_WAIT) => {
+            if !started {
+                tracing::warn!("some credentials are still starting after {STARTUP_WAIT:?}; telling systemd we are ready anyway (see /readyz)");
+            }
+            // The endpoint is already listening (bound in start).
+            notify::ready();
+            None
+        }
+        _ = sigterm.recv() => Some("SIGTERM"),
+        _ = sigint.recv() => Some("SIGINT"),
+    };
+    let signal = match signalled {
+        Some(s) => s,
+        None => tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        },
+    };
+    tracing::info!("{signal}: stopping after the current step");
+    notify::stopping();
     running.shutdown().await;
     Ok(())
 }

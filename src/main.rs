@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 
 use rekey::config::{Config, LogFormat};
-use rekey::status::{CredentialStatus, Handoff, State};
-use rekey::{cert, client, daemon, demo, report};
+use rekey::metrics::Metrics;
+use rekey::status::CredentialStatus;
+use rekey::{cert, client, daemon, demo, notify, report, status};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +66,9 @@ enum Command {
         /// The daemon's endpoint (daemon.listen).
         #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
         addr: SocketAddr,
+        /// File holding the admin token (the daemon's daemon.admin_token_file).
+        #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
     /// A self-contained tour: local CA, a tiny TLS app, live rotations, one rollback.
     Demo {
@@ -120,8 +124,11 @@ fn init_logging(format: LogFormat) {
 fn init_logging_level(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only on a terminal: journald and log files show them raw.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -145,7 +152,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_logging(config.daemon.log_format);
-            runtime()?.block_on(daemon::run(config))?;
+            // Before the runtime starts threads: init edits the environment.
+            notify::init();
+            let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+            runtime()?.block_on(daemon::run(config, metrics))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
@@ -194,7 +204,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
-        Command::Rotate { name, addr } => runtime()?.block_on(rotate(addr, &name)),
+        Command::Rotate {
+            name,
+            addr,
+            token_file,
+        } => {
+            let token = match token_file {
+                Some(path) => Some(read_token(&path)?),
+                None => None,
+            };
+            runtime()?.block_on(rotate(addr, &name, token.as_deref().map(|t| t.as_str())))
+        }
     }
 }
 
@@ -211,15 +231,31 @@ async fn status(addr: SocketAddr, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", status_table(&list, SystemTime::now()));
     }
-    let ready = list.iter().all(|c| {
-        matches!(c.state, State::Valid | State::Renewing | State::Backoff)
-            && c.handoff != Handoff::Failed
-    });
-    Ok(if ready {
+    // The same rule as /readyz, so `rekey status` works as a health check.
+    let not_ready = status::readiness(&list, SystemTime::now());
+    for r in &not_ready {
+        eprintln!("rekey: not ready: {}: {}", r.credential, r.reason);
+    }
+    Ok(if not_ready.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The admin token in `path`, trimmed like the daemon trims it.
+fn read_token(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+    );
+    let token = zeroize::Zeroizing::new(text.trim().to_string());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token)
 }
 
 fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
@@ -228,13 +264,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
         "{:<16} {:<9} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            })
-            .map(SystemTime::from)
-    };
+    let parse = |s: &Option<String>| status::parse_time(s.as_deref());
     for c in list {
         let expires = match parse(&c.not_after) {
             Some(t) => match t.duration_since(now) {
@@ -250,14 +280,8 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             out,
             "{:<16} {:<9} {:<10} {:<12} {:<21} {}",
             c.name,
-            serde_json::to_value(c.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            serde_json::to_value(c.handoff)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            c.state.as_str(),
+            c.handoff.as_str(),
             expires,
             next,
             c.last_error.as_deref().unwrap_or("-")
@@ -266,9 +290,11 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
     out
 }
 
-async fn rotate(addr: SocketAddr, name: &str) -> anyhow::Result<ExitCode> {
+async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/rotate/{name}");
-    let reply = client::request(addr, Method::POST, &path, Duration::from_secs(130)).await?;
+    let reply =
+        client::request_with_token(addr, Method::POST, &path, Duration::from_secs(130), token)
+            .await?;
     let v: serde_json::Value = serde_json::from_str(&reply.body)
         .with_context(|| format!("unexpected answer from {addr} (HTTP {})", reply.status))?;
     match reply.status {
@@ -284,6 +310,15 @@ async fn rotate(addr: SocketAddr, name: &str) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "rekey: {}",
                 v["error"].as_str().unwrap_or("unknown credential")
+            );
+            Ok(ExitCode::from(2))
+        }
+        // Missing or wrong token, or not from loopback: a usage problem.
+        401 | 403 => {
+            eprintln!(
+                "rekey: rotate refused (HTTP {}): {}",
+                reply.status,
+                v["error"].as_str().unwrap_or("not allowed")
             );
             Ok(ExitCode::from(2))
         }

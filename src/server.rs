@@ -1,25 +1,44 @@
-//! The HTTP endpoint: health and status for monitoring, and a "rotate now"
-//! request. It reads the engine's status snapshot and never mutates the
-//! engine except to queue a rotation.
+//! The HTTP endpoint: health, readiness, status and metrics for monitoring,
+//! and a "rotate now" request. It reads the engine's status snapshot and
+//! never mutates the engine except to queue a rotation.
+//!
+//! It is built so that clients cannot exhaust the daemon through it: at
+//! most [`MAX_CONNECTIONS`] connections at once (more are closed at
+//! accept), request headers within [`HEADER_TIMEOUT`] (this also closes
+//! idle keep-alive connections), bodies of at most [`MAX_BODY`] bytes read
+//! within [`BODY_TIMEOUT`], and headers of at most 16 KiB.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::engine::{EngineError, Handle};
+use crate::metrics::Metrics;
+use crate::status;
+use crate::token::AdminToken;
 
 /// Slow clients get this long to send their request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// ...and this long to send the body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Larger request bodies are refused with 413 (no route needs a body).
+pub const MAX_BODY: usize = 16 * 1024;
+/// Connections beyond this many at once are closed right after accept.
+pub const MAX_CONNECTIONS: usize = 64;
 /// A rotation requested over HTTP is waited for at most this long.
 const ROTATE_WAIT: Duration = Duration::from_secs(120);
+
+type Reply = Response<Full<Bytes>>;
 
 /// Errors starting the endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +53,33 @@ pub enum ServerError {
     },
 }
 
+/// What the endpoint serves from: the engine, the metrics, and the admin
+/// token when one is configured. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: Handle,
+    metrics: Metrics,
+    token: Option<AdminToken>,
+}
+
+impl Endpoint {
+    /// Serve `handle`'s status and `metrics`; `token` guards rotate requests
+    /// (without one, only loopback peers may rotate).
+    pub fn new(handle: Handle, metrics: Metrics, token: Option<AdminToken>) -> Endpoint {
+        Endpoint {
+            inner: Arc::new(Inner {
+                handle,
+                metrics,
+                token,
+            }),
+        }
+    }
+}
+
 /// Bind the endpoint; returns the bound address (port 0 resolves here).
 pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
     let listener = TcpListener::bind(addr)
@@ -46,12 +92,14 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerE
 }
 
 /// Serve until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, handle: Handle, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -59,9 +107,14 @@ pub async fn serve(listener: TcpListener, handle: Handle, mut shutdown: watch::R
             },
             _ = shutdown.changed() => return,
         };
-        let handle = handle.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing this one");
+            drop(stream);
+            continue;
+        };
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| route(req, handle.clone(), peer));
+            let svc = hyper::service::service_fn(move |req| handle(req, endpoint.clone(), peer));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -70,11 +123,12 @@ pub async fn serve(listener: TcpListener, handle: Handle, mut shutdown: watch::R
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
@@ -82,52 +136,130 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     r
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
     reply(status, "application/json", format!("{value}\n"))
 }
 
-async fn route(
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json(status, &json!({ "error": message.into() }))
+}
+
+/// Refuse oversized or slow bodies, then route.
+async fn handle(
     req: Request<Incoming>,
-    handle: Handle,
+    endpoint: Endpoint,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path().to_string();
-    let resp = match (req.method(), path.as_str()) {
+) -> Result<Reply, Infallible> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY} bytes"),
+        );
+        // The rest of the body is never read: the connection cannot be reused.
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok(too_large());
+    }
+    // Chunked bodies have no declared length: read at most MAX_BODY + 1 bytes.
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "cannot read the request body");
+            return Ok(error(StatusCode::BAD_REQUEST, "unreadable request body"));
+        }
+        Err(_) => {
+            let mut r = error(StatusCode::REQUEST_TIMEOUT, "request body too slow");
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r);
+        }
+    }
+    Ok(route(&parts, &endpoint.inner, peer).await)
+}
+
+async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) -> Reply {
+    let path = req.uri.path();
+    match (&req.method, path) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => readyz(&ep.handle),
         (&Method::GET, "/status") => {
-            let list: Vec<_> = handle.snapshot().into_values().collect();
+            let list: Vec<_> = ep.handle.snapshot().into_values().collect();
             match serde_json::to_value(list) {
                 Ok(v) => json(StatusCode::OK, &v),
-                Err(e) => json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({"error": e.to_string()}),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (&Method::GET, "/metrics") => match ep.metrics.render(&ep.handle.snapshot()) {
+            Ok(text) => reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, text),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        (&Method::POST, p) if p.starts_with("/v1/rotate/") => {
+            let name = &p["/v1/rotate/".len()..];
+            match &ep.token {
+                Some(token) => {
+                    let auth = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+                    if token.accepts(auth) {
+                        rotate(&ep.handle, name).await
+                    } else {
+                        tracing::warn!(%peer, credential = name, "rotate refused: missing or wrong admin token");
+                        let mut r = error(
+                            StatusCode::UNAUTHORIZED,
+                            "rotate needs `Authorization: Bearer TOKEN` with the token in daemon.admin_token_file (rekey rotate --token-file FILE)",
+                        );
+                        r.headers_mut().insert(
+                            hyper::header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Bearer realm=\"rekey\""),
+                        );
+                        r
+                    }
+                }
+                None if peer.ip().is_loopback() => rotate(&ep.handle, name).await,
+                None => error(
+                    StatusCode::FORBIDDEN,
+                    "rotate is only accepted from loopback unless daemon.admin_token_file is set",
                 ),
             }
         }
-        (&Method::POST, p) if p.starts_with("/v1/rotate/") => {
-            let name = &p["/v1/rotate/".len()..];
-            if !peer.ip().is_loopback() {
-                json(
-                    StatusCode::FORBIDDEN,
-                    &serde_json::json!({"error": "rotate is only accepted from loopback"}),
-                )
-            } else {
-                rotate(&handle, name).await
-            }
+        (_, "/healthz" | "/readyz" | "/status" | "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
-        (_, "/healthz" | "/status") => json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "use GET"}),
-        ),
-        _ => json(
+        _ => error(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": format!("no route {path}; try /healthz, /status, POST /v1/rotate/NAME")}),
+            format!(
+                "no route {path}; try /healthz, /readyz, /status, /metrics, POST /v1/rotate/NAME"
+            ),
         ),
-    };
-    Ok(resp)
+    }
 }
 
-async fn rotate(handle: &Handle, name: &str) -> Response<Full<Bytes>> {
+/// 200 when [`status::readiness`] finds nothing wrong, else 503 with every reason.
+fn readyz(handle: &Handle) -> Reply {
+    let snapshot = handle.snapshot();
+    let reasons = status::readiness(snapshot.values(), SystemTime::now());
+    if reasons.is_empty() {
+        json(
+            StatusCode::OK,
+            &json!({ "ready": true, "credentials": snapshot.len() }),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ready": false, "reasons": reasons }),
+        )
+    }
+}
+
+async fn rotate(handle: &Handle, name: &str) -> Reply {
     match tokio::time::timeout(ROTATE_WAIT, handle.rotate(name)).await {
         Ok(Ok(outcome)) => {
             let status = if outcome.result == "success" {
@@ -137,23 +269,16 @@ async fn rotate(handle: &Handle, name: &str) -> Response<Full<Bytes>> {
             };
             match serde_json::to_value(&outcome) {
                 Ok(v) => json(status, &v),
-                Err(e) => json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({"error": e.to_string()}),
-                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        Ok(Err(e @ EngineError::UnknownCredential(_))) => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": e.to_string()}),
-        ),
-        Ok(Err(e)) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"error": e.to_string()}),
-        ),
+        Ok(Err(e @ EngineError::UnknownCredential(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(_) => json(
             StatusCode::ACCEPTED,
-            &serde_json::json!({"credential": name, "result": "queued", "error": "still running; see /status"}),
+            &json!({"credential": name, "result": "queued", "error": "still running; see /status"}),
         ),
     }
 }

@@ -3,6 +3,7 @@
 //! fingerprints and messages.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -125,4 +126,203 @@ pub struct RotateOutcome {
     pub fingerprint: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+}
+
+/// Parse an RFC 3339 timestamp from the snapshot (`None` when absent or malformed).
+pub fn parse_time(s: Option<&str>) -> Option<SystemTime> {
+    let t = s?;
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// One reason a credential makes the daemon not ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotReady {
+    /// Credential name.
+    pub credential: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The readiness rule shared by `/readyz` and `rekey status`'s exit code.
+///
+/// A credential is ready when its state is `valid`, `renewing` or `backoff`
+/// (a retry in backoff still serves the old, valid credential), its
+/// certificate has not expired at `now`, and its handoff is not `failed`.
+/// An empty list means ready; otherwise every reason is listed, several per
+/// credential when several things are wrong.
+pub fn readiness<'a>(
+    credentials: impl IntoIterator<Item = &'a CredentialStatus>,
+    now: SystemTime,
+) -> Vec<NotReady> {
+    let mut out = Vec::new();
+    for c in credentials {
+        let mut why = |reason: String| {
+            out.push(NotReady {
+                credential: c.name.clone(),
+                reason,
+            })
+        };
+        match c.state {
+            State::Valid | State::Renewing | State::Backoff => {
+                match parse_time(c.not_after.as_deref()) {
+                    Some(t) if t > now => {}
+                    Some(_) => why(format!(
+                        "certificate expired at {}",
+                        c.not_after.as_deref().unwrap_or("-")
+                    )),
+                    // Renewing for the first time: nothing is published yet.
+                    None => why(format!(
+                        "state is {} but no certificate is published yet",
+                        c.state.as_str()
+                    )),
+                }
+            }
+            State::Starting => why("not loaded yet (starting)".into()),
+            State::Missing => why(match &c.last_error {
+                Some(e) => format!("no usable credential is published; last error: {e}"),
+                None => "no usable credential is published".into(),
+            }),
+            State::Expired => why(format!(
+                "certificate expired at {}",
+                c.not_after.as_deref().unwrap_or("-")
+            )),
+        }
+        if c.handoff == Handoff::Failed {
+            why(format!(
+                "handoff failed: the application did not pick up generation {}",
+                c.generation
+                    .map_or_else(|| "-".to_string(), |g| g.to_string())
+            ));
+        }
+    }
+    out
+}
+
+impl State {
+    /// The spelling used in `/status`, e.g. "backoff".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Valid => "valid",
+            State::Renewing => "renewing",
+            State::Backoff => "backoff",
+            State::Missing => "missing",
+            State::Expired => "expired",
+        }
+    }
+}
+
+impl Handoff {
+    /// The spelling used in `/status`, e.g. "unverified".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Handoff::Verified => "verified",
+            Handoff::Unverified => "unverified",
+            Handoff::Failed => "failed",
+            Handoff::Pending => "pending",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW: &str = "2030-01-01T00:00:00Z";
+
+    fn now() -> SystemTime {
+        parse_time(Some(NOW)).unwrap()
+    }
+
+    fn cred(state: State, not_after: Option<&str>, handoff: Handoff) -> CredentialStatus {
+        let mut c = CredentialStatus::starting("web", "certificate", "dev");
+        c.state = state;
+        c.not_after = not_after.map(str::to_owned);
+        c.handoff = handoff;
+        c.generation = Some(3);
+        c
+    }
+
+    /// Every state × expiry × handoff combination that matters, with the
+    /// verdict and a word the reason must contain.
+    #[test]
+    fn readiness_table() {
+        let future = Some("2030-01-01T01:00:00Z");
+        let past = Some("2029-12-31T23:00:00Z");
+        let exactly_now = Some(NOW);
+        use Handoff::*;
+        use State::*;
+        let table: &[(State, Option<&str>, Handoff, Option<&str>)] = &[
+            (Valid, future, Unverified, None),
+            (Valid, future, Verified, None),
+            (Valid, future, Pending, None),
+            (Renewing, future, Verified, None),
+            (Backoff, future, Unverified, None),
+            (Valid, future, Failed, Some("handoff failed")),
+            (Backoff, future, Failed, Some("generation 3")),
+            (Valid, past, Verified, Some("expired")),
+            (Valid, exactly_now, Verified, Some("expired")),
+            (Backoff, past, Unverified, Some("expired")),
+            (
+                Renewing,
+                None,
+                Pending,
+                Some("no certificate is published yet"),
+            ),
+            (Valid, Some("not a date"), Verified, Some("no certificate")),
+            (Starting, None, Pending, Some("starting")),
+            (Missing, None, Pending, Some("no usable credential")),
+            (Expired, past, Unverified, Some("expired")),
+        ];
+        for (state, not_after, handoff, want) in table {
+            let c = cred(*state, *not_after, *handoff);
+            let got = readiness([&c], now());
+            match want {
+                None => assert!(
+                    got.is_empty(),
+                    "{state:?} {not_after:?} {handoff:?}: {got:?}"
+                ),
+                Some(word) => {
+                    assert!(
+                        got.iter()
+                            .any(|r| r.reason.contains(word) && r.credential == "web"),
+                        "{state:?} {not_after:?} {handoff:?}: want {word:?}, got {got:?}"
+                    )
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_reason_of_every_credential_is_listed() {
+        let ok = cred(
+            State::Valid,
+            Some("2030-01-02T00:00:00Z"),
+            Handoff::Verified,
+        );
+        let mut bad = cred(
+            State::Expired,
+            Some("2029-01-01T00:00:00Z"),
+            Handoff::Failed,
+        );
+        bad.name = "api".into();
+        let mut missing = cred(State::Missing, None, Handoff::Pending);
+        missing.name = "db".into();
+        missing.last_error = Some("issuer down".into());
+        let got = readiness([&ok, &bad, &missing], now());
+        let names: Vec<&str> = got.iter().map(|r| r.credential.as_str()).collect();
+        assert_eq!(names, ["api", "api", "db"], "{got:?}");
+        assert!(got[2].reason.contains("issuer down"));
+        assert!(readiness([], now()).is_empty(), "no credentials: ready");
+    }
+
+    #[test]
+    fn expiry_is_judged_at_the_given_instant() {
+        let c = cred(State::Valid, Some(NOW), Handoff::Verified);
+        assert!(readiness([&c], now() - Duration::from_secs(1)).is_empty());
+        assert!(!readiness([&c], now()).is_empty());
+    }
 }

@@ -114,6 +114,27 @@ fn daemon(
             ));
         }
     }
+    if let Some(s) = &raw.admin_token_file {
+        if s.get_ref().is_empty() {
+            return Err(src.err(
+                "daemon.admin_token_file",
+                Some(s.span()),
+                "must not be empty; name a file holding the token, or leave the key out",
+            ));
+        }
+        d.admin_token_file = Some(resolve(base, s.get_ref()));
+    }
+    // Anyone who can reach a non-loopback endpoint could force rotations
+    // (and burn CA rate limits) unless a token guards it.
+    if let (Some(addr), Some(s)) = (d.listen, &raw.listen) {
+        if !addr.ip().is_loopback() && d.admin_token_file.is_none() {
+            return Err(src.err(
+                "daemon.listen",
+                Some(s.span()),
+                format!("{addr} is not a loopback address, so daemon.admin_token_file is required (POST /v1/rotate must not be open to the network); set admin_token_file to a file holding a secret token, or listen on 127.0.0.1"),
+            ));
+        }
+    }
     Ok((d, state_dir_span))
 }
 

@@ -87,6 +87,10 @@ pub struct DaemonConfig {
     pub max_concurrent_rotations: usize,
     /// Slow safety re-check of the published files (>= 60s).
     pub backstop: Duration,
+    /// File holding the bearer token that `POST /v1/rotate/NAME` requires;
+    /// mandatory when `listen` is not a loopback address. Only the path is
+    /// kept here: the token is read at start and never logged.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -97,6 +101,7 @@ impl Default for DaemonConfig {
             log_format: LogFormat::Text,
             max_concurrent_rotations: 4,
             backstop: Duration::from_secs(300),
+            admin_token_file: None,
         }
     }
 }

@@ -33,6 +33,7 @@ pub(super) struct RawDaemon {
     pub log_format: Option<Spanned<String>>,
     pub max_concurrent_rotations: Option<Spanned<i64>>,
     pub backstop: Option<Spanned<String>>,
+    pub admin_token_file: Option<Spanned<String>>,
 }
 
 /// `[[certificate]]`.

@@ -143,8 +143,9 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         path.display()
     ));
     say("starting the daemon on an embedded local CA; the app is not running yet");
-    let alerter = crate::alert::build(&config.alerts).map_err(daemon::DaemonError::from)?;
-    let running = daemon::start(&config, alerter).await?;
+    let metrics = crate::metrics::Metrics::new(env!("CARGO_PKG_VERSION"));
+    let alerter = daemon::build_alerter(&config, &metrics)?;
+    let running = daemon::start(&config, alerter, metrics).await?;
     if let Some(a) = running.addr {
         say(format!(
             "status: curl -s http://{a}/status   (or: rekey status --addr {a})"

@@ -14,6 +14,7 @@ use crate::cert::{self, CertInfo, Names};
 use crate::config::CertificateConfig;
 use crate::handoff::{self, Generation, Probe, Reload, Verdict};
 use crate::issuer::Issuer;
+use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Material, Store, Target};
@@ -39,6 +40,7 @@ pub(super) struct Task {
     pub(super) reload: Arc<dyn Reload>,
     pub(super) probes: Vec<Arc<dyn Probe>>,
     pub(super) alerter: Alerter,
+    pub(super) metrics: Metrics,
     pub(super) store: CredentialStore,
     pub(super) journal: Journal,
     pub(super) current: Option<Current>,
@@ -70,6 +72,7 @@ impl Task {
         permits: Arc<Semaphore>,
         backstop: Duration,
         alerter: Alerter,
+        metrics: Metrics,
     ) -> Task {
         Task {
             names: disk::names_of(&c.config),
@@ -80,6 +83,7 @@ impl Task {
             reload: c.reload,
             probes: c.probes,
             alerter,
+            metrics,
             journal: Journal::default(),
             current: None,
             status_tx,

@@ -14,6 +14,7 @@ use crate::alert::Alerter;
 use crate::config::{CertificateConfig, FileKind};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::Issuer;
+use crate::metrics::Metrics;
 use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
 
@@ -140,6 +141,7 @@ impl Engine {
         credentials: Vec<Credential>,
         settings: Settings,
         alerter: Alerter,
+        metrics: Metrics,
     ) -> Engine {
         let initial: Snapshot = credentials
             .iter()
@@ -173,6 +175,7 @@ impl Engine {
                 permits.clone(),
                 settings.backstop,
                 alerter.clone(),
+                metrics.clone(),
             );
             tasks.spawn(task.run(rx, shutdown_rx.clone()));
         }

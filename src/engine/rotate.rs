@@ -10,6 +10,7 @@ use crate::cert::{self, CertInfo, IssuedPem};
 use crate::config::OnFailure;
 use crate::handoff::{self, Verdict};
 use crate::issuer::IssueRequest;
+use crate::metrics;
 use crate::schedule;
 use crate::status::{Handoff, LastRotation, RotateOutcome};
 use crate::store::{self, Material};
@@ -92,6 +93,20 @@ impl Task {
         self.renewing = false;
         let duration_ms = started.elapsed().as_millis() as u64;
         let at = cert::rfc3339(SystemTime::now());
+        let kind = match &result {
+            Ok(()) => metrics::ROTATION_SUCCESS,
+            Err(RotateError::Handoff {
+                rolled_back: true, ..
+            }) => metrics::ROTATION_ROLLED_BACK,
+            Err(_) => metrics::ROTATION_FAILED,
+        };
+        // The histogram covers publish through verify (or rollback).
+        self.metrics.rotation(
+            &self.cfg.name,
+            "certificate",
+            kind,
+            self.last_handoff.unwrap_or_default(),
+        );
         let outcome = match &result {
             Ok(()) => {
                 self.failures = 0;
@@ -383,7 +398,14 @@ impl Task {
             names: self.names.clone(),
             lifetime: self.cfg.lifetime,
         };
-        let issued = self.issuer.issue(&req).await?;
+        let issued = self.issuer.issue(&req).await;
+        let result = if issued.is_ok() {
+            metrics::SUCCESS
+        } else {
+            metrics::FAILURE
+        };
+        self.metrics.issuer_request(self.issuer.name(), result);
+        let issued = issued?;
         let pem = IssuedPem {
             cert_pem: &issued.cert_pem,
             chain_pem: &issued.chain_pem,

@@ -250,6 +250,20 @@ fn bad_configs_name_key_and_line() {
             "invalid address",
         ),
         (
+            "non-loopback listen without a token",
+            "[daemon]\nstate_dir = \"/x\"\nlisten = \"0.0.0.0:9464\"\n".into(),
+            "daemon.listen",
+            "listen",
+            "daemon.admin_token_file is required",
+        ),
+        (
+            "empty admin_token_file",
+            "[daemon]\nadmin_token_file = \"\"\n".into(),
+            "daemon.admin_token_file",
+            "admin_token",
+            "must not be empty",
+        ),
+        (
             "bad log_format",
             "[daemon]\nlog_format = \"xml\"\n".into(),
             "daemon.log_format",

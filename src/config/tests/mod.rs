@@ -108,6 +108,24 @@ verify = { type = "none" }
 }
 
 #[test]
+fn admin_token_file_resolves_and_unlocks_a_non_loopback_listen() {
+    let c = parse("[daemon]\nlisten = \"0.0.0.0:9464\"\nadmin_token_file = \"token\"\n").unwrap();
+    assert_eq!(
+        c.daemon.admin_token_file.as_deref(),
+        Some(Path::new("/etc/rekey/token"))
+    );
+    // A loopback listen (v4 or v6) needs no token; a token is still allowed.
+    for listen in ["127.0.0.1:1", "[::1]:1", "127.0.0.2:1"] {
+        parse(&format!("[daemon]\nlisten = \"{listen}\"\n")).unwrap();
+    }
+    let c = parse("[daemon]\nadmin_token_file = \"/run/secrets/t\"\n").unwrap();
+    assert_eq!(
+        c.daemon.admin_token_file.as_deref(),
+        Some(Path::new("/run/secrets/t"))
+    );
+}
+
+#[test]
 fn defaults() {
     let c = parse("").unwrap();
     assert_eq!(c.daemon.state_dir, Path::new("/var/lib/rekey"));
@@ -116,6 +134,7 @@ fn defaults() {
     assert_eq!(c.daemon.max_concurrent_rotations, 4);
     assert_eq!(c.daemon.backstop, Duration::from_secs(300));
     assert!(c.issuers.is_empty() && c.certificates.is_empty());
+    assert_eq!(c.daemon.admin_token_file, None);
 
     let text = format!(
         "[daemon]\nlisten = \"\"\n\n{}",

@@ -1,0 +1,346 @@
+//! Prometheus metrics (DESIGN.md "Metrics"), in the Prometheus text format.
+//!
+//! Two sources feed them:
+//! - **counters and the histogram** are pushed by the code that sees the
+//!   event: [`Metrics::rotation`] (engine, after each rotation attempt),
+//!   [`Metrics::issuer_request`] (engine, after each issuer call) and
+//!   [`Metrics::alert`] (alert sinks, after each delivery attempt);
+//! - **gauges** are derived from the engine's status snapshot at scrape
+//!   time ([`Metrics::render`]), so they can never disagree with `/status`
+//!   and credentials that disappear also disappear from the gauges.
+//!
+//! Timestamps are absolute Unix seconds, never "seconds left": an absolute
+//! value stays right when a scrape is late, and alert rules compare it with
+//! `time()`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::status::{parse_time, Handoff, Snapshot};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// `result` of a rotation: published and committed (and verified when a probe is configured).
+pub const ROTATION_SUCCESS: &str = "success";
+/// `result` of a rotation: the app did not pick it up, the previous generation was restored.
+pub const ROTATION_ROLLED_BACK: &str = "rolled_back";
+/// `result` of a rotation: it failed before anything reached the application.
+pub const ROTATION_FAILED: &str = "failed";
+/// `result` of an issuer request or an alert delivery that worked.
+pub const SUCCESS: &str = "success";
+/// `result` of an issuer request or an alert delivery that failed.
+pub const FAILURE: &str = "failure";
+
+/// The alert events of DESIGN.md, used to pre-create series per sink.
+pub const ALERT_EVENTS: [&str; 6] = [
+    "renewal_failed",
+    "handoff_failed",
+    "expiring",
+    "expired",
+    "tampered",
+    "recovered",
+];
+
+/// Upper bounds of the rotation duration buckets, in seconds: a local CA
+/// takes milliseconds, an ACME order with a slow verify minutes.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Errors rendering the metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The text encoder failed (it only fails when its writer does).
+    #[error("cannot encode the metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    credential: String,
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    sink: String,
+    event: String,
+    result: String,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric family rekey exports. Cheap to clone (one `Arc`); clones
+/// share the same counters.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    not_after: Family<CredentialLabels, F64Gauge>,
+    next_renewal: Family<CredentialLabels, F64Gauge>,
+    last_success: Family<CredentialLabels, F64Gauge>,
+    consecutive_failures: Family<CredentialLabels, Gauge>,
+    handoff_verified: Family<CredentialLabels, Gauge>,
+    rotations: Family<RotationLabels, Counter>,
+    rotation_duration: HistogramFamily<CredentialLabels>,
+    issuer_requests: Family<IssuerLabels, Counter>,
+    alerts: Family<AlertLabels, Counter>,
+    /// Serializes scrapes: each one clears and refills the gauges.
+    scrape: Mutex<()>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Metrics {
+    /// Register every family; `version` goes into `rekey_build_info`.
+    pub fn new(version: &str) -> Metrics {
+        let mut registry = Registry::default();
+        let not_after = Family::<CredentialLabels, F64Gauge>::default();
+        let next_renewal = Family::<CredentialLabels, F64Gauge>::default();
+        let last_success = Family::<CredentialLabels, F64Gauge>::default();
+        let consecutive_failures = Family::<CredentialLabels, Gauge>::default();
+        let handoff_verified = Family::<CredentialLabels, Gauge>::default();
+        let rotations = Family::<RotationLabels, Counter>::default();
+        let rotation_duration: HistogramFamily<CredentialLabels> =
+            Family::new_with_constructor(duration_histogram);
+        let issuer_requests = Family::<IssuerLabels, Counter>::default();
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "rekey_credential_not_after_timestamp_seconds",
+            "When the current certificate expires (Unix seconds)",
+            not_after.clone(),
+        );
+        registry.register(
+            "rekey_credential_next_renewal_timestamp_seconds",
+            "When the next renewal attempt is due (Unix seconds; the retry time in backoff)",
+            next_renewal.clone(),
+        );
+        registry.register(
+            "rekey_credential_last_success_timestamp_seconds",
+            "When the last rotation attempt succeeded (Unix seconds; absent until one succeeds in this process)",
+            last_success.clone(),
+        );
+        registry.register(
+            "rekey_credential_consecutive_failures",
+            "Rotation failures since the last success",
+            consecutive_failures.clone(),
+        );
+        registry.register(
+            "rekey_handoff_verified",
+            "1 when the last probe saw the application use the current generation",
+            handoff_verified.clone(),
+        );
+        // The encoder appends `_total` to counters.
+        registry.register(
+            "rekey_rotations",
+            "Rotation attempts by result (success, rolled_back, failed)",
+            rotations.clone(),
+        );
+        registry.register(
+            "rekey_rotation_duration_seconds",
+            "Duration of rotations, from publish through verify",
+            rotation_duration.clone(),
+        );
+        registry.register(
+            "rekey_issuer_requests",
+            "Requests to issuers by result (success, failure)",
+            issuer_requests.clone(),
+        );
+        registry.register(
+            "rekey_alerts",
+            "Alert deliveries by sink, event and result (success, failure)",
+            alerts.clone(),
+        );
+        // The encoder appends `_info`.
+        registry.register(
+            "rekey_build",
+            "rekey build information",
+            Info::new(vec![("version".to_string(), version.to_string())]),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                not_after,
+                next_renewal,
+                last_success,
+                consecutive_failures,
+                handoff_verified,
+                rotations,
+                rotation_duration,
+                issuer_requests,
+                alerts,
+                scrape: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Count one rotation attempt of `credential` (`kind`: "certificate" or
+    /// "api_key") with `result` one of [`ROTATION_SUCCESS`],
+    /// [`ROTATION_ROLLED_BACK`], [`ROTATION_FAILED`]; `duration` runs from
+    /// the start of publish through verify (and rollback).
+    ///
+    /// Only attempts that reached the application (success, rolled_back)
+    /// go into the histogram: a `failed` attempt stopped before publish,
+    /// and its issuer time would blur the handoff's distribution.
+    pub fn rotation(&self, credential: &str, kind: &str, result: &str, duration: Duration) {
+        self.inner
+            .rotations
+            .get_or_create(&RotationLabels {
+                credential: credential.to_string(),
+                kind: kind.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        if result == ROTATION_FAILED {
+            return;
+        }
+        self.inner
+            .rotation_duration
+            .get_or_create(&CredentialLabels {
+                credential: credential.to_string(),
+                kind: kind.to_string(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Count one request to `issuer`; `result` is [`SUCCESS`] or [`FAILURE`].
+    pub fn issuer_request(&self, issuer: &str, result: &str) {
+        self.inner
+            .issuer_requests
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count one delivery of alert `event` through `sink`; `result` is
+    /// [`SUCCESS`] or [`FAILURE`].
+    pub fn alert(&self, sink: &str, event: &str, result: &str) {
+        self.inner
+            .alerts
+            .get_or_create(&AlertLabels {
+                sink: sink.to_string(),
+                event: event.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Create the series of alert `sink` at 0 for every event and result, so
+    /// the first delivery shows up in `increase()`; call it once per
+    /// configured sink at start. (Without sinks the family is absent.)
+    pub fn alert_sink(&self, sink: &str) {
+        for event in ALERT_EVENTS {
+            for result in [SUCCESS, FAILURE] {
+                let _ = self.inner.alerts.get_or_create(&AlertLabels {
+                    sink: sink.to_string(),
+                    event: event.to_string(),
+                    result: result.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The whole exposition, with the gauges taken from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> Result<String, MetricsError> {
+        // A poisoned lock only means an earlier scrape panicked; the gauges
+        // are rebuilt from scratch below anyway.
+        let _guard = self
+            .inner
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.refresh(snapshot);
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry)?;
+        Ok(out)
+    }
+
+    /// Rebuild the gauges from the snapshot, and create the known counter
+    /// series at 0 so `rate()` and `increase()` see the first event.
+    fn refresh(&self, snapshot: &Snapshot) {
+        let m = &self.inner;
+        for family in [&m.not_after, &m.next_renewal, &m.last_success] {
+            family.clear();
+        }
+        m.consecutive_failures.clear();
+        m.handoff_verified.clear();
+        for c in snapshot.values() {
+            let labels = CredentialLabels {
+                credential: c.name.clone(),
+                kind: c.kind.clone(),
+            };
+            let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<SystemTime>| {
+                if let Some(secs) = t.and_then(unix_seconds) {
+                    family.get_or_create(&labels).set(secs);
+                }
+            };
+            set(&m.not_after, parse_time(c.not_after.as_deref()));
+            set(&m.next_renewal, parse_time(c.next_renewal.as_deref()));
+            let last_success = c
+                .last_rotation
+                .as_ref()
+                .filter(|r| r.result == ROTATION_SUCCESS)
+                .and_then(|r| parse_time(Some(&r.at)));
+            set(&m.last_success, last_success);
+            m.consecutive_failures
+                .get_or_create(&labels)
+                .set(i64::from(c.consecutive_failures));
+            m.handoff_verified
+                .get_or_create(&labels)
+                .set(i64::from(c.handoff == Handoff::Verified));
+            for result in [ROTATION_SUCCESS, ROTATION_ROLLED_BACK, ROTATION_FAILED] {
+                let _ = m.rotations.get_or_create(&RotationLabels {
+                    credential: c.name.clone(),
+                    kind: c.kind.clone(),
+                    result: result.to_string(),
+                });
+            }
+            let _ = m.rotation_duration.get_or_create(&labels);
+            for result in [SUCCESS, FAILURE] {
+                let _ = m.issuer_requests.get_or_create(&IssuerLabels {
+                    issuer: c.issuer.clone(),
+                    result: result.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, with sub-second precision.
+fn unix_seconds(t: SystemTime) -> Option<f64> {
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -1,0 +1,220 @@
+use super::*;
+use crate::status::{CredentialStatus, LastRotation, State};
+
+fn snapshot(names: &[&str]) -> Snapshot {
+    names
+        .iter()
+        .map(|n| {
+            let mut c = CredentialStatus::starting(n, "certificate", "dev");
+            c.state = State::Valid;
+            c.not_after = Some("2030-01-01T00:00:00Z".into());
+            c.next_renewal = Some("2029-12-31T12:00:00.5Z".into());
+            c.consecutive_failures = 2;
+            c.handoff = Handoff::Verified;
+            c.last_rotation = Some(LastRotation {
+                handoff_ms: None,
+                at: "2029-12-31T00:00:00Z".into(),
+                result: "success".into(),
+                duration_ms: 12,
+            });
+            (n.to_string(), c)
+        })
+        .collect()
+}
+
+/// The sample line of `series` (name with labels), if any.
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .map(|l| &l[series.len() + 1..])
+}
+
+#[test]
+fn gauges_come_from_the_snapshot_as_absolute_timestamps() {
+    let m = Metrics::new("1.2.3");
+    let text = m.render(&snapshot(&["web"])).unwrap();
+    let labels = r#"{credential="web",kind="certificate"}"#;
+    let get = |name: &str| sample(&text, &format!("{name}{labels}"));
+    assert_eq!(
+        get("rekey_credential_not_after_timestamp_seconds"),
+        Some("1893456000.0"),
+        "{text}"
+    );
+    assert_eq!(
+        get("rekey_credential_next_renewal_timestamp_seconds"),
+        Some("1893412800.5")
+    );
+    assert_eq!(
+        get("rekey_credential_last_success_timestamp_seconds"),
+        Some("1893369600.0")
+    );
+    assert_eq!(get("rekey_credential_consecutive_failures"), Some("2"));
+    assert_eq!(get("rekey_handoff_verified"), Some("1"));
+    assert_eq!(
+        sample(&text, r#"rekey_build_info{version="1.2.3"}"#),
+        Some("1")
+    );
+    assert!(text.contains("# TYPE rekey_build_info gauge"), "{text}");
+}
+
+#[test]
+fn every_family_of_the_contract_is_exported_with_its_type() {
+    let m = Metrics::new("0");
+    let text = m.render(&snapshot(&["web"])).unwrap();
+    // No sink configured: the alert family has no series, so no lines.
+    assert!(!text.contains("rekey_alerts_total"), "{text}");
+    m.alert_sink("hook");
+    let text = m.render(&snapshot(&["web"])).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"rekey_alerts_total{sink="hook",event="expired",result="failure"}"#
+        ),
+        Some("0")
+    );
+    for (name, ty) in [
+        ("rekey_credential_not_after_timestamp_seconds", "gauge"),
+        ("rekey_credential_next_renewal_timestamp_seconds", "gauge"),
+        ("rekey_credential_last_success_timestamp_seconds", "gauge"),
+        ("rekey_credential_consecutive_failures", "gauge"),
+        ("rekey_handoff_verified", "gauge"),
+        ("rekey_rotations_total", "counter"),
+        ("rekey_rotation_duration_seconds", "histogram"),
+        ("rekey_issuer_requests_total", "counter"),
+        ("rekey_alerts_total", "counter"),
+        ("rekey_build_info", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {ty}\n")),
+            "{name} {ty} missing:\n{text}"
+        );
+    }
+    // Known series start at 0 so the first failure shows up in increase().
+    assert_eq!(
+        sample(
+            &text,
+            r#"rekey_rotations_total{credential="web",kind="certificate",result="failed"}"#
+        ),
+        Some("0")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rekey_issuer_requests_total{issuer="dev",result="failure"}"#
+        ),
+        Some("0")
+    );
+}
+
+#[test]
+fn counters_and_the_histogram_count_what_callers_report() {
+    let m = Metrics::new("0");
+    let clone = m.clone();
+    clone.rotation(
+        "web",
+        "certificate",
+        ROTATION_SUCCESS,
+        Duration::from_millis(30),
+    );
+    m.rotation(
+        "web",
+        "certificate",
+        ROTATION_ROLLED_BACK,
+        Duration::from_secs(3),
+    );
+    // Failed attempts never reached the app: counted, not timed.
+    m.rotation(
+        "web",
+        "certificate",
+        ROTATION_FAILED,
+        Duration::from_secs(9),
+    );
+    m.issuer_request("dev", SUCCESS);
+    m.issuer_request("dev", SUCCESS);
+    m.alert("hook", "handoff_failed", FAILURE);
+    let text = m.render(&snapshot(&["web"])).unwrap();
+    let l = r#"credential="web",kind="certificate""#;
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"rekey_rotations_total{{{l},result="failed"}}"#)
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"rekey_rotations_total{{{l},result="success"}}"#)
+        ),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"rekey_rotations_total{{{l},result="rolled_back"}}"#)
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rekey_rotation_duration_seconds_count{{{l}}}")
+        ),
+        Some("2")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"rekey_rotation_duration_seconds_bucket{{{l},le="0.05"}}"#)
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rekey_issuer_requests_total{issuer="dev",result="success"}"#
+        ),
+        Some("2")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rekey_alerts_total{sink="hook",event="handoff_failed",result="failure"}"#
+        ),
+        Some("1")
+    );
+}
+
+#[test]
+fn a_credential_gone_from_the_snapshot_leaves_the_gauges() {
+    let m = Metrics::new("0");
+    let text = m.render(&snapshot(&["web", "api"])).unwrap();
+    assert!(text.contains(r#"not_after_timestamp_seconds{credential="api""#));
+    let text = m.render(&snapshot(&["web"])).unwrap();
+    assert!(
+        !text.contains(r#"not_after_timestamp_seconds{credential="api""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"not_after_timestamp_seconds{credential="web""#));
+}
+
+#[test]
+fn unknown_dates_and_failed_rotations_give_no_timestamp() {
+    let m = Metrics::new("0");
+    let mut snap = snapshot(&["web"]);
+    if let Some(c) = snap.get_mut("web") {
+        c.not_after = None;
+        c.handoff = Handoff::Unverified;
+        c.last_rotation = Some(LastRotation {
+            handoff_ms: None,
+            at: "2029-12-31T00:00:00Z".into(),
+            result: "failed".into(),
+            duration_ms: 1,
+        });
+    }
+    let text = m.render(&snap).unwrap();
+    assert!(!text.contains("rekey_credential_not_after_timestamp_seconds{"));
+    assert!(!text.contains("rekey_credential_last_success_timestamp_seconds{"));
+    assert!(text.contains(r#"rekey_handoff_verified{credential="web",kind="certificate"} 0"#));
+}

@@ -1,0 +1,249 @@
+//! The shipped deployment files say what README says they do: the
+//! Kubernetes manifests (native sidecar, probes, volumes, ports, scrape
+//! annotations, a config consistent with its mounts), the Prometheus scrape
+//! snippet, and the Dockerfile.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_norway::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every YAML document of every `*.yaml` file in `dir`.
+fn documents(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn by_kind_name<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_sequence()
+        .and_then(|s| s.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no entry named {name} in {list:?}"))
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v:?}"))
+}
+
+/// The mount path of volume `volume` in `container`.
+fn mount<'a>(container: &'a Value, volume: &str) -> &'a str {
+    str_of(&named(&container["volumeMounts"], volume)["mountPath"])
+}
+
+/// README's section that starts with `heading`, up to the next `## `.
+fn readme_section(heading: &str) -> String {
+    let text = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+    let rest = &text[start + heading.len()..];
+    rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+}
+
+#[test]
+fn kubernetes_native_sidecar_with_probes_volumes_and_ports() {
+    let docs = documents(&root().join("deploy/kubernetes"));
+    let deploy = by_kind_name(&docs, "Deployment", "web");
+    let pod = &deploy["spec"]["template"];
+    let spec = &pod["spec"];
+    assert_eq!(spec["shareProcessNamespace"], true);
+
+    let rekey = named(&spec["initContainers"], "rekey");
+    assert_eq!(rekey["restartPolicy"], "Always", "native sidecar");
+    let port = named(&rekey["ports"], "rekey-http");
+    assert_eq!(port["containerPort"], 9464);
+    for (probe, path) in [
+        ("startupProbe", "/readyz"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+    ] {
+        let get = &rekey[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(get["port"], "rekey-http", "{probe}");
+    }
+    assert_eq!(rekey["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(rekey["securityContext"]["allowPrivilegeEscalation"], false);
+
+    // One emptyDir holds the credentials for both containers; the app only reads it.
+    let app = named(&spec["containers"], "app");
+    let tls = named(&spec["volumes"], "tls");
+    assert!(tls["emptyDir"].is_mapping(), "{tls:?}");
+    assert_eq!(named(&app["volumeMounts"], "tls")["readOnly"], true);
+    let app_tls = mount(app, "tls");
+    let rekey_tls = mount(rekey, "tls");
+
+    // Prometheus annotations point at the endpoint.
+    let ann = &pod["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert_eq!(ann["prometheus.io/port"], "9464");
+    assert_eq!(ann["prometheus.io/path"], "/metrics");
+
+    // The config in the ConfigMap matches the mounts, ports and args.
+    let config_mount = mount(rekey, "rekey-config");
+    let cm_name = str_of(&named(&spec["volumes"], "rekey-config")["configMap"]["name"]);
+    let cm = by_kind_name(&docs, "ConfigMap", cm_name);
+    let text = str_of(&cm["data"]["rekey.toml"]);
+    let args: Vec<&str> = rekey["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    assert_eq!(args, ["-c", &format!("{config_mount}/rekey.toml")]);
+    let cfg: toml::Table = toml::from_str(text).unwrap();
+    let daemon = &cfg["daemon"];
+    assert_eq!(daemon["listen"].as_str(), Some("0.0.0.0:9464"));
+    let token = daemon["admin_token_file"].as_str().unwrap();
+    assert!(token.starts_with(&format!("{}/", mount(rekey, "rekey-admin-token"))));
+    let state = daemon["state_dir"].as_str().unwrap();
+    // A subdirectory: rekey refuses the world-writable emptyDir itself.
+    assert!(state.starts_with(&format!("{}/", mount(rekey, "rekey-state"))));
+    let cert = &cfg["certificate"].as_array().unwrap()[0];
+    for (_, path) in cert["files"].as_table().unwrap() {
+        assert!(path.as_str().unwrap().starts_with(&format!("{rekey_tls}/")));
+    }
+    // nginx reads the same files through its own mount of the volume.
+    let nginx = str_of(&by_kind_name(&docs, "ConfigMap", "web-nginx")["data"]["default.conf"]);
+    assert!(
+        nginx.contains(&format!("{app_tls}/fullchain.pem")),
+        "{nginx}"
+    );
+    assert!(nginx.contains(&format!("{app_tls}/key.pem")), "{nginx}");
+    let pid_file = cert["reload"]["pid_file"].as_str().unwrap();
+    assert!(pid_file.starts_with(&format!("{}/", mount(rekey, "app-run"))));
+    assert!(app["command"].as_sequence().unwrap().iter().any(|a| a
+        .as_str()
+        .is_some_and(|a| a.contains(&format!("pid {pid_file};")))));
+
+    // Until the handoff issue lands, `rekey check` knows only reload/verify
+    // "none": check the rest of the config with those swapped in.
+    let dir = tempfile::tempdir().unwrap();
+    let checkable: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("reload =") {
+                "reload = { type = \"none\" }".to_string()
+            } else if l.starts_with("verify =") {
+                "verify = { type = \"none\" }".to_string()
+            } else {
+                l.replace(state, &dir.path().join("state").display().to_string())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.path().join("rekey.toml");
+    std::fs::write(&path, checkable).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // README says the same.
+    let readme = readme_section("## Kubernetes");
+    for claim in [
+        "restartPolicy: Always",
+        "shareProcessNamespace: true",
+        "`/healthz`",
+        "`/readyz`",
+        "9464",
+        "emptyDir",
+        "`tls`",
+        "startup",
+        "liveness",
+        "readiness",
+    ] {
+        assert!(
+            readme.contains(claim),
+            "README's Kubernetes section lacks {claim:?}"
+        );
+    }
+}
+
+#[test]
+fn prometheus_scrape_snippet_keys_on_the_pod_annotations() {
+    let text =
+        std::fs::read_to_string(root().join("deploy/prometheus/scrape-rekey-pods.yml")).unwrap();
+    let v: Value = serde_norway::from_str(&text).unwrap();
+    let job = v["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"] == "rekey")
+        .unwrap();
+    assert_eq!(job["kubernetes_sd_configs"][0]["role"], "pod");
+    let relabel = serde_norway::to_string(&job["relabel_configs"]).unwrap();
+    for ann in [
+        "prometheus_io_scrape",
+        "prometheus_io_port",
+        "prometheus_io_path",
+    ] {
+        assert!(
+            relabel.contains(&format!("__meta_kubernetes_pod_annotation_{ann}")),
+            "{ann}"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_ca_roots() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let from: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(from.len(), 2, "{from:?}");
+    assert!(from[0].starts_with("FROM rust:") && from[0].ends_with(" AS builder"));
+    assert_eq!(from[1], "FROM debian:bookworm-slim");
+    assert!(text.contains("cargo build --release --locked"));
+    assert!(text.contains("ca-certificates"));
+    let user = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("no USER");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "{user}"
+    );
+    assert!(text.contains("ENTRYPOINT [\"rekey\", \"run\"]"));
+    assert!(text.contains("/etc/rekey/rekey.toml"));
+    // Every build-context source exists.
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(root().join(src).exists(), "COPY source {src} is missing");
+        }
+    }
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target"));
+}
