@@ -5,9 +5,13 @@
 //! (Python's ssl module), not with rekey's own probe.
 
 mod common;
+#[allow(dead_code)]
+#[path = "alert/support.rs"]
+mod support;
 
 use std::time::Duration;
 
+use common::alertmanager::Alertmanager;
 use common::*;
 
 fn rotate(env: &Env) -> std::process::Output {
@@ -17,16 +21,22 @@ fn rotate(env: &Env) -> std::process::Output {
         .unwrap()
 }
 
-/// A `web` certificate for nginx with the given reload and a TLS probe.
-fn config(env: &Env, nginx_addr: std::net::SocketAddr, reload: &str, timeout: &str) {
+/// A `web` certificate for nginx with the given reload and a TLS probe,
+/// plus `alerts` (`[[alert]]` tables) appended.
+fn config(env: &Env, nginx_addr: std::net::SocketAddr, reload: &str, timeout: &str, alerts: &str) {
     let d = env.path("tls/web");
     env.write_config(&format!(
         "[[certificate]]\nname = \"web\"\nissuer = \"dev\"\ndns_names = [\"localhost\"]\n\
          files = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\", fullchain = \"{d}/fullchain.pem\" }}\n\
          reload = {reload}\n\
-         verify = {{ type = \"tls\", connect = \"{nginx_addr}\", server_name = \"localhost\", timeout = \"{timeout}\" }}\n",
+         verify = {{ type = \"tls\", connect = \"{nginx_addr}\", server_name = \"localhost\", timeout = \"{timeout}\" }}\n{alerts}",
         d = d.display()
     ));
+}
+
+/// Alert events the webhook receiver got, in order.
+fn events(hook: &support::Receiver) -> Vec<serde_json::Value> {
+    hook.requests().iter().map(|r| r.json()).collect()
 }
 
 fn handoff_is(env: &Env, want: &str) -> serde_json::Value {
@@ -46,6 +56,7 @@ fn bootstrap_then_sighup_rotation_is_verified_against_real_nginx() {
     let d = env.path("tls/web");
     let (conf, addr) = Nginx::configure(&prefix, &d.join("fullchain.pem"), &d.join("key.pem"));
     let pid_file = prefix.join("nginx.pid");
+    let hook = support::Receiver::start(Some(200));
     config(
         &env,
         addr,
@@ -54,6 +65,10 @@ fn bootstrap_then_sighup_rotation_is_verified_against_real_nginx() {
             pid_file.display()
         ),
         "10s",
+        &format!(
+            "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+            hook.url("/hook")
+        ),
     );
 
     // rekey starts first (a native sidecar): nothing serves yet, so the
@@ -94,7 +109,8 @@ fn bootstrap_then_sighup_rotation_is_verified_against_real_nginx() {
     assert!(
         !log.contains("handoff_failed") && !log.contains("rolled back"),
         "{log}"
-    );
+    ); // Bootstrap raised nothing: a missing app is not a failed handoff.
+    assert!(events(&hook).is_empty(), "{:?}", events(&hook));
 }
 
 #[test]
@@ -114,7 +130,23 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         switch.display(),
         prefix.join("nginx.pid").display()
     );
-    config(&env, addr, &reload, "2s");
+    let hook = support::Receiver::start(Some(200));
+    let am = live_binary(
+        "prometheus-alertmanager",
+        "Debian package prometheus-alertmanager",
+    )
+    .map(|bin| Alertmanager::start(&bin));
+    let mut alerts = format!(
+        "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        hook.url("/hook")
+    );
+    if let Some(am) = &am {
+        alerts.push_str(&format!(
+            "[[alert]]\ntype = \"alertmanager\"\nurl = \"http://{}\"\n",
+            am.addr
+        ));
+    }
+    config(&env, addr, &reload, "2s", &alerts);
     let _d = env.start();
     wait_for(Duration::from_secs(10), "first issuance", || {
         (cred_status(env.addr, "web")?["state"] == "valid").then_some(())
@@ -158,6 +190,30 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         Some(old_fp.as_str())
     );
 
+    // Exactly one handoff_failed alert (retries with backoff are not re-sent).
+    let failed = wait_for(Duration::from_secs(10), "the handoff_failed alert", || {
+        let e = events(&hook);
+        e.iter().find(|a| a["event"] == "handoff_failed").cloned()
+    });
+    assert_eq!(failed["rolled_back"], true, "{failed}");
+    assert_eq!(failed["credential"], "web");
+    assert_eq!(failed["served_fingerprint"], old_fp.as_str());
+    assert_eq!(failed["severity"], "critical");
+    if let Some(am) = &am {
+        wait_for(
+            Duration::from_secs(10),
+            "Alertmanager to list the alert",
+            || {
+                am.alerts("?active=true").into_iter().find(|a| {
+                    a["labels"]["credential"] == "web"
+                        && a["labels"]["alertname"]
+                            .as_str()
+                            .is_some_and(|n| n.contains("HandoffFailed"))
+                })
+            },
+        );
+    }
+
     // The reload works again: the next rotation is verified.
     std::fs::remove_file(&switch).unwrap();
     let out = rotate(&env);
@@ -172,6 +228,27 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         served_fingerprint(addr, "localhost").as_deref(),
         s["fingerprint"].as_str()
     );
+
+    // Both sinks learn of the recovery.
+    wait_for(Duration::from_secs(10), "the recovered alert", || {
+        events(&hook)
+            .iter()
+            .find(|a| a["event"] == "recovered")
+            .cloned()
+    });
+    let e = events(&hook);
+    let n = e.iter().filter(|a| a["event"] == "handoff_failed").count();
+    assert_eq!(n, 1, "handoff_failed was sent {n} times: {e:?}");
+    if let Some(am) = &am {
+        wait_for(
+            Duration::from_secs(10),
+            "the Alertmanager alert to resolve",
+            || {
+                let active = am.alerts("?active=true");
+                (!active.iter().any(|a| a["labels"]["credential"] == "web")).then_some(())
+            },
+        );
+    }
 }
 
 /// Failed reloads (without nginx: `verify = none`) say which and why.
