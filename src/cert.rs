@@ -335,6 +335,20 @@ pub fn missing_names(info: &CertInfo, names: &Names) -> Vec<String> {
     missing
 }
 
+/// Whether a certificate's key is of the configured type (a changed
+/// `key_type` makes the committed certificate due at once).
+pub fn key_type_matches(info: &CertInfo, key_type: KeyType) -> bool {
+    let want = match key_type {
+        KeyType::EcdsaP256 => "ecdsa (256 bits)",
+        KeyType::EcdsaP384 => "ecdsa (384 bits)",
+        KeyType::Ed25519 => "ed25519",
+        KeyType::Rsa2048 => "rsa (2048 bits)",
+        KeyType::Rsa3072 => "rsa (3072 bits)",
+        KeyType::Rsa4096 => "rsa (4096 bits)",
+    };
+    info.key_type == want
+}
+
 /// RFC 3339 UTC text of a time, for messages and JSON.
 pub fn rfc3339(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
@@ -532,6 +546,23 @@ mod tests {
             validate_issued(&broken, &key.public_key(), &names(), now),
             Err(Invalid::BrokenChain(_))
         ));
+    }
+
+    #[test]
+    fn key_type_of_a_certificate_is_recognised_for_every_type() {
+        for kt in KeyType::ALL {
+            let key = generate_key(kt).unwrap();
+            let pem = self_signed(&key, &names(), Duration::from_secs(60));
+            let der = pem_certs(pem.as_bytes(), "t").unwrap();
+            let info = parse_der(&der[0]).unwrap();
+            assert!(key_type_matches(&info, kt), "{kt:?}: {}", info.key_type);
+            let other = if kt == KeyType::Ed25519 {
+                KeyType::EcdsaP256
+            } else {
+                KeyType::Ed25519
+            };
+            assert!(!key_type_matches(&info, other));
+        }
     }
 
     #[test]

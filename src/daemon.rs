@@ -11,7 +11,7 @@ use crate::alert::{AlertError, Alerter};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
-use crate::engine::{Credential, Engine, Settings};
+use crate::engine::{Credential, Engine, Reconciled, Settings};
 use crate::handoff::probe::{ExecProbe, HttpProbe, TlsProbe};
 use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Target};
 use crate::handoff::{Probe, Reload};
@@ -162,9 +162,10 @@ pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError>
 /// A started daemon: engine, watcher and endpoint.
 pub struct Running {
     engine: Engine,
+    store: Arc<Store>,
     alerter: Alerter,
     stop: tokio::sync::watch::Sender<bool>,
-    _watcher: Option<crate::watch::Watcher>,
+    watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
     pub addr: Option<std::net::SocketAddr>,
 }
@@ -173,6 +174,15 @@ impl Running {
     /// A handle to the engine.
     pub fn handle(&self) -> crate::engine::Handle {
         self.engine.handle()
+    }
+
+    /// Apply a reloaded config: credentials added, removed or changed.
+    pub async fn reload(&mut self, config: &Config) -> Result<Reconciled, DaemonError> {
+        let issuers = build_issuers(config, &self.store)?;
+        let credentials = credentials(config, &issuers)?;
+        let changes = self.engine.reconcile(credentials).await;
+        self.watcher = watch_files(&self.engine);
+        Ok(changes)
     }
 
     /// Wait until every credential finished its start-up (recovery, adoption).
@@ -196,6 +206,40 @@ impl Running {
     }
 }
 
+/// One engine credential per `[[certificate]]`, wired to its backends.
+fn credentials(
+    config: &Config,
+    issuers: &BTreeMap<String, Arc<dyn Issuer>>,
+) -> Result<Vec<Credential>, DaemonError> {
+    let mut out = Vec::new();
+    for c in &config.certificates {
+        // Config validation guarantees every issuer name resolves.
+        let Some(issuer) = issuers.get(&c.issuer) else {
+            continue;
+        };
+        let (reload, probes) = build_handoff(c)?;
+        out.push(Credential {
+            config: c.clone(),
+            issuer: issuer.clone(),
+            reload,
+            probes,
+        });
+    }
+    Ok(out)
+}
+
+/// Watch the directories of every managed file; a failure only loses the
+/// fast path (the backstop re-check still runs).
+fn watch_files(engine: &Engine) -> Option<crate::watch::Watcher> {
+    match crate::watch::spawn(engine.watched_dirs(), engine.handle()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching is off");
+            None
+        }
+    }
+}
+
 /// Wire the config to backends and start everything. `metrics` is shared
 /// with the endpoint.
 pub async fn start(
@@ -210,26 +254,13 @@ pub async fn start(
     };
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
     let issuers = build_issuers(config, &store)?;
-    let mut credentials = Vec::new();
-    for c in &config.certificates {
-        // Config validation guarantees every issuer name resolves.
-        let Some(issuer) = issuers.get(&c.issuer) else {
-            continue;
-        };
-        let (reload, probes) = build_handoff(c)?;
-        credentials.push(Credential {
-            config: c.clone(),
-            issuer: issuer.clone(),
-            reload,
-            probes,
-        });
-    }
+    let credentials = credentials(config, &issuers)?;
     let listener = match config.daemon.listen {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
     };
     let engine = Engine::start(
-        store,
+        store.clone(),
         credentials,
         Settings {
             max_concurrent_rotations: config.daemon.max_concurrent_rotations,
@@ -251,13 +282,7 @@ pub async fn start(
         tracing::debug!(period_ms = period.as_millis() as u64, "systemd watchdog on");
         tokio::spawn(notify::watchdog_task(engine.handle(), period, stop_rx));
     }
-    let watcher = match crate::watch::spawn(engine.watched_dirs().clone(), engine.handle()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "file watching is off");
-            None
-        }
-    };
+    let watcher = watch_files(&engine);
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len(),
@@ -265,9 +290,10 @@ pub async fn start(
     );
     Ok(Running {
         engine,
+        store,
         alerter,
         stop,
-        _watcher: watcher,
+        watcher,
         addr,
     })
 }
@@ -299,29 +325,59 @@ pub fn build_alerter(config: &Config, metrics: &Metrics) -> Result<Alerter, Daem
 pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let alerter = build_alerter(&config, &metrics)?;
-    let running = start(&config, alerter, metrics).await?;
-    let signalled = tokio::select! {
-        started = running.wait_started(STARTUP_WAIT) => {
-            if !started {
-                tracing::warn!("some credentials are still starting after {STARTUP_WAIT:?}; telling systemd we are ready anyway (see /readyz)");
+    let mut running = start(&config, alerter, metrics).await?;
+    let mut config = config;
+    let mut started = false;
+    let signal = loop {
+        tokio::select! {
+            ok = running.wait_started(STARTUP_WAIT), if !started => {
+                if !ok {
+                    tracing::warn!("some credentials are still starting after {STARTUP_WAIT:?}; telling systemd we are ready anyway (see /readyz)");
+                }
+                // The endpoint is already listening (bound in start).
+                notify::ready();
+                started = true;
             }
-            // The endpoint is already listening (bound in start).
-            notify::ready();
-            None
+            _ = sighup.recv() => {
+                notify::reloading();
+                reload(&mut running, &mut config).await;
+                notify::ready();
+            }
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
         }
-        _ = sigterm.recv() => Some("SIGTERM"),
-        _ = sigint.recv() => Some("SIGINT"),
-    };
-    let signal = match signalled {
-        Some(s) => s,
-        None => tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
-        },
     };
     tracing::info!("{signal}: stopping after the current step");
     notify::stopping();
     running.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP: re-read the config file; an invalid one is rejected and the
+/// running config stays.
+async fn reload(running: &mut Running, config: &mut Config) {
+    let new = match Config::load(&config.path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, event = "config_rejected", "SIGHUP: the new config is invalid; keeping the running one");
+            return;
+        }
+    };
+    if new.daemon != config.daemon {
+        tracing::warn!("SIGHUP: [daemon] settings changed; they take effect at the next restart");
+    }
+    if format!("{:?}", new.alerts) != format!("{:?}", config.alerts) {
+        tracing::warn!("SIGHUP: [[alert]] sinks changed; they take effect at the next restart");
+    }
+    match running.reload(&new).await {
+        Ok(changes) => {
+            tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, event = "config_reloaded", "SIGHUP: config reloaded");
+            *config = new;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, event = "config_rejected", "SIGHUP: cannot apply the new config; keeping the running one");
+        }
+    }
 }

@@ -75,7 +75,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rekey";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 /// The `[daemon]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
     /// Journal, generations, local CA (kept 0700).
     pub state_dir: PathBuf,
@@ -116,7 +116,7 @@ pub enum LogFormat {
 }
 
 /// An `[issuer.NAME]` table, tagged by its `type` key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum IssuerConfig {
     /// `type = "local-ca"`: the embedded CA kept in the state dir.
     LocalCa(LocalCaConfig),
@@ -132,7 +132,7 @@ impl IssuerConfig {
 }
 
 /// Settings of the embedded local CA.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalCaConfig {
     /// Key type of the CA's own key.
     pub key_type: KeyType,
@@ -258,7 +258,7 @@ impl SwapMode {
 }
 
 /// One `[[certificate]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CertificateConfig {
     /// Unique name; also a directory name in the state dir.
     pub name: String,

@@ -274,7 +274,9 @@ impl Task {
     }
 
     fn usable(&self, info: &CertInfo, now: SystemTime) -> bool {
-        info.not_after > now && cert::missing_names(info, &self.names).is_empty()
+        info.not_after > now
+            && cert::missing_names(info, &self.names).is_empty()
+            && cert::key_type_matches(info, self.cfg.key_type)
     }
 
     /// The generation details handed to reload and probes.

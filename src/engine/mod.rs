@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio::task::JoinSet;
 
 use crate::alert::Alerter;
 use crate::config::{CertificateConfig, FileKind};
@@ -66,10 +65,13 @@ pub(crate) enum Command {
     FilesChanged,
 }
 
+/// Senders to the running credential tasks, by name; changed by a config reload.
+type Senders = Arc<RwLock<BTreeMap<String, mpsc::Sender<Command>>>>;
+
 /// A cheap, cloneable way to talk to the running engine.
 #[derive(Clone)]
 pub struct Handle {
-    senders: Arc<BTreeMap<String, mpsc::Sender<Command>>>,
+    senders: Senders,
     status: watch::Receiver<Snapshot>,
 }
 
@@ -84,11 +86,16 @@ impl Handle {
         self.status.clone()
     }
 
+    fn sender(&self, name: &str) -> Option<mpsc::Sender<Command>> {
+        // A poisoned lock only means a panic elsewhere; the map is still usable.
+        let map = self.senders.read().unwrap_or_else(|e| e.into_inner());
+        map.get(name).cloned()
+    }
+
     /// Rotate `name` now; resolves when the rotation has finished.
     pub async fn rotate(&self, name: &str) -> Result<RotateOutcome, EngineError> {
         let tx = self
-            .senders
-            .get(name)
+            .sender(name)
             .ok_or_else(|| EngineError::UnknownCredential(name.to_string()))?;
         let (reply, rx) = oneshot::channel();
         tx.send(Command::Rotate(reply))
@@ -100,7 +107,7 @@ impl Handle {
     /// Tell the credentials named that their files may have changed.
     pub fn files_changed<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
         for name in names {
-            if let Some(tx) = self.senders.get(name) {
+            if let Some(tx) = self.sender(name) {
                 // A full queue already holds a pending re-check; dropping is fine.
                 let _ = tx.try_send(Command::FilesChanged);
             }
@@ -108,12 +115,34 @@ impl Handle {
     }
 }
 
+/// One running credential task.
+struct Running {
+    config: CertificateConfig,
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+/// What a config reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Credentials started.
+    pub added: Vec<String>,
+    /// Credentials stopped (their files are left alone).
+    pub removed: Vec<String>,
+    /// Credentials restarted with a changed config.
+    pub changed: Vec<String>,
+}
+
 /// The running engine.
 pub struct Engine {
-    tasks: JoinSet<()>,
+    tasks: BTreeMap<String, Running>,
     handle: Handle,
-    shutdown: watch::Sender<bool>,
-    watched: BTreeMap<PathBuf, Vec<String>>,
+    status_tx: watch::Sender<Snapshot>,
+    store: Arc<Store>,
+    permits: Arc<Semaphore>,
+    settings: Settings,
+    alerter: Alerter,
+    metrics: Metrics,
 }
 
 /// The files of a certificate credential, with modes and ownership.
@@ -143,51 +172,101 @@ impl Engine {
         alerter: Alerter,
         metrics: Metrics,
     ) -> Engine {
-        let initial: Snapshot = credentials
-            .iter()
-            .map(|c| {
-                let s = CredentialStatus::starting(&c.config.name, "certificate", &c.config.issuer);
-                (c.config.name.clone(), s)
-            })
-            .collect();
-        let (status_tx, status_rx) = watch::channel(initial);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let permits = Arc::new(Semaphore::new(settings.max_concurrent_rotations.max(1)));
-        let mut senders = BTreeMap::new();
-        let mut watched: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        let mut tasks = JoinSet::new();
-        for c in credentials {
-            let (tx, rx) = mpsc::channel(8);
-            let name = c.config.name.clone();
-            for t in targets(&c.config) {
-                if let Some(dir) = t.path.parent() {
-                    let names = watched.entry(dir.to_path_buf()).or_default();
-                    if !names.contains(&name) {
-                        names.push(name.clone());
-                    }
-                }
-            }
-            senders.insert(name, tx);
-            let task = credential::Task::new(
-                c,
-                store.clone(),
-                status_tx.clone(),
-                permits.clone(),
-                settings.backstop,
-                alerter.clone(),
-                metrics.clone(),
-            );
-            tasks.spawn(task.run(rx, shutdown_rx.clone()));
-        }
-        Engine {
-            tasks,
+        let (status_tx, status_rx) = watch::channel(Snapshot::new());
+        let mut engine = Engine {
+            tasks: BTreeMap::new(),
             handle: Handle {
-                senders: Arc::new(senders),
+                senders: Arc::new(RwLock::new(BTreeMap::new())),
                 status: status_rx,
             },
-            shutdown,
-            watched,
+            status_tx,
+            store,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent_rotations.max(1))),
+            settings,
+            alerter,
+            metrics,
+        };
+        for c in credentials {
+            engine.spawn(c);
         }
+        engine
+    }
+
+    fn spawn(&mut self, c: Credential) {
+        let name = c.config.name.clone();
+        let config = c.config.clone();
+        let starting = CredentialStatus::starting(&name, "certificate", &c.config.issuer);
+        self.status_tx.send_modify(|s| {
+            s.insert(name.clone(), starting);
+        });
+        let (tx, rx) = mpsc::channel(8);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = credential::Task::new(
+            c,
+            self.store.clone(),
+            self.status_tx.clone(),
+            self.permits.clone(),
+            self.settings.backstop,
+            self.alerter.clone(),
+            self.metrics.clone(),
+        );
+        let join = tokio::spawn(task.run(rx, stop_rx));
+        self.handle
+            .senders
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), tx);
+        self.tasks.insert(name, Running { config, stop, join });
+    }
+
+    /// Stop one task after its current step; its files stay as they are.
+    async fn stop(&mut self, name: &str) {
+        self.handle
+            .senders
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(r) = self.tasks.remove(name) {
+            let _ = r.stop.send(true);
+            let _ = r.join.await;
+        }
+        self.status_tx.send_modify(|s| {
+            s.remove(name);
+        });
+    }
+
+    /// Apply a reloaded config: start added credentials, stop removed ones
+    /// (leaving their files alone), restart changed ones. A restarted task
+    /// keeps its journal and committed generation; it rotates at once when
+    /// its names or key type no longer match, otherwise at its next renewal.
+    pub async fn reconcile(&mut self, credentials: Vec<Credential>) -> Reconciled {
+        let mut out = Reconciled::default();
+        let wanted: BTreeMap<String, Credential> = credentials
+            .into_iter()
+            .map(|c| (c.config.name.clone(), c))
+            .collect();
+        let gone: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.stop(&name).await;
+            out.removed.push(name);
+        }
+        for (name, c) in wanted {
+            match self.tasks.get(&name) {
+                Some(r) if r.config == c.config => continue,
+                Some(_) => {
+                    self.stop(&name).await;
+                    out.changed.push(name);
+                }
+                None => out.added.push(name),
+            }
+            self.spawn(c);
+        }
+        out
     }
 
     /// A handle for the server, the watcher and signal handlers.
@@ -196,14 +275,29 @@ impl Engine {
     }
 
     /// Directories holding managed files, and whose files they are.
-    pub fn watched_dirs(&self) -> &BTreeMap<PathBuf, Vec<String>> {
-        &self.watched
+    pub fn watched_dirs(&self) -> BTreeMap<PathBuf, Vec<String>> {
+        let mut watched: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for (name, r) in &self.tasks {
+            for t in targets(&r.config) {
+                if let Some(dir) = t.path.parent() {
+                    let names = watched.entry(dir.to_path_buf()).or_default();
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                }
+            }
+        }
+        watched
     }
 
     /// Ask every task to stop after its current step, and wait for them.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        for r in self.tasks.values() {
+            let _ = r.stop.send(true);
+        }
+        for (_, r) in std::mem::take(&mut self.tasks) {
+            let _ = r.join.await;
+        }
     }
 
     /// Wait until every credential has left the `starting` state (initial

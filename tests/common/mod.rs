@@ -111,6 +111,11 @@ impl Env {
     }
     /// Start `rekey run` on this config; logs go to `daemon.log`.
     pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    /// Like [`Env::start`], with extra environment variables.
+    pub fn start_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,6 +125,7 @@ impl Env {
             .args(["run", "-c"])
             .arg(self.path("rekey.toml"))
             .env("REKEY_LOG", "debug")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -148,6 +154,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Send a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
     /// SIGKILL and reap.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
