@@ -9,6 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, IssuerConfig};
 use crate::engine::{Credential, Engine, Settings};
+use crate::issuer::acme::Acme;
 use crate::issuer::local_ca::LocalCa;
 use crate::issuer::{Issuer, IssuerError};
 use crate::server::{self, ServerError};
@@ -46,6 +47,7 @@ pub fn build_issuers(
                 let dir = store.ca_dir()?.join(name);
                 Arc::new(LocalCa::open(name, &dir, c)?)
             }
+            IssuerConfig::Acme(c) => Arc::new(Acme::open(name, store.root(), c)?),
         };
         out.insert(name.clone(), issuer);
     }

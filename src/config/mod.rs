@@ -5,6 +5,7 @@
 //! a private raw layer (`raw`) that keeps source spans, then `convert`
 //! converts and checks it into the public types below.
 
+mod acme;
 mod certificate;
 mod convert;
 mod error;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
 pub use error::ConfigError;
 
 /// The whole validated configuration.
@@ -106,6 +108,8 @@ pub enum LogFormat {
 pub enum IssuerConfig {
     /// `type = "local-ca"`: the embedded CA kept in the state dir.
     LocalCa(LocalCaConfig),
+    /// `type = "acme"`: an RFC 8555 CA.
+    Acme(AcmeConfig),
 }
 
 impl IssuerConfig {
@@ -113,6 +117,7 @@ impl IssuerConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             IssuerConfig::LocalCa(_) => "local-ca",
+            IssuerConfig::Acme(_) => "acme",
         }
     }
 }

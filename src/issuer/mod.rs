@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::cert::Names;
 
+pub mod acme;
 pub mod local_ca;
 mod window;
 
