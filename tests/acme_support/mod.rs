@@ -25,6 +25,7 @@ impl Drop for Proc {
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost, as PEM files.
+#[derive(Clone)]
 pub struct TestTls {
     pub ca_pem: PathBuf,
     pub cert_pem: PathBuf,
@@ -69,6 +70,8 @@ pub struct Opts {
     pub listen: Option<SocketAddr>,
     /// The http-01 validation port (a fresh one when None).
     pub http_port: Option<u16>,
+    /// Pebble's TLS certificate, made beforehand (a fresh one when None).
+    pub tls: Option<TestTls>,
 }
 
 /// A running Pebble with its challenge test server.
@@ -97,7 +100,7 @@ impl Pebble {
     /// Start challtestsrv and Pebble; waits until Pebble accepts connections.
     pub fn start(opts: Opts) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
-        let tls = test_tls(dir.path());
+        let tls = opts.tls.clone().unwrap_or_else(|| test_tls(dir.path()));
         let addr = opts.listen.unwrap_or_else(free_addr);
         let http_port = opts.http_port.unwrap_or_else(|| free_addr().port());
         let dns = free_addr();
