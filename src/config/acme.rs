@@ -382,3 +382,110 @@ pub(super) fn check_names(acme: &AcmeConfig, cert: &CertificateConfig) -> Result
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, IssuerConfig};
+
+    const FILE: &str = "/etc/rekey/rekey.toml";
+
+    fn parse(issuer: &str, names: &str) -> Result<AcmeConfig, ConfigError> {
+        let text = format!(
+            "[issuer.le]\ntype = \"acme\"\n{issuer}\n\n[[certificate]]\nname = \"web\"\nissuer = \"le\"\n{names}\nfiles = {{ cert = \"/t/c.pem\", key = \"/t/k.pem\" }}\n"
+        );
+        let cfg = Config::parse(&text, Path::new(FILE))?;
+        match cfg.issuers.get("le") {
+            Some(IssuerConfig::Acme(a)) => Ok(a.clone()),
+            other => panic!("not an acme issuer: {other:?}"),
+        }
+    }
+
+    const DIR: &str = "directory = \"https://ca.test/dir\"";
+    const DNS: &str = "dns_names = [\"a.test\"]";
+
+    #[test]
+    fn every_key_parses_and_relative_paths_resolve() {
+        let a = parse(
+            &format!("{DIR}\ncontact = [\"mailto:ops@a.test\"]\ntrust_bundle = \"roots.pem\"\neab = {{ kid = \"k1\", hmac_key_file = \"eab/hmac\" }}\nrevoke_replaced = true\nchallenge = {{ type = \"dns-01\", command = [\"/bin/hook\", \"-v\"], propagation_wait = \"30s\" }}"),
+            DNS,
+        )
+        .unwrap();
+        assert_eq!(a.directory, "https://ca.test/dir");
+        assert_eq!(a.contact, ["mailto:ops@a.test"]);
+        assert_eq!(
+            a.trust_bundle.as_deref(),
+            Some(Path::new("/etc/rekey/roots.pem"))
+        );
+        let eab = a.eab.unwrap();
+        assert_eq!(
+            (eab.kid.as_str(), eab.hmac_key_file.as_path()),
+            ("k1", Path::new("/etc/rekey/eab/hmac"))
+        );
+        assert!(a.revoke_replaced);
+        assert_eq!(
+            a.challenge,
+            ChallengeConfig::Dns01 {
+                command: vec!["/bin/hook".into(), "-v".into()],
+                propagation_wait: Duration::from_secs(30)
+            }
+        );
+        let a = parse(
+            &format!("{DIR}\nchallenge = {{ type = \"http-01\", webroot = \"www\" }}"),
+            DNS,
+        )
+        .unwrap();
+        assert_eq!(
+            a.challenge,
+            ChallengeConfig::Http01Webroot {
+                webroot: "/etc/rekey/www".into()
+            }
+        );
+        assert!(!a.revoke_replaced && a.contact.is_empty() && a.eab.is_none());
+        let a = parse(
+            &format!("{DIR}\nchallenge = {{ type = \"http-01\", listen = \"[::]:80\" }}"),
+            DNS,
+        )
+        .unwrap();
+        assert_eq!(
+            a.challenge,
+            ChallengeConfig::Http01Listen {
+                listen: "[::]:80".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_acme_tables_name_the_key_and_line() {
+        let listen = "challenge = { type = \"http-01\", listen = \"0.0.0.0:80\" }";
+        let cases: Vec<(String, &str, &str, &str)> = vec![
+            (listen.into(), DNS, "issuer.le.directory", "required key is missing"),
+            (format!("directory = \"http://ca.test/dir\"\n{listen}"), DNS, "issuer.le.directory", "https://"),
+            (format!("directory = \"not a url\"\n{listen}"), DNS, "issuer.le.directory", "invalid URL"),
+            (DIR.into(), DNS, "issuer.le.challenge", "required key is missing"),
+            (format!("{DIR}\ncontact = [\"ops@a.test\"]\n{listen}"), DNS, "issuer.le.contact", "mailto:ops@a.test"),
+            (format!("{DIR}\ncontact = \"mailto:x@a.test\"\n{listen}"), DNS, "issuer.le.contact", "array of strings"),
+            (format!("{DIR}\nrevoke_replaced = \"yes\"\n{listen}"), DNS, "issuer.le.revoke_replaced", "true or false"),
+            (format!("{DIR}\ndirectroy = \"x\"\n{listen}"), DNS, "issuer.le.directroy", "did you mean `directory`?"),
+            (format!("{DIR}\nchallenge = {{ type = \"tls-alpn-01\" }}"), DNS, "issuer.le.challenge.type", "allowed: http-01, dns-01"),
+            (format!("{DIR}\nchallenge = {{ type = \"http-01\" }}"), DNS, "issuer.le.challenge", "exactly one of listen"),
+            (format!("{DIR}\nchallenge = {{ type = \"http-01\", listen = \"80\" }}"), DNS, "issuer.le.challenge.listen", "IP:PORT"),
+            (format!("{DIR}\nchallenge = {{ type = \"http-01\", listen = \"0.0.0.0:80\", webrot = \"/w\" }}"), DNS, "issuer.le.challenge.webrot", "did you mean `webroot`?"),
+            (format!("{DIR}\nchallenge = {{ type = \"dns-01\" }}"), DNS, "issuer.le.challenge.command", "argv array"),
+            (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = \"/bin/hook present\" }}"), DNS, "issuer.le.challenge.command", "array of strings"),
+            (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = [\"/h\"], propagation_wait = \"soon\" }}"), DNS, "issuer.le.challenge.propagation_wait", "invalid duration"),
+            (format!("{DIR}\neab = {{ kid = \"k\" }}\n{listen}"), DNS, "issuer.le.eab.hmac_key_file", "required key is missing"),
+            (format!("{DIR}\neab = {{ kid = \"k\", hmac_key = \"c2VjcmV0\", hmac_key_file = \"/f\" }}\n{listen}"), DNS, "issuer.le.eab.hmac_key", "allowed: kid, hmac_key_file"),
+            (format!("{DIR}\n{listen}"), "dns_names = [\"*.a.test\"]", "certificate[0].dns_names", "only be validated with dns-01"),
+            (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = [\"/h\"] }}"), "dns_names = [\"a.test\"]\nip_addresses = [\"192.0.2.1\"]", "certificate[0].dns_names", "cannot be validated with dns-01"),
+        ];
+        for (issuer, names, key, part) in cases {
+            let err = parse(&issuer, names).expect_err(&issuer);
+            assert_eq!(err.key(), key, "{issuer}: {err}");
+            assert!(err.to_string().contains(part), "{issuer}: {err}");
+            assert!(err.line().is_some(), "{issuer}: no line in {err}");
+        }
+    }
+}
