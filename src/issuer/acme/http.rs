@@ -118,6 +118,7 @@ impl Http {
             .enable_http1()
             .wrap_connector(http);
         let client = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         Ok(Http { client })
