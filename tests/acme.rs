@@ -32,6 +32,11 @@ fn issuer(state: &Path, issuer_toml: &str) -> Acme {
 
 /// Issue for `names` with a fresh local key and validate the answer.
 async fn issue(acme: &Acme, names: &[&str]) -> Result<CertInfo, String> {
+    issue_pem(acme, names).await.map(|(info, _)| info)
+}
+
+/// Like [`issue`], also returning the leaf PEM.
+async fn issue_pem(acme: &Acme, names: &[&str]) -> Result<(CertInfo, String), String> {
     let key = generate_key(KeyType::EcdsaP256).unwrap();
     let names = Names {
         common_name: names[0].to_string(),
@@ -51,7 +56,9 @@ async fn issue(acme: &Acme, names: &[&str]) -> Result<CertInfo, String> {
         chain_pem: &issued.chain_pem,
         ca_pem: None,
     };
-    validate_issued(&pem, &key.public_key(), &names, SystemTime::now()).map_err(|e| e.to_string())
+    validate_issued(&pem, &key.public_key(), &names, SystemTime::now())
+        .map(|info| (info, issued.cert_pem.clone()))
+        .map_err(|e| e.to_string())
 }
 
 fn state() -> tempfile::TempDir {
@@ -111,6 +118,32 @@ async fn http01_listen_issues_and_reuses_the_account() {
     // Debian's Pebble has no renewalInfo: no ARI window, no error.
     let cert = local_ca_cert(st.path()).await;
     assert_eq!(acme.renewal_window(&cert).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_replaced_revokes_only_when_configured() {
+    let Some(()) = have_pebble() else { return };
+    let p = Pebble::start(Opts::default());
+    let st = state();
+    let off = issuer(
+        st.path(),
+        &p.issuer_toml("pebble", &p.listen_challenge(), ""),
+    );
+    let (_, old) = issue_pem(&off, &["old.rekey.test"]).await.unwrap();
+    // Off by default: a no-op, nothing is sent.
+    off.replaced("web", &old).await.unwrap();
+    drop(off);
+    let on = issuer(
+        st.path(),
+        &p.issuer_toml("pebble", &p.listen_challenge(), "revoke_replaced = true"),
+    );
+    on.replaced("web", &old).await.unwrap();
+    // Revoking it twice: the CA's problem comes back, naming the step.
+    let err = on.replaced("web", &old).await.unwrap_err().to_string();
+    assert!(
+        err.contains("revokeCert") && err.contains("alreadyRevoked"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
