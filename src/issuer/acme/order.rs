@@ -70,9 +70,11 @@ pub(super) async fn run(
         .as_ref()
         .and_then(|_| files.last_issued(&req.credential));
     let mut order = match new_order(account, &ids, replaces.as_deref(), &all, ctx).await {
-        // A CA may refuse `replaces` (already replaced, unknown): order without it.
-        Err(AcmeError::Rejected { kind, .. }) if replaces.is_some() && kind != "rateLimited" => {
-            tracing::debug!(credential = %req.credential, %kind, "the CA refused `replaces`; ordering without it");
+        // A CA may refuse `replaces` (already replaced, unknown) or not echo
+        // it back (instant-acme then fails the order): order without it.
+        // Not when it is busy: that is for the engine's backoff.
+        Err(e) if replaces.is_some() && !matches!(e, AcmeError::Busy { .. }) => {
+            tracing::debug!(credential = %req.credential, error = %e, "the order with `replaces` failed; ordering without it");
             new_order(account, &ids, None, &all, ctx).await?
         }
         other => other?,
