@@ -15,6 +15,7 @@ use crate::engine::{Credential, Engine, Reconciled, Settings};
 use crate::handoff::probe::{ExecProbe, HttpProbe, TlsProbe};
 use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Target};
 use crate::handoff::{Probe, Reload};
+use crate::issuer::acme::Acme;
 use crate::issuer::local_ca::LocalCa;
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
@@ -74,6 +75,7 @@ pub fn build_issuers(
                 let dir = store.ca_dir()?.join(name);
                 Arc::new(LocalCa::open(name, &dir, c)?)
             }
+            IssuerConfig::Acme(c) => Arc::new(Acme::open(name, store.root(), c)?),
         };
         out.insert(name.clone(), issuer);
     }

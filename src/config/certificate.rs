@@ -67,6 +67,10 @@ pub(super) fn certificates(
         }
 
         let c = certificate(src, base, &at, span.clone(), rc)?;
+        if let Some(IssuerConfig::Acme(acme)) = issuers.get(&c.issuer) {
+            super::acme::check_names(acme, &c)
+                .map_err(|m| src.err(format!("{at}.dns_names"), Some(span.clone()), m))?;
+        }
 
         // Every file must belong to exactly one credential and kind.
         for (kind, path) in c.files.entries() {

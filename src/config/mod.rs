@@ -5,6 +5,7 @@
 //! a private raw layer (`raw`) that keeps source spans, then `convert`
 //! converts and checks it into the public types below.
 
+mod acme;
 mod alert;
 mod certificate;
 mod convert;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
 pub use alert::{
     AlertConfig, ExecConfig, HeaderConfig, HeaderSource, HttpConfig, SinkConfig, UrlSource,
     WebhookConfig, WebhookFormat, DEFAULT_ALERT_RETRIES, DEFAULT_ALERT_TIMEOUT,
@@ -120,6 +122,8 @@ pub enum LogFormat {
 pub enum IssuerConfig {
     /// `type = "local-ca"`: the embedded CA kept in the state dir.
     LocalCa(LocalCaConfig),
+    /// `type = "acme"`: an RFC 8555 CA.
+    Acme(AcmeConfig),
 }
 
 impl IssuerConfig {
@@ -127,6 +131,7 @@ impl IssuerConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             IssuerConfig::LocalCa(_) => "local-ca",
+            IssuerConfig::Acme(_) => "acme",
         }
     }
 }

@@ -7,7 +7,11 @@ use async_trait::async_trait;
 
 use crate::cert::Names;
 
+pub mod acme;
 pub mod local_ca;
+mod window;
+
+pub use window::{pick_in_window, RenewalWindow};
 
 /// What the engine asks an issuer for. The private key never leaves the host:
 /// only the CSR is handed over.
@@ -57,13 +61,26 @@ pub enum IssuerError {
         /// When the issuer asked us to come back, if it did.
         retry_after: Option<Duration>,
     },
+    /// A question that is not an issuance (e.g. ARI renewal info) failed;
+    /// the caller keeps its own schedule.
+    #[error("issuer {issuer}: {message}")]
+    Query {
+        /// Issuer name from the config.
+        issuer: String,
+        /// What went wrong.
+        message: String,
+        /// When the issuer asked us to come back, if it did.
+        retry_after: Option<Duration>,
+    },
 }
 
 impl IssuerError {
     /// The issuer's requested wait before retrying, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IssuerError::Issue { retry_after, .. } => *retry_after,
+            IssuerError::Issue { retry_after, .. } | IssuerError::Query { retry_after, .. } => {
+                *retry_after
+            }
             IssuerError::Setup { .. } => None,
         }
     }
@@ -76,4 +93,16 @@ pub trait Issuer: Send + Sync {
     fn name(&self) -> &str;
     /// Sign the CSR in `req`.
     async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssuerError>;
+
+    /// The CA's suggested renewal window for `cert_pem` (ACME ARI), or `None`
+    /// when the issuer has no such notion; the engine then keeps `renew_before`.
+    async fn renewal_window(&self, _cert_pem: &str) -> Result<Option<RenewalWindow>, IssuerError> {
+        Ok(None)
+    }
+
+    /// Called once a verified handoff replaced `cert_pem` for `credential`,
+    /// so the issuer can retire it (ACME revokes it with `revoke_replaced`).
+    async fn replaced(&self, _credential: &str, _cert_pem: &str) -> Result<(), IssuerError> {
+        Ok(())
+    }
 }
