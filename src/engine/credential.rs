@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::disk::{self, DiskState};
-use super::journal::{recovery, Journal, Recovery};
+use super::journal::{recovery, Ari, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::{Alert, Alerter, Event};
 use crate::cert::{self, CertInfo, Names};
 use crate::config::CertificateConfig;
 use crate::handoff::{self, Generation, Probe, Reload, Verdict};
 use crate::issuer::Issuer;
+use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
@@ -21,6 +22,13 @@ use crate::store::{self, CredentialStore, Material, Store, Target};
 
 /// Background probing of a pending or failed handoff backs off up to this.
 pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
+/// Re-check an ARI window this often when the CA gives no Retry-After.
+const ARI_RECHECK: Duration = Duration::from_secs(6 * 3600);
+/// After a failed window fetch, try again after this (unless the CA said).
+const ARI_RETRY: Duration = Duration::from_secs(3600);
+/// Bounds on how often a window is re-checked.
+const ARI_MIN_RECHECK: Duration = Duration::from_secs(60);
+const ARI_MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 /// `expiring` fires when less than this share of the lifetime is left.
 const EXPIRING_SHARE: f64 = 0.10;
 
@@ -124,7 +132,8 @@ impl Task {
             }
             let backstop_at = now + self.backstop;
             let mut wake = due.min(backstop_at);
-            for t in [self.probe_at, self.next_date_alert()]
+            let ari_at = self.journal.ari.map(|a| a.recheck_at);
+            for t in [self.probe_at, self.next_date_alert(), ari_at]
                 .into_iter()
                 .flatten()
             {
@@ -136,6 +145,9 @@ impl Task {
                     let now = SystemTime::now();
                     if self.probe_at.is_some_and(|t| t <= now) {
                         self.probe_in_background().await;
+                    }
+                    if ari_at.is_some_and(|t| t <= now) {
+                        self.refresh_window().await;
                     }
                     if backstop_due {
                         self.check_files("backstop re-check").await;
@@ -211,6 +223,9 @@ impl Task {
             self.adopt();
         }
         self.check_files("start").await;
+        if self.journal.ari.is_none() {
+            self.refresh_window().await;
+        }
         if self.current.is_some() && !self.probes.is_empty() && self.handoff != Handoff::Verified {
             // Learn at once whether the app serves what is committed.
             self.probe_at = Some(SystemTime::now());
@@ -258,13 +273,29 @@ impl Task {
     /// credential, else its jittered renewal point; a pending retry wins.
     pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
         let natural = match &self.current {
-            Some(c) if self.usable(&c.info, now) => schedule::renewal_point(
-                c.info.not_before,
-                c.info.not_after,
-                self.cfg.renew_before,
-                self.cfg.jitter,
-                self.journal.jitter_draw,
-            ),
+            Some(c) if self.usable(&c.info, now) => {
+                let own = schedule::renewal_point(
+                    c.info.not_before,
+                    c.info.not_after,
+                    self.cfg.renew_before,
+                    self.cfg.jitter,
+                    self.journal.jitter_draw,
+                );
+                // A CA's ARI window takes precedence over renew_before.
+                let ari = self
+                    .journal
+                    .ari
+                    .and_then(|a| a.window)
+                    .and_then(|(start, end)| {
+                        let w = RenewalWindow {
+                            start,
+                            end,
+                            retry_after: None,
+                        };
+                        pick_in_window(&w, self.journal.jitter_draw, now)
+                    });
+                ari.map_or(own, |t| t.min(c.info.not_after))
+            }
             _ => now,
         };
         match self.retry_at {
@@ -340,6 +371,52 @@ impl Task {
             Err(e) => {
                 tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed generation")
             }
+        }
+    }
+
+    /// Ask the issuer for its renewal window for the committed certificate
+    /// (ACME ARI) and remember it in the journal, with when to ask again.
+    pub(super) async fn refresh_window(&mut self) {
+        let Some(cur) = &self.current else { return };
+        let now = SystemTime::now();
+        let ari = match self.issuer.renewal_window(&cur.material.cert_pem).await {
+            Ok(None) => None,
+            Ok(Some(w)) => {
+                let recheck = w
+                    .retry_after
+                    .unwrap_or(ARI_RECHECK)
+                    .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
+                let valid = w.end > w.start;
+                if !valid {
+                    tracing::warn!(credential = %self.cfg.name, "the CA's renewal window ends before it starts; ignoring it and keeping renew_before");
+                }
+                Some(Ari {
+                    window: valid.then_some((w.start, w.end)),
+                    recheck_at: now + recheck,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(credential = %self.cfg.name, error = %e, "cannot fetch the renewal window; keeping the last one");
+                let recheck = e
+                    .retry_after()
+                    .unwrap_or(ARI_RETRY)
+                    .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
+                Some(Ari {
+                    window: self.journal.ari.and_then(|a| a.window),
+                    recheck_at: now + recheck,
+                })
+            }
+        };
+        if ari != self.journal.ari {
+            if let Some(Ari {
+                window: Some((start, end)),
+                ..
+            }) = ari
+            {
+                tracing::info!(credential = %self.cfg.name, window_start = %cert::rfc3339(start), window_end = %cert::rfc3339(end), "the CA suggests a renewal window");
+            }
+            self.journal.ari = ari;
+            self.save_and_prune();
         }
     }
 

@@ -3,6 +3,8 @@
 //! saved (atomically, by the store) before every step starts, so a restart
 //! after a crash knows exactly what to finish or undo.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
 /// A rotation step, recorded before it starts.
@@ -30,6 +32,15 @@ pub struct Pending {
     pub step: Step,
 }
 
+/// What the CA said about renewing the committed certificate (ACME ARI).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ari {
+    /// The suggested window, when it was valid.
+    pub window: Option<(SystemTime, SystemTime)>,
+    /// When to ask again.
+    pub recheck_at: SystemTime,
+}
+
 /// What is persisted per credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
@@ -44,6 +55,9 @@ pub struct Journal {
     /// The jitter draw (0..1) for the committed generation, so the renewal
     /// point stays the same across restarts.
     pub jitter_draw: f64,
+    /// The CA's renewal window for the committed generation, if it has one.
+    #[serde(default)]
+    pub ari: Option<Ari>,
 }
 
 impl Default for Journal {
@@ -54,6 +68,7 @@ impl Default for Journal {
             next_generation: 1,
             pending: None,
             jitter_draw: fastrand::f64(),
+            ari: None,
         }
     }
 }
@@ -107,6 +122,8 @@ impl Journal {
     pub fn commit(&mut self, generation: u64, jitter_draw: f64) {
         if self.committed != Some(generation) {
             self.previous = self.committed;
+            // A renewal window belongs to one certificate.
+            self.ari = None;
         }
         self.committed = Some(generation);
         self.pending = None;

@@ -261,6 +261,7 @@ impl Task {
         match verdict {
             Verdict::Verified | Verdict::Unverified => {
                 let was_failed = self.handoff == Handoff::Failed || self.failures > 0;
+                let replaced = self.current.as_ref().map(|c| c.material.cert_pem.clone());
                 self.handoff = if verdict == Verdict::Verified {
                     Handoff::Verified
                 } else {
@@ -272,6 +273,13 @@ impl Task {
                 if was_failed {
                     self.raise_recovered(&gen);
                 }
+                if let (Verdict::Verified, Some(old)) = (&verdict, replaced) {
+                    // The issuer may retire it now (ACME revoke_replaced).
+                    if let Err(e) = self.issuer.replaced(&self.cfg.name, &old).await {
+                        tracing::warn!(credential = %self.cfg.name, error = %e, "could not retire the replaced certificate");
+                    }
+                }
+                self.refresh_window().await;
                 Ok(())
             }
             Verdict::Unreachable(why) if bootstrap => {
