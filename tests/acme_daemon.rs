@@ -2,6 +2,9 @@
 //! the account and does not reissue a valid certificate; a CA that is down
 //! at start leaves the old certificate in place until it comes up.
 
+#[allow(dead_code)]
+#[path = "alert/support.rs"]
+mod alert_support;
 mod common;
 #[path = "acme_support/mod.rs"]
 mod support;
@@ -99,7 +102,12 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
         "[issuer.pebble]\ntype = \"acme\"\ndirectory = \"https://{pebble_addr}/dir\"\ntrust_bundle = \"{}\"\nchallenge = {{ type = \"http-01\", listen = \"127.0.0.1:{http_port}\" }}\n",
         tls.ca_pem.display()
     );
-    env.write_config(&format!("{issuer}\n{}", web(&env, "pebble")));
+    let hook = alert_support::Receiver::start(Some(200));
+    let alert = format!(
+        "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        hook.url("/hook")
+    );
+    env.write_config(&format!("{issuer}\n{}\n{alert}", web(&env, "pebble")));
     let d = env.start();
     let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
     assert_eq!(code, 502, "{body}");
@@ -132,4 +140,24 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
     let (fp, ok) = pair(&cert, &key).unwrap();
     assert!(ok && s["fingerprint"] == fp.as_str(), "{s}");
     assert_eq!(count(&env.log(), "ACME certificate issued"), 1);
+
+    // While the CA was down, retries with backoff alerted renewal_failed
+    // once; the issuance that followed sent recovered.
+    let events = |e: &str| {
+        hook.requests()
+            .iter()
+            .filter(|r| r.json()["event"] == e)
+            .count()
+    };
+    wait_for(Duration::from_secs(10), "the recovered alert", || {
+        (events("recovered") == 1).then_some(())
+    });
+    assert_eq!(
+        events("renewal_failed"),
+        1,
+        "{:?}",
+        hook.requests().iter().map(|r| r.json()).collect::<Vec<_>>()
+    );
+    let failures = s["consecutive_failures"].as_u64();
+    assert_eq!(failures, Some(0), "{s}");
 }
