@@ -88,3 +88,79 @@ pub fn probe_config(client: Option<(&Path, &Path)>) -> Result<ClientConfig, Stri
         }
     }
 }
+
+/// Why a verified TLS client config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The trust bundle could not be read.
+    #[error("cannot read trust_bundle {path}: {reason}")]
+    Read {
+        /// The bundle file.
+        path: std::path::PathBuf,
+        /// OS error.
+        reason: String,
+    },
+    /// The bundle holds nothing usable.
+    #[error("trust_bundle {path}: {reason}")]
+    Bundle {
+        /// The bundle file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Neither the system nor a bundle provides a root.
+    #[error("no trusted CA certificates for https: install the ca-certificates package or set trust_bundle")]
+    NoRoots,
+    /// rustls refused the setup.
+    #[error("TLS setup: {0}")]
+    Setup(String),
+}
+
+/// The platform's roots, loaded once per process.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "while loading the platform's CA certificates");
+        }
+        found.certs
+    })
+}
+
+/// A client config that verifies servers against the platform roots plus
+/// the PEM certificates in `trust_bundle` (talking to issuers and alert
+/// sinks; there is no way to turn verification off).
+pub fn verified_config(trust_bundle: Option<&Path>) -> Result<ClientConfig, TrustError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certs are skipped: a private CA may rely on the bundle alone.
+    roots.add_parsable_certificates(native_roots().iter().cloned());
+    if let Some(path) = trust_bundle {
+        let bundle = |reason: String| TrustError::Bundle {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| TrustError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let certs =
+            crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| bundle(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bundle("holds no PEM certificate".into()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| bundle(format!("a certificate is not a usable root: {e}")))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TrustError::NoRoots);
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TrustError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

@@ -76,38 +76,7 @@ pub(super) struct Http {
 impl Http {
     /// A client trusting the system roots and the PEM certificates in `bundle`.
     pub(super) fn new(bundle: Option<&Path>) -> Result<Http, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        // Unreadable system certs are skipped: a private CA may rely on the bundle alone.
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(path) = bundle {
-            let text = std::fs::read(path)
-                .map_err(|e| format!("cannot read trust_bundle {}: {e}", path.display()))?;
-            let certs = crate::cert::pem_certs(&text, &path.display().to_string())
-                .map_err(|e| format!("trust_bundle: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "trust_bundle {} holds no PEM certificate",
-                    path.display()
-                ));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("trust_bundle {}: unusable root: {e}", path.display()))?;
-            }
-        }
-        if roots.is_empty() {
-            return Err(
-                "no trusted roots: the system has none and no trust_bundle is configured".into(),
-            );
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tlsutil::verified_config(bundle).map_err(|e| e.to_string())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
