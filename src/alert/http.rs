@@ -4,14 +4,14 @@
 //! optional `trust_bundle`. There is no way to turn verification off.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -300,55 +300,21 @@ fn with_api_path(uri: &Uri, api: &str) -> Result<Uri, hyper::http::Error> {
     b.build()
 }
 
-/// The platform's roots, loaded once per process.
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::debug!(error = %e, "while loading the platform's CA certificates");
-        }
-        found.certs
-    })
-}
-
 /// A TLS connector trusting the platform roots plus `trust_bundle`.
 fn connector(sink: &str, trust_bundle: Option<&Path>) -> Result<TlsConnector, AlertError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(native_roots().iter().cloned());
-    if let Some(path) = trust_bundle {
-        let err = |reason: String| AlertError::File {
+    use crate::tlsutil::TrustError;
+    let config = crate::tlsutil::verified_config(trust_bundle).map_err(|e| match e {
+        TrustError::Bundle { path, reason } => AlertError::File {
             sink: sink.to_string(),
             what: "trust_bundle".to_string(),
-            path: path.to_path_buf(),
+            path,
             reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let certs = crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(err("holds no PEM certificate".to_string()));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| err(format!("a certificate is not a usable root: {e}")))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(AlertError::Setup {
+        },
+        other => AlertError::Setup {
             sink: sink.to_string(),
-            message: "no trusted CA certificates for https: install the ca-certificates package or set trust_bundle".to_string(),
-        });
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AlertError::Setup {
-            sink: sink.to_string(),
-            message: format!("TLS setup: {e}"),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+            message: other.to_string(),
+        },
+    })?;
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
