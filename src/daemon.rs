@@ -16,6 +16,7 @@ use crate::handoff::probe::{ExecProbe, HttpProbe, TlsProbe};
 use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Target};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::local_ca::LocalCa;
+use crate::issuer::vault::VaultIssuer;
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -74,6 +75,7 @@ pub fn build_issuers(
                 let dir = store.ca_dir()?.join(name);
                 Arc::new(LocalCa::open(name, &dir, c)?)
             }
+            IssuerConfig::Vault(c) => Arc::new(VaultIssuer::new(name, c)?),
         };
         out.insert(name.clone(), issuer);
     }

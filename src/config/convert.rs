@@ -33,7 +33,7 @@ pub(super) fn parse(
     };
     let mut issuers = BTreeMap::new();
     for (name, table) in raw.issuer {
-        let issuer = issuer(&src, &name, table)?;
+        let issuer = issuer(&src, base, &name, table)?;
         issuers.insert(name, issuer);
     }
     let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
@@ -141,6 +141,7 @@ fn daemon(
 /// `[issuer.NAME]`, dispatched on its `type`.
 fn issuer(
     src: &Src<'_>,
+    base: &Path,
     name: &str,
     table: Spanned<RawTagged>,
 ) -> Result<IssuerConfig, ConfigError> {
@@ -152,8 +153,12 @@ fn issuer(
             "an issuer name must not be empty",
         ));
     }
-    let _tag = t.tag(&["local-ca"])?;
-    // Only one type so far; a match on the tag goes here when more come.
+    let tag = t.tag(&["local-ca", "vault"])?;
+    if tag.get_ref() == "vault" {
+        let v = super::vault::vault(src, base, &mut t)?;
+        t.finish()?;
+        return Ok(IssuerConfig::Vault(v));
+    }
     let mut ca = LocalCaConfig::default();
     if let Some(s) = t.string("key_type")? {
         ca.key_type = value(src, &t.key_path("key_type"), &s, values::key_type)?;

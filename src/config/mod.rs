@@ -14,6 +14,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod values;
+mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +30,9 @@ pub use alert::{
 };
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
+pub use vault::{
+    VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
+};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -120,6 +124,8 @@ pub enum LogFormat {
 pub enum IssuerConfig {
     /// `type = "local-ca"`: the embedded CA kept in the state dir.
     LocalCa(LocalCaConfig),
+    /// `type = "vault"`: Vault or OpenBao PKI.
+    Vault(VaultConfig),
 }
 
 impl IssuerConfig {
@@ -127,6 +133,7 @@ impl IssuerConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             IssuerConfig::LocalCa(_) => "local-ca",
+            IssuerConfig::Vault(_) => "vault",
         }
     }
 }
