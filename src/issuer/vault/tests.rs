@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::cert::{build_csr, generate_key, validate_issued, IssuedPem, Names, PrivateKey};
@@ -230,5 +230,167 @@ fn debug_shows_no_secret() {
     assert!(
         shown.contains("VaultClient") && !shown.contains("s.test"),
         "{shown}"
+    );
+}
+
+/// One request the fake Vault got.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Script = dyn Fn(&Seen) -> (u16, &'static str, String) + Send + Sync;
+
+/// A scripted HTTP server standing in for Vault where a real one cannot be
+/// made to answer (a Kubernetes login, 429 with Retry-After). Answers each
+/// request with `script(req)` = (status, extra header line, body).
+fn fake_vault(script: Box<Script>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, path) = (
+                parts.next().unwrap_or_default().to_string(),
+                parts.next().unwrap_or_default().to_string(),
+            );
+            let mut headers = Vec::new();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let req = Seen {
+                method,
+                path,
+                headers,
+                body: String::from_utf8(body).unwrap(),
+            };
+            let (status, extra, answer) = script(&req);
+            log.lock().unwrap().push(req);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn kubernetes_login_sends_role_and_jwt_then_signs_with_the_token() {
+    let key = generate_key(KeyType::EcdsaP256).unwrap();
+    let (leaf, int, root) = pki(&key);
+    let signed = json!({"data": {"certificate": leaf, "ca_chain": [int, root]}}).to_string();
+    let (url, seen) = fake_vault(Box::new(move |r: &Seen| {
+        match r.path.as_str() {
+        "/v1/auth/k8s-east/login" => (
+            200,
+            "",
+            json!({"auth": {"client_token": "s.k8stoken", "lease_duration": 600, "renewable": true}})
+                .to_string(),
+        ),
+        "/v1/pki/int/sign/web" => (200, "", signed.clone()),
+        _ => (404, "", r#"{"errors":[]}"#.to_string()),
+    }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("jwt");
+    std::fs::write(&jwt, "eyJhbGciOi.payload.sig\n").unwrap();
+    let (_tmp, mut cfg) = config(false);
+    cfg.address = url;
+    cfg.auth = VaultAuth::Kubernetes {
+        role: "rekey".into(),
+        jwt_file: jwt,
+        mount: "k8s-east".into(),
+    };
+    let issuer = VaultIssuer::new("corp", &cfg).unwrap();
+    let issued = issuer.issue(&request(&key)).await.unwrap();
+    assert_eq!(issued.chain_pem.trim(), int.trim());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let login: Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(
+        login,
+        json!({"role": "rekey", "jwt": "eyJhbGciOi.payload.sig"})
+    );
+    assert_eq!(seen[0].header("x-vault-token"), None);
+    assert_eq!(seen[1].method, "POST");
+    assert_eq!(seen[1].header("x-vault-token"), Some("s.k8stoken"));
+    for s in &seen {
+        assert_eq!(s.header("x-vault-namespace"), Some("team"), "{s:?}");
+        assert_eq!(s.header("x-vault-request"), Some("true"));
+    }
+}
+
+#[tokio::test]
+async fn busy_vault_passes_retry_after_to_the_engine() {
+    let (url, _seen) = fake_vault(Box::new(|r: &Seen| match r.path.as_str() {
+        "/v1/auth/token/lookup-self" => (
+            200,
+            "",
+            json!({"data": {"ttl": 0, "renewable": false}}).to_string(),
+        ),
+        _ if r.body.contains("\"ttl\":\"3600s\"") => (
+            429,
+            "Retry-After: 7\r\n",
+            r#"{"errors":["rate limit quota exceeded"]}"#.to_string(),
+        ),
+        _ => (500, "", "upstream exploded".to_string()),
+    }));
+    let (_tmp, mut cfg) = config(false);
+    cfg.address = url;
+    let issuer = VaultIssuer::new("corp", &cfg).unwrap();
+    let key = generate_key(KeyType::EcdsaP256).unwrap();
+    let err = issuer.issue(&request(&key)).await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("POST /v1/pki/int/sign/web answered HTTP 429: rate limit quota exceeded"),
+        "{msg}"
+    );
+    // A 5xx without Retry-After: the engine's own backoff decides.
+    let mut other = request(&key);
+    other.lifetime = Duration::from_secs(60);
+    let err = issuer.issue(&other).await.unwrap_err();
+    assert_eq!(err.retry_after(), None);
+    assert!(
+        err.to_string().contains("HTTP 500: upstream exploded"),
+        "{err}"
     );
 }
