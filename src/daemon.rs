@@ -17,6 +17,7 @@ use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Tar
 use crate::handoff::{Probe, Reload};
 use crate::issuer::acme::Acme;
 use crate::issuer::local_ca::LocalCa;
+use crate::issuer::vault::VaultIssuer;
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -76,6 +77,7 @@ pub fn build_issuers(
                 Arc::new(LocalCa::open(name, &dir, c)?)
             }
             IssuerConfig::Acme(c) => Arc::new(Acme::open(name, store.root(), c)?),
+            IssuerConfig::Vault(c) => Arc::new(VaultIssuer::new(name, c)?),
         };
         out.insert(name.clone(), issuer);
     }

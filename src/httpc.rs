@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 client (http and https) for reload requests and probes:
-//! one request per connection, a deadline on the whole exchange, bodies
+//! A minimal HTTP/1.1 client (http and https) for reload requests, probes
+//! and issuers (Vault): one request per connection, a deadline on the whole exchange, bodies
 //! capped so a misbehaving app cannot make rekey buffer without bound.
 
 use std::sync::Arc;
@@ -52,8 +52,37 @@ pub enum HttpError {
 pub struct Response {
     /// Status code.
     pub status: u16,
+    /// Response headers.
+    pub headers: hyper::HeaderMap,
     /// Body bytes.
     pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The `Retry-After` header as a wait from now: delta-seconds, or an
+    /// HTTP date (a date in the past means no wait).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let v = self
+            .headers
+            .get(hyper::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?;
+        parse_retry_after(v.trim(), std::time::SystemTime::now())
+    }
+}
+
+/// `Retry-After` (RFC 9110 10.2.3) relative to `now`.
+fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate, e.g. "Wed, 21 Oct 2015 07:28:00 GMT"; RFC 2822 parsing
+    // accepts it once "GMT" is spelled as a numeric zone.
+    let v = v.strip_suffix(" GMT").map(|d| format!("{d} +0000"))?;
+    let at =
+        time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc2822).ok()?;
+    let at = std::time::SystemTime::from(at);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Send one request. `tls` is used for https URLs.
@@ -148,11 +177,42 @@ where
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let body = Limited::new(resp.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| format!("reading the body: {e}"))?
         .to_bytes()
         .to_vec();
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:20:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
 }

@@ -1,10 +1,11 @@
-//! TLS client plumbing shared by the handoff probes and the HTTP client:
+//! TLS client plumbing shared by the handoff probes and the HTTP clients:
 //! a verifier that accepts any server certificate (for probing the local app,
-//! whose certificate is the very thing being checked by fingerprint) and
-//! client-certificate loading.
+//! whose certificate is the very thing being checked by fingerprint),
+//! client-certificate loading, and the verified config (platform roots plus
+//! a `trust_bundle`) used to talk to issuers and alert receivers.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -89,36 +90,28 @@ pub fn probe_config(client: Option<(&Path, &Path)>) -> Result<ClientConfig, Stri
     }
 }
 
-/// Why a verified TLS client config could not be built.
+/// Why a verified client config could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    /// The trust bundle could not be read.
-    #[error("cannot read trust_bundle {path}: {reason}")]
-    Read {
-        /// The bundle file.
-        path: std::path::PathBuf,
-        /// OS error.
-        reason: String,
-    },
-    /// The bundle holds nothing usable.
-    #[error("trust_bundle {path}: {reason}")]
+    /// The `trust_bundle` file is unreadable or holds no usable root.
+    #[error("trust_bundle {}: {reason}", path.display())]
     Bundle {
         /// The bundle file.
-        path: std::path::PathBuf,
-        /// What is wrong.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
-    /// Neither the system nor a bundle provides a root.
+    /// Neither the platform nor a bundle provides a root.
     #[error("no trusted CA certificates for https: install the ca-certificates package or set trust_bundle")]
     NoRoots,
-    /// rustls refused the setup.
+    /// rustls refused the settings.
     #[error("TLS setup: {0}")]
     Setup(String),
 }
 
 /// The platform's roots, loaded once per process.
 fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         for e in &found.errors {
@@ -129,30 +122,25 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
 }
 
 /// A client config that verifies servers against the platform roots plus
-/// the PEM certificates in `trust_bundle` (talking to issuers and alert
-/// sinks; there is no way to turn verification off).
+/// the PEM certificates in `trust_bundle`. There is deliberately no way to
+/// turn verification off.
 pub fn verified_config(trust_bundle: Option<&Path>) -> Result<ClientConfig, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certs are skipped: a private CA may rely on the bundle alone.
     roots.add_parsable_certificates(native_roots().iter().cloned());
     if let Some(path) = trust_bundle {
-        let bundle = |reason: String| TrustError::Bundle {
+        let err = |reason: String| TrustError::Bundle {
             path: path.to_path_buf(),
             reason,
         };
-        let pem = std::fs::read(path).map_err(|e| TrustError::Read {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let certs =
-            crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| bundle(e.to_string()))?;
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let certs = crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| err(e.to_string()))?;
         if certs.is_empty() {
-            return Err(bundle("holds no PEM certificate".into()));
+            return Err(err("holds no PEM certificate".to_string()));
         }
         for c in certs {
             roots
                 .add(c)
-                .map_err(|e| bundle(format!("a certificate is not a usable root: {e}")))?;
+                .map_err(|e| err(format!("a certificate is not a usable root: {e}")))?;
         }
     }
     if roots.is_empty() {

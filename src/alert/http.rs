@@ -304,14 +304,12 @@ fn with_api_path(uri: &Uri, api: &str) -> Result<Uri, hyper::http::Error> {
 fn connector(sink: &str, trust_bundle: Option<&Path>) -> Result<TlsConnector, AlertError> {
     use crate::tlsutil::TrustError;
     let config = crate::tlsutil::verified_config(trust_bundle).map_err(|e| match e {
-        TrustError::Read { path, reason } | TrustError::Bundle { path, reason } => {
-            AlertError::File {
-                sink: sink.to_string(),
-                what: "trust_bundle".to_string(),
-                path,
-                reason,
-            }
-        }
+        TrustError::Bundle { path, reason } => AlertError::File {
+            sink: sink.to_string(),
+            what: "trust_bundle".to_string(),
+            path,
+            reason,
+        },
         other => AlertError::Setup {
             sink: sink.to_string(),
             message: other.to_string(),

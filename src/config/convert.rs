@@ -153,11 +153,16 @@ fn issuer(
             "an issuer name must not be empty",
         ));
     }
-    let tag = t.tag(&["local-ca", "acme"])?;
+    let tag = t.tag(&["local-ca", "acme", "vault"])?;
     if tag.get_ref() == "acme" {
         let acme = super::acme::issuer(&mut t, base)?;
         t.finish()?;
         return Ok(IssuerConfig::Acme(acme));
+    }
+    if tag.get_ref() == "vault" {
+        let v = super::vault::vault(src, base, &mut t)?;
+        t.finish()?;
+        return Ok(IssuerConfig::Vault(v));
     }
     let mut ca = LocalCaConfig::default();
     if let Some(s) = t.string("key_type")? {

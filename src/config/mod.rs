@@ -15,6 +15,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod values;
+mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +32,9 @@ pub use alert::{
 };
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
+pub use vault::{
+    VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
+};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -124,6 +128,8 @@ pub enum IssuerConfig {
     LocalCa(LocalCaConfig),
     /// `type = "acme"`: an RFC 8555 CA.
     Acme(AcmeConfig),
+    /// `type = "vault"`: Vault or OpenBao PKI.
+    Vault(VaultConfig),
 }
 
 impl IssuerConfig {
@@ -132,6 +138,7 @@ impl IssuerConfig {
         match self {
             IssuerConfig::LocalCa(_) => "local-ca",
             IssuerConfig::Acme(_) => "acme",
+            IssuerConfig::Vault(_) => "vault",
         }
     }
 }

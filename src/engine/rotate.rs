@@ -414,6 +414,12 @@ impl Task {
         };
         self.metrics.issuer_request(self.issuer.name(), result);
         let issued = issued?;
+        // server_keygen: the issuer made the key, so the certificate must
+        // match that one, and that one is installed.
+        let key = match &issued.server_key {
+            Some(k) => cert::load_key(&k.0, "the issuer's private key").map_err(cert_err)?,
+            None => key,
+        };
         let pem = IssuedPem {
             cert_pem: &issued.cert_pem,
             chain_pem: &issued.chain_pem,

@@ -177,6 +177,7 @@ impl Issuer for LocalCa {
             cert_pem: leaf.pem(),
             chain_pem: String::new(),
             ca_pem: Some(self.ca_pem.clone()),
+            server_key: None,
         })
     }
 }

@@ -4,6 +4,7 @@ use super::*;
 mod alert;
 mod bad;
 mod handoff;
+mod vault;
 
 pub(super) const FILE: &str = "/etc/rekey/rekey.toml";
 

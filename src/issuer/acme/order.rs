@@ -100,6 +100,7 @@ pub(super) async fn run(
         cert_pem,
         chain_pem,
         ca_pem: None,
+        server_key: None,
     })
 }
 
