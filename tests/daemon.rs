@@ -1,6 +1,9 @@
 //! The daemon end to end on the embedded CA: issue, publish, rotate on
 //! request, adopt on restart, repair tampering, stop cleanly.
 
+#[allow(dead_code)]
+#[path = "alert/support.rs"]
+mod alert_support;
 mod common;
 
 use std::time::Duration;
@@ -177,4 +180,35 @@ fn an_idle_daemon_does_not_react_to_its_own_reads() {
         "the change to be dispatched",
         || (count() > settled).then_some(()),
     );
+}
+
+/// A sink that accepts connections and never answers must not hold up a
+/// rotation: alerts are queued, never awaited by the engine.
+#[test]
+fn a_hanging_alert_sink_delays_no_rotation() {
+    let env = Env::new();
+    let hung = alert_support::Receiver::start(None);
+    let extra = "reload = { type = \"exec\", command = [\"false\"] }\n";
+    env.write_config(&format!(
+        "{}[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"30s\"\n",
+        env.cert_section("web", extra),
+        hung.url("/hook")
+    ));
+    let d = env.start();
+    wait_for(Duration::from_secs(10), "issuance", || {
+        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
+    });
+    // Each of these raises handoff_failed; the sink would hold each for 30 s.
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+        assert_eq!(code, 502, "{body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a rotation waited for the alert sink"
+        );
+    }
+    wait_for(Duration::from_secs(10), "the sink to be reached", || {
+        (!hung.requests().is_empty() || env.log().contains("handoff_failed")).then_some(())
+    });
 }

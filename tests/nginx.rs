@@ -190,6 +190,11 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         Some(old_fp.as_str())
     );
 
+    // Not ready while the handoff is failed, and /readyz says why.
+    let (code, body) = http(env.addr, "GET", "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("web") && body.contains("handoff"), "{body}");
+
     // Exactly one handoff_failed alert (retries with backoff are not re-sent).
     let failed = wait_for(Duration::from_secs(10), "the handoff_failed alert", || {
         let e = events(&hook);
@@ -228,6 +233,10 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         served_fingerprint(addr, "localhost").as_deref(),
         s["fingerprint"].as_str()
     );
+
+    // Ready again after the verified rotation.
+    let (code, body) = http(env.addr, "GET", "/readyz").unwrap();
+    assert_eq!(code, 200, "{body}");
 
     // Both sinks learn of the recovery.
     wait_for(Duration::from_secs(10), "the recovered alert", || {
