@@ -233,9 +233,8 @@ async fn watchdog_loop(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let snapshot = handle.snapshot();
         // With no credentials there are no tasks to keep the channel open.
-        let alive = snapshot.is_empty() || rx.has_changed().is_ok();
+        let alive = handle.with_snapshot(|s| s.is_empty()) || rx.has_changed().is_ok();
         if alive {
             ping();
         } else if !warned {

@@ -193,13 +193,15 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => readyz(&ep.handle),
         (&Method::GET, "/status") => {
-            let list: Vec<_> = ep.handle.snapshot().into_values().collect();
-            match serde_json::to_value(list) {
+            let list = ep
+                .handle
+                .with_snapshot(|s| serde_json::to_value(s.values().collect::<Vec<_>>()));
+            match list {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        (&Method::GET, "/metrics") => match ep.metrics.render(&ep.handle.snapshot()) {
+        (&Method::GET, "/metrics") => match ep.handle.with_snapshot(|s| ep.metrics.render(s)) {
             Ok(text) => reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, text),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
@@ -244,13 +246,10 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
 
 /// 200 when [`status::readiness`] finds nothing wrong, else 503 with every reason.
 fn readyz(handle: &Handle) -> Reply {
-    let snapshot = handle.snapshot();
-    let reasons = status::readiness(snapshot.values(), SystemTime::now());
+    let (reasons, n) =
+        handle.with_snapshot(|s| (status::readiness(s.values(), SystemTime::now()), s.len()));
     if reasons.is_empty() {
-        json(
-            StatusCode::OK,
-            &json!({ "ready": true, "credentials": snapshot.len() }),
-        )
+        json(StatusCode::OK, &json!({ "ready": true, "credentials": n }))
     } else {
         json(
             StatusCode::SERVICE_UNAVAILABLE,

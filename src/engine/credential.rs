@@ -54,7 +54,6 @@ pub(super) struct Task {
     pub(super) current: Option<Current>,
     pub(super) status_tx: watch::Sender<Snapshot>,
     pub(super) permits: Arc<Semaphore>,
-    pub(super) backstop: Duration,
     pub(super) failures: u32,
     pub(super) retry_at: Option<SystemTime>,
     pub(super) last_rotation: Option<LastRotation>,
@@ -78,7 +77,6 @@ impl Task {
         store: Arc<Store>,
         status_tx: watch::Sender<Snapshot>,
         permits: Arc<Semaphore>,
-        backstop: Duration,
         alerter: Alerter,
         metrics: Metrics,
     ) -> Task {
@@ -96,7 +94,6 @@ impl Task {
             current: None,
             status_tx,
             permits,
-            backstop,
             failures: 0,
             retry_at: None,
             last_rotation: None,
@@ -130,8 +127,9 @@ impl Task {
                 let _ = self.rotate().await;
                 continue;
             }
-            let backstop_at = now + self.backstop;
-            let mut wake = due.min(backstop_at);
+            // No per-task backstop timer: the engine's one backstop task
+            // sends FilesChanged to each credential in turn (mod.rs).
+            let mut wake = due;
             let ari_at = self.journal.ari.map(|a| a.recheck_at);
             for t in [self.probe_at, self.next_date_alert(), ari_at]
                 .into_iter()
@@ -139,7 +137,6 @@ impl Task {
             {
                 wake = wake.min(t);
             }
-            let backstop_due = wake == backstop_at;
             tokio::select! {
                 _ = tokio::time::sleep(schedule::until(wake, now)) => {
                     let now = SystemTime::now();
@@ -149,9 +146,6 @@ impl Task {
                     if ari_at.is_some_and(|t| t <= now) {
                         self.refresh_window().await;
                     }
-                    if backstop_due {
-                        self.check_files("backstop re-check").await;
-                    }
                 }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Rotate(reply)) => {
@@ -159,6 +153,7 @@ impl Task {
                         let _ = reply.send(outcome);
                     }
                     Some(Command::FilesChanged) => self.check_files("file event").await,
+                    Some(Command::Backstop) => self.check_files("backstop re-check").await,
                     None => break,
                 },
                 _ = shutdown.changed() => break,

@@ -3,6 +3,7 @@
 //! the [`Issuer`] trait, never a concrete backend.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -52,7 +53,10 @@ pub struct Credential {
 pub struct Settings {
     /// At most this many rotations run at once.
     pub max_concurrent_rotations: usize,
-    /// Slow safety re-check of the published files, in case a file event was missed.
+    /// Slow safety re-check of the published files, in case a file event was
+    /// missed: every credential is re-checked once per period, by one engine
+    /// task that walks them in turn (see [`backstop_pace`]), not by a timer
+    /// per credential.
     pub backstop: Duration,
 }
 
@@ -63,6 +67,8 @@ pub(crate) enum Command {
     Rotate(oneshot::Sender<RotateOutcome>),
     /// Something changed in a directory holding our files.
     FilesChanged,
+    /// The periodic re-check of the published files came round to this credential.
+    Backstop,
 }
 
 /// Senders to the running credential tasks, by name; changed by a config reload.
@@ -76,9 +82,16 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// The current status of every credential.
+    /// The current status of every credential (a copy: prefer
+    /// [`Handle::with_snapshot`] to read it, which copies nothing).
     pub fn snapshot(&self) -> Snapshot {
         self.status.borrow().clone()
+    }
+
+    /// Run `f` on the current status without copying it. Keep `f` short and
+    /// synchronous: credential tasks wait to publish while it runs.
+    pub fn with_snapshot<T>(&self, f: impl FnOnce(&Snapshot) -> T) -> T {
+        f(&self.status.borrow())
     }
 
     /// A receiver that sees every status change.
@@ -136,11 +149,12 @@ pub struct Reconciled {
 /// The running engine.
 pub struct Engine {
     tasks: BTreeMap<String, Running>,
+    /// The one backstop task, walking every credential once per period.
+    backstop: tokio::task::JoinHandle<()>,
     handle: Handle,
     status_tx: watch::Sender<Snapshot>,
     store: Arc<Store>,
     permits: Arc<Semaphore>,
-    settings: Settings,
     alerter: Alerter,
     metrics: Metrics,
 }
@@ -173,16 +187,17 @@ impl Engine {
         metrics: Metrics,
     ) -> Engine {
         let (status_tx, status_rx) = watch::channel(Snapshot::new());
+        let senders: Senders = Arc::new(RwLock::new(BTreeMap::new()));
         let mut engine = Engine {
             tasks: BTreeMap::new(),
+            backstop: tokio::spawn(backstop_loop(senders.clone(), settings.backstop)),
             handle: Handle {
-                senders: Arc::new(RwLock::new(BTreeMap::new())),
+                senders,
                 status: status_rx,
             },
             status_tx,
             store,
             permits: Arc::new(Semaphore::new(settings.max_concurrent_rotations.max(1))),
-            settings,
             alerter,
             metrics,
         };
@@ -206,7 +221,6 @@ impl Engine {
             self.store.clone(),
             self.status_tx.clone(),
             self.permits.clone(),
-            self.settings.backstop,
             self.alerter.clone(),
             self.metrics.clone(),
         );
@@ -292,6 +306,7 @@ impl Engine {
 
     /// Ask every task to stop after its current step, and wait for them.
     pub async fn shutdown(mut self) {
+        self.backstop.abort();
         for r in self.tasks.values() {
             let _ = r.stop.send(true);
         }
@@ -311,6 +326,62 @@ impl Engine {
         tokio::time::timeout(timeout, rx.wait_for(all_started))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.backstop.abort();
+    }
+}
+
+/// The backstop never wakes more often than this, however many credentials.
+pub const BACKSTOP_MIN_TICK: Duration = Duration::from_secs(1);
+
+/// How the backstop walks `n` credentials once per `period`: wake every
+/// `tick` and re-check the next `batch` of them. One wake-up per credential
+/// spread evenly over the period, or, with many credentials, one wake-up per
+/// [`BACKSTOP_MIN_TICK`] re-checking several (10,000 credentials and a 5 min
+/// period: 34 every second).
+pub fn backstop_pace(n: usize, period: Duration) -> (Duration, usize) {
+    if n == 0 {
+        return (period, 0);
+    }
+    let tick = (period / n.min(u32::MAX as usize) as u32).max(BACKSTOP_MIN_TICK);
+    let batch = (n as f64 * tick.as_secs_f64() / period.as_secs_f64().max(1e-9)).ceil() as usize;
+    (tick, batch.clamp(1, n))
+}
+
+/// The engine's one backstop task: walks the credentials in name order, a
+/// batch per tick, and asks each to re-check its published files. Each step
+/// costs O(log n) (a range lookup in the sender map) plus the batch.
+async fn backstop_loop(senders: Senders, period: Duration) {
+    let mut cursor: Option<String> = None;
+    loop {
+        let n = senders
+            .read()
+            .map(|m| m.len())
+            .unwrap_or_else(|e| e.into_inner().len());
+        let (tick, batch) = backstop_pace(n, period);
+        tokio::time::sleep(tick).await;
+        let due: Vec<mpsc::Sender<Command>> = {
+            let map = senders.read().unwrap_or_else(|e| e.into_inner());
+            let after = match &cursor {
+                Some(c) => map.range::<String, _>((Bound::Excluded(c), Bound::Unbounded)),
+                None => map.range::<String, _>(..),
+            };
+            let picked: Vec<(&String, &mpsc::Sender<Command>)> = after.take(batch).collect();
+            // Past the last name: start the next round from the first.
+            cursor = match picked.last() {
+                Some((name, _)) if picked.len() == batch => Some((*name).clone()),
+                _ => None,
+            };
+            picked.into_iter().map(|(_, tx)| tx.clone()).collect()
+        };
+        for tx in due {
+            // A full queue already holds a pending re-check; dropping is fine.
+            let _ = tx.try_send(Command::Backstop);
+        }
     }
 }
 
