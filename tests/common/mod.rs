@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod invariants;
+pub mod scorecard;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
