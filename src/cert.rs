@@ -399,6 +399,15 @@ pub fn validate_issued(
             .ok_or_else(|| Invalid::BrokenChain("the CA bundle holds no certificate".into()))?;
         links.push(root.clone());
     }
+    // Neither intermediates nor a root: the leaf's issuer is unknown, and an
+    // app serving the leaf alone fails every client that lacks it. Only a
+    // self-issued leaf stands on its own (CAs never sign leaves from a root).
+    if links.len() == 1 && info.issuer != info.subject {
+        return Err(Invalid::BrokenChain(format!(
+            "no chain: the response lacks the certificate of the leaf's issuer \"{}\"",
+            info.issuer
+        )));
+    }
     check_chain(&links)?;
     Ok(info)
 }

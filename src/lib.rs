@@ -1,4 +1,9 @@
 //! rekey: a credential-rotation sidecar. See DESIGN.md for the architecture.
+
+// First, so `failpoint!` is in scope in every module below.
+#[macro_use]
+pub mod failpoint;
+
 pub mod alert;
 pub mod cert;
 pub mod client;

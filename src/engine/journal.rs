@@ -128,14 +128,20 @@ impl Journal {
         self.committed = Some(generation);
         self.pending = None;
         self.jitter_draw = jitter_draw;
-        self.next_generation = self.next_generation.max(generation + 1);
+        // Saturating: a corrupted journal near u64::MAX must not panic or wrap
+        // back to generation numbers that are still on disk.
+        self.next_generation = self.next_generation.max(generation.saturating_add(1));
     }
 
     /// Hand out the next generation number.
     pub fn allocate(&mut self) -> u64 {
-        let floor = self.committed.unwrap_or(0).max(self.previous.unwrap_or(0)) + 1;
+        let floor = self
+            .committed
+            .unwrap_or(0)
+            .max(self.previous.unwrap_or(0))
+            .saturating_add(1);
         let g = self.next_generation.max(floor);
-        self.next_generation = g + 1;
+        self.next_generation = g.saturating_add(1);
         g
     }
 

@@ -196,11 +196,13 @@ impl Task {
             }
         };
         self.set_pending(g, Step::Staging)?;
+        failpoint!("stage.before");
         if let Err(e) = self.store.stage(g, &material) {
             self.journal.pending = None;
             self.save_and_prune();
             return Err(self.store_err(e));
         }
+        failpoint!("stage.after");
         self.hand_over(Current {
             generation: g,
             material,
@@ -221,6 +223,7 @@ impl Task {
         let g = next.generation;
         let published = Instant::now();
         self.set_pending(g, Step::Publishing)?;
+        failpoint!("publish.before");
         if let Err(e) = store::publish(&self.targets, self.cfg.swap, &next.material) {
             // Put the committed generation back in case some files had flipped.
             if let Some(cur) = &self.current {
@@ -232,11 +235,13 @@ impl Task {
             self.save_and_prune();
             return Err(self.store_err(e));
         }
+        failpoint!("publish.after");
         self.set_pending(g, Step::Handoff)?;
         let gen = self.generation_of(&next);
         // Bootstrap: with no earlier generation the app may not run yet (a
         // native sidecar starts first); a missing app is not a failure.
         let bootstrap = self.current.is_none();
+        failpoint!("reload.before");
         let verdict = match self.reload.reload(&gen).await {
             Err(e) if bootstrap => {
                 tracing::info!(credential = %self.cfg.name, error = %e, "reload failed before the app ever ran; waiting for it");
@@ -247,6 +252,8 @@ impl Task {
                 detail: e.to_string(),
             },
             Ok(()) => {
+                failpoint!("reload.after");
+                failpoint!("verify.before");
                 handoff::await_generation(
                     &self.probes,
                     &gen,
@@ -258,6 +265,7 @@ impl Task {
             }
         };
         self.last_handoff = Some(published.elapsed());
+        failpoint!("verify.after");
         match verdict {
             Verdict::Verified | Verdict::Unverified => {
                 let was_failed = self.handoff == Handoff::Failed || self.failures > 0;
@@ -275,10 +283,12 @@ impl Task {
                 }
                 if let (Verdict::Verified, Some(old)) = (&verdict, replaced) {
                     // The issuer may retire it now (ACME revoke_replaced).
+                    failpoint!("revoke.before");
                     if let Err(e) = self.issuer.replaced(&self.cfg.name, &old).await {
                         tracing::warn!(credential = %self.cfg.name, error = %e, "could not retire the replaced certificate");
                     }
                 }
+                failpoint!("revoke.after");
                 self.refresh_window().await;
                 Ok(())
             }
@@ -300,9 +310,11 @@ impl Task {
     }
 
     fn commit(&mut self, next: Current) {
+        failpoint!("commit.before");
         self.journal.commit(next.generation, fastrand::f64());
         self.save_and_prune();
         self.current = Some(next);
+        failpoint!("commit.after");
     }
 
     /// The app did not take the new generation: roll back when allowed and
@@ -330,7 +342,9 @@ impl Task {
         let mut served_after = served.clone();
         if can_roll_back {
             self.set_pending(next.generation, Step::RollingBack)?;
+            failpoint!("rollback.before");
             self.restore_committed("handoff failed").await;
+            failpoint!("rollback.after");
             // Only a generation the app was seen serving can be checked again.
             if let Some(cur) = self.current.as_ref().filter(|_| old_was_verified) {
                 let old = self.generation_of(cur);
@@ -390,6 +404,7 @@ impl Task {
             source,
         };
         // RSA keys take up to a second or two: keep them off the async workers.
+        failpoint!("keygen.before");
         let key = tokio::task::spawn_blocking(move || cert::generate_key(key_type))
             .await
             .map_err(|e| {
@@ -399,6 +414,7 @@ impl Task {
                 })
             })?
             .map_err(cert_err)?;
+        failpoint!("keygen.after");
         let csr_der = cert::build_csr(&key, &self.names).map_err(cert_err)?;
         let req = IssueRequest {
             credential: self.cfg.name.clone(),
@@ -406,7 +422,9 @@ impl Task {
             names: self.names.clone(),
             lifetime: self.cfg.lifetime,
         };
+        failpoint!("issue.before");
         let issued = self.issuer.issue(&req).await;
+        failpoint!("issue.after");
         let result = if issued.is_ok() {
             metrics::SUCCESS
         } else {
@@ -425,12 +443,14 @@ impl Task {
             chain_pem: &issued.chain_pem,
             ca_pem: issued.ca_pem.as_deref(),
         };
+        failpoint!("validate.before");
         let info = cert::validate_issued(&pem, &key.public_key(), &self.names, SystemTime::now())
             .map_err(|why| RotateError::Invalid {
             credential: self.cfg.name.clone(),
             issuer: self.issuer.name().to_string(),
             why,
         })?;
+        failpoint!("validate.after");
         tracing::debug!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, "issued and validated");
         Ok((
             Material {

@@ -124,6 +124,7 @@ pub(crate) fn replace_file(
     let tmp = temp_path(dir, name);
     let target = dir.join(name);
     let result = write_new_file(&tmp, bytes, mode, None, None).and_then(|()| {
+        failpoint!("replace.rename");
         fs::rename(&tmp, &target).map_err(|e| StoreError::io("rename into place", &target, e))
     });
     if let Err(e) = result {

@@ -69,14 +69,17 @@ fn publish_rename(targets: &[Target], material: &Material) -> Result<(), StoreEr
         let tmp = fsutil::temp_path(&dir, name);
         cleanup.add(tmp.clone());
         fsutil::write_new_file(&tmp, bytes, t.mode, t.uid, t.gid)?;
+        failpoint!("publish.file");
         staged.push((tmp, &t.path));
         dirs.insert(dir);
     }
     for (tmp, path) in &staged {
         // rename(2) replaces a symlink at `path` itself; it never writes through it.
+        failpoint!("publish.rename");
         fs::rename(tmp, path).map_err(|e| StoreError::io("rename into place", *path, e))?;
         cleanup.forget(tmp);
     }
+    failpoint!("publish.fsync");
     for dir in &dirs {
         fsutil::fsync_dir(dir)?;
     }
@@ -147,6 +150,7 @@ fn publish_symlink(targets: &[Target], material: &Material) -> Result<(), StoreE
     cleanup.add(gen_dir.clone());
     fsutil::fsync_dir(&dir)?;
 
+    failpoint!("publish.gen_dir");
     // 2. Flip `..data`: the single atomic step that switches every file at once.
     let data = dir.join(DATA);
     let previous = fs::read_link(&data)
@@ -156,13 +160,16 @@ fn publish_symlink(targets: &[Target], material: &Material) -> Result<(), StoreE
     let data_tmp = dir.join(DATA_TMP);
     fsutil::remove_any(&data_tmp)?; // left by a crash mid-flip
     symlink(&gen, &data_tmp).map_err(|e| StoreError::io("create symlink", &data_tmp, e))?;
+    failpoint!("publish.swap.before");
     if let Err(e) = fs::rename(&data_tmp, &data) {
         let _ = fs::remove_file(&data_tmp); // best effort; the next publish removes it too
         return Err(StoreError::io("rename into place", &data, e));
     }
+    failpoint!("publish.swap.after");
     cleanup.forget(&gen_dir);
     fsutil::fsync_dir(&dir)?;
 
+    failpoint!("publish.link");
     // 3. Each target must be our symlink into `..data`.
     for (t, name, _) in &rendered {
         let want = Path::new(DATA).join(name);

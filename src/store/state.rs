@@ -176,6 +176,7 @@ impl CredentialStore {
             files.push(("ca.pem", ca.as_bytes()));
         }
         for (file, bytes) in files {
+            failpoint!("stage.file");
             fsutil::write_new_file(&tmp.join(file), bytes, GEN_FILE_MODE, None, None)?;
         }
         fsutil::fsync_dir(&tmp)?;
@@ -190,6 +191,7 @@ impl CredentialStore {
                 .map_err(|e| StoreError::io("rename aside", &final_dir, e))?;
             cleanup.add(aside);
         }
+        failpoint!("stage.rename");
         fs::rename(&tmp, &final_dir)
             .map_err(|e| StoreError::io("rename into place", &final_dir, e))?;
         cleanup.forget(&tmp);

@@ -4,6 +4,8 @@
 
 pub mod alertmanager;
 pub mod bao;
+pub mod invariants;
+pub mod scorecard;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

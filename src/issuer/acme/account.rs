@@ -248,12 +248,8 @@ pub(super) async fn register(
             return location
                 .ok_or_else(|| ctx.protocol("newAccount", "the CA sent no account URL".into()));
         }
-        let problem: instant_acme::Problem = serde_json::from_slice(&bytes).map_err(|_| {
-            ctx.protocol(
-                "newAccount",
-                format!("HTTP {status} without a problem document"),
-            )
-        })?;
+        let problem: instant_acme::Problem =
+            serde_json::from_slice(&bytes).map_err(|_| ctx.status("newAccount", status))?;
         if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce") {
             nonce = replay;
             continue;

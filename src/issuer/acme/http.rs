@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{LOCATION, RETRY_AFTER};
 use http::{Method, Request};
+use http_body_util::{BodyExt, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -163,13 +164,17 @@ impl HttpClient for Http {
         // Read the slot now: `request` is called from the issuing task.
         let hints = HINTS.try_with(Arc::clone).ok();
         Box::pin(async move {
-            let rsp = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            // One deadline for the headers *and* the body: a CA (or a proxy)
+            // that sends headers and then stalls must not hang the issuance.
+            let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+            let no_answer = || {
+                instant_acme::Error::Other(
+                    format!("no complete answer within {}s", REQUEST_TIMEOUT.as_secs()).into(),
+                )
+            };
+            let rsp = tokio::time::timeout_at(deadline, fut)
                 .await
-                .map_err(|_| {
-                    instant_acme::Error::Other(
-                        format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()).into(),
-                    )
-                })?
+                .map_err(|_| no_answer())?
                 .map_err(|e| instant_acme::Error::Other(error_chain(&e).into()))?;
             if let Some(h) = hints {
                 let retry_after = rsp
@@ -184,7 +189,16 @@ impl HttpClient for Http {
                     };
                 }
             }
-            Ok(BytesResponse::from(rsp))
+            let (parts, body) = rsp.into_parts();
+            let body = tokio::time::timeout_at(deadline, Limited::new(body, MAX_BODY).collect())
+                .await
+                .map_err(|_| no_answer())?
+                .map_err(|e| instant_acme::Error::Other(format!("reading the answer: {e}").into()))?
+                .to_bytes();
+            Ok(BytesResponse {
+                parts,
+                body: Box::new(body),
+            })
         })
     }
 }

@@ -137,6 +137,22 @@ impl Ctx<'_> {
         }
     }
 
+    /// A non-success HTTP status without a problem document (a proxy's
+    /// error page, a directory that is down): 429 and 5xx are "try later",
+    /// with the response's `Retry-After`; anything else breaks the protocol.
+    fn status(&self, step: &'static str, status: u16) -> AcmeError {
+        let hints = take_hints();
+        if status == 429 || status >= 500 {
+            return AcmeError::Busy {
+                directory: self.directory.to_string(),
+                step,
+                detail: format!("HTTP {status} without a problem document"),
+                retry_after: hints.retry_after,
+            };
+        }
+        self.protocol(step, format!("HTTP {status} without a problem document"))
+    }
+
     fn protocol(&self, step: &'static str, detail: String) -> AcmeError {
         AcmeError::Protocol {
             directory: self.directory.to_string(),
@@ -301,7 +317,7 @@ impl Acme {
             .await
             .map_err(|r| ctx.unreachable(r))?;
         if status != 200 {
-            return Err(ctx.unreachable(format!("the directory answered HTTP {status}")));
+            return Err(ctx.status("directory", status));
         }
         let dir: Directory = serde_json::from_slice(&body)
             .map_err(|e| ctx.protocol("directory", format!("not an ACME directory: {e}")))?;
