@@ -414,28 +414,15 @@ fn timeout(t: &mut TableReader<'_, '_>) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
-/// `command = ["prog", "arg", ...]`: argv, no shell.
+/// `command = ["prog", "arg", ...]`: argv, no shell; required.
 fn command(t: &mut TableReader<'_, '_>) -> Result<Vec<String>, ConfigError> {
-    let Some(v) = t.take("command") else {
-        return Err(t.err(
+    t.argv("command")?.ok_or_else(|| {
+        t.err(
             "command",
             Some(t.span.clone()),
             "required key is missing; set command = [\"/path/to/program\", \"arg\"]",
-        ));
-    };
-    let span = v.span();
-    if v.get_ref().is_str() {
-        return Err(t.err("command", Some(span), "must be an argv array like [\"/usr/local/bin/notify\", \"--team\", \"ops\"]; rekey never runs a shell string"));
-    }
-    let argv = strings(t, "command", v)?;
-    if argv.first().is_none_or(|p| p.is_empty()) {
-        return Err(t.err(
-            "command",
-            Some(span),
-            "the program (first element) is missing or empty",
-        ));
-    }
-    Ok(argv)
+        )
+    })
 }
 
 /// An array of strings.

@@ -141,35 +141,6 @@ pub(super) fn on_failure(s: &str) -> Result<OnFailure, String> {
     }
 }
 
-/// Take `key` as a non-empty array of strings (an argv).
-fn argv(
-    t: &mut TableReader<'_, '_>,
-    key: &'static str,
-) -> Result<Option<Vec<String>>, ConfigError> {
-    let Some(v) = t.take(key) else {
-        return Ok(None);
-    };
-    let span = v.span();
-    let bad = || {
-        t.err(
-            key,
-            Some(span.clone()),
-            "must be a non-empty array of strings (argv, run without a shell), like [\"systemctl\", \"reload\", \"nginx\"]",
-        )
-    };
-    let toml::Value::Array(items) = v.into_inner() else {
-        return Err(bad());
-    };
-    let out: Option<Vec<String>> = items
-        .into_iter()
-        .map(|i| i.as_str().map(str::to_owned))
-        .collect();
-    match out {
-        Some(a) if !a.is_empty() && !a[0].is_empty() => Ok(Some(a)),
-        _ => Err(bad()),
-    }
-}
-
 /// Take `key` as a table of string values (headers).
 fn headers(t: &mut TableReader<'_, '_>) -> Result<Vec<(String, String)>, ConfigError> {
     let Some(v) = t.take("headers") else {
@@ -292,7 +263,8 @@ pub(super) fn reload(
             ReloadConfig::Signal { signal, target }
         }
         "exec" => {
-            let command = argv(&mut t, "command")?
+            let command = t
+                .argv("command")?
                 .ok_or_else(|| t.err("command", Some(span.clone()), "required key is missing"))?;
             let timeout = duration_key(&mut t, src, "timeout", DEFAULT_RELOAD_TIMEOUT)?;
             ReloadConfig::Exec { command, timeout }
@@ -424,7 +396,7 @@ pub(super) fn verify(
                 })
             }
             "exec" => {
-                let command = argv(&mut t, "command")?.ok_or_else(|| {
+                let command = t.argv("command")?.ok_or_else(|| {
                     t.err("command", Some(span.clone()), "required key is missing")
                 })?;
                 Some(ProbeConfig::Exec { command })

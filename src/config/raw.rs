@@ -220,6 +220,43 @@ impl<'s, 'a> TableReader<'s, 'a> {
         }
     }
 
+    /// Take `key` as an argv array (a program and its arguments, run without
+    /// a shell); `None` when absent.
+    pub fn argv(&mut self, key: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(v) = self.take(key) else {
+            return Ok(None);
+        };
+        let span = v.span();
+        let toml::Value::Array(items) = v.into_inner() else {
+            return Err(self.err(
+                key,
+                Some(span),
+                "must be an argv array like [\"systemctl\", \"reload\", \"nginx\"], run without a shell; rekey never runs a shell string",
+            ));
+        };
+        let mut argv = Vec::with_capacity(items.len());
+        for (j, item) in items.into_iter().enumerate() {
+            match item {
+                toml::Value::String(s) => argv.push(s),
+                other => {
+                    return Err(self.src.err(
+                        format!("{}.{key}[{j}]", self.path),
+                        Some(span),
+                        format!("expected a string, found {}", other.type_str()),
+                    ))
+                }
+            }
+        }
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err(self.err(
+                key,
+                Some(span),
+                "the program (first element) is missing or empty",
+            ));
+        }
+        Ok(Some(argv))
+    }
+
     /// Fail on the first key that no `take` asked for.
     pub fn finish(self) -> Result<(), ConfigError> {
         // Report the first unknown key in file order, not map order.
