@@ -38,12 +38,14 @@ pub(super) fn parse(
     }
     let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
+    let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
     let config = Config {
         path: path.to_path_buf(),
         daemon,
         issuers,
         certificates,
         alerts,
+        api_keys,
     };
     Ok((config, state_dir_span))
 }

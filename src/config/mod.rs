@@ -7,6 +7,7 @@
 
 mod acme;
 mod alert;
+mod apikey;
 mod certificate;
 mod convert;
 mod error;
@@ -30,6 +31,7 @@ pub use alert::{
     AlertConfig, ExecConfig, HeaderConfig, HeaderSource, HttpConfig, SinkConfig, UrlSource,
     WebhookConfig, WebhookFormat, DEFAULT_ALERT_RETRIES, DEFAULT_ALERT_TIMEOUT,
 };
+pub use apikey::{ApiKeyConfig, KeyFormat, MintConfig, RevokeConfig};
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use vault::{
@@ -49,6 +51,8 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     /// The `[[alert]]` sinks, in file order.
     pub alerts: Vec<AlertConfig>,
+    /// The `[[api_key]]` entries, in file order.
+    pub api_keys: Vec<ApiKeyConfig>,
 }
 
 impl Config {

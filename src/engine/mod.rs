@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
 
+pub mod apikey;
 mod credential;
 pub mod disk;
 pub mod journal;
@@ -143,6 +144,7 @@ pub struct Engine {
     settings: Settings,
     alerter: Alerter,
     metrics: Metrics,
+    keys: apikey::KeyTasks,
 }
 
 /// The files of a certificate credential, with modes and ownership.
@@ -185,6 +187,7 @@ impl Engine {
             settings,
             alerter,
             metrics,
+            keys: apikey::KeyTasks::default(),
         };
         for c in credentials {
             engine.spawn(c);
@@ -292,6 +295,7 @@ impl Engine {
 
     /// Ask every task to stop after its current step, and wait for them.
     pub async fn shutdown(mut self) {
+        self.keys.shutdown().await;
         for r in self.tasks.values() {
             let _ = r.stop.send(true);
         }

@@ -1,0 +1,238 @@
+//! API key issuers: mint an opaque secret with an id and a lifetime, and
+//! revoke one by id. The engine knows only [`KeyIssuer`]; the Vault backend
+//! sends the configured request through the issuer's [`VaultClient`].
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::config::{MintConfig, RevokeConfig};
+use crate::issuer::vault::VaultClient;
+
+/// A freshly minted key. The secret never reaches logs or errors.
+pub struct MintedKey {
+    /// The secret itself.
+    pub secret: Zeroizing<String>,
+    /// Its id (an accessor, a key id): safe to show.
+    pub id: String,
+    /// Its lease id, when the issuer leases it.
+    pub lease: Option<String>,
+    /// When it stops working.
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for MintedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedKey")
+            .field("id", &self.id)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why minting or revoking failed; names the issuer and the path, never the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The request failed (status, denial, unreachable).
+    #[error("issuer {issuer}: {op} via {path}: {why}")]
+    Request {
+        /// Issuer name.
+        issuer: String,
+        /// `mint` or `revoke`.
+        op: &'static str,
+        /// API path.
+        path: String,
+        /// The server's or transport's words.
+        why: String,
+    },
+    /// The answer lacks a configured field.
+    #[error("issuer {issuer}: mint via {path}: the answer has no {field} at \"{at}\"; check mint.{field}")]
+    Field {
+        /// Issuer name.
+        issuer: String,
+        /// API path.
+        path: String,
+        /// `secret`, `id`, `ttl` or `lease`.
+        field: &'static str,
+        /// The configured field path.
+        at: String,
+    },
+    /// Revocation by lease, but the key has no lease id.
+    #[error("issuer {issuer}: cannot revoke key {id} by lease: it has no lease id")]
+    NoLease {
+        /// Issuer name.
+        issuer: String,
+        /// Key id.
+        id: String,
+    },
+}
+
+/// Mints and revokes the API keys of one `[[api_key]]`.
+#[async_trait]
+pub trait KeyIssuer: Send + Sync {
+    /// The issuer name, for messages and metrics.
+    fn name(&self) -> &str;
+    /// Mint a new key asking for `lifetime`.
+    async fn mint(&self, lifetime: Duration) -> Result<MintedKey, KeyError>;
+    /// Revoke the key `id` (with its lease, if any). `Ok` when nothing revokes keys.
+    async fn revoke(&self, id: &str, lease: Option<&str>) -> Result<(), KeyError>;
+}
+
+/// Keys from Vault/OpenBao (`auth/token/create`, `database/creds/ROLE`...).
+pub struct VaultKeys {
+    /// The issuer's client (rekey's own token).
+    pub client: VaultClient,
+    /// How to mint.
+    pub mint: MintConfig,
+    /// How to revoke.
+    pub revoke: Option<RevokeConfig>,
+}
+
+/// Follow a dotted path (`auth.client_token`) into a JSON answer.
+pub fn field<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| match v {
+        Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => v.get(k),
+    })
+}
+
+/// Replace `{name}` in every string leaf of a JSON template.
+pub fn fill(template: &Value, vars: &[(&str, &str)]) -> Value {
+    match template {
+        Value::String(s) => {
+            let mut s = s.clone();
+            for (k, v) in vars {
+                s = s.replace(&format!("{{{k}}}"), v);
+            }
+            Value::String(s)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| fill(x, vars)).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, x)| (k.clone(), fill(x, vars))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl KeyIssuer for VaultKeys {
+    fn name(&self) -> &str {
+        self.client.name()
+    }
+
+    async fn mint(&self, lifetime: Duration) -> Result<MintedKey, KeyError> {
+        let m = &self.mint;
+        let ttl = format!("{}s", lifetime.as_secs().max(1));
+        let body = m.body.as_ref().map(|b| fill(b, &[("lifetime", &ttl)]));
+        let answer = self
+            .client
+            .request(&m.method, &m.path, body.as_ref())
+            .await
+            .map_err(|e| KeyError::Request {
+                issuer: self.name().to_string(),
+                op: "mint",
+                path: m.path.clone(),
+                why: e.to_string(),
+            })?;
+        let missing = |field: &'static str, at: &str| KeyError::Field {
+            issuer: self.name().to_string(),
+            path: m.path.clone(),
+            field,
+            at: at.to_string(),
+        };
+        let secret = field(&answer, &m.secret)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| Zeroizing::new(s.to_string()))
+            .ok_or_else(|| missing("secret", &m.secret))?;
+        let id = field(&answer, &m.id)
+            .and_then(as_text)
+            .ok_or_else(|| missing("id", &m.id))?;
+        let lease = match &m.lease {
+            Some(at) => Some(
+                field(&answer, at)
+                    .and_then(as_text)
+                    .ok_or_else(|| missing("lease", at))?,
+            ),
+            None => None,
+        };
+        let ttl = match &m.ttl {
+            Some(at) => field(&answer, at)
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| missing("ttl", at))?,
+            None => lifetime,
+        };
+        Ok(MintedKey {
+            secret,
+            id,
+            lease,
+            expires_at: SystemTime::now() + ttl,
+        })
+    }
+
+    async fn revoke(&self, id: &str, lease: Option<&str>) -> Result<(), KeyError> {
+        let (method, path, body) = match &self.revoke {
+            None => return Ok(()),
+            Some(RevokeConfig::Lease) => {
+                let lease = lease.ok_or_else(|| KeyError::NoLease {
+                    issuer: self.name().to_string(),
+                    id: id.to_string(),
+                })?;
+                (
+                    "PUT".to_string(),
+                    "sys/leases/revoke".to_string(),
+                    Some(serde_json::json!({ "lease_id": lease })),
+                )
+            }
+            Some(RevokeConfig::Request { method, path, body }) => {
+                let vars = [("id", id), ("lease", lease.unwrap_or(""))];
+                let path = path.replace("{id}", id);
+                (method.clone(), path, body.as_ref().map(|b| fill(b, &vars)))
+            }
+        };
+        self.client
+            .request(&method, &path, body.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(|e| KeyError::Request {
+                issuer: self.name().to_string(),
+                op: "revoke",
+                path,
+                why: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_and_templates() {
+        let v = json!({"auth": {"client_token": "s.x", "lease_duration": 60}, "list": ["a"]});
+        assert_eq!(field(&v, "auth.client_token"), Some(&json!("s.x")));
+        assert_eq!(field(&v, "list.0"), Some(&json!("a")));
+        assert_eq!(field(&v, "auth.nope"), None);
+        let t = json!({"ttl": "{lifetime}", "p": ["{lifetime}"], "n": 1});
+        assert_eq!(
+            fill(&t, &[("lifetime", "60s")]),
+            json!({"ttl": "60s", "p": ["60s"], "n": 1})
+        );
+    }
+}
