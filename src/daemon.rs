@@ -17,7 +17,7 @@ use crate::handoff::probe::{ExecProbe, HttpProbe, TlsProbe};
 use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Target};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::acme::Acme;
-use crate::issuer::keys::VaultKeys;
+use crate::issuer::keys::{ExecKeys, HttpKeys, KeyIssuer, VaultKeys};
 use crate::issuer::local_ca::LocalCa;
 use crate::issuer::vault::{VaultClient, VaultIssuer};
 use crate::issuer::{Issuer, IssuerError};
@@ -80,6 +80,8 @@ pub fn build_issuers(
             }
             IssuerConfig::Acme(c) => Arc::new(Acme::open(name, store.root(), c)?),
             IssuerConfig::Vault(c) => Arc::new(VaultIssuer::new(name, c)?),
+            // API key issuers: built per key in `key_credentials`.
+            IssuerConfig::HttpKeys(_) | IssuerConfig::ExecKeys(_) => continue,
         };
         out.insert(name.clone(), issuer);
     }
@@ -254,29 +256,47 @@ fn key_credentials(config: &Config) -> Result<Vec<KeyCredential>, DaemonError> {
     let mut clients: BTreeMap<String, VaultClient> = BTreeMap::new();
     let mut out = Vec::new();
     for k in &config.api_keys {
-        // Config validation guarantees a vault issuer.
-        let Some(IssuerConfig::Vault(vc)) = config.issuers.get(&k.issuer) else {
-            continue;
+        let setup = |e: crate::issuer::keys::KeyError| IssuerError::Setup {
+            issuer: k.issuer.clone(),
+            message: e.to_string(),
         };
-        let client = match clients.get(&k.issuer) {
-            Some(c) => c.clone(),
-            None => {
-                let c = VaultClient::new(&k.issuer, vc).map_err(|e| IssuerError::Setup {
-                    issuer: k.issuer.clone(),
-                    message: e.to_string(),
-                })?;
-                clients.insert(k.issuer.clone(), c.clone());
-                c
+        // Config validation guarantees a key issuer.
+        let issuer: Arc<dyn KeyIssuer> = match config.issuers.get(&k.issuer) {
+            Some(IssuerConfig::Vault(vc)) => {
+                let client = match clients.get(&k.issuer) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c =
+                            VaultClient::new(&k.issuer, vc).map_err(|e| IssuerError::Setup {
+                                issuer: k.issuer.clone(),
+                                message: e.to_string(),
+                            })?;
+                        clients.insert(k.issuer.clone(), c.clone());
+                        c
+                    }
+                };
+                Arc::new(VaultKeys {
+                    client,
+                    mint: k.mint.clone(),
+                    revoke: k.revoke.clone(),
+                })
             }
+            Some(IssuerConfig::HttpKeys(hc)) => {
+                Arc::new(HttpKeys::new(&k.issuer, hc, &k.mint, k.revoke.as_ref()).map_err(setup)?)
+            }
+            Some(IssuerConfig::ExecKeys(ec)) => Arc::new(ExecKeys {
+                name: k.issuer.clone(),
+                cfg: ec.clone(),
+                mint: k.mint.clone(),
+                revoke: k.revoke.clone(),
+                credential: k.name.clone(),
+            }),
+            _ => continue,
         };
         let (reload, probes) = build_handoff_parts(&k.name, &k.reload, &k.verify)?;
         out.push(KeyCredential {
             config: k.clone(),
-            issuer: Arc::new(VaultKeys {
-                client,
-                mint: k.mint.clone(),
-                revoke: k.revoke.clone(),
-            }),
+            issuer,
             reload,
             probes,
         });

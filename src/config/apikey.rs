@@ -12,7 +12,9 @@ use super::convert::{resolve, value, MIN_LIFETIME};
 use super::error::{line_col, ConfigError, Src};
 use super::handoff::{self, OnFailure};
 use super::raw::{RawApiKey, TableReader};
-use super::{values, CertificateConfig, IssuerConfig, ReloadConfig, Share, VerifyConfig};
+use super::{
+    values, CertificateConfig, HeaderConfig, IssuerConfig, ReloadConfig, Share, VerifyConfig,
+};
 
 /// Default for `overlap`: the old key stays valid this long after a verified handoff.
 pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(300);
@@ -28,21 +30,50 @@ pub enum KeyFormat {
     Json,
 }
 
+/// Default deadline of one key service request or command.
+pub const DEFAULT_KEY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[issuer.NAME] type = "http"`: a generic key service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpKeysConfig {
+    /// `http://` or `https://` base; mint and revoke paths are relative to it.
+    pub base_url: String,
+    /// Extra roots for an https service.
+    pub trust_bundle: Option<PathBuf>,
+    /// Sent with every request (values inline or from files).
+    pub headers: Vec<HeaderConfig>,
+    /// Deadline of one request.
+    pub timeout: Duration,
+}
+
+/// `[issuer.NAME] type = "exec"`: mint and revoke commands (set per key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecKeysConfig {
+    /// Deadline of one command.
+    pub timeout: Duration,
+}
+
 /// How a key is minted (`mint = { ... }`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MintConfig {
     /// HTTP method (default POST).
     pub method: String,
-    /// API path under `/v1/`.
+    /// API path (under `/v1/` for vault, under `base_url` for http); empty for exec.
     pub path: String,
+    /// Extra request headers (http issuers).
+    pub headers: Vec<(String, String)>,
     /// JSON body; string leaves may hold `{lifetime}`.
     pub body: Option<Value>,
+    /// argv printing `{"secret", "id", "expires_at"}` (exec issuers).
+    pub command: Vec<String>,
     /// Dotted field path of the secret in the answer.
     pub secret: String,
     /// Dotted field path of the key id.
     pub id: String,
     /// Dotted field path of the TTL in seconds, if the answer has one.
     pub ttl: Option<String>,
+    /// Dotted field path of an RFC 3339 expiry, if the answer has one.
+    pub expires: Option<String>,
     /// Dotted field path of the lease id (for `revoke = { lease = true }`).
     pub lease: Option<String>,
 }
@@ -61,6 +92,8 @@ pub enum RevokeConfig {
         /// JSON body.
         body: Option<Value>,
     },
+    /// A command (exec issuers); `REKEY_KEY_ID` in its environment.
+    Command(Vec<String>),
 }
 
 /// One `[[api_key]]`.
@@ -134,14 +167,14 @@ pub(super) fn api_keys(
             ));
         }
         names.insert(name.get_ref().clone(), line);
-        match issuers.get(rk.issuer.get_ref()) {
-            Some(IssuerConfig::Vault(_)) => {}
+        let kind = match issuers.get(rk.issuer.get_ref()) {
+            Some(i @ (IssuerConfig::Vault(_) | IssuerConfig::HttpKeys(_) | IssuerConfig::ExecKeys(_))) => i.type_name(),
             Some(other) => {
                 return Err(src.err(
                     format!("{at}.issuer"),
                     Some(rk.issuer.span()),
                     format!(
-                        "api_key \"{}\": issuer \"{}\" is of type {}, which cannot mint API keys; use a vault issuer",
+                        "api_key \"{}\": issuer \"{}\" is of type {}, which cannot mint API keys; use a vault, http or exec issuer",
                         name.get_ref(),
                         rk.issuer.get_ref(),
                         other.type_name()
@@ -161,8 +194,8 @@ pub(super) fn api_keys(
                     ),
                 ));
             }
-        }
-        out.push(api_key(src, base, &at, rk)?);
+        };
+        out.push(api_key(src, base, &at, kind, rk)?);
     }
     Ok(out)
 }
@@ -171,6 +204,7 @@ fn api_key(
     src: &Src<'_>,
     base: &Path,
     at: &str,
+    kind: &str,
     rk: RawApiKey,
 ) -> Result<ApiKeyConfig, ConfigError> {
     let k = |key: &str| format!("{at}.{key}");
@@ -271,9 +305,9 @@ fn api_key(
         Some(s) => value(src, &k("overlap"), s, values::duration)?,
         None => DEFAULT_OVERLAP,
     };
-    let mint = mint(src, k("mint"), rk.mint)?;
+    let mint = mint(src, k("mint"), kind, rk.mint)?;
     let revoke = match rk.revoke {
-        Some(t) => Some(revoke(src, k("revoke"), t)?),
+        Some(t) => Some(revoke(src, k("revoke"), kind, t)?),
         None => None,
     };
     if revoke == Some(RevokeConfig::Lease) && mint.lease.is_none() {
@@ -366,46 +400,200 @@ fn method(t: &mut TableReader<'_, '_>) -> Result<String, ConfigError> {
 fn mint(
     src: &Src<'_>,
     path: String,
+    kind: &str,
     table: Spanned<super::raw::RawTagged>,
 ) -> Result<MintConfig, ConfigError> {
     let mut t = TableReader::new(src, path, table);
-    let m = MintConfig {
-        method: method(&mut t)?,
-        path: required(&mut t, "path", "\"auth/token/create\"")?,
-        body: body(&mut t)?,
-        secret: required(&mut t, "secret", "\"auth.client_token\"")?,
-        id: required(&mut t, "id", "\"auth.accessor\"")?,
-        ttl: t.string("ttl")?.map(Spanned::into_inner),
-        lease: t.string("lease")?.map(Spanned::into_inner),
+    let span = t.span.clone();
+    let m = if kind == "exec" {
+        let command = argv(&mut t, "command")?.ok_or_else(|| {
+            t.err("command", Some(span.clone()), "required key is missing; write it like [\"/usr/local/bin/mint-key\"]; it prints {\"secret\", \"id\", \"expires_at\"} as JSON")
+        })?;
+        MintConfig {
+            method: String::new(),
+            path: String::new(),
+            headers: Vec::new(),
+            body: None,
+            command,
+            secret: "secret".into(),
+            id: "id".into(),
+            ttl: None,
+            expires: Some("expires_at".into()),
+            lease: None,
+        }
+    } else {
+        let method = method(&mut t)?;
+        let path = required(&mut t, "path", "\"auth/token/create\"")?;
+        let headers = if kind == "http" {
+            string_table(&mut t, "headers")?
+        } else {
+            Vec::new()
+        };
+        MintConfig {
+            method,
+            path,
+            headers,
+            body: body(&mut t)?,
+            command: Vec::new(),
+            secret: required(&mut t, "secret", "\"auth.client_token\"")?,
+            id: required(&mut t, "id", "\"auth.accessor\"")?,
+            ttl: t.string("ttl")?.map(Spanned::into_inner),
+            expires: t.string("expires")?.map(Spanned::into_inner),
+            lease: if kind == "vault" {
+                t.string("lease")?.map(Spanned::into_inner)
+            } else {
+                None
+            },
+        }
     };
     t.finish()?;
     Ok(m)
 }
 
+/// Take `key` as a non-empty argv array.
+fn argv(
+    t: &mut TableReader<'_, '_>,
+    key: &'static str,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = t.take(key) else {
+        return Ok(None);
+    };
+    let span = v.span();
+    let items: Option<Vec<String>> = v
+        .into_inner()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        })
+        .unwrap_or(None);
+    match items {
+        Some(a) if !a.is_empty() && !a[0].is_empty() => Ok(Some(a)),
+        _ => Err(t.err(
+            key,
+            Some(span),
+            "must be a non-empty array of strings (argv, run without a shell)",
+        )),
+    }
+}
+
+/// Take `key` as a table of strings (request headers).
+fn string_table(
+    t: &mut TableReader<'_, '_>,
+    key: &'static str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(v) = t.take(key) else {
+        return Ok(Vec::new());
+    };
+    let span = v.span();
+    let toml::Value::Table(map) = v.into_inner() else {
+        return Err(t.err(key, Some(span), "must be a table like { X-Team = \"ops\" }"));
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k, s)),
+            _ => Err(t.err(
+                key,
+                Some(span.clone()),
+                format!("header {k} must be a string"),
+            )),
+        })
+        .collect()
+}
+
+/// `[issuer.NAME] type = "http" | "exec"`: key issuers.
+pub(super) fn key_issuer(
+    src: &Src<'_>,
+    base: &Path,
+    t: &mut TableReader<'_, '_>,
+    kind: &str,
+) -> Result<IssuerConfig, ConfigError> {
+    let timeout = match t.string("timeout")? {
+        Some(s) => {
+            let d = value(src, &t.key_path("timeout"), &s, values::duration)?;
+            if d.is_zero() {
+                return Err(t.err("timeout", Some(s.span()), "must be longer than 0s"));
+            }
+            d
+        }
+        None => DEFAULT_KEY_TIMEOUT,
+    };
+    if kind == "exec" {
+        return Ok(IssuerConfig::ExecKeys(ExecKeysConfig { timeout }));
+    }
+    let span = t.span.clone();
+    let base_url = match t.string("base_url")? {
+        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
+            u.get_ref().trim_end_matches('/').to_string()
+        }
+        Some(u) => {
+            return Err(t.err(
+                "base_url",
+                Some(u.span()),
+                format!("\"{}\" is not an http:// or https:// URL", u.get_ref()),
+            ))
+        }
+        None => {
+            return Err(t.err(
+                "base_url",
+                Some(span),
+                "required key is missing; write it like \"https://keys.internal\"",
+            ))
+        }
+    };
+    let trust_bundle = t
+        .string("trust_bundle")?
+        .map(|s| resolve(base, s.get_ref()));
+    let headers = super::alert::headers(t, base)?;
+    Ok(IssuerConfig::HttpKeys(HttpKeysConfig {
+        base_url,
+        trust_bundle,
+        headers,
+        timeout,
+    }))
+}
+
 fn revoke(
     src: &Src<'_>,
     path: String,
+    kind: &str,
     table: Spanned<super::raw::RawTagged>,
 ) -> Result<RevokeConfig, ConfigError> {
     let mut t = TableReader::new(src, path, table);
     let span = t.span.clone();
-    let lease = match t.take("lease") {
-        Some(v) => {
-            let s = v.span();
-            Some(
-                v.into_inner()
-                    .as_bool()
-                    .ok_or_else(|| t.err("lease", Some(s), "must be true or false"))?,
+    if kind == "exec" {
+        let command = argv(&mut t, "command")?.ok_or_else(|| {
+            t.err(
+                "command",
+                Some(span.clone()),
+                "required key is missing; the command gets the key id as REKEY_KEY_ID",
             )
+        })?;
+        t.finish()?;
+        return Ok(RevokeConfig::Command(command));
+    }
+    let lease = if kind == "vault" {
+        match t.take("lease") {
+            Some(v) => {
+                let s = v.span();
+                Some(
+                    v.into_inner()
+                        .as_bool()
+                        .ok_or_else(|| t.err("lease", Some(s), "must be true or false"))?,
+                )
+            }
+            None => None,
         }
-        None => None,
+    } else {
+        None
     };
     let r = if lease == Some(true) {
         RevokeConfig::Lease
     } else {
         let method = method(&mut t)?;
         let Some(p) = t.string("path")? else {
-            return Err(t.err("path", Some(span), "required key is missing; write it like \"auth/token/revoke-accessor\", or set lease = true"));
+            return Err(t.err("path", Some(span), "required key is missing; write it like \"auth/token/revoke-accessor\" (vault: or set lease = true)"));
         };
         let body = body(&mut t)?;
         RevokeConfig::Request {

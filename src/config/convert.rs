@@ -155,7 +155,12 @@ fn issuer(
             "an issuer name must not be empty",
         ));
     }
-    let tag = t.tag(&["local-ca", "acme", "vault"])?;
+    let tag = t.tag(&["local-ca", "acme", "vault", "http", "exec"])?;
+    if tag.get_ref() == "http" || tag.get_ref() == "exec" {
+        let i = super::apikey::key_issuer(src, base, &mut t, tag.get_ref())?;
+        t.finish()?;
+        return Ok(i);
+    }
     if tag.get_ref() == "acme" {
         let acme = super::acme::issuer(&mut t, base)?;
         t.finish()?;

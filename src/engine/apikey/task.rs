@@ -570,7 +570,7 @@ impl KeyTask {
                 } else {
                     Handoff::Unverified
                 };
-                self.commit(key.clone(), verified);
+                self.commit(key.clone(), true);
                 tracing::info!(credential = %name, generation = g, id = %key.id, key_hash = %key.hash, handoff = ?self.handoff, event = "rotated", "rotated");
                 if was_failed {
                     self.alerter.raise(Alert::new(
@@ -595,11 +595,13 @@ impl KeyTask {
     }
 
     /// Make `key` the committed one; the old key is owed a revocation after
-    /// `overlap` (verified) or at its expiry (the app may still use it).
-    fn commit(&mut self, key: KeyRecord, verified: bool) {
+    /// `overlap` once the handoff is done (verified, or unverified by
+    /// choice), else at its expiry (after a failed handoff kept with
+    /// `on_failure = "keep"` the app may still use it).
+    fn commit(&mut self, key: KeyRecord, handed_over: bool) {
         let now = unix(SystemTime::now());
         if let Some(old) = self.journal.committed.take() {
-            let when = if verified {
+            let when = if handed_over {
                 now + self.cfg.overlap.as_secs()
             } else {
                 old.expires_at.max(now + self.cfg.overlap.as_secs())

@@ -11,6 +11,12 @@ use zeroize::Zeroizing;
 use crate::config::{MintConfig, RevokeConfig};
 use crate::issuer::vault::VaultClient;
 
+mod exec;
+mod http;
+
+pub use exec::ExecKeys;
+pub use http::HttpKeys;
+
 /// A freshly minted key. The secret never reaches logs or errors.
 pub struct MintedKey {
     /// The secret itself.
@@ -116,6 +122,67 @@ pub fn fill(template: &Value, vars: &[(&str, &str)]) -> Value {
     }
 }
 
+/// Take secret, id, lease and expiry out of a mint answer, per `m`'s field paths.
+pub fn read_answer(
+    issuer: &str,
+    m: &MintConfig,
+    answer: &Value,
+    lifetime: Duration,
+) -> Result<MintedKey, KeyError> {
+    let what = if m.path.is_empty() {
+        format!("{:?}", m.command.join(" "))
+    } else {
+        m.path.clone()
+    };
+    let missing = |field: &'static str, at: &str| KeyError::Field {
+        issuer: issuer.to_string(),
+        path: what.clone(),
+        field,
+        at: at.to_string(),
+    };
+    let secret = field(answer, &m.secret)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(|s| Zeroizing::new(s.to_string()))
+        .ok_or_else(|| missing("secret", &m.secret))?;
+    let id = field(answer, &m.id)
+        .and_then(as_text)
+        .ok_or_else(|| missing("id", &m.id))?;
+    let lease = match &m.lease {
+        Some(at) => Some(
+            field(answer, at)
+                .and_then(as_text)
+                .ok_or_else(|| missing("lease", at))?,
+        ),
+        None => None,
+    };
+    let now = SystemTime::now();
+    let expires_at = if let Some(at) = &m.ttl {
+        field(answer, at)
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .filter(|s| *s > 0)
+            .map(|s| now + Duration::from_secs(s))
+            .ok_or_else(|| missing("ttl", at))?
+    } else if let Some(at) = &m.expires {
+        field(answer, at)
+            .and_then(Value::as_str)
+            .and_then(|s| crate::status::parse_time(Some(s)))
+            .filter(|t| *t > now)
+            .ok_or_else(|| missing("expires", at))?
+    } else {
+        now + lifetime
+    };
+    Ok(MintedKey {
+        secret,
+        id,
+        lease,
+        expires_at,
+    })
+}
+
 fn as_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -144,45 +211,7 @@ impl KeyIssuer for VaultKeys {
                 path: m.path.clone(),
                 why: e.to_string(),
             })?;
-        let missing = |field: &'static str, at: &str| KeyError::Field {
-            issuer: self.name().to_string(),
-            path: m.path.clone(),
-            field,
-            at: at.to_string(),
-        };
-        let secret = field(&answer, &m.secret)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|s| Zeroizing::new(s.to_string()))
-            .ok_or_else(|| missing("secret", &m.secret))?;
-        let id = field(&answer, &m.id)
-            .and_then(as_text)
-            .ok_or_else(|| missing("id", &m.id))?;
-        let lease = match &m.lease {
-            Some(at) => Some(
-                field(&answer, at)
-                    .and_then(as_text)
-                    .ok_or_else(|| missing("lease", at))?,
-            ),
-            None => None,
-        };
-        let ttl = match &m.ttl {
-            Some(at) => field(&answer, at)
-                .and_then(|v| {
-                    v.as_u64()
-                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                })
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs)
-                .ok_or_else(|| missing("ttl", at))?,
-            None => lifetime,
-        };
-        Ok(MintedKey {
-            secret,
-            id,
-            lease,
-            expires_at: SystemTime::now() + ttl,
-        })
+        read_answer(self.name(), m, &answer, lifetime)
     }
 
     async fn revoke(&self, id: &str, lease: Option<&str>) -> Result<(), KeyError> {
@@ -199,6 +228,7 @@ impl KeyIssuer for VaultKeys {
                     Some(serde_json::json!({ "lease_id": lease })),
                 )
             }
+            Some(RevokeConfig::Command(_)) => return Ok(()),
             Some(RevokeConfig::Request { method, path, body }) => {
                 let vars = [("id", id), ("lease", lease.unwrap_or(""))];
                 let path = path.replace("{id}", id);
