@@ -28,6 +28,57 @@ pub struct KeyCredential {
     pub probes: Vec<Arc<dyn Probe>>,
 }
 
+/// One line for `rekey check`: the committed key (id, expiry) and when it
+/// renews, read from the journal without changing anything.
+pub fn describe(
+    cfg: &ApiKeyConfig,
+    store: &crate::store::Store,
+    now: std::time::SystemTime,
+) -> String {
+    let journal = store
+        .credential(&cfg.name)
+        .load_journal::<journal::KeyJournal>()
+        .ok()
+        .flatten();
+    let key = journal
+        .as_ref()
+        .and_then(|j| j.committed.clone().map(|k| (k, j.jitter_draw)));
+    let state = match key {
+        Some((k, draw)) => {
+            let at = |s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+            if at(k.expires_at) <= now {
+                format!(
+                    "key {} expired at {} (will be minted at start)",
+                    k.id,
+                    crate::cert::rfc3339(at(k.expires_at))
+                )
+            } else {
+                let renew = crate::schedule::renewal_point(
+                    at(k.minted_at),
+                    at(k.expires_at),
+                    cfg.renew_before,
+                    task::JITTER,
+                    draw,
+                );
+                format!(
+                    "key {} valid until {} (renews at {})",
+                    k.id,
+                    crate::cert::rfc3339(at(k.expires_at)),
+                    crate::cert::rfc3339(renew)
+                )
+            }
+        }
+        None => "no key yet (will be minted at start)".to_string(),
+    };
+    format!(
+        "  {:<16} issuer={:<10} api_key {} -> {}",
+        cfg.name,
+        cfg.issuer,
+        state,
+        cfg.file.display()
+    )
+}
+
 /// One running API key task.
 struct KeyRunning {
     config: ApiKeyConfig,
@@ -77,6 +128,7 @@ impl Engine {
             self.permits.clone(),
             self.alerter.clone(),
             self.metrics.clone(),
+            self.settings.backstop,
         );
         let join = tokio::spawn(t.run(rx, stop_rx));
         self.handle

@@ -22,7 +22,7 @@ use crate::{cert, schedule};
 /// Revocation retries back off up to this.
 const MAX_REVOKE_PAUSE: u64 = 300;
 /// Renewal jitter: up to 5% of the lifetime.
-const JITTER: Share = Share::Fraction(0.05);
+pub(super) const JITTER: Share = Share::Fraction(0.05);
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -78,6 +78,8 @@ pub(super) struct KeyTask {
     last_error: Option<String>,
     renewing: bool,
     handoff: Handoff,
+    /// Slow re-check of the key file (file events for it are not watched).
+    backstop: Duration,
 }
 
 impl KeyTask {
@@ -88,6 +90,7 @@ impl KeyTask {
         permits: Arc<Semaphore>,
         alerter: Alerter,
         metrics: Metrics,
+        backstop: Duration,
     ) -> KeyTask {
         KeyTask {
             store: store.credential(&k.config.name),
@@ -106,6 +109,7 @@ impl KeyTask {
             last_error: None,
             renewing: false,
             handoff: Handoff::Pending,
+            backstop,
         }
     }
 
@@ -127,12 +131,18 @@ impl KeyTask {
                 let _ = self.rotate().await;
                 continue;
             }
-            let mut wake = due;
+            let backstop_at = now + self.backstop;
+            let mut wake = due.min(backstop_at);
             if let Some(r) = self.journal.revokes.iter().map(|r| at(r.at)).min() {
                 wake = wake.min(r);
             }
+            let backstop_due = wake == backstop_at;
             tokio::select! {
-                _ = tokio::time::sleep(schedule::until(wake, now)) => {}
+                _ = tokio::time::sleep(schedule::until(wake, now)) => {
+                    if backstop_due {
+                        self.check_file().await;
+                    }
+                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Rotate(reply)) => {
                         let outcome = self.rotate().await;
@@ -270,8 +280,21 @@ impl KeyTask {
             }
         }
         self.check_file().await;
-        if self.journal.committed.is_some() && !self.probes.is_empty() {
-            self.handoff = Handoff::Pending;
+        // Learn at once whether the app uses the committed key.
+        if let Some(k) = self
+            .journal
+            .committed
+            .clone()
+            .filter(|_| !self.probes.is_empty())
+        {
+            let g = self.generation_of(&k, self.load_secret(k.generation));
+            let budget = self.cfg.verify.settle + Duration::from_millis(500);
+            let v =
+                handoff::await_generation(&self.probes, &g, budget, self.cfg.verify.settle, true)
+                    .await;
+            if v == Verdict::Verified {
+                self.handoff = Handoff::Verified;
+            }
         }
     }
 
@@ -622,6 +645,7 @@ impl KeyTask {
                 .committed
                 .as_ref()
                 .is_some_and(|k| at(k.expires_at) > now);
+        let old_was_verified = self.handoff == Handoff::Verified;
         self.handoff = Handoff::Failed;
         if can_roll_back {
             self.set_step(key.generation, KeyStep::RollingBack, Some(key.clone()))?;
@@ -629,6 +653,21 @@ impl KeyTask {
             // The new key was never used: revoke it now.
             self.abandon(&key);
             self.revoke_due(SystemTime::now()).await;
+            // Only a key the app was seen using can be checked again.
+            if let Some(old) = self.journal.committed.clone().filter(|_| old_was_verified) {
+                let g = self.generation_of(&old, self.load_secret(old.generation));
+                let v = handoff::await_generation(
+                    &self.probes,
+                    &g,
+                    self.cfg.verify.timeout,
+                    self.cfg.verify.settle,
+                    false,
+                )
+                .await;
+                if let Verdict::Failed { detail, .. } = v {
+                    tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not use the previous key either");
+                }
+            }
         } else {
             self.commit(key.clone(), false);
         }
