@@ -366,6 +366,10 @@ impl KeyTask {
         for i in due {
             let r = self.journal.revokes[i].clone();
             match self.issuer.revoke(&r.id, r.lease.as_deref()).await {
+                Ok(()) if self.cfg.revoke.is_none() => {
+                    tracing::info!(credential = %self.cfg.name, id = %r.id, "no revoke configured; the key is left to expire");
+                    done.push(i);
+                }
                 Ok(()) => {
                     tracing::info!(credential = %self.cfg.name, id = %r.id, event = "revoked", "revoked the key");
                     done.push(i);
@@ -376,7 +380,7 @@ impl KeyTask {
                 }
                 Err(e) => {
                     let attempts = r.attempts + 1;
-                    let pause = (1u64 << attempts.min(8)).min(MAX_REVOKE_PAUSE);
+                    let pause = (1u64 << attempts.min(9)).min(MAX_REVOKE_PAUSE);
                     tracing::warn!(credential = %self.cfg.name, id = %r.id, error = %e, retry_in_s = pause, attempts, event = "revoke_failed", "cannot revoke the key; retrying");
                     if attempts == 1 || attempts % 10 == 0 {
                         let a = Alert::new(
@@ -722,5 +726,19 @@ impl KeyTask {
         self.status_tx.send_modify(|snap| {
             snap.insert(name, s);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_hash_is_12_hex_digits_and_not_the_secret() {
+        let h = short_hash("s.supersecret");
+        assert!(h.starts_with("sha256:"), "{h}");
+        assert_eq!(h.len(), "sha256:".len() + 12);
+        assert!(h["sha256:".len()..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(h, short_hash("s.supersecreT"));
     }
 }

@@ -253,6 +253,41 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn mint(ttl: Option<&str>, expires: Option<&str>) -> MintConfig {
+        MintConfig {
+            method: "POST".into(),
+            path: "keys".into(),
+            headers: vec![],
+            body: None,
+            command: vec![],
+            secret: "k.secret".into(),
+            id: "k.id".into(),
+            ttl: ttl.map(Into::into),
+            expires: expires.map(Into::into),
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn answers_give_secret_id_and_expiry_and_errors_name_the_field_not_the_secret() {
+        let hour = Duration::from_secs(3600);
+        let a = json!({"k": {"secret": "hunter2", "id": 42, "ttl": "60", "exp": "2099-01-01T00:00:00Z"}});
+        let k = read_answer("svc", &mint(Some("k.ttl"), None), &a, hour).unwrap();
+        assert_eq!((k.secret.as_str(), k.id.as_str()), ("hunter2", "42"));
+        let left = k.expires_at.duration_since(SystemTime::now()).unwrap();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+        let k = read_answer("svc", &mint(None, Some("k.exp")), &a, hour).unwrap();
+        assert_eq!(crate::cert::rfc3339(k.expires_at), "2099-01-01T00:00:00Z");
+        assert!(!format!("{k:?}").contains("hunter2"));
+        let mut m = mint(None, None);
+        m.id = "k.nope".into();
+        let e = read_answer("svc", &m, &a, hour).unwrap_err().to_string();
+        assert!(
+            e.contains("k.nope") && e.contains("svc") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn fields_and_templates() {
         let v = json!({"auth": {"client_token": "s.x", "lease_duration": 60}, "list": ["a"]});
