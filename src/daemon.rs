@@ -11,13 +11,15 @@ use crate::alert::{AlertError, Alerter};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
+use crate::engine::apikey::KeyCredential;
 use crate::engine::{Credential, Engine, Reconciled, Settings};
 use crate::handoff::probe::{ExecProbe, HttpProbe, TlsProbe};
 use crate::handoff::reload::{ExecReload, HttpReload, NoReload, SignalReload, Target};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::acme::Acme;
+use crate::issuer::keys::{ExecKeys, HttpKeys, KeyIssuer, VaultKeys};
 use crate::issuer::local_ca::LocalCa;
-use crate::issuer::vault::VaultIssuer;
+use crate::issuer::vault::{VaultClient, VaultIssuer};
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -78,6 +80,8 @@ pub fn build_issuers(
             }
             IssuerConfig::Acme(c) => Arc::new(Acme::open(name, store.root(), c)?),
             IssuerConfig::Vault(c) => Arc::new(VaultIssuer::new(name, c)?),
+            // API key issuers: built per key in `key_credentials`.
+            IssuerConfig::HttpKeys(_) | IssuerConfig::ExecKeys(_) => continue,
         };
         out.insert(name.clone(), issuer);
     }
@@ -89,8 +93,17 @@ pub type HandoffParts = (Arc<dyn Reload>, Vec<Arc<dyn Probe>>);
 
 /// Build the reload backend and the probes of one certificate.
 pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError> {
+    build_handoff_parts(&c.name, &c.reload, &c.verify)
+}
+
+/// Build a reload backend and probes (certificates and API keys).
+pub fn build_handoff_parts(
+    name: &str,
+    reload: &ReloadConfig,
+    verify: &crate::config::VerifyConfig,
+) -> Result<HandoffParts, DaemonError> {
     let fail = |why: String| DaemonError::Handoff {
-        credential: c.name.clone(),
+        credential: name.to_string(),
         why,
     };
     let any_cert = || {
@@ -98,7 +111,7 @@ pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError>
             .map(Arc::new)
             .map_err(fail)
     };
-    let reload: Arc<dyn Reload> = match &c.reload {
+    let reload: Arc<dyn Reload> = match reload {
         ReloadConfig::None => Arc::new(NoReload),
         ReloadConfig::Signal { signal, target } => {
             let target = match target {
@@ -125,7 +138,7 @@ pub fn build_handoff(c: &CertificateConfig) -> Result<HandoffParts, DaemonError>
         }),
     };
     let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
-    for p in &c.verify.probes {
+    for p in &verify.probes {
         probes.push(match p {
             ProbeConfig::Tls {
                 connect,
@@ -184,7 +197,12 @@ impl Running {
     pub async fn reload(&mut self, config: &Config) -> Result<Reconciled, DaemonError> {
         let issuers = build_issuers(config, &self.store)?;
         let credentials = credentials(config, &issuers)?;
-        let changes = self.engine.reconcile(credentials).await;
+        let mut changes = self.engine.reconcile(credentials).await;
+        let keys = key_credentials(config)?;
+        let k = self.engine.reconcile_keys(keys).await;
+        changes.added.extend(k.added);
+        changes.removed.extend(k.removed);
+        changes.changed.extend(k.changed);
         self.watcher = watch_files(&self.engine);
         Ok(changes)
     }
@@ -225,6 +243,60 @@ fn credentials(
         out.push(Credential {
             config: c.clone(),
             issuer: issuer.clone(),
+            reload,
+            probes,
+        });
+    }
+    Ok(out)
+}
+
+/// One engine task per `[[api_key]]`; each vault issuer's client is shared
+/// by its keys (one login, one token).
+fn key_credentials(config: &Config) -> Result<Vec<KeyCredential>, DaemonError> {
+    let mut clients: BTreeMap<String, VaultClient> = BTreeMap::new();
+    let mut out = Vec::new();
+    for k in &config.api_keys {
+        let setup = |e: crate::issuer::keys::KeyError| IssuerError::Setup {
+            issuer: k.issuer.clone(),
+            message: e.to_string(),
+        };
+        // Config validation guarantees a key issuer.
+        let issuer: Arc<dyn KeyIssuer> = match config.issuers.get(&k.issuer) {
+            Some(IssuerConfig::Vault(vc)) => {
+                let client = match clients.get(&k.issuer) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c =
+                            VaultClient::new(&k.issuer, vc).map_err(|e| IssuerError::Setup {
+                                issuer: k.issuer.clone(),
+                                message: e.to_string(),
+                            })?;
+                        clients.insert(k.issuer.clone(), c.clone());
+                        c
+                    }
+                };
+                Arc::new(VaultKeys {
+                    client,
+                    mint: k.mint.clone(),
+                    revoke: k.revoke.clone(),
+                })
+            }
+            Some(IssuerConfig::HttpKeys(hc)) => {
+                Arc::new(HttpKeys::new(&k.issuer, hc, &k.mint, k.revoke.as_ref()).map_err(setup)?)
+            }
+            Some(IssuerConfig::ExecKeys(ec)) => Arc::new(ExecKeys {
+                name: k.issuer.clone(),
+                cfg: ec.clone(),
+                mint: k.mint.clone(),
+                revoke: k.revoke.clone(),
+                credential: k.name.clone(),
+            }),
+            _ => continue,
+        };
+        let (reload, probes) = build_handoff_parts(&k.name, &k.reload, &k.verify)?;
+        out.push(KeyCredential {
+            config: k.clone(),
+            issuer,
             reload,
             probes,
         });
@@ -273,6 +345,8 @@ pub async fn start(
         alerter.clone(),
         metrics.clone(),
     );
+    let mut engine = engine;
+    engine.start_keys(key_credentials(config)?);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut addr = None;
     if let Some((listener, bound)) = listener {
@@ -289,7 +363,7 @@ pub async fn start(
     let watcher = watch_files(&engine);
     tracing::info!(
         config = %config.path.display(),
-        credentials = config.certificates.len(),
+        credentials = config.certificates.len() + config.api_keys.len(),
         "rekey running"
     );
     Ok(Running {

@@ -17,9 +17,10 @@ pub fn check(config: &Config, now: SystemTime) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: valid; {} certificate(s), {} issuer(s), state dir {}",
+        "{}: valid; {} certificate(s), {} api key(s), {} issuer(s), state dir {}",
         config.path.display(),
         config.certificates.len(),
+        config.api_keys.len(),
         config.issuers.len(),
         config.daemon.state_dir.display()
     );
@@ -63,6 +64,9 @@ pub fn check(config: &Config, now: SystemTime) -> String {
             renew,
             c.key_type.as_str()
         );
+    }
+    for k in &config.api_keys {
+        let _ = writeln!(out, "{}", crate::engine::apikey::describe(k, &store, now));
     }
     out
 }

@@ -341,7 +341,10 @@ fn check_url(
 }
 
 /// `headers = { Name = "value", Other = { file = "/path" } }`.
-fn headers(t: &mut TableReader<'_, '_>, base: &Path) -> Result<Vec<HeaderConfig>, ConfigError> {
+pub(super) fn headers(
+    t: &mut TableReader<'_, '_>,
+    base: &Path,
+) -> Result<Vec<HeaderConfig>, ConfigError> {
     let Some(v) = t.take("headers") else {
         return Ok(Vec::new());
     };

@@ -66,6 +66,12 @@ pub(super) fn certificates(
             return Err(src.err(format!("{at}.issuer"), Some(rc.issuer.span()), msg));
         }
 
+        if let Some(i @ (IssuerConfig::HttpKeys(_) | IssuerConfig::ExecKeys(_))) =
+            issuers.get(rc.issuer.get_ref())
+        {
+            let msg = format!("issuer \"{}\" is of type {}, which mints API keys only; use it from an [[api_key]]", rc.issuer.get_ref(), i.type_name());
+            return Err(src.err(format!("{at}.issuer"), Some(rc.issuer.span()), msg));
+        }
         let c = certificate(src, base, &at, span.clone(), rc)?;
         if let Some(IssuerConfig::Acme(acme)) = issuers.get(&c.issuer) {
             super::acme::check_names(acme, &c)

@@ -38,12 +38,14 @@ pub(super) fn parse(
     }
     let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
+    let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
     let config = Config {
         path: path.to_path_buf(),
         daemon,
         issuers,
         certificates,
         alerts,
+        api_keys,
     };
     Ok((config, state_dir_span))
 }
@@ -153,7 +155,12 @@ fn issuer(
             "an issuer name must not be empty",
         ));
     }
-    let tag = t.tag(&["local-ca", "acme", "vault"])?;
+    let tag = t.tag(&["local-ca", "acme", "vault", "http", "exec"])?;
+    if tag.get_ref() == "http" || tag.get_ref() == "exec" {
+        let i = super::apikey::key_issuer(src, base, &mut t, tag.get_ref())?;
+        t.finish()?;
+        return Ok(i);
+    }
     if tag.get_ref() == "acme" {
         let acme = super::acme::issuer(&mut t, base)?;
         t.finish()?;

@@ -7,6 +7,7 @@
 
 mod acme;
 mod alert;
+mod apikey;
 mod certificate;
 mod convert;
 mod error;
@@ -30,6 +31,9 @@ pub use alert::{
     AlertConfig, ExecConfig, HeaderConfig, HeaderSource, HttpConfig, SinkConfig, UrlSource,
     WebhookConfig, WebhookFormat, DEFAULT_ALERT_RETRIES, DEFAULT_ALERT_TIMEOUT,
 };
+pub use apikey::{
+    ApiKeyConfig, ExecKeysConfig, HttpKeysConfig, KeyFormat, MintConfig, RevokeConfig,
+};
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use vault::{
@@ -49,6 +53,8 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     /// The `[[alert]]` sinks, in file order.
     pub alerts: Vec<AlertConfig>,
+    /// The `[[api_key]]` entries, in file order.
+    pub api_keys: Vec<ApiKeyConfig>,
 }
 
 impl Config {
@@ -130,6 +136,10 @@ pub enum IssuerConfig {
     Acme(AcmeConfig),
     /// `type = "vault"`: Vault or OpenBao PKI.
     Vault(VaultConfig),
+    /// `type = "http"`: a generic HTTP key service (API keys only).
+    HttpKeys(HttpKeysConfig),
+    /// `type = "exec"`: commands that mint and revoke API keys.
+    ExecKeys(ExecKeysConfig),
 }
 
 impl IssuerConfig {
@@ -139,6 +149,8 @@ impl IssuerConfig {
             IssuerConfig::LocalCa(_) => "local-ca",
             IssuerConfig::Acme(_) => "acme",
             IssuerConfig::Vault(_) => "vault",
+            IssuerConfig::HttpKeys(_) => "http",
+            IssuerConfig::ExecKeys(_) => "exec",
         }
     }
 }

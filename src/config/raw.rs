@@ -22,6 +22,30 @@ pub(super) struct RawConfig {
     pub certificate: Vec<Spanned<RawCertificate>>,
     #[serde(default)]
     pub alert: Vec<Spanned<RawTagged>>,
+    #[serde(default)]
+    pub api_key: Vec<Spanned<RawApiKey>>,
+}
+
+/// `[[api_key]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApiKey {
+    pub name: Spanned<String>,
+    pub issuer: Spanned<String>,
+    pub file: Spanned<String>,
+    pub format: Option<Spanned<String>>,
+    pub env_var: Option<Spanned<String>>,
+    pub key_mode: Option<Spanned<toml::Value>>,
+    pub owner: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub lifetime: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub overlap: Option<Spanned<String>>,
+    pub mint: Spanned<RawTagged>,
+    pub revoke: Option<Spanned<RawTagged>>,
+    pub reload: Option<Spanned<RawTagged>>,
+    pub verify: Option<Spanned<RawVerify>>,
+    pub on_failure: Option<Spanned<String>>,
 }
 
 /// `[daemon]`.

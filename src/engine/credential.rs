@@ -318,6 +318,7 @@ impl Task {
                 .iter()
                 .map(|t| (t.kind, t.path.clone()))
                 .collect(),
+            ..Generation::default()
         }
     }
 

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
 
+pub mod apikey;
 mod credential;
 pub mod disk;
 pub mod journal;
@@ -157,6 +158,7 @@ pub struct Engine {
     permits: Arc<Semaphore>,
     alerter: Alerter,
     metrics: Metrics,
+    keys: apikey::KeyTasks,
 }
 
 /// The files of a certificate credential, with modes and ownership.
@@ -200,6 +202,7 @@ impl Engine {
             permits: Arc::new(Semaphore::new(settings.max_concurrent_rotations.max(1))),
             alerter,
             metrics,
+            keys: apikey::KeyTasks::default(),
         };
         for c in credentials {
             engine.spawn(c);
@@ -307,6 +310,7 @@ impl Engine {
     /// Ask every task to stop after its current step, and wait for them.
     pub async fn shutdown(mut self) {
         self.backstop.abort();
+        self.keys.shutdown().await;
         for r in self.tasks.values() {
             let _ = r.stop.send(true);
         }

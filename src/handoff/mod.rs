@@ -21,8 +21,18 @@ const MAX_PAUSE: Duration = Duration::from_millis(250);
 /// While settling, probes run at least this often.
 const SETTLE_PAUSE: Duration = Duration::from_millis(25);
 
+/// An API key's secret, handed only to probe headers; never printed.
+#[derive(Clone, Default)]
+pub struct Secret(pub std::sync::Arc<zeroize::Zeroizing<String>>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// What a reload or probe needs to know about the generation being handed over.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Generation {
     /// Credential name.
     pub credential: String,
@@ -36,6 +46,10 @@ pub struct Generation {
     pub not_after: String,
     /// Published files.
     pub files: Vec<(FileKind, PathBuf)>,
+    /// An API key's id (`{key_id}`, `REKEY_KEY_ID`).
+    pub key_id: Option<String>,
+    /// An API key's secret, for `{secret}` in probe headers only.
+    pub secret: Option<Secret>,
 }
 
 impl Generation {
@@ -48,6 +62,9 @@ impl Generation {
             ("REKEY_SERIAL".to_string(), self.serial.clone()),
             ("REKEY_NOT_AFTER".to_string(), self.not_after.clone()),
         ];
+        if let Some(id) = &self.key_id {
+            env.push(("REKEY_KEY_ID".to_string(), id.clone()));
+        }
         for (kind, path) in &self.files {
             env.push((
                 format!("REKEY_FILE_{}", kind.as_str().to_ascii_uppercase()),
@@ -62,6 +79,16 @@ impl Generation {
         template
             .replace("{fingerprint}", &self.fingerprint)
             .replace("{serial}", &self.serial)
+            .replace("{key_id}", self.key_id.as_deref().unwrap_or(""))
+    }
+
+    /// Fill a probe header: like [`Generation::fill`], plus `{secret}`.
+    pub fn fill_header(&self, template: &str) -> String {
+        let v = self.fill(template);
+        match &self.secret {
+            Some(s) => v.replace("{secret}", s.0.as_str()),
+            None => v,
+        }
     }
 }
 
@@ -250,6 +277,7 @@ mod tests {
             serial: "01".into(),
             not_after: "2030-01-01T00:00:00Z".into(),
             files: vec![],
+            ..Generation::default()
         }
     }
 

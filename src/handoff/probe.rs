@@ -91,7 +91,7 @@ impl Probe for HttpProbe {
         let headers: Vec<(String, String)> = self
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), g.fill(v)))
+            .map(|(k, v)| (k.clone(), g.fill_header(v)))
             .collect();
         match httpc::send(
             "GET",

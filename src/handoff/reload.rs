@@ -215,6 +215,7 @@ mod tests {
             serial: "01".into(),
             not_after: "2030-01-01T00:00:00Z".into(),
             files: vec![],
+            ..Generation::default()
         }
     }
 

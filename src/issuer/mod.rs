@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use crate::cert::Names;
 
 pub mod acme;
+pub mod keys;
 pub mod local_ca;
 pub mod vault;
 mod window;

@@ -165,3 +165,28 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Sto
         .unwrap_or_default();
     fsutil::replace_file(&dir, &name, bytes, mode)
 }
+
+/// Atomically replace `path` with `bytes`, owner and mode set before any byte
+/// is written (temp, fsync, rename, dir fsync): for API key files.
+pub fn write_secret_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<(), StoreError> {
+    let dir = fsutil::parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = fsutil::temp_path(&dir, &name);
+    let result = fsutil::write_new_file(&tmp, bytes, mode, uid, gid).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e))
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp); // best effort
+        return Err(e);
+    }
+    fsutil::fsync_dir(&dir)
+}
