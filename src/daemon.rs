@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::alert::{AlertError, Alerter};
+use crate::audit::{Audit, AuditError, AuditEvent, Entry};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
@@ -62,6 +63,9 @@ pub enum DaemonError {
     /// The admin token file could not be read.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The audit log could not be opened.
+    #[error("daemon.audit_log: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// Build one issuer object per `[issuer.NAME]`.
@@ -168,6 +172,7 @@ pub struct Running {
     engine: Engine,
     store: Arc<Store>,
     alerter: Alerter,
+    audit: Audit,
     stop: tokio::sync::watch::Sender<bool>,
     watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
@@ -183,7 +188,7 @@ impl Running {
     /// Apply a reloaded config: credentials added, removed or changed.
     pub async fn reload(&mut self, config: &Config) -> Result<Reconciled, DaemonError> {
         let issuers = build_issuers(config, &self.store)?;
-        let credentials = credentials(config, &issuers)?;
+        let credentials = credentials(config, &issuers, &self.audit)?;
         let changes = self.engine.reconcile(credentials).await;
         self.watcher = watch_files(&self.engine);
         Ok(changes)
@@ -214,6 +219,7 @@ impl Running {
 fn credentials(
     config: &Config,
     issuers: &BTreeMap<String, Arc<dyn Issuer>>,
+    audit: &Audit,
 ) -> Result<Vec<Credential>, DaemonError> {
     let mut out = Vec::new();
     for c in &config.certificates {
@@ -227,6 +233,7 @@ fn credentials(
             issuer: issuer.clone(),
             reload,
             probes,
+            audit: audit.clone(),
         });
     }
     Ok(out)
@@ -257,8 +264,12 @@ pub async fn start(
         None => None,
     };
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
+    let audit = match &config.daemon.audit_log {
+        Some(path) => Audit::open(path, config.daemon.audit_max_size)?,
+        None => Audit::none(),
+    };
     let issuers = build_issuers(config, &store)?;
-    let credentials = credentials(config, &issuers)?;
+    let credentials = credentials(config, &issuers, &audit)?;
     let listener = match config.daemon.listen {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
@@ -287,6 +298,12 @@ pub async fn start(
         tokio::spawn(notify::watchdog_task(engine.handle(), period, stop_rx));
     }
     let watcher = watch_files(&engine);
+    audit.record(config_entry(
+        AuditEvent::ConfigLoaded,
+        config,
+        "success",
+        None,
+    ));
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len(),
@@ -296,6 +313,7 @@ pub async fn start(
         engine,
         store,
         alerter,
+        audit,
         stop,
         watcher,
         addr,
@@ -366,6 +384,12 @@ async fn reload(running: &mut Running, config: &mut Config) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, event = "config_rejected", "SIGHUP: the new config is invalid; keeping the running one");
+            running.audit.record(config_entry(
+                AuditEvent::ConfigReloaded,
+                config,
+                "rejected",
+                Some(e.to_string()),
+            ));
             return;
         }
     };
@@ -378,10 +402,41 @@ async fn reload(running: &mut Running, config: &mut Config) {
     match running.reload(&new).await {
         Ok(changes) => {
             tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, event = "config_reloaded", "SIGHUP: config reloaded");
+            let what = format!(
+                "added {:?}, removed {:?}, changed {:?}",
+                changes.added, changes.removed, changes.changed
+            );
+            running.audit.record(config_entry(
+                AuditEvent::ConfigReloaded,
+                &new,
+                "success",
+                Some(what),
+            ));
             *config = new;
         }
         Err(e) => {
             tracing::error!(error = %e, event = "config_rejected", "SIGHUP: cannot apply the new config; keeping the running one");
+            running.audit.record(config_entry(
+                AuditEvent::ConfigReloaded,
+                config,
+                "rejected",
+                Some(e.to_string()),
+            ));
         }
     }
+}
+
+/// A config event naming the file (the reason says what changed or why not).
+fn config_entry(
+    event: AuditEvent,
+    config: &Config,
+    outcome: &str,
+    reason: Option<String>,
+) -> Entry {
+    let reason = reason.unwrap_or_else(|| format!("{} credentials", config.certificates.len()));
+    Entry::daemon(
+        event,
+        outcome,
+        Some(format!("{}: {reason}", config.path.display())),
+    )
 }

@@ -1,5 +1,6 @@
 //! rekey: a credential-rotation sidecar. See DESIGN.md for the architecture.
 pub mod alert;
+pub mod audit;
 pub mod cert;
 pub mod client;
 pub mod config;

@@ -27,6 +27,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain over the rotated files and the current one; exit 1 naming the first bad line.
+    Verify {
+        /// Config file (its daemon.audit_log is read).
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+        /// The audit log itself, instead of the config's daemon.audit_log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -90,6 +108,28 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         pid_file: PathBuf,
+    },
+    /// Print the audit log readably, or check its hash chain (`audit verify`).
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        /// Config file (its daemon.audit_log is read).
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+        /// The audit log itself, instead of the config's daemon.audit_log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Only this credential's records.
+        #[arg(long)]
+        credential: Option<String>,
+        /// Only records since T (RFC 3339 like 2026-11-23T19:00:00Z, or a duration ago like 24h).
+        #[arg(long)]
+        since: Option<String>,
     },
     /// Show the certificates and keys in files, and whether keys match.
     Inspect {
@@ -202,6 +242,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime()?.block_on(demo::app::run(opts))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            action: Some(AuditAction::Verify { config, file }),
+            ..
+        } => {
+            let path = match audit_path(&config, file) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            audit_cmd::verify(&path)
+        }
+        Command::Audit {
+            action: None,
+            config,
+            file,
+            credential,
+            since,
+        } => {
+            let path = match audit_path(&config, file) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            audit_cmd::show(&path, credential, since.as_deref())
         }
         Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
         Command::Rotate {
@@ -329,5 +392,84 @@ async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Re
             );
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// The audit log named by `--file`, else by the config's `daemon.audit_log`.
+fn audit_path(config: &Path, file: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    let config = load(config)?;
+    config.daemon.audit_log.ok_or_else(|| {
+        eprintln!(
+            "rekey: {} sets no daemon.audit_log; set it, or pass --file PATH",
+            config.path.display()
+        );
+        ExitCode::from(2)
+    })
+}
+
+/// `rekey audit` and `rekey audit verify`.
+mod audit_cmd {
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::time::SystemTime;
+
+    use rekey::audit;
+
+    /// Check the chain; 0 when intact, 1 naming the first bad line.
+    pub fn verify(path: &Path) -> anyhow::Result<ExitCode> {
+        if audit::files(path).is_empty() {
+            eprintln!("rekey: audit log {} does not exist", path.display());
+            return Ok(ExitCode::from(1));
+        }
+        match audit::verify(path)? {
+            Ok(ok) => {
+                println!(
+                    "audit log intact: {} records in {} file(s), oldest first: {}",
+                    ok.records,
+                    ok.files.len(),
+                    ok.files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(broken) => {
+                println!("audit log BROKEN at {broken}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+
+    /// Print the records, filtered.
+    pub fn show(
+        path: &Path,
+        credential: Option<String>,
+        since: Option<&str>,
+    ) -> anyhow::Result<ExitCode> {
+        let since = match since {
+            None => None,
+            Some(s) => match humantime::parse_rfc3339_weak(s) {
+                Ok(t) => Some(t),
+                Err(_) => match humantime::parse_duration(s) {
+                    Ok(d) => SystemTime::now().checked_sub(d),
+                    Err(_) => {
+                        eprintln!("rekey: --since {s:?}: write a time like 2026-11-23T19:00:00Z or a duration ago like 24h");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+            },
+        };
+        let filter = audit::Filter { credential, since };
+        for (_, _, r) in audit::read_all(path)? {
+            if filter.accepts(&r) {
+                println!("{}", audit::format(&r));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }

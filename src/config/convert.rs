@@ -124,6 +124,20 @@ fn daemon(
         }
         d.admin_token_file = Some(resolve(base, s.get_ref()));
     }
+    if let Some(s) = &raw.audit_log {
+        if s.get_ref().is_empty() {
+            return Err(src.err(
+                "daemon.audit_log",
+                Some(s.span()),
+                "must not be empty; name the audit log file, or leave the key out",
+            ));
+        }
+        d.audit_log = Some(resolve(base, s.get_ref()));
+    }
+    if let Some(v) = &raw.audit_max_size {
+        d.audit_max_size = values::size(v.get_ref())
+            .map_err(|m| src.err("daemon.audit_max_size", Some(v.span()), m))?;
+    }
     // Anyone who can reach a non-loopback endpoint could force rotations
     // (and burn CA rate limits) unless a token guards it.
     if let (Some(addr), Some(s)) = (d.listen, &raw.listen) {

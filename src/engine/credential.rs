@@ -10,6 +10,7 @@ use super::disk::{self, DiskState};
 use super::journal::{recovery, Ari, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::{Alert, Alerter, Event};
+use crate::audit::AuditEvent;
 use crate::cert::{self, CertInfo, Names};
 use crate::config::CertificateConfig;
 use crate::handoff::{self, Generation, Probe, Reload, Verdict};
@@ -48,6 +49,7 @@ pub(super) struct Task {
     pub(super) reload: Arc<dyn Reload>,
     pub(super) probes: Vec<Arc<dyn Probe>>,
     pub(super) alerter: Alerter,
+    pub(super) audit: crate::audit::Audit,
     pub(super) metrics: Metrics,
     pub(super) store: CredentialStore,
     pub(super) journal: Journal,
@@ -91,6 +93,7 @@ impl Task {
             reload: c.reload,
             probes: c.probes,
             alerter,
+            audit: c.audit,
             metrics,
             journal: Journal::default(),
             current: None,
@@ -351,6 +354,14 @@ impl Task {
         );
         alert.generation = Some(generation);
         self.alerter.raise(alert);
+        self.audit.gen(
+            &self.cfg,
+            AuditEvent::Tampered,
+            generation,
+            &cur.info.fingerprint,
+            "restoring",
+            Some(&what.join(", ")),
+        );
         if cur.info.not_after <= SystemTime::now() {
             return; // expired: the due logic rotates instead
         }

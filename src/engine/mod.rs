@@ -45,6 +45,8 @@ pub struct Credential {
     pub reload: Arc<dyn Reload>,
     /// How the handoff is proven (from `config.verify`); empty = unverified.
     pub probes: Vec<Arc<dyn Probe>>,
+    /// Where its events are recorded (a no-op when `daemon.audit_log` is unset).
+    pub audit: crate::audit::Audit,
 }
 
 /// Engine-wide settings.

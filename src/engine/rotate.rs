@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::credential::{Current, Task};
 use super::journal::{Pending, Step};
 use crate::alert::{Alert, Event};
+use crate::audit::AuditEvent;
 use crate::cert::{self, CertInfo, IssuedPem};
 use crate::config::OnFailure;
 use crate::handoff::{self, Verdict};
@@ -190,11 +191,25 @@ impl Task {
         let (material, info) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
+                self.audit.cert(
+                    &self.cfg,
+                    AuditEvent::Issued,
+                    "failure",
+                    Some(&e.to_string()),
+                );
                 self.journal.pending = None;
                 self.save_and_prune();
                 return Err(e);
             }
         };
+        self.audit.gen(
+            &self.cfg,
+            AuditEvent::Issued,
+            g,
+            &info.fingerprint,
+            "success",
+            None,
+        );
         self.set_pending(g, Step::Staging)?;
         if let Err(e) = self.store.stage(g, &material) {
             self.journal.pending = None;
@@ -228,10 +243,26 @@ impl Task {
                     tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
+            self.audit.gen(
+                &self.cfg,
+                AuditEvent::Published,
+                g,
+                &next.info.fingerprint,
+                "failure",
+                Some(&e.to_string()),
+            );
             self.journal.pending = None;
             self.save_and_prune();
             return Err(self.store_err(e));
         }
+        self.audit.gen(
+            &self.cfg,
+            AuditEvent::Published,
+            g,
+            &next.info.fingerprint,
+            "success",
+            None,
+        );
         self.set_pending(g, Step::Handoff)?;
         let gen = self.generation_of(&next);
         // Bootstrap: with no earlier generation the app may not run yet (a
@@ -239,14 +270,40 @@ impl Task {
         let bootstrap = self.current.is_none();
         let verdict = match self.reload.reload(&gen).await {
             Err(e) if bootstrap => {
+                self.audit.gen(
+                    &self.cfg,
+                    AuditEvent::Reloaded,
+                    g,
+                    &gen.fingerprint,
+                    "failure",
+                    Some(&e.to_string()),
+                );
                 tracing::info!(credential = %self.cfg.name, error = %e, "reload failed before the app ever ran; waiting for it");
                 Verdict::Unreachable(e.to_string())
             }
-            Err(e) => Verdict::Failed {
-                served: None,
-                detail: e.to_string(),
-            },
+            Err(e) => {
+                self.audit.gen(
+                    &self.cfg,
+                    AuditEvent::Reloaded,
+                    g,
+                    &gen.fingerprint,
+                    "failure",
+                    Some(&e.to_string()),
+                );
+                Verdict::Failed {
+                    served: None,
+                    detail: e.to_string(),
+                }
+            }
             Ok(()) => {
+                self.audit.gen(
+                    &self.cfg,
+                    AuditEvent::Reloaded,
+                    g,
+                    &gen.fingerprint,
+                    "success",
+                    None,
+                );
                 handoff::await_generation(
                     &self.probes,
                     &gen,
@@ -258,6 +315,7 @@ impl Task {
             }
         };
         self.last_handoff = Some(published.elapsed());
+        self.audit.verdict(&self.cfg, &gen, &verdict);
         match verdict {
             Verdict::Verified | Verdict::Unverified => {
                 let was_failed = self.handoff == Handoff::Failed || self.failures > 0;
@@ -374,6 +432,14 @@ impl Task {
         a.not_after = Some(gen.not_after.clone());
         a.rolled_back = Some(can_roll_back);
         self.alerter.raise(a);
+        self.audit.gen(
+            &self.cfg,
+            AuditEvent::RolledBack,
+            gen.generation,
+            &gen.fingerprint,
+            if can_roll_back { "rolled_back" } else { "kept" },
+            Some(&message),
+        );
         Err(RotateError::Handoff {
             credential: self.cfg.name.clone(),
             generation: gen.generation,
