@@ -173,6 +173,7 @@ pub struct Running {
     store: Arc<Store>,
     alerter: Alerter,
     audit: Audit,
+    metrics: Metrics,
     stop: tokio::sync::watch::Sender<bool>,
     watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
@@ -189,6 +190,8 @@ impl Running {
     pub async fn reload(&mut self, config: &Config) -> Result<Reconciled, DaemonError> {
         let issuers = build_issuers(config, &self.store)?;
         let credentials = credentials(config, &issuers, &self.audit)?;
+        self.alerter.set_owners(&config.certificates);
+        self.metrics.set_teams(&config.certificates);
         let changes = self.engine.reconcile(credentials).await;
         self.watcher = watch_files(&self.engine);
         Ok(changes)
@@ -270,6 +273,8 @@ pub async fn start(
     };
     let issuers = build_issuers(config, &store)?;
     let credentials = credentials(config, &issuers, &audit)?;
+    alerter.set_owners(&config.certificates);
+    metrics.set_teams(&config.certificates);
     let listener = match config.daemon.listen {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
@@ -288,7 +293,7 @@ pub async fn start(
     let mut addr = None;
     if let Some((listener, bound)) = listener {
         tracing::info!(addr = %bound, admin_token = token.is_some(), "endpoint listening");
-        let endpoint = Endpoint::new(engine.handle(), metrics, token);
+        let endpoint = Endpoint::new(engine.handle(), metrics.clone(), token);
         tokio::spawn(server::serve(listener, endpoint, stop_rx.clone()));
         addr = Some(bound);
     }
@@ -314,6 +319,7 @@ pub async fn start(
         store,
         alerter,
         audit,
+        metrics,
         stop,
         watcher,
         addr,

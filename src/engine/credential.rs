@@ -535,7 +535,8 @@ impl Task {
 
     pub(super) fn publish_status(&self) {
         let now = SystemTime::now();
-        let mut s = CredentialStatus::starting(&self.cfg.name, "certificate", &self.cfg.issuer);
+        let mut s = CredentialStatus::starting(&self.cfg.name, "certificate", &self.cfg.issuer)
+            .owned_by(&self.cfg);
         s.state = match &self.current {
             _ if self.renewing => State::Renewing,
             None => State::Missing,

@@ -197,7 +197,8 @@ impl Engine {
     fn spawn(&mut self, c: Credential) {
         let name = c.config.name.clone();
         let config = c.config.clone();
-        let starting = CredentialStatus::starting(&name, "certificate", &c.config.issuer);
+        let starting =
+            CredentialStatus::starting(&name, "certificate", &c.config.issuer).owned_by(&c.config);
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
         });
