@@ -399,6 +399,18 @@ async fn reload(running: &mut Running, config: &mut Config) {
             return;
         }
     };
+    let violations = crate::config::evaluate_policy(&new);
+    if !violations.is_empty() {
+        let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        tracing::error!(violations = %list.join("; "), event = "config_rejected", "SIGHUP: the new config violates [policy]; keeping the running one");
+        running.audit.record(config_entry(
+            AuditEvent::ConfigReloaded,
+            config,
+            "rejected",
+            Some(format!("policy: {}", list.join("; "))),
+        ));
+        return;
+    }
     if new.daemon != config.daemon {
         tracing::warn!("SIGHUP: [daemon] settings changed; they take effect at the next restart");
     }

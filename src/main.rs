@@ -191,6 +191,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let violations = rekey::config::evaluate_policy(&config);
+            if !violations.is_empty() {
+                eprintln!(
+                    "rekey: {} violates [policy]; refusing to start:",
+                    config.path.display()
+                );
+                for v in &violations {
+                    eprintln!("  {v}");
+                }
+                return Ok(ExitCode::from(2));
+            }
             init_logging(config.daemon.log_format);
             // Before the runtime starts threads: init edits the environment.
             notify::init();
@@ -204,7 +215,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             print!("{}", report::check(&config, SystemTime::now()));
-            Ok(ExitCode::SUCCESS)
+            let violations = rekey::config::evaluate_policy(&config);
+            if violations.is_empty() {
+                if config.policy.is_some() {
+                    println!("policy: every credential complies");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("policy: {} violation(s):", violations.len());
+            for v in &violations {
+                println!("  {v}");
+            }
+            Ok(ExitCode::from(1))
         }
         Command::Inspect { files } => match report::inspect(&files, SystemTime::now()) {
             Ok(text) => {

@@ -78,3 +78,109 @@ fn alerts_filtered_by_team_or_label_reach_only_the_matching_sink() {
     );
     assert!(!metrics.contains("staging"), "labels stay out of metrics");
 }
+
+/// `rekey CMD -c CONFIG`: (exit code, stdout + stderr).
+fn rekey(cmd: &str, config: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(common::bin())
+        .args([cmd, "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn policy_violations_are_each_named_by_check_and_refused_by_run() {
+    let strict = "[policy]\nmax_lifetime = \"398d\"\nmin_rsa_bits = 3072\nallowed_issuers = [\"dev\"]\nkey_files_private = true\nrequire_verify = true\n";
+    let probe = "verify = { type = \"exec\", command = [\"true\"] }";
+    // (extra keys of the certificate, the rule named, the key named)
+    let table = [
+        (
+            format!("lifetime = \"400d\"\n{probe}"),
+            "max_lifetime",
+            "certificate[0].lifetime",
+        ),
+        (
+            format!("key_type = \"rsa-2048\"\n{probe}"),
+            "min_rsa_bits",
+            "certificate[0].key_type",
+        ),
+        (
+            format!("key_mode = \"0640\"\n{probe}"),
+            "key_files_private",
+            "certificate[0].key_mode",
+        ),
+        (String::new(), "require_verify", "certificate[0].verify"),
+    ];
+    for (extra, rule, key) in &table {
+        let env = Env::new();
+        let cfg = env.write_config(&(env.cert_section("web", extra) + strict));
+        let (code, out) = rekey("check", &cfg);
+        assert_eq!(code, 1, "{rule}: {out}");
+        assert!(
+            out.contains(&format!("web: {key} breaks policy.{rule}")),
+            "{rule}: {out}"
+        );
+        assert!(out.contains("policy: 1 violation(s)"), "{rule}: {out}");
+        let (code, out) = rekey("run", &cfg);
+        assert_eq!(code, 2, "run must refuse ({rule}): {out}");
+        assert!(out.contains(&format!("policy.{rule}")), "{out}");
+    }
+
+    // An issuer outside allowed_issuers.
+    let env = Env::new();
+    let cfg = env.write_config(
+        &(env.cert_section("web", probe) + "[policy]\nallowed_issuers = [\"vault\"]\n"),
+    );
+    let (code, out) = rekey("check", &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("web: certificate[0].issuer breaks policy.allowed_issuers"),
+        "{out}"
+    );
+
+    // Every violation at once is listed, not just the first.
+    let env = Env::new();
+    let all = "lifetime = \"400d\"\nkey_type = \"rsa-2048\"\nkey_mode = \"0644\"";
+    let cfg = env.write_config(&(env.cert_section("web", all) + strict));
+    let (code, out) = rekey("check", &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("policy: 4 violation(s)"), "{out}");
+
+    // Compliant, and a waived verify = none: both pass.
+    let env = Env::new();
+    let certs = env.cert_section("web", probe)
+        + &env.cert_section(
+            "legacy",
+            "policy_waiver = \"app cannot be probed; JIRA-123\"",
+        )
+        + strict;
+    let cfg = env.write_config(&certs);
+    let (code, out) = rekey("check", &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("every credential complies"), "{out}");
+}
+
+#[test]
+fn sighup_keeps_the_running_config_when_the_new_one_violates_policy() {
+    let env = Env::new();
+    let policy = "[policy]\nrequire_verify = true\n";
+    let probe = "verify = { type = \"exec\", command = [\"true\"] }";
+    env.write_config(&(env.cert_section("web", probe) + policy));
+    let d = env.start();
+    wait_for(Duration::from_secs(20), "first issuance", || {
+        (cred_status(d.addr, "web")?["generation"] == 1).then_some(())
+    });
+    env.write_config(&(env.cert_section("web", probe) + &env.cert_section("bad", "") + policy));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the rejection", || {
+        env.log().contains("violates [policy]").then_some(())
+    });
+    assert!(
+        cred_status(d.addr, "bad").is_none(),
+        "a violating credential was started"
+    );
+    assert!(cred_status(d.addr, "web").is_some());
+}

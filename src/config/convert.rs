@@ -38,12 +38,17 @@ pub(super) fn parse(
     }
     let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
+    let policy = match raw.policy {
+        Some(t) => Some(super::policy::policy(&src, t)?),
+        None => None,
+    };
     let config = Config {
         path: path.to_path_buf(),
         daemon,
         issuers,
         certificates,
         alerts,
+        policy,
     };
     Ok((config, state_dir_span))
 }

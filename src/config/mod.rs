@@ -11,6 +11,7 @@ mod certificate;
 mod convert;
 mod error;
 mod handoff;
+mod policy;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ pub use alert::{
 };
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
+pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
 };
@@ -49,6 +51,8 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     /// The `[[alert]]` sinks, in file order.
     pub alerts: Vec<AlertConfig>,
+    /// The `[policy]` guardrails, when the table is present.
+    pub policy: Option<PolicyConfig>,
 }
 
 impl Config {

@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub certificate: Vec<Spanned<RawCertificate>>,
     #[serde(default)]
     pub alert: Vec<Spanned<RawTagged>>,
+    pub policy: Option<Spanned<RawTagged>>,
 }
 
 /// `[daemon]`.
