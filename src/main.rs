@@ -131,6 +131,20 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Evidence for an access review: per credential team, issuer, age, last verified handoff, rotations, failures, policy.
+    Report {
+        /// Config file.
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the certificates and keys in files, and whether keys match.
     Inspect {
         /// PEM files.
@@ -287,6 +301,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             audit_cmd::show(&path, credential, since.as_deref())
+        }
+        Command::Report { config, json } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let now = SystemTime::now();
+            let r = rekey::evidence::build(&config, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", rekey::evidence::text(&r, now));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
         Command::Rotate {

@@ -121,6 +121,20 @@ fn audit_chain_verifies_across_size_rotation_and_names_edited_deleted_reordered_
     assert_eq!(issued, 7);
     no_key_material(&env, "web");
 
+    // The evidence report counts what the log shows.
+    let r = report(&cfg);
+    let web = &r["credentials"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["team"], "payments");
+    assert_eq!(web["generation"], 7);
+    assert_eq!(web["failures"], 0);
+    assert!(web["last_verified_handoff"].is_string(), "{web}");
+    assert_eq!(web["policy"][0], "no policy");
+    assert_eq!(
+        r["credentials"][1]["last_verified_handoff"],
+        serde_json::Value::Null
+    );
+
     let name = rotated.display().to_string();
     let check = |what: &str, orig: String| {
         let (code, out) = verify(&cfg);
@@ -137,6 +151,21 @@ fn audit_chain_verifies_across_size_rotation_and_names_edited_deleted_reordered_
     let orig = tamper(&rotated, |l| l.swap(2, 3));
     check("reordered", orig);
     assert_eq!(verify(&cfg).0, 0, "restored log must verify again");
+}
+
+/// `rekey report --json -c CONFIG`.
+fn report(config: &Path) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["report", "--json", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// No line of the published key's PEM body appears in any audit file.
@@ -180,6 +209,10 @@ fn failed_reload_leaves_reloaded_failure_and_rolled_back_records() {
     no_key_material(&env, "web");
     let (code, out) = verify(&cfg);
     assert_eq!(code, 0, "{out}");
+    let web = &report(&cfg)["credentials"][0];
+    assert_eq!(web["rotations"], 2, "{web}");
+    assert_eq!(web["failures"], 1, "{web}");
+    assert_eq!(web["generation"], 1, "{web}");
 
     // `rekey audit --credential web` prints the records readably.
     let out = Command::new(bin())
