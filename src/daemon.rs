@@ -271,6 +271,13 @@ pub async fn start(
         Some(path) => Audit::open(path, config.daemon.audit_max_size)?,
         None => Audit::none(),
     };
+    // Before the engine starts, so a run's first record names the config it runs.
+    audit.record(config_entry(
+        AuditEvent::ConfigLoaded,
+        config,
+        "success",
+        None,
+    ));
     let issuers = build_issuers(config, &store)?;
     let credentials = credentials(config, &issuers, &audit)?;
     alerter.set_owners(&config.certificates);
@@ -303,12 +310,6 @@ pub async fn start(
         tokio::spawn(notify::watchdog_task(engine.handle(), period, stop_rx));
     }
     let watcher = watch_files(&engine);
-    audit.record(config_entry(
-        AuditEvent::ConfigLoaded,
-        config,
-        "success",
-        None,
-    ));
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len(),
