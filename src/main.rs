@@ -109,6 +109,17 @@ enum Command {
         #[arg(long)]
         pid_file: PathBuf,
     },
+    /// Ask a running daemon to retire NAME: stop it, remove its published files, record and alert `retired`.
+    Retire {
+        /// Credential name.
+        name: String,
+        /// The daemon's endpoint (daemon.listen).
+        #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
+        addr: SocketAddr,
+        /// File holding the admin token (the daemon's daemon.admin_token_file).
+        #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
     /// Print the audit log readably, or check its hash chain (`audit verify`).
     Audit {
         #[command(subcommand)]
@@ -301,6 +312,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             audit_cmd::show(&path, credential, since.as_deref())
+        }
+        Command::Retire {
+            name,
+            addr,
+            token_file,
+        } => {
+            let token = match token_file {
+                Some(path) => Some(read_token(&path)?),
+                None => None,
+            };
+            runtime()?.block_on(retire(addr, &name, token.as_deref().map(|t| t.as_str())))
         }
         Command::Report { config, json } => {
             let config = match load(&config) {
@@ -521,5 +543,44 @@ mod audit_cmd {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `rekey retire NAME`: 0 retired, 1 failed, 2 unknown name or refused.
+async fn retire(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/retire/{name}");
+    let reply =
+        client::request_with_token(addr, Method::POST, &path, Duration::from_secs(130), token)
+            .await?;
+    let v: serde_json::Value = serde_json::from_str(&reply.body)
+        .with_context(|| format!("unexpected answer from {addr} (HTTP {})", reply.status))?;
+    match reply.status {
+        200 => {
+            println!(
+                "{name}: retired; removed {}; {}",
+                v["removed"].as_array().map_or(0, Vec::len),
+                v["detail"].as_str().unwrap_or("")
+            );
+            println!("remove it from the config too, or the next start issues it again");
+            Ok(ExitCode::SUCCESS)
+        }
+        401 | 403 | 404 => {
+            eprintln!(
+                "rekey: retire refused (HTTP {}): {}",
+                reply.status,
+                v["error"].as_str().unwrap_or("not allowed")
+            );
+            Ok(ExitCode::from(2))
+        }
+        _ => {
+            eprintln!(
+                "rekey: {name}: retire failed: {}",
+                v["detail"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .unwrap_or("unknown error")
+            );
+            Ok(ExitCode::from(1))
+        }
     }
 }

@@ -42,13 +42,14 @@ pub const SUCCESS: &str = "success";
 pub const FAILURE: &str = "failure";
 
 /// The alert events of DESIGN.md, used to pre-create series per sink.
-pub const ALERT_EVENTS: [&str; 6] = [
+pub const ALERT_EVENTS: [&str; 7] = [
     "renewal_failed",
     "handoff_failed",
     "expiring",
     "expired",
     "tampered",
     "recovered",
+    "retired",
 ];
 
 /// Upper bounds of the rotation duration buckets, in seconds: a local CA

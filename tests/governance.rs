@@ -184,3 +184,90 @@ fn sighup_keeps_the_running_config_when_the_new_one_violates_policy() {
     );
     assert!(cred_status(d.addr, "web").is_some());
 }
+
+#[test]
+fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
+    let env = Env::new();
+    let hook = Receiver::start(Some(200));
+    let certs = env.cert_section("web", "team = \"payments\"")
+        + &env.cert_section("sym", "swap = \"symlink\"")
+        + &format!(
+            "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = [\"retired\"]\n",
+            hook.url("/hook")
+        );
+    let cfg = env.write_config(&certs);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[daemon]\n",
+        &format!(
+            "[daemon]\naudit_log = \"{}\"\n",
+            env.path("audit.log").display()
+        ),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let d = env.start();
+    wait_for(Duration::from_secs(20), "first issuance", || {
+        (cred_status(d.addr, "web")?["state"] == "valid"
+            && cred_status(d.addr, "sym")?["state"] == "valid")
+            .then_some(())
+    });
+    for name in ["web", "sym"] {
+        let out = std::process::Command::new(common::bin())
+            .args(["retire", name, "--addr", &d.addr.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("not revoked"), "{text}");
+        let dir = env.path("tls").join(name);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{name}: files left: {left:?}");
+        assert!(
+            cred_status(d.addr, name).is_none(),
+            "{name} still in /status"
+        );
+        let (code, _) = http(d.addr, "POST", &format!("/v1/rotate/{name}")).unwrap();
+        assert_eq!(code, 404);
+    }
+    wait_for(Duration::from_secs(10), "two retired alerts", || {
+        (hook.requests().len() >= 2).then_some(())
+    });
+    let a = hook.requests()[0].json();
+    assert_eq!(a["event"], "retired");
+    let web_alert = hook
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .find(|a| a["credential"] == "web")
+        .unwrap();
+    assert_eq!(web_alert["team"], "payments");
+    let log = std::fs::read_to_string(env.path("audit.log")).unwrap();
+    let retired: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "retired")
+        .collect();
+    assert_eq!(retired.len(), 2, "{log}");
+    assert!(retired.iter().all(
+        |r| r["outcome"] == "retired" && r["reason"].as_str().unwrap().contains("not revoked")
+    ));
+    let (code, out) = rekey_audit_verify(&cfg);
+    assert_eq!(code, 0, "{out}");
+}
+
+fn rekey_audit_verify(config: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(common::bin())
+        .args(["audit", "verify", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}

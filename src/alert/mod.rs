@@ -55,17 +55,20 @@ pub enum Event {
     Tampered,
     /// Everything is fine again after a failure event.
     Recovered,
+    /// The credential was decommissioned (`rekey retire`).
+    Retired,
 }
 
 impl Event {
     /// Every event, in the order shown to users.
-    pub const ALL: [Event; 6] = [
+    pub const ALL: [Event; 7] = [
         Event::RenewalFailed,
         Event::HandoffFailed,
         Event::Expiring,
         Event::Expired,
         Event::Tampered,
         Event::Recovered,
+        Event::Retired,
     ];
 
     /// The wire and config spelling, e.g. "handoff_failed".
@@ -77,6 +80,7 @@ impl Event {
             Event::Expired => "expired",
             Event::Tampered => "tampered",
             Event::Recovered => "recovered",
+            Event::Retired => "retired",
         }
     }
 
@@ -90,7 +94,7 @@ impl Event {
         match self {
             Event::HandoffFailed | Event::Expired => Severity::Critical,
             Event::RenewalFailed | Event::Tampered | Event::Expiring => Severity::Warning,
-            Event::Recovered => Severity::Info,
+            Event::Recovered | Event::Retired => Severity::Info,
         }
     }
 }

@@ -162,6 +162,7 @@ impl Task {
                         let _ = reply.send(outcome);
                     }
                     Some(Command::FilesChanged) => self.check_files("file event").await,
+                    Some(Command::Retire(reply)) => return self.retire(reply).await,
                     None => break,
                 },
                 _ = shutdown.changed() => break,

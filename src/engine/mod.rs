@@ -20,8 +20,10 @@ use crate::store::{Store, Target};
 mod credential;
 pub mod disk;
 pub mod journal;
+mod retire;
 mod rotate;
 
+pub use retire::RetireOutcome;
 pub use rotate::RotateError;
 
 /// Errors a caller of the engine can see.
@@ -65,6 +67,8 @@ pub(crate) enum Command {
     Rotate(oneshot::Sender<RotateOutcome>),
     /// Something changed in a directory holding our files.
     FilesChanged,
+    /// Remove the files, record and alert `retired`, then stop.
+    Retire(oneshot::Sender<retire::RetireOutcome>),
 }
 
 /// Senders to the running credential tasks, by name; changed by a config reload.
