@@ -227,3 +227,38 @@ fn failed_reload_leaves_reloaded_failure_and_rolled_back_records() {
         "{text}"
     );
 }
+
+#[test]
+fn tampering_and_a_kept_failed_handoff_leave_their_records() {
+    let env = Env::new();
+    let certs = env.cert_section("web", "")
+        + &env.cert_section(
+            "keep",
+            "on_failure = \"keep\"\nverify = { type = \"exec\", command = [\"false\"], timeout = \"1s\" }",
+        );
+    let cfg = config(&env, "", &certs);
+    let d = env.start();
+    wait_for(Duration::from_secs(20), "first issuance", || {
+        (cred_status(d.addr, "web")?["state"] == "valid"
+            && cred_status(d.addr, "keep")?["generation"] == 1)
+            .then_some(())
+    });
+    std::fs::write(env.path("tls/web/cert.pem"), "not a certificate\n").unwrap();
+    wait_for(Duration::from_secs(10), "the tampered record", || {
+        has(&records(&env), "web", "tampered", "restoring").then_some(())
+    });
+    let (code, body) = http(d.addr, "POST", "/v1/rotate/keep").unwrap();
+    assert_eq!(code, 502, "{body}");
+    wait_for(Duration::from_secs(10), "the kept record", || {
+        has(&records(&env), "keep", "rolled_back", "kept").then_some(())
+    });
+    assert_eq!(d.terminate(), Some(0));
+    let recs = records(&env);
+    let t = recs.iter().find(|r| r["event"] == "tampered").unwrap();
+    assert_eq!(t["generation"], 1);
+    assert!(t["reason"].as_str().unwrap().contains("cert.pem"), "{t}");
+    assert!(has(&recs, "keep", "verified", "failed"));
+    no_key_material(&env, "web");
+    no_key_material(&env, "keep");
+    assert_eq!(verify(&cfg).0, 0);
+}
