@@ -298,6 +298,28 @@ impl Audit {
         self.record(e);
     }
 
+    /// Record a reload's result for `gen` and pass it through unchanged.
+    pub fn reloaded<E: std::fmt::Display>(
+        &self,
+        cfg: &CertificateConfig,
+        gen: &Generation,
+        result: Result<(), E>,
+    ) -> Result<(), E> {
+        let (outcome, reason) = match &result {
+            Ok(()) => ("success", None),
+            Err(e) => ("failure", Some(e.to_string())),
+        };
+        self.gen(
+            cfg,
+            AuditEvent::Reloaded,
+            gen.generation,
+            &gen.fingerprint,
+            outcome,
+            reason.as_deref(),
+        );
+        result
+    }
+
     /// Record the probes' verdict on `gen` as a `verified` event.
     pub fn verdict(&self, cfg: &CertificateConfig, gen: &Generation, verdict: &Verdict) {
         let (outcome, reason) = match verdict {

@@ -268,42 +268,19 @@ impl Task {
         // Bootstrap: with no earlier generation the app may not run yet (a
         // native sidecar starts first); a missing app is not a failure.
         let bootstrap = self.current.is_none();
-        let verdict = match self.reload.reload(&gen).await {
+        let verdict = match self
+            .audit
+            .reloaded(&self.cfg, &gen, self.reload.reload(&gen).await)
+        {
             Err(e) if bootstrap => {
-                self.audit.gen(
-                    &self.cfg,
-                    AuditEvent::Reloaded,
-                    g,
-                    &gen.fingerprint,
-                    "failure",
-                    Some(&e.to_string()),
-                );
                 tracing::info!(credential = %self.cfg.name, error = %e, "reload failed before the app ever ran; waiting for it");
                 Verdict::Unreachable(e.to_string())
             }
-            Err(e) => {
-                self.audit.gen(
-                    &self.cfg,
-                    AuditEvent::Reloaded,
-                    g,
-                    &gen.fingerprint,
-                    "failure",
-                    Some(&e.to_string()),
-                );
-                Verdict::Failed {
-                    served: None,
-                    detail: e.to_string(),
-                }
-            }
+            Err(e) => Verdict::Failed {
+                served: None,
+                detail: e.to_string(),
+            },
             Ok(()) => {
-                self.audit.gen(
-                    &self.cfg,
-                    AuditEvent::Reloaded,
-                    g,
-                    &gen.fingerprint,
-                    "success",
-                    None,
-                );
                 handoff::await_generation(
                     &self.probes,
                     &gen,
