@@ -298,6 +298,70 @@ impl Audit {
         self.record(e);
     }
 
+    /// `issued` / success for generation `g`.
+    pub fn issued(&self, cfg: &CertificateConfig, g: u64, fp: &str) {
+        self.gen(cfg, AuditEvent::Issued, g, fp, "success", None);
+    }
+
+    /// `issued` / failure: the issuer refused or the answer was invalid.
+    pub fn issue_failed(&self, cfg: &CertificateConfig, e: &dyn std::fmt::Display) {
+        self.cert(cfg, AuditEvent::Issued, "failure", Some(&e.to_string()));
+    }
+
+    /// `published` / success.
+    pub fn published(&self, cfg: &CertificateConfig, g: u64, fp: &str) {
+        self.gen(cfg, AuditEvent::Published, g, fp, "success", None);
+    }
+
+    /// `published` / failure (the committed generation was put back).
+    pub fn publish_failed(
+        &self,
+        cfg: &CertificateConfig,
+        g: u64,
+        fp: &str,
+        e: &dyn std::fmt::Display,
+    ) {
+        self.gen(
+            cfg,
+            AuditEvent::Published,
+            g,
+            fp,
+            "failure",
+            Some(&e.to_string()),
+        );
+    }
+
+    /// `rolled_back` / rolled_back, or / kept when the new generation stays.
+    pub fn rolled_back(
+        &self,
+        cfg: &CertificateConfig,
+        gen: &Generation,
+        rolled_back: bool,
+        why: &str,
+    ) {
+        let outcome = if rolled_back { "rolled_back" } else { "kept" };
+        self.gen(
+            cfg,
+            AuditEvent::RolledBack,
+            gen.generation,
+            &gen.fingerprint,
+            outcome,
+            Some(why),
+        );
+    }
+
+    /// `tampered` / restoring, naming the changed files.
+    pub fn tampered(&self, cfg: &CertificateConfig, g: u64, fp: &str, files: &[String]) {
+        self.gen(
+            cfg,
+            AuditEvent::Tampered,
+            g,
+            fp,
+            "restoring",
+            Some(&files.join(", ")),
+        );
+    }
+
     /// Record a reload's result for `gen` and pass it through unchanged.
     pub fn reloaded<E: std::fmt::Display>(
         &self,

@@ -10,7 +10,6 @@ use super::disk::{self, DiskState};
 use super::journal::{recovery, Ari, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::{Alert, Alerter, Event};
-use crate::audit::AuditEvent;
 use crate::cert::{self, CertInfo, Names};
 use crate::config::CertificateConfig;
 use crate::handoff::{self, Generation, Probe, Reload, Verdict};
@@ -355,14 +354,8 @@ impl Task {
         );
         alert.generation = Some(generation);
         self.alerter.raise(alert);
-        self.audit.gen(
-            &self.cfg,
-            AuditEvent::Tampered,
-            generation,
-            &cur.info.fingerprint,
-            "restoring",
-            Some(&what.join(", ")),
-        );
+        self.audit
+            .tampered(&self.cfg, generation, &cur.info.fingerprint, &what);
         if cur.info.not_after <= SystemTime::now() {
             return; // expired: the due logic rotates instead
         }

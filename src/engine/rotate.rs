@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 use super::credential::{Current, Task};
 use super::journal::{Pending, Step};
 use crate::alert::{Alert, Event};
-use crate::audit::AuditEvent;
 use crate::cert::{self, CertInfo, IssuedPem};
 use crate::config::OnFailure;
 use crate::handoff::{self, Verdict};
@@ -191,25 +190,13 @@ impl Task {
         let (material, info) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
-                self.audit.cert(
-                    &self.cfg,
-                    AuditEvent::Issued,
-                    "failure",
-                    Some(&e.to_string()),
-                );
+                self.audit.issue_failed(&self.cfg, &e);
                 self.journal.pending = None;
                 self.save_and_prune();
                 return Err(e);
             }
         };
-        self.audit.gen(
-            &self.cfg,
-            AuditEvent::Issued,
-            g,
-            &info.fingerprint,
-            "success",
-            None,
-        );
+        self.audit.issued(&self.cfg, g, &info.fingerprint);
         self.set_pending(g, Step::Staging)?;
         if let Err(e) = self.store.stage(g, &material) {
             self.journal.pending = None;
@@ -243,26 +230,13 @@ impl Task {
                     tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
-            self.audit.gen(
-                &self.cfg,
-                AuditEvent::Published,
-                g,
-                &next.info.fingerprint,
-                "failure",
-                Some(&e.to_string()),
-            );
+            self.audit
+                .publish_failed(&self.cfg, g, &next.info.fingerprint, &e);
             self.journal.pending = None;
             self.save_and_prune();
             return Err(self.store_err(e));
         }
-        self.audit.gen(
-            &self.cfg,
-            AuditEvent::Published,
-            g,
-            &next.info.fingerprint,
-            "success",
-            None,
-        );
+        self.audit.published(&self.cfg, g, &next.info.fingerprint);
         self.set_pending(g, Step::Handoff)?;
         let gen = self.generation_of(&next);
         // Bootstrap: with no earlier generation the app may not run yet (a
@@ -409,14 +383,8 @@ impl Task {
         a.not_after = Some(gen.not_after.clone());
         a.rolled_back = Some(can_roll_back);
         self.alerter.raise(a);
-        self.audit.gen(
-            &self.cfg,
-            AuditEvent::RolledBack,
-            gen.generation,
-            &gen.fingerprint,
-            if can_roll_back { "rolled_back" } else { "kept" },
-            Some(&message),
-        );
+        self.audit
+            .rolled_back(&self.cfg, &gen, can_roll_back, &message);
         Err(RotateError::Handoff {
             credential: self.cfg.name.clone(),
             generation: gen.generation,
