@@ -40,6 +40,9 @@ fn cred(dir: &std::path::Path, kt: KeyType, swap: SwapMode) -> CertificateConfig
         reload: ReloadConfig::None,
         verify: VerifyConfig::default(),
         on_failure: rekey::config::OnFailure::Rollback,
+        team: None,
+        labels: Default::default(),
+        policy_waiver: None,
     }
 }
 
@@ -70,6 +73,7 @@ fn main() {
                 issuer: ca.clone(),
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],
+                audit: rekey::audit::Audit::none(),
             })
             .collect();
         let engine = Engine::start(

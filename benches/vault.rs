@@ -279,6 +279,9 @@ fn main() {
             reload: ReloadConfig::None,
             verify: VerifyConfig::default(),
             on_failure: OnFailure::Rollback,
+            team: None,
+            labels: Default::default(),
+            policy_waiver: None,
         };
         let engine = Engine::start(
             store,
@@ -287,6 +290,7 @@ fn main() {
                 issuer: issuer.clone() as Arc<dyn Issuer>,
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],
+                audit: rekey::audit::Audit::none(),
             }],
             Settings { max_concurrent_rotations: 1, backstop: Duration::from_secs(3600) },
             rekey::alert::Alerter::noop(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::alert::{AlertError, Alerter};
+use crate::audit::{Audit, AuditError, AuditEvent, Entry};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
@@ -64,6 +65,9 @@ pub enum DaemonError {
     /// The admin token file could not be read.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The audit log could not be opened.
+    #[error("daemon.audit_log: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// Build one issuer object per `[issuer.NAME]`.
@@ -181,6 +185,8 @@ pub struct Running {
     engine: Engine,
     store: Arc<Store>,
     alerter: Alerter,
+    audit: Audit,
+    metrics: Metrics,
     stop: tokio::sync::watch::Sender<bool>,
     watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
@@ -196,7 +202,9 @@ impl Running {
     /// Apply a reloaded config: credentials added, removed or changed.
     pub async fn reload(&mut self, config: &Config) -> Result<Reconciled, DaemonError> {
         let issuers = build_issuers(config, &self.store)?;
-        let credentials = credentials(config, &issuers)?;
+        let credentials = credentials(config, &issuers, &self.audit)?;
+        self.alerter.set_owners(&config.certificates);
+        self.metrics.set_teams(&config.certificates);
         let mut changes = self.engine.reconcile(credentials).await;
         let keys = key_credentials(config)?;
         let k = self.engine.reconcile_keys(keys).await;
@@ -232,6 +240,7 @@ impl Running {
 fn credentials(
     config: &Config,
     issuers: &BTreeMap<String, Arc<dyn Issuer>>,
+    audit: &Audit,
 ) -> Result<Vec<Credential>, DaemonError> {
     let mut out = Vec::new();
     for c in &config.certificates {
@@ -245,6 +254,7 @@ fn credentials(
             issuer: issuer.clone(),
             reload,
             probes,
+            audit: audit.clone(),
         });
     }
     Ok(out)
@@ -329,8 +339,21 @@ pub async fn start(
         None => None,
     };
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
+    let audit = match &config.daemon.audit_log {
+        Some(path) => Audit::open(path, config.daemon.audit_max_size)?,
+        None => Audit::none(),
+    };
+    // Before the engine starts, so a run's first record names the config it runs.
+    audit.record(config_entry(
+        AuditEvent::ConfigLoaded,
+        config,
+        "success",
+        None,
+    ));
     let issuers = build_issuers(config, &store)?;
-    let credentials = credentials(config, &issuers)?;
+    let credentials = credentials(config, &issuers, &audit)?;
+    alerter.set_owners(&config.certificates);
+    metrics.set_teams(&config.certificates);
     let listener = match config.daemon.listen {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
@@ -351,7 +374,7 @@ pub async fn start(
     let mut addr = None;
     if let Some((listener, bound)) = listener {
         tracing::info!(addr = %bound, admin_token = token.is_some(), "endpoint listening");
-        let endpoint = Endpoint::new(engine.handle(), metrics, token);
+        let endpoint = Endpoint::new(engine.handle(), metrics.clone(), token);
         tokio::spawn(server::serve(listener, endpoint, stop_rx.clone()));
         addr = Some(bound);
     }
@@ -370,6 +393,8 @@ pub async fn start(
         engine,
         store,
         alerter,
+        audit,
+        metrics,
         stop,
         watcher,
         addr,
@@ -440,9 +465,27 @@ async fn reload(running: &mut Running, config: &mut Config) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, event = "config_rejected", "SIGHUP: the new config is invalid; keeping the running one");
+            running.audit.record(config_entry(
+                AuditEvent::ConfigReloaded,
+                config,
+                "rejected",
+                Some(e.to_string()),
+            ));
             return;
         }
     };
+    let violations = crate::config::evaluate_policy(&new);
+    if !violations.is_empty() {
+        let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        tracing::error!(violations = %list.join("; "), event = "config_rejected", "SIGHUP: the new config violates [policy]; keeping the running one");
+        running.audit.record(config_entry(
+            AuditEvent::ConfigReloaded,
+            config,
+            "rejected",
+            Some(format!("policy: {}", list.join("; "))),
+        ));
+        return;
+    }
     if new.daemon != config.daemon {
         tracing::warn!("SIGHUP: [daemon] settings changed; they take effect at the next restart");
     }
@@ -452,10 +495,41 @@ async fn reload(running: &mut Running, config: &mut Config) {
     match running.reload(&new).await {
         Ok(changes) => {
             tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, event = "config_reloaded", "SIGHUP: config reloaded");
+            let what = format!(
+                "added {:?}, removed {:?}, changed {:?}",
+                changes.added, changes.removed, changes.changed
+            );
+            running.audit.record(config_entry(
+                AuditEvent::ConfigReloaded,
+                &new,
+                "success",
+                Some(what),
+            ));
             *config = new;
         }
         Err(e) => {
             tracing::error!(error = %e, event = "config_rejected", "SIGHUP: cannot apply the new config; keeping the running one");
+            running.audit.record(config_entry(
+                AuditEvent::ConfigReloaded,
+                config,
+                "rejected",
+                Some(e.to_string()),
+            ));
         }
     }
+}
+
+/// A config event naming the file (the reason says what changed or why not).
+fn config_entry(
+    event: AuditEvent,
+    config: &Config,
+    outcome: &str,
+    reason: Option<String>,
+) -> Entry {
+    let reason = reason.unwrap_or_else(|| format!("{} credentials", config.certificates.len()));
+    Entry::daemon(
+        event,
+        outcome,
+        Some(format!("{}: {reason}", config.path.display())),
+    )
 }

@@ -5,12 +5,14 @@
 pub mod failpoint;
 
 pub mod alert;
+pub mod audit;
 pub mod cert;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod evidence;
 pub mod handoff;
 pub mod httpc;
 pub mod issuer;

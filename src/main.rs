@@ -27,6 +27,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain over the rotated files and the current one; exit 1 naming the first bad line.
+    Verify {
+        /// Config file (its daemon.audit_log is read).
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+        /// The audit log itself, instead of the config's daemon.audit_log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -91,6 +109,53 @@ enum Command {
         #[arg(long)]
         pid_file: PathBuf,
     },
+    /// Ask a running daemon to retire NAME: stop it, remove its published files, record and alert `retired`.
+    Retire {
+        /// Credential name.
+        name: String,
+        /// The daemon's endpoint (daemon.listen).
+        #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
+        addr: SocketAddr,
+        /// File holding the admin token (the daemon's daemon.admin_token_file).
+        #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Print the audit log readably, or check its hash chain (`audit verify`).
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        /// Config file (its daemon.audit_log is read).
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+        /// The audit log itself, instead of the config's daemon.audit_log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Only this credential's records.
+        #[arg(long)]
+        credential: Option<String>,
+        /// Only records since T (RFC 3339 like 2026-11-23T19:00:00Z, or a duration ago like 24h).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Evidence for an access review: per credential team, issuer, age, last verified handoff, rotations, failures, policy.
+    Report {
+        /// Config file.
+        #[arg(
+            short,
+            long,
+            env = "REKEY_CONFIG",
+            default_value = "/etc/rekey/rekey.toml"
+        )]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the certificates and keys in files, and whether keys match.
     Inspect {
         /// PEM files.
@@ -151,6 +216,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let violations = rekey::config::evaluate_policy(&config);
+            if !violations.is_empty() {
+                eprintln!(
+                    "rekey: {} violates [policy]; refusing to start:",
+                    config.path.display()
+                );
+                for v in &violations {
+                    eprintln!("  {v}");
+                }
+                return Ok(ExitCode::from(2));
+            }
             init_logging(config.daemon.log_format);
             // Before the runtime starts threads: init edits the environment.
             notify::init();
@@ -164,7 +240,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             print!("{}", report::check(&config, SystemTime::now()));
-            Ok(ExitCode::SUCCESS)
+            let violations = rekey::config::evaluate_policy(&config);
+            if violations.is_empty() {
+                if config.policy.is_some() {
+                    println!("policy: every credential complies");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("policy: {} violation(s):", violations.len());
+            for v in &violations {
+                println!("  {v}");
+            }
+            Ok(ExitCode::from(1))
         }
         Command::Inspect { files } => match report::inspect(&files, SystemTime::now()) {
             Ok(text) => {
@@ -201,6 +288,54 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 pid_file,
             };
             runtime()?.block_on(demo::app::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            action: Some(AuditAction::Verify { config, file }),
+            ..
+        } => {
+            let path = match audit_path(&config, file) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            audit_cmd::verify(&path)
+        }
+        Command::Audit {
+            action: None,
+            config,
+            file,
+            credential,
+            since,
+        } => {
+            let path = match audit_path(&config, file) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            audit_cmd::show(&path, credential, since.as_deref())
+        }
+        Command::Retire {
+            name,
+            addr,
+            token_file,
+        } => {
+            let token = match token_file {
+                Some(path) => Some(read_token(&path)?),
+                None => None,
+            };
+            runtime()?.block_on(retire(addr, &name, token.as_deref().map(|t| t.as_str())))
+        }
+        Command::Report { config, json } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let now = SystemTime::now();
+            let r = rekey::evidence::build(&config, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", rekey::evidence::text(&r, now));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
@@ -326,6 +461,124 @@ async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Re
             eprintln!(
                 "rekey: {name}: rotation failed: {}",
                 v["error"].as_str().unwrap_or("unknown error")
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The audit log named by `--file`, else by the config's `daemon.audit_log`.
+fn audit_path(config: &Path, file: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    let config = load(config)?;
+    config.daemon.audit_log.ok_or_else(|| {
+        eprintln!(
+            "rekey: {} sets no daemon.audit_log; set it, or pass --file PATH",
+            config.path.display()
+        );
+        ExitCode::from(2)
+    })
+}
+
+/// `rekey audit` and `rekey audit verify`.
+mod audit_cmd {
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::time::SystemTime;
+
+    use rekey::audit;
+
+    /// Check the chain; 0 when intact, 1 naming the first bad line.
+    pub fn verify(path: &Path) -> anyhow::Result<ExitCode> {
+        if audit::files(path).is_empty() {
+            eprintln!("rekey: audit log {} does not exist", path.display());
+            return Ok(ExitCode::from(1));
+        }
+        match audit::verify(path)? {
+            Ok(ok) => {
+                println!(
+                    "audit log intact: {} records in {} file(s), oldest first: {}",
+                    ok.records,
+                    ok.files.len(),
+                    ok.files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(broken) => {
+                println!("audit log BROKEN at {broken}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+
+    /// Print the records, filtered.
+    pub fn show(
+        path: &Path,
+        credential: Option<String>,
+        since: Option<&str>,
+    ) -> anyhow::Result<ExitCode> {
+        let since = match since {
+            None => None,
+            Some(s) => match humantime::parse_rfc3339_weak(s) {
+                Ok(t) => Some(t),
+                Err(_) => match humantime::parse_duration(s) {
+                    Ok(d) => SystemTime::now().checked_sub(d),
+                    Err(_) => {
+                        eprintln!("rekey: --since {s:?}: write a time like 2026-11-23T19:00:00Z or a duration ago like 24h");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+            },
+        };
+        let filter = audit::Filter { credential, since };
+        for (_, _, r) in audit::read_all(path)? {
+            if filter.accepts(&r) {
+                println!("{}", audit::format(&r));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `rekey retire NAME`: 0 retired, 1 failed, 2 unknown name or refused.
+async fn retire(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/retire/{name}");
+    let reply =
+        client::request_with_token(addr, Method::POST, &path, Duration::from_secs(130), token)
+            .await?;
+    let v: serde_json::Value = serde_json::from_str(&reply.body)
+        .with_context(|| format!("unexpected answer from {addr} (HTTP {})", reply.status))?;
+    match reply.status {
+        200 => {
+            println!(
+                "{name}: retired; removed {}; {}",
+                v["removed"].as_array().map_or(0, Vec::len),
+                v["detail"].as_str().unwrap_or("")
+            );
+            println!("remove it from the config too, or the next start issues it again");
+            Ok(ExitCode::SUCCESS)
+        }
+        401 | 403 | 404 => {
+            eprintln!(
+                "rekey: retire refused (HTTP {}): {}",
+                reply.status,
+                v["error"].as_str().unwrap_or("not allowed")
+            );
+            Ok(ExitCode::from(2))
+        }
+        _ => {
+            eprintln!(
+                "rekey: {name}: retire failed: {}",
+                v["detail"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .unwrap_or("unknown error")
             );
             Ok(ExitCode::from(1))
         }

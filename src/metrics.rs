@@ -13,10 +13,11 @@
 //! value stays right when a scrape is late, and alert rules compare it with
 //! `time()`.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,13 +42,14 @@ pub const SUCCESS: &str = "success";
 pub const FAILURE: &str = "failure";
 
 /// The alert events of DESIGN.md, used to pre-create series per sink.
-pub const ALERT_EVENTS: [&str; 6] = [
+pub const ALERT_EVENTS: [&str; 7] = [
     "renewal_failed",
     "handoff_failed",
     "expiring",
     "expired",
     "tampered",
     "recovered",
+    "retired",
 ];
 
 /// Upper bounds of the rotation duration buckets, in seconds: a local CA
@@ -64,17 +66,45 @@ pub enum MetricsError {
     Encode(#[from] std::fmt::Error),
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `{credential, kind[, team]}`: `team` only when configured, so credentials
+/// without one keep the label set they always had.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct CredentialLabels {
     credential: String,
     kind: String,
+    team: Option<String>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for CredentialLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("credential", self.credential.as_str()).encode(encoder.encode_label())?;
+        ("kind", self.kind.as_str()).encode(encoder.encode_label())?;
+        if let Some(team) = &self.team {
+            ("team", team.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// `{credential, kind, result[, team]}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct RotationLabels {
     credential: String,
     kind: String,
     result: String,
+    team: Option<String>,
+}
+
+impl EncodeLabelSet for RotationLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("credential", self.credential.as_str()).encode(encoder.encode_label())?;
+        ("kind", self.kind.as_str()).encode(encoder.encode_label())?;
+        ("result", self.result.as_str()).encode(encoder.encode_label())?;
+        if let Some(team) = &self.team {
+            ("team", team.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +143,8 @@ struct Inner {
     alerts: Family<AlertLabels, Counter>,
     /// Serializes scrapes: each one clears and refills the gauges.
     scrape: Mutex<()>,
+    /// Each credential's team (for the counters, which the engine bumps by name).
+    teams: RwLock<BTreeMap<String, String>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -198,6 +230,7 @@ impl Metrics {
                 issuer_requests,
                 alerts,
                 scrape: Mutex::new(()),
+                teams: RwLock::new(BTreeMap::new()),
             }),
         }
     }
@@ -211,12 +244,14 @@ impl Metrics {
     /// go into the histogram: a `failed` attempt stopped before publish,
     /// and its issuer time would blur the handoff's distribution.
     pub fn rotation(&self, credential: &str, kind: &str, result: &str, duration: Duration) {
+        let team = self.team(credential);
         self.inner
             .rotations
             .get_or_create(&RotationLabels {
                 credential: credential.to_string(),
                 kind: kind.to_string(),
                 result: result.to_string(),
+                team: team.clone(),
             })
             .inc();
         if result == ROTATION_FAILED {
@@ -227,8 +262,24 @@ impl Metrics {
             .get_or_create(&CredentialLabels {
                 credential: credential.to_string(),
                 kind: kind.to_string(),
+                team,
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Take each credential's `team` from the config (at start and on reload).
+    pub fn set_teams(&self, certs: &[crate::config::CertificateConfig]) {
+        let map = certs
+            .iter()
+            .filter_map(|c| c.team.clone().map(|t| (c.name.clone(), t)))
+            .collect();
+        // A poisoned lock only means a panic elsewhere; the map is replaced whole.
+        *self.inner.teams.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    fn team(&self, credential: &str) -> Option<String> {
+        let teams = self.inner.teams.read().unwrap_or_else(|e| e.into_inner());
+        teams.get(credential).cloned()
     }
 
     /// Count one request to `issuer`; `result` is [`SUCCESS`] or [`FAILURE`].
@@ -298,6 +349,7 @@ impl Metrics {
             let labels = CredentialLabels {
                 credential: c.name.clone(),
                 kind: c.kind.clone(),
+                team: c.team.clone(),
             };
             let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<SystemTime>| {
                 if let Some(secs) = t.and_then(unix_seconds) {
@@ -323,6 +375,7 @@ impl Metrics {
                     credential: c.name.clone(),
                     kind: c.kind.clone(),
                     result: result.to_string(),
+                    team: c.team.clone(),
                 });
             }
             let _ = m.rotation_duration.get_or_create(&labels);

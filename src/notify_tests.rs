@@ -104,6 +104,7 @@ async fn watchdog_pings_stop_when_the_engine_is_gone() {
         issuer: issuers["dev"].clone(),
         reload: Arc::new(crate::handoff::reload::NoReload),
         probes: vec![],
+        audit: crate::audit::Audit::none(),
     }];
     let engine = crate::engine::Engine::start(
         store,

@@ -205,13 +205,13 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
             Ok(text) => reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, text),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
-        (&Method::POST, p) if p.starts_with("/v1/rotate/") => {
+        (&Method::POST, p) if p.starts_with("/v1/rotate/") || p.starts_with("/v1/retire/") => {
             let name = &p["/v1/rotate/".len()..];
             match &ep.token {
                 Some(token) => {
                     let auth = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
                     if token.accepts(auth) {
-                        rotate(&ep.handle, name).await
+                        post(&ep.handle, p, name).await
                     } else {
                         tracing::warn!(%peer, credential = name, "rotate refused: missing or wrong admin token");
                         let mut r = error(
@@ -225,7 +225,7 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
                         r
                     }
                 }
-                None if peer.ip().is_loopback() => rotate(&ep.handle, name).await,
+                None if peer.ip().is_loopback() => post(&ep.handle, p, name).await,
                 None => error(
                     StatusCode::FORBIDDEN,
                     "rotate is only accepted from loopback unless daemon.admin_token_file is set",
@@ -238,7 +238,7 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
         _ => error(
             StatusCode::NOT_FOUND,
             format!(
-                "no route {path}; try /healthz, /readyz, /status, /metrics, POST /v1/rotate/NAME"
+                "no route {path}; try /healthz, /readyz, /status, /metrics, POST /v1/rotate/NAME, POST /v1/retire/NAME"
             ),
         ),
     }
@@ -255,6 +255,39 @@ fn readyz(handle: &Handle) -> Reply {
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({ "ready": false, "reasons": reasons }),
         )
+    }
+}
+
+/// `POST /v1/rotate/NAME` or `POST /v1/retire/NAME` (same length prefixes).
+async fn post(handle: &Handle, path: &str, name: &str) -> Reply {
+    if path.starts_with("/v1/retire/") {
+        retire(handle, name).await
+    } else {
+        rotate(handle, name).await
+    }
+}
+
+async fn retire(handle: &Handle, name: &str) -> Reply {
+    match tokio::time::timeout(ROTATE_WAIT, handle.retire(name)).await {
+        Ok(Ok(outcome)) => {
+            let status = if outcome.result == "retired" {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            match serde_json::to_value(&outcome) {
+                Ok(v) => json(status, &v),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        Ok(Err(e @ EngineError::UnknownCredential(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(_) => json(
+            StatusCode::ACCEPTED,
+            &json!({"credential": name, "result": "queued", "error": "still running; see /status"}),
+        ),
     }
 }
 

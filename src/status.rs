@@ -88,6 +88,12 @@ pub struct CredentialStatus {
     pub last_error: Option<String>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// The owning team (`team` in the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Free-form labels from the config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl CredentialStatus {
@@ -109,7 +115,16 @@ impl CredentialStatus {
             last_rotation: None,
             last_error: None,
             consecutive_failures: 0,
+            team: None,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// This status with the team and labels of `cfg`.
+    pub fn owned_by(mut self, cfg: &crate::config::CertificateConfig) -> CredentialStatus {
+        self.team = cfg.team.clone();
+        self.labels = cfg.labels.clone();
+        self
     }
 }
 

@@ -84,6 +84,7 @@ async fn run(first: First) -> (Engine, tempfile::TempDir) {
         issuer,
         reload: Arc::new(rekey::handoff::reload::NoReload),
         probes: vec![],
+        audit: rekey::audit::Audit::none(),
     };
     let engine = Engine::start(
         store,

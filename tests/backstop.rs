@@ -70,6 +70,7 @@ async fn files_changed_behind_its_back_are_restored_by_the_backstop_alone() {
             issuer: ca.clone(),
             reload: Arc::new(rekey::handoff::reload::NoReload),
             probes: vec![],
+            audit: rekey::audit::Audit::none(),
         })
         .collect();
     let engine = Engine::start(

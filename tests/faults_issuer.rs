@@ -184,6 +184,7 @@ async fn bad_certificates_are_never_installed() {
         issuer: ca.clone(),
         reload: Arc::new(rekey::handoff::reload::NoReload),
         probes: vec![],
+        audit: rekey::audit::Audit::none(),
     };
     let engine = Engine::start(
         store,

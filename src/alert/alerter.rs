@@ -19,6 +19,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 
 use super::dedup::{Dedup, Verdict, DEFAULT_BASE, DEFAULT_CAP};
+use super::owner::{AlertMatch, Owners};
 use super::{Alert, AlertError, AlertSink, Event, Policy};
 
 /// Called after each delivery outcome: (sink name, event, result), where
@@ -33,11 +34,16 @@ pub struct Route {
     pub sink: Arc<dyn AlertSink>,
     /// Only these events go to the sink; `None` means all.
     pub events: Option<Vec<Event>>,
+    /// Only alerts of this team / these labels go to the sink; `None` means all.
+    pub matcher: Option<AlertMatch>,
 }
 
 impl Route {
-    fn wants(&self, event: Event) -> bool {
-        self.events.as_ref().is_none_or(|e| e.contains(&event))
+    fn wants(&self, alert: &Alert) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|e| e.contains(&alert.event))
+            && self.matcher.as_ref().is_none_or(|m| m.matches(alert))
     }
 }
 
@@ -106,6 +112,7 @@ pub struct Alerter {
     tx: Option<mpsc::Sender<Raised>>,
     routes: Arc<Vec<(String, Option<Vec<Event>>)>>,
     shared: Arc<Shared>,
+    owners: Owners,
 }
 
 impl std::fmt::Debug for Alerter {
@@ -141,6 +148,7 @@ impl Alerter {
             tx: Some(tx),
             routes: Arc::new(names),
             shared,
+            owners: Owners::default(),
         })
     }
 
@@ -154,7 +162,13 @@ impl Alerter {
                 idle: Notify::new(),
                 on_result: None,
             }),
+            owners: Owners::default(),
         }
+    }
+
+    /// Take each credential's team and labels from `certs` (at start and on reload).
+    pub fn set_owners(&self, certs: &[crate::config::CertificateConfig]) {
+        self.owners.set(certs);
     }
 
     /// Names of the sinks, in configuration order (the implicit log sink first).
@@ -174,7 +188,8 @@ impl Alerter {
         self.enqueue(alert, Some(min_interval));
     }
 
-    fn enqueue(&self, alert: Alert, min_interval: Option<Duration>) {
+    fn enqueue(&self, mut alert: Alert, min_interval: Option<Duration>) {
+        self.owners.stamp(&mut alert);
         let Some(tx) = &self.tx else {
             tracing::debug!(event = %alert.event, credential = %alert.credential, "no alert sinks; alert not sent");
             return;
@@ -234,7 +249,7 @@ async fn dispatch(
         match dedup.check(&alert.credential, event, Instant::now(), min_interval) {
             Verdict::Send => {
                 for (route, tx) in &outlets {
-                    if !route.wants(event) {
+                    if !route.wants(&alert) {
                         continue;
                     }
                     shared.pending.fetch_add(1, Ordering::AcqRel);

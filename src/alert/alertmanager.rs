@@ -117,9 +117,12 @@ impl AlertSink for AlertmanagerSink {
 
     async fn send(&self, alert: &Alert) -> Result<(), AlertError> {
         let now = time::OffsetDateTime::now_utc();
-        let batch = if alert.event == Event::Recovered {
+        // A retired credential's alerts resolve like a recovery, and the
+        // retirement itself is posted already resolved so it never re-fires.
+        let resolves = matches!(alert.event, Event::Recovered | Event::Retired);
+        let batch = if resolves {
             let ends = rfc3339(now);
-            self.with_tracked(|t| {
+            let mut batch = self.with_tracked(|t| {
                 let Some(events) = t.get_mut(&alert.credential) else {
                     return Vec::new();
                 };
@@ -131,7 +134,13 @@ impl AlertSink for AlertmanagerSink {
                         tr.alert.clone()
                     })
                     .collect()
-            })
+            });
+            if alert.event == Event::Retired {
+                let mut am = to_am(alert);
+                am.ends_at = ends;
+                batch.push(am);
+            }
+            batch
         } else {
             let mut am = to_am(alert);
             am.ends_at = rfc3339(now + HOLD);
@@ -155,7 +164,7 @@ impl AlertSink for AlertmanagerSink {
             return Ok(());
         }
         self.post(&batch).await?;
-        if alert.event == Event::Recovered {
+        if resolves {
             self.forget_resolved(Some(&alert.credential));
         }
         Ok(())
@@ -198,13 +207,17 @@ pub(super) fn alertname(event: Event) -> String {
 
 /// The Alertmanager alert for a failure event (`endsAt` left for the caller).
 pub(super) fn to_am(a: &Alert) -> AmAlert {
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         ("alertname", alertname(a.event)),
         ("credential", a.credential.clone()),
         ("kind", a.kind.clone()),
         ("severity", a.severity.as_str().to_string()),
         ("instance", a.host.clone()),
     ]);
+    // Alertmanager routes on labels: `team` lets its own routes split by owner.
+    if let Some(team) = &a.team {
+        labels.insert("team", team.clone());
+    }
     let mut annotations = BTreeMap::from([
         (
             "summary",

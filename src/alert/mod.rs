@@ -16,10 +16,12 @@ mod error;
 mod exec;
 mod http;
 mod log;
+mod owner;
 #[cfg(test)]
 mod tests;
 mod webhook;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ pub use dedup::{Dedup, Verdict};
 pub use error::AlertError;
 pub use exec::ExecSink;
 pub use log::LogSink;
+pub use owner::{AlertMatch, Owners};
 pub use webhook::WebhookSink;
 
 /// What happened; the `event` field of an alert.
@@ -52,17 +55,20 @@ pub enum Event {
     Tampered,
     /// Everything is fine again after a failure event.
     Recovered,
+    /// The credential was decommissioned (`rekey retire`).
+    Retired,
 }
 
 impl Event {
     /// Every event, in the order shown to users.
-    pub const ALL: [Event; 6] = [
+    pub const ALL: [Event; 7] = [
         Event::RenewalFailed,
         Event::HandoffFailed,
         Event::Expiring,
         Event::Expired,
         Event::Tampered,
         Event::Recovered,
+        Event::Retired,
     ];
 
     /// The wire and config spelling, e.g. "handoff_failed".
@@ -74,6 +80,7 @@ impl Event {
             Event::Expired => "expired",
             Event::Tampered => "tampered",
             Event::Recovered => "recovered",
+            Event::Retired => "retired",
         }
     }
 
@@ -87,7 +94,7 @@ impl Event {
         match self {
             Event::HandoffFailed | Event::Expired => Severity::Critical,
             Event::RenewalFailed | Event::Tampered | Event::Expiring => Severity::Warning,
-            Event::Recovered => Severity::Info,
+            Event::Recovered | Event::Retired => Severity::Info,
         }
     }
 }
@@ -152,6 +159,12 @@ pub struct Alert {
     /// Whether the previous generation was put back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
+    /// The credential's owning team (`team` in its config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The credential's labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// This machine's hostname.
     pub host: String,
     /// When the alert was made, RFC 3339 UTC to the second.
@@ -177,6 +190,8 @@ impl Alert {
             served_fingerprint: None,
             not_after: None,
             rolled_back: None,
+            team: None,
+            labels: BTreeMap::new(),
             host: hostname().to_string(),
             time: rfc3339_now(),
         }
@@ -315,6 +330,7 @@ pub fn routes(config: &[AlertConfig]) -> Result<Vec<Route>, AlertError> {
         out.push(Route {
             sink: Arc::new(LogSink::new(name)),
             events: None,
+            matcher: None,
         });
     }
     for c in config {
@@ -327,6 +343,7 @@ pub fn routes(config: &[AlertConfig]) -> Result<Vec<Route>, AlertError> {
         out.push(Route {
             sink,
             events: c.events.clone(),
+            matcher: c.matcher.clone(),
         });
     }
     Ok(out)

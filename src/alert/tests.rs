@@ -79,6 +79,7 @@ fn severity_follows_the_event() {
         (Event::Expired, "expired", "critical"),
         (Event::Tampered, "tampered", "warning"),
         (Event::Recovered, "recovered", "info"),
+        (Event::Retired, "retired", "info"),
     ];
     for (event, name, severity) in table {
         let a = Alert::new(event, "c", "certificate", "m");
@@ -133,7 +134,8 @@ fn alertmanager_payload_has_the_identifying_labels() {
             "RekeyExpiring",
             "RekeyExpired",
             "RekeyTampered",
-            "RekeyRecovered"
+            "RekeyRecovered",
+            "RekeyRetired"
         ]
     );
 }

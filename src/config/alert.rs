@@ -39,6 +39,8 @@ pub struct AlertConfig {
     pub events: Option<Vec<Event>>,
     /// The sink type and its settings.
     pub sink: SinkConfig,
+    /// `match = { team = "...", labels = { k = "v" } }`: only matching alerts; `None` means all.
+    pub matcher: Option<crate::alert::AlertMatch>,
 }
 
 /// The settings of one sink type.
@@ -172,6 +174,7 @@ pub(super) fn alerts(
         }
         names.insert(name.clone(), at.clone());
         let events = events(&mut t)?;
+        let matcher = matcher(&mut t)?;
         let sink = match tag.get_ref().as_str() {
             "webhook" => {
                 let http = http(&mut t, base)?;
@@ -199,7 +202,12 @@ pub(super) fn alerts(
             _ => SinkConfig::Log,
         };
         t.finish()?;
-        out.push(AlertConfig { name, events, sink });
+        out.push(AlertConfig {
+            name,
+            events,
+            sink,
+            matcher,
+        });
     }
     Ok(out)
 }
@@ -450,4 +458,59 @@ fn strings(
             )),
         })
         .collect()
+}
+
+/// `match = { team = "payments", labels = { env = "prod" } }`.
+fn matcher(t: &mut TableReader<'_, '_>) -> Result<Option<crate::alert::AlertMatch>, ConfigError> {
+    let Some(v) = t.take("match") else {
+        return Ok(None);
+    };
+    let span = v.span();
+    let help =
+        "write match = { team = \"payments\" } and/or match = { labels = { env = \"prod\" } }";
+    let toml::Value::Table(table) = v.into_inner() else {
+        return Err(t.err("match", Some(span), format!("must be a table; {help}")));
+    };
+    let mut m = crate::alert::AlertMatch::default();
+    for (key, value) in table {
+        match (key.as_str(), value) {
+            ("team", toml::Value::String(s)) if !s.trim().is_empty() => m.team = Some(s),
+            ("labels", toml::Value::Table(labels)) => {
+                for (k, v) in labels {
+                    let toml::Value::String(v) = v else {
+                        return Err(t.err(
+                            &format!("match.labels.{k}"),
+                            Some(span.clone()),
+                            format!("must be a string; {help}"),
+                        ));
+                    };
+                    m.labels.insert(k, v);
+                }
+            }
+            ("team" | "labels", _) => {
+                return Err(t.err(
+                    &format!("match.{key}"),
+                    Some(span.clone()),
+                    format!(
+                        "team must be a non-empty string and labels a table of strings; {help}"
+                    ),
+                ));
+            }
+            (other, _) => {
+                return Err(t.err(
+                    &format!("match.{other}"),
+                    Some(span.clone()),
+                    format!("unknown key; allowed: team, labels ({help})"),
+                ));
+            }
+        }
+    }
+    if m.team.is_none() && m.labels.is_empty() {
+        return Err(t.err(
+            "match",
+            Some(span),
+            format!("an empty match matches everything; leave it out, or {help}"),
+        ));
+    }
+    Ok(Some(m))
 }

@@ -313,6 +313,41 @@ fn certificate(
         Some(s) => value(src, &k("on_failure"), s, handoff::on_failure)?,
         None => OnFailure::Rollback,
     };
+    let team = match &rc.team {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            return Err(src.err(
+                k("team"),
+                Some(s.span()),
+                "must not be empty; name the owning team or contact, or leave the key out",
+            ));
+        }
+        Some(s) => Some(s.get_ref().clone()),
+        None => None,
+    };
+    let mut labels = BTreeMap::new();
+    if let Some(l) = &rc.labels {
+        for (key, v) in l.get_ref() {
+            if key.is_empty() {
+                return Err(src.err(
+                    k("labels"),
+                    Some(l.span()),
+                    "a label name must not be empty",
+                ));
+            }
+            labels.insert(key.clone(), v.get_ref().clone());
+        }
+    }
+    let policy_waiver = match &rc.policy_waiver {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            return Err(src.err(
+                k("policy_waiver"),
+                Some(s.span()),
+                "must give the reason for the waiver",
+            ));
+        }
+        Some(s) => Some(s.get_ref().clone()),
+        None => None,
+    };
     Ok(Checked {
         config: CertificateConfig {
             name: rc.name.into_inner(),
@@ -335,6 +370,9 @@ fn certificate(
             reload,
             verify,
             on_failure,
+            team,
+            labels,
+            policy_waiver,
         },
         files_spans,
         swap_span: rc.swap.as_ref().map(Spanned::span),

@@ -39,6 +39,10 @@ pub(super) fn parse(
     let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
     let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
+    let policy = match raw.policy {
+        Some(t) => Some(super::policy::policy(&src, t)?),
+        None => None,
+    };
     let config = Config {
         path: path.to_path_buf(),
         daemon,
@@ -46,6 +50,7 @@ pub(super) fn parse(
         certificates,
         alerts,
         api_keys,
+        policy,
     };
     Ok((config, state_dir_span))
 }
@@ -125,6 +130,20 @@ fn daemon(
             ));
         }
         d.admin_token_file = Some(resolve(base, s.get_ref()));
+    }
+    if let Some(s) = &raw.audit_log {
+        if s.get_ref().is_empty() {
+            return Err(src.err(
+                "daemon.audit_log",
+                Some(s.span()),
+                "must not be empty; name the audit log file, or leave the key out",
+            ));
+        }
+        d.audit_log = Some(resolve(base, s.get_ref()));
+    }
+    if let Some(v) = &raw.audit_max_size {
+        d.audit_max_size = values::size(v.get_ref())
+            .map_err(|m| src.err("daemon.audit_max_size", Some(v.span()), m))?;
     }
     // Anyone who can reach a non-loopback endpoint could force rotations
     // (and burn CA rate limits) unless a token guards it.

@@ -12,6 +12,7 @@ mod certificate;
 mod convert;
 mod error;
 mod handoff;
+mod policy;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ pub use apikey::{
 };
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
+pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
 };
@@ -55,6 +57,8 @@ pub struct Config {
     pub alerts: Vec<AlertConfig>,
     /// The `[[api_key]]` entries, in file order.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// The `[policy]` guardrails, when the table is present.
+    pub policy: Option<PolicyConfig>,
 }
 
 impl Config {
@@ -103,6 +107,10 @@ pub struct DaemonConfig {
     /// mandatory when `listen` is not a loopback address. Only the path is
     /// kept here: the token is read at start and never logged.
     pub admin_token_file: Option<PathBuf>,
+    /// The hash-chained JSON-lines audit log; `None` records nothing.
+    pub audit_log: Option<PathBuf>,
+    /// Size at which the audit log is rotated to `PATH.1`.
+    pub audit_max_size: u64,
 }
 
 impl Default for DaemonConfig {
@@ -114,6 +122,8 @@ impl Default for DaemonConfig {
             max_concurrent_rotations: 4,
             backstop: Duration::from_secs(300),
             admin_token_file: None,
+            audit_log: None,
+            audit_max_size: crate::audit::DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -324,6 +334,12 @@ pub struct CertificateConfig {
     pub verify: VerifyConfig,
     /// What to do when the handoff fails.
     pub on_failure: OnFailure,
+    /// The owning team or contact (`owner` already means the files' Unix owner).
+    pub team: Option<String>,
+    /// Free-form labels (shown in /status and alerts, kept out of metrics).
+    pub labels: BTreeMap<String, String>,
+    /// Why this credential may break `[policy]` `require_verify`.
+    pub policy_waiver: Option<String>,
 }
 
 /// The files of one certificate; relative paths are already resolved.

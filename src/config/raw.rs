@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub certificate: Vec<Spanned<RawCertificate>>,
     #[serde(default)]
     pub alert: Vec<Spanned<RawTagged>>,
+    pub policy: Option<Spanned<RawTagged>>,
     #[serde(default)]
     pub api_key: Vec<Spanned<RawApiKey>>,
 }
@@ -58,6 +59,8 @@ pub(super) struct RawDaemon {
     pub max_concurrent_rotations: Option<Spanned<i64>>,
     pub backstop: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
+    pub audit_log: Option<Spanned<String>>,
+    pub audit_max_size: Option<Spanned<toml::Value>>,
 }
 
 /// `[[certificate]]`.
@@ -84,6 +87,9 @@ pub(super) struct RawCertificate {
     pub reload: Option<Spanned<RawTagged>>,
     pub verify: Option<Spanned<RawVerify>>,
     pub on_failure: Option<Spanned<String>>,
+    pub team: Option<Spanned<String>>,
+    pub labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub policy_waiver: Option<Spanned<String>>,
 }
 
 /// `files = { ... }`.

@@ -164,3 +164,33 @@ pub(super) fn gid(name: &str) -> Result<u32, String> {
         Err(e) => Err(format!("cannot look up group \"{name}\": {e}")),
     }
 }
+
+/// A size in bytes: an integer, or a string like "10MiB", "512KiB", "1G".
+pub(super) fn size(v: &toml::Value) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {v}; write bytes as an integer or a string like \"10MiB\", \"512KiB\" (at least 1KiB)")
+    };
+    let n = match v {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad())?,
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let num: u64 = num.parse().map_err(|_| bad())?;
+            let mult: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "K" | "KB" | "KiB" => 1 << 10,
+                "M" | "MB" | "MiB" => 1 << 20,
+                "G" | "GB" | "GiB" => 1 << 30,
+                _ => return Err(bad()),
+            };
+            num.checked_mul(mult).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    // Below one record's size every record would start a new file.
+    if n < 1024 {
+        return Err(bad());
+    }
+    Ok(n)
+}

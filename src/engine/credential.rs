@@ -48,6 +48,7 @@ pub(super) struct Task {
     pub(super) reload: Arc<dyn Reload>,
     pub(super) probes: Vec<Arc<dyn Probe>>,
     pub(super) alerter: Alerter,
+    pub(super) audit: crate::audit::Audit,
     pub(super) metrics: Metrics,
     pub(super) store: CredentialStore,
     pub(super) journal: Journal,
@@ -89,6 +90,7 @@ impl Task {
             reload: c.reload,
             probes: c.probes,
             alerter,
+            audit: c.audit,
             metrics,
             journal: Journal::default(),
             current: None,
@@ -154,6 +156,7 @@ impl Task {
                     }
                     Some(Command::FilesChanged) => self.check_files("file event").await,
                     Some(Command::Backstop) => self.check_files("backstop re-check").await,
+                    Some(Command::Retire(reply)) => return self.retire(reply).await,
                     None => break,
                 },
                 _ = shutdown.changed() => break,
@@ -347,6 +350,8 @@ impl Task {
         );
         alert.generation = Some(generation);
         self.alerter.raise(alert);
+        self.audit
+            .tampered(&self.cfg, generation, &cur.info.fingerprint, &what);
         if cur.info.not_after <= SystemTime::now() {
             return; // expired: the due logic rotates instead
         }
@@ -520,7 +525,8 @@ impl Task {
 
     pub(super) fn publish_status(&self) {
         let now = SystemTime::now();
-        let mut s = CredentialStatus::starting(&self.cfg.name, "certificate", &self.cfg.issuer);
+        let mut s = CredentialStatus::starting(&self.cfg.name, "certificate", &self.cfg.issuer)
+            .owned_by(&self.cfg);
         s.state = match &self.current {
             _ if self.renewing => State::Renewing,
             None => State::Missing,

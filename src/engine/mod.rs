@@ -22,8 +22,10 @@ pub mod apikey;
 mod credential;
 pub mod disk;
 pub mod journal;
+mod retire;
 mod rotate;
 
+pub use retire::RetireOutcome;
 pub use rotate::RotateError;
 
 /// Errors a caller of the engine can see.
@@ -47,6 +49,8 @@ pub struct Credential {
     pub reload: Arc<dyn Reload>,
     /// How the handoff is proven (from `config.verify`); empty = unverified.
     pub probes: Vec<Arc<dyn Probe>>,
+    /// Where its events are recorded (a no-op when `daemon.audit_log` is unset).
+    pub audit: crate::audit::Audit,
 }
 
 /// Engine-wide settings.
@@ -70,6 +74,8 @@ pub(crate) enum Command {
     FilesChanged,
     /// The periodic re-check of the published files came round to this credential.
     Backstop,
+    /// Remove the files, record and alert `retired`, then stop.
+    Retire(oneshot::Sender<retire::RetireOutcome>),
 }
 
 /// Senders to the running credential tasks, by name; changed by a config reload.
@@ -213,7 +219,8 @@ impl Engine {
     fn spawn(&mut self, c: Credential) {
         let name = c.config.name.clone();
         let config = c.config.clone();
-        let starting = CredentialStatus::starting(&name, "certificate", &c.config.issuer);
+        let starting =
+            CredentialStatus::starting(&name, "certificate", &c.config.issuer).owned_by(&c.config);
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
         });

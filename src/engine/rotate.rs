@@ -190,11 +190,13 @@ impl Task {
         let (material, info) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
+                self.audit.issue_failed(&self.cfg, &e);
                 self.journal.pending = None;
                 self.save_and_prune();
                 return Err(e);
             }
         };
+        self.audit.issued(&self.cfg, g, &info.fingerprint);
         self.set_pending(g, Step::Staging)?;
         failpoint!("stage.before");
         if let Err(e) = self.store.stage(g, &material) {
@@ -231,18 +233,24 @@ impl Task {
                     tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
+            self.audit
+                .publish_failed(&self.cfg, g, &next.info.fingerprint, &e);
             self.journal.pending = None;
             self.save_and_prune();
             return Err(self.store_err(e));
         }
         failpoint!("publish.after");
+        self.audit.published(&self.cfg, g, &next.info.fingerprint);
         self.set_pending(g, Step::Handoff)?;
         let gen = self.generation_of(&next);
         // Bootstrap: with no earlier generation the app may not run yet (a
         // native sidecar starts first); a missing app is not a failure.
         let bootstrap = self.current.is_none();
         failpoint!("reload.before");
-        let verdict = match self.reload.reload(&gen).await {
+        let verdict = match self
+            .audit
+            .reloaded(&self.cfg, &gen, self.reload.reload(&gen).await)
+        {
             Err(e) if bootstrap => {
                 tracing::info!(credential = %self.cfg.name, error = %e, "reload failed before the app ever ran; waiting for it");
                 Verdict::Unreachable(e.to_string())
@@ -266,6 +274,7 @@ impl Task {
         };
         self.last_handoff = Some(published.elapsed());
         failpoint!("verify.after");
+        self.audit.verdict(&self.cfg, &gen, &verdict);
         match verdict {
             Verdict::Verified | Verdict::Unverified => {
                 let was_failed = self.handoff == Handoff::Failed || self.failures > 0;
@@ -388,6 +397,8 @@ impl Task {
         a.not_after = Some(gen.not_after.clone());
         a.rolled_back = Some(can_roll_back);
         self.alerter.raise(a);
+        self.audit
+            .rolled_back(&self.cfg, &gen, can_roll_back, &message);
         Err(RotateError::Handoff {
             credential: self.cfg.name.clone(),
             generation: gen.generation,

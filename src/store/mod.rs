@@ -59,6 +59,7 @@ mod error;
 mod fsutil;
 mod publish;
 mod state;
+mod unpublish;
 
 #[cfg(test)]
 mod tests_publish;
@@ -74,6 +75,7 @@ pub use crate::config::{FileKind, SwapMode};
 pub use error::StoreError;
 pub use publish::{diff_published, publish, read_published};
 pub use state::{CredentialStore, Store};
+pub use unpublish::unpublish;
 
 /// One output file to publish.
 #[derive(Clone, Debug)]

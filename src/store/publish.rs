@@ -16,11 +16,11 @@ use super::{Drift, Material, StoreError, SwapMode, Target};
 /// Mode of target directories rekey creates: the app must traverse them.
 const TARGET_DIR_MODE: u32 = 0o755;
 /// The symlink that selects the live generation in symlink mode.
-const DATA: &str = "..data";
+pub(super) const DATA: &str = "..data";
 /// Its temp name while being replaced.
-const DATA_TMP: &str = "..data_tmp";
+pub(super) const DATA_TMP: &str = "..data_tmp";
 /// Prefix of generation directories in symlink mode.
-const GEN_PREFIX: &str = "..rekey-";
+pub(super) const GEN_PREFIX: &str = "..rekey-";
 
 /// Publish `material` to `targets` atomically per `swap`.
 pub fn publish(targets: &[Target], swap: SwapMode, material: &Material) -> Result<(), StoreError> {

@@ -140,6 +140,16 @@ impl KeyTask {
                         let _ = reply.send(outcome);
                     }
                     Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
+                    Some(Command::Retire(reply)) => {
+                        // Retiring API keys (revoke, remove the file) is not built yet: say so, change nothing.
+                        let _ = reply.send(crate::engine::RetireOutcome {
+                            credential: self.cfg.name.clone(),
+                            result: "failed".into(),
+                            removed: Vec::new(),
+                            revoked: false,
+                            detail: "retire is not supported for api_key credentials yet; remove it from the config and revoke the key at the issuer".into(),
+                        });
+                    }
                     None => break,
                 },
                 _ = shutdown.changed() => break,

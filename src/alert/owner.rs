@@ -1,0 +1,77 @@
+//! Ownership in alerts: each alert carries its credential's `team` and
+//! `labels`, and a sink with `match = { ... }` receives only matching alerts.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::Alert;
+use crate::config::CertificateConfig;
+
+/// A sink's `match = { team = "...", labels = { k = "v" } }`: every given part must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertMatch {
+    /// The alert's team must be this.
+    pub team: Option<String>,
+    /// The alert must carry each of these labels with this value.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AlertMatch {
+    /// Whether `alert` is for this sink.
+    pub fn matches(&self, alert: &Alert) -> bool {
+        if self
+            .team
+            .as_ref()
+            .is_some_and(|t| alert.team.as_ref() != Some(t))
+        {
+            return false;
+        }
+        self.labels
+            .iter()
+            .all(|(k, v)| alert.labels.get(k) == Some(v))
+    }
+}
+
+/// A credential's team and labels.
+#[derive(Debug, Clone, Default)]
+struct Owner {
+    team: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+/// Team and labels by credential name; replaced on every (re)load so the
+/// engine raises alerts by name only.
+#[derive(Debug, Clone, Default)]
+pub struct Owners(Arc<RwLock<BTreeMap<String, Owner>>>);
+
+impl Owners {
+    /// Take the team and labels of `certs`, replacing what was there.
+    pub fn set(&self, certs: &[CertificateConfig]) {
+        let map = certs
+            .iter()
+            .map(|c| {
+                let o = Owner {
+                    team: c.team.clone(),
+                    labels: c.labels.clone(),
+                };
+                (c.name.clone(), o)
+            })
+            .collect();
+        // A poisoned lock only means a panic elsewhere; the map is replaced whole.
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Fill `alert`'s team and labels from its credential, unless already set.
+    pub fn stamp(&self, alert: &mut Alert) {
+        if alert.team.is_some() || !alert.labels.is_empty() {
+            return;
+        }
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = map.get(&alert.credential) {
+            alert.team = o.team.clone();
+            alert.labels = o.labels.clone();
+        }
+    }
+}

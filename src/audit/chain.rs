@@ -1,0 +1,176 @@
+//! The hash chain: encoding a line, finding the chain's tail, verifying files.
+
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::digest::{digest, SHA256};
+
+use super::{io_err, AuditError, Record};
+
+/// The first record's `prev` is the SHA-256 of this string.
+pub const GENESIS: &str = "rekey audit log genesis";
+/// How many rotated files are kept (PATH.1 … PATH.5).
+pub const KEEP: u32 = 5;
+
+/// Separator before the trailing `hash` member of a line.
+const HASH_KEY: &str = ",\"hash\":\"";
+
+/// `PATH.n`.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Hex SHA-256 of `s`.
+fn sha256_hex(s: &str) -> String {
+    crate::cert::hex(digest(&SHA256, s.as_bytes()).as_ref())
+}
+
+/// Hex SHA-256 of one line (without its newline): the next record's `prev`.
+pub(super) fn hash_line(line: &str) -> String {
+    sha256_hex(line)
+}
+
+/// The `prev` of the very first record.
+pub(super) fn genesis_hash() -> String {
+    sha256_hex(GENESIS)
+}
+
+/// One JSON line: the record, then `hash` = SHA-256 of the line without it.
+pub(super) fn encode(record: &Record) -> Result<String, AuditError> {
+    let body = serde_json::to_string(record)?;
+    let hash = sha256_hex(&body);
+    // body ends with '}': splice the hash in as the last member.
+    let open = body.strip_suffix('}').unwrap_or(&body);
+    Ok(format!("{open}{HASH_KEY}{hash}\"}}"))
+}
+
+/// Check a line's own hash and parse it.
+fn decode(line: &str) -> Result<Record, String> {
+    let Some(at) = line.rfind(HASH_KEY) else {
+        return Err("not an audit record (no hash member)".to_string());
+    };
+    let hash = line[at + HASH_KEY.len()..]
+        .strip_suffix("\"}")
+        .ok_or_else(|| "not an audit record (hash is not the last member)".to_string())?;
+    let body = format!("{}}}", &line[..at]);
+    if sha256_hex(&body) != hash {
+        return Err("the record was edited: its hash does not match its content".to_string());
+    }
+    serde_json::from_str(&body).map_err(|e| format!("not an audit record: {e}"))
+}
+
+/// The last line of the newest non-empty file, as (its hash, next seq).
+pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
+    for p in [path.to_path_buf(), rotated_path(path, 1)] {
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
+            // A damaged last line still anchors the chain; verify reports it.
+            let seq = decode(last).map(|r| r.seq).unwrap_or(0);
+            return Ok((hash_line(last), seq + 1));
+        }
+    }
+    Ok((genesis_hash(), 1))
+}
+
+/// An intact chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Files checked, oldest first.
+    pub files: Vec<PathBuf>,
+    /// Records checked.
+    pub records: u64,
+}
+
+/// The first bad line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The file holding it.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.why)
+    }
+}
+
+/// The files of the log, oldest first (rotated ones, then the current one).
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = (1..=KEEP)
+        .rev()
+        .map(|n| rotated_path(path, n))
+        .filter(|p| p.exists())
+        .collect();
+    if path.exists() {
+        out.push(path.to_path_buf());
+    }
+    out
+}
+
+/// Check the chain over the rotated files and the current one.
+pub fn verify(path: &Path) -> Result<Result<Verified, Broken>, AuditError> {
+    let files = files(path);
+    let oldest_kept = rotated_path(path, KEEP);
+    let mut prev: Option<(PathBuf, usize, String)> = None;
+    let mut expected: Option<u64> = None;
+    let mut records = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(io_err(file))?;
+        for (i, line) in text.lines().enumerate() {
+            let ln = i + 1;
+            let broken = |why: String| Broken {
+                file: file.clone(),
+                line: ln,
+                why,
+            };
+            let rec = match decode(line) {
+                Ok(r) => r,
+                Err(why) => return Ok(Err(broken(why))),
+            };
+            match expected {
+                Some(e) if rec.seq != e => {
+                    return Ok(Err(broken(format!(
+                        "expected record #{e}, found #{}: a record was removed or records were reordered",
+                        rec.seq
+                    ))));
+                }
+                // Older files past KEEP were deleted, so the oldest kept one may start anywhere.
+                None if rec.seq != 1 && *file != oldest_kept => {
+                    return Ok(Err(broken(format!(
+                        "the log starts at record #{}, not #1: earlier records were removed",
+                        rec.seq
+                    ))));
+                }
+                _ => {}
+            }
+            let want = match &prev {
+                Some((_, _, h)) => Some(h.clone()),
+                None if rec.seq == 1 => Some(genesis_hash()),
+                None => None,
+            };
+            if want.is_some_and(|w| w != rec.prev) {
+                let what = match &prev {
+                    Some((f, l, _)) => format!(
+                        "its prev does not match line {l} of {}: that line was changed, or records were removed or reordered",
+                        f.display()
+                    ),
+                    None => "its prev is not the genesis hash".to_string(),
+                };
+                return Ok(Err(broken(what)));
+            }
+            prev = Some((file.clone(), ln, hash_line(line)));
+            expected = Some(rec.seq + 1);
+            records += 1;
+        }
+    }
+    Ok(Ok(Verified { files, records }))
+}

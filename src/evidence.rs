@@ -1,0 +1,193 @@
+//! `rekey report`: the evidence an access review asks for, per credential:
+//! owner team, issuer, age and lifetime of the current generation, the last
+//! verified handoff, rotations and failures over the audit log's span, and
+//! policy status. Reads the config, the published files, the journal and
+//! the audit log; changes nothing.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::audit::{self, AuditError, AuditEvent, Record};
+use crate::cert;
+use crate::config::{evaluate_policy, Config};
+use crate::engine::disk::{self, DiskState};
+use crate::engine::journal::Journal;
+use crate::store::Store;
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The config file.
+    pub config: String,
+    /// The audit log read, if any.
+    pub audit_log: Option<String>,
+    /// First and last audit record times (RFC 3339): the span counted below.
+    pub audit_span: Option<(String, String)>,
+    /// One entry per credential, in config order.
+    pub credentials: Vec<CredentialReport>,
+}
+
+/// One credential's evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialReport {
+    /// Name.
+    pub name: String,
+    /// Owning team, if configured.
+    pub team: Option<String>,
+    /// Issuer name.
+    pub issuer: String,
+    /// Committed generation per the journal.
+    pub generation: Option<u64>,
+    /// What is published now, in words.
+    pub state: String,
+    /// Age of the published certificate (seconds since not_before).
+    pub age_seconds: Option<u64>,
+    /// Configured lifetime, seconds.
+    pub lifetime_seconds: u64,
+    /// When a probe last saw the app use a new generation (RFC 3339), per the audit log.
+    pub last_verified_handoff: Option<String>,
+    /// Generations issued, per the audit log.
+    pub rotations: u64,
+    /// Issue or publish failures and failed handoffs, per the audit log.
+    pub failures: u64,
+    /// "compliant", "no policy", or the violated rules.
+    pub policy: Vec<String>,
+}
+
+/// Build the report for `config` at `now`.
+pub fn build(config: &Config, now: SystemTime) -> Result<Report, AuditError> {
+    let records: Vec<Record> = match &config.daemon.audit_log {
+        Some(p) => audit::read_all(p)?.into_iter().map(|(_, _, r)| r).collect(),
+        None => Vec::new(),
+    };
+    let violations = evaluate_policy(config);
+    let store = Store::open_readonly(&config.daemon.state_dir);
+    let mut credentials = Vec::new();
+    for c in &config.certificates {
+        let (state, _) = disk::assess(c, now);
+        let age_seconds = match &state {
+            DiskState::Valid(info) | DiskState::Unusable(info, _) => now
+                .duration_since(info.not_before)
+                .ok()
+                .map(|d| d.as_secs()),
+            _ => None,
+        };
+        let generation = store
+            .credential(&c.name)
+            .load_journal::<Journal>()
+            .ok()
+            .flatten()
+            .and_then(|j| j.committed);
+        let mine = records.iter().filter(|r| r.credential == c.name);
+        let (mut rotations, mut failures, mut last_verified) = (0, 0, None);
+        for r in mine {
+            match (r.event, r.outcome.as_str()) {
+                (AuditEvent::Issued, "success") => rotations += 1,
+                (AuditEvent::Issued | AuditEvent::Published, "failure") => failures += 1,
+                (AuditEvent::RolledBack, _) => failures += 1,
+                (AuditEvent::Verified, "verified") => last_verified = Some(r.time.clone()),
+                _ => {}
+            }
+        }
+        let policy = if config.policy.is_none() {
+            vec!["no policy".to_string()]
+        } else {
+            let mine: Vec<String> = violations
+                .iter()
+                .filter(|v| v.credential == c.name)
+                .map(|v| format!("violates {}: {}", v.rule, v.fix))
+                .collect();
+            if mine.is_empty() {
+                vec!["compliant".to_string()]
+            } else {
+                mine
+            }
+        };
+        credentials.push(CredentialReport {
+            name: c.name.clone(),
+            team: c.team.clone(),
+            issuer: c.issuer.clone(),
+            generation,
+            state: state.describe(),
+            age_seconds,
+            lifetime_seconds: c.lifetime.as_secs(),
+            last_verified_handoff: last_verified,
+            rotations,
+            failures,
+            policy,
+        });
+    }
+    let audit_span = match (records.first(), records.last()) {
+        (Some(a), Some(b)) => Some((a.time.clone(), b.time.clone())),
+        _ => None,
+    };
+    Ok(Report {
+        config: config.path.display().to_string(),
+        audit_log: config
+            .daemon
+            .audit_log
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        audit_span,
+        credentials,
+    })
+}
+
+/// The report as text for people.
+pub fn text(r: &Report, now: SystemTime) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "evidence report for {} at {}",
+        r.config,
+        cert::rfc3339(now)
+    );
+    match (&r.audit_log, &r.audit_span) {
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "audit log: not configured (daemon.audit_log); rotation counts unavailable"
+            );
+        }
+        (Some(p), None) => {
+            let _ = writeln!(out, "audit log: {p} (empty)");
+        }
+        (Some(p), Some((a, b))) => {
+            let _ = writeln!(out, "audit log: {p}, {a} .. {b}");
+        }
+    }
+    let dur = |s: u64| humantime::format_duration(Duration::from_secs(s)).to_string();
+    for c in &r.credentials {
+        let _ = writeln!(out, "\n{}", c.name);
+        let _ = writeln!(
+            out,
+            "  team:                  {}",
+            c.team.as_deref().unwrap_or("(none: set team)")
+        );
+        let _ = writeln!(out, "  issuer:                {}", c.issuer);
+        let gen = c.generation.map_or("-".to_string(), |g| g.to_string());
+        let _ = writeln!(out, "  generation:            {gen} ({})", c.state);
+        let age = c.age_seconds.map_or("-".to_string(), dur);
+        let _ = writeln!(
+            out,
+            "  age / lifetime:        {age} / {}",
+            dur(c.lifetime_seconds)
+        );
+        let _ = writeln!(
+            out,
+            "  last verified handoff: {}",
+            c.last_verified_handoff
+                .as_deref()
+                .unwrap_or("never (in the audit log)")
+        );
+        let _ = writeln!(
+            out,
+            "  rotations / failures:  {} / {}",
+            c.rotations, c.failures
+        );
+        let _ = writeln!(out, "  policy:                {}", c.policy.join("; "));
+    }
+    out
+}
