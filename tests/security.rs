@@ -4,7 +4,6 @@
 //! default and enforces the admin token; exec commands get no shell; TLS
 //! to an issuer with an untrusted certificate is refused.
 
-#[allow(dead_code)]
 #[path = "acme_support/mod.rs"]
 mod acme_support;
 mod common;
@@ -375,7 +374,7 @@ fn exec_commands_get_no_shell() {
     wait_for(Duration::from_secs(15), "issuance", || {
         (cred_status(d.addr, "web")?["state"] == "valid"
             && cred_status(d.addr, "api")?["generation"].is_u64())
-            .then_some(())
+        .then_some(())
     });
     sc.round();
     let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
