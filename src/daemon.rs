@@ -375,7 +375,7 @@ pub async fn start(
     if let Some((listener, bound)) = listener {
         tracing::info!(addr = %bound, admin_token = token.is_some(), "endpoint listening");
         let endpoint = Endpoint::new(engine.handle(), metrics.clone(), token);
-        tokio::spawn(server::serve(listener, endpoint, stop_rx.clone()));
+        spawn_endpoint(listener, endpoint, stop_rx.clone())?;
         addr = Some(bound);
     }
     tokio::spawn(notify::status_task(engine.handle(), stop_rx.clone()));
@@ -399,6 +399,46 @@ pub async fn start(
         watcher,
         addr,
     })
+}
+
+/// Serve the endpoint on a thread and runtime of its own: `/healthz` and
+/// `/status` must answer within milliseconds even while rotations keep the
+/// engine's workers busy (1,000 credentials due at once pushed /healthz past
+/// 100 ms on the shared runtime; tests/load.rs). The handlers only read the
+/// status channel and queue rotations, which works across runtimes.
+fn spawn_endpoint(
+    listener: tokio::net::TcpListener,
+    endpoint: Endpoint,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let addr = listener.local_addr().ok();
+    let bind_err = |source: std::io::Error| {
+        DaemonError::Server(ServerError::Bind {
+            addr: addr.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            source,
+        })
+    };
+    // The socket moves to the new runtime's reactor.
+    let listener = listener.into_std().map_err(bind_err)?;
+    // Two workers: a large /status or /metrics never queues a /healthz.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rekey-http")
+        .enable_all()
+        .build()
+        .map_err(bind_err)?;
+    std::thread::Builder::new()
+        .name("rekey-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => server::serve(l, endpoint, stop).await,
+                    Err(e) => tracing::error!(error = %e, "the endpoint cannot listen"),
+                }
+            })
+        })
+        .map_err(bind_err)?;
+    Ok(())
 }
 
 /// The alert sinks of the config, counting deliveries in `metrics`.

@@ -89,6 +89,7 @@ fn modes_and_no_secret_anywhere() {
         );
     std::fs::write(env.path("rekey.toml"), text).unwrap();
     let daemon = env.start_with_env(&[("REKEY_LOG", "trace")]);
+    sc.round();
     let c = Cred::under(env.dir.path(), "web");
     inv::converges(daemon.addr, &c, &["unverified"], Duration::from_secs(15)).unwrap();
     wait_for(Duration::from_secs(15), "api", || {
@@ -244,6 +245,7 @@ fn loopback_by_default_and_admin_token_enforced() {
     )
     .unwrap();
     let default = cfg.daemon.listen;
+    sc.round();
     sc.check(
         "default listen is loopback",
         default.is_some_and(|a| a.ip().is_loopback()),

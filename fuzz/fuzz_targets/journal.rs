@@ -1,6 +1,8 @@
 #![no_main]
 //! `cargo +nightly fuzz run journal`: see ../targets.rs.
 
+// Each target uses one of the shared bodies.
+#[allow(dead_code)]
 #[path = "../targets.rs"]
 mod targets;
 

@@ -153,6 +153,20 @@ pub struct Drift {
     pub reason: String,
 }
 
+/// Run blocking disk I/O. An fsync can take seconds when the disk is busy;
+/// on a multi-thread runtime, `block_in_place` hands this worker's other
+/// tasks (the HTTP endpoint, other credentials) to another thread meanwhile,
+/// so one slow disk never stalls `/healthz` (found by tests/load.rs). On a
+/// current-thread runtime, or outside one, it simply runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Create `dir` (and parents) private to rekey: mode 0700.
 pub fn write_private_dir(dir: &Path) -> Result<(), StoreError> {
     fsutil::create_dir_all_mode(dir, 0o700)

@@ -24,6 +24,11 @@ pub(super) const GEN_PREFIX: &str = "..rekey-";
 
 /// Publish `material` to `targets` atomically per `swap`.
 pub fn publish(targets: &[Target], swap: SwapMode, material: &Material) -> Result<(), StoreError> {
+    super::blocking(|| publish_now(targets, swap, material))
+}
+
+// The blocking body of the function above.
+fn publish_now(targets: &[Target], swap: SwapMode, material: &Material) -> Result<(), StoreError> {
     match swap {
         SwapMode::Rename => publish_rename(targets, material),
         SwapMode::Symlink => publish_symlink(targets, material),
@@ -215,6 +220,11 @@ fn remove_old_generations(dir: &Path, current: &str, previous: Option<&str>) {
 
 /// Compare what is at the targets with `material`: Ok(vec of targets that differ or are missing/unreadable, with a short reason); empty = all match. For symlink mode also report a target that is not our symlink into `..data`.
 pub fn diff_published(targets: &[Target], swap: SwapMode, material: &Material) -> Vec<Drift> {
+    super::blocking(|| diff_published_now(targets, swap, material))
+}
+
+// The blocking body of the function above.
+fn diff_published_now(targets: &[Target], swap: SwapMode, material: &Material) -> Vec<Drift> {
     targets
         .iter()
         .filter_map(|t| {

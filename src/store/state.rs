@@ -131,6 +131,11 @@ impl CredentialStore {
 
     /// Load `journal.json` into T; Ok(None) when absent. A corrupt journal is an error naming the file.
     pub fn load_journal<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        super::blocking(|| self.load_journal_now())
+    }
+
+    // The blocking body of the function above.
+    fn load_journal_now<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
         self.check_name()?;
         let path = self.dir.join(JOURNAL);
         let bytes = match fsutil::read_file(&path, false) {
@@ -147,6 +152,11 @@ impl CredentialStore {
 
     /// Atomically replace journal.json (temp in same dir, fsync, rename, fsync dir).
     pub fn save_journal<T: serde::Serialize>(&self, journal: &T) -> Result<(), StoreError> {
+        super::blocking(|| self.save_journal_now(journal))
+    }
+
+    // The blocking body of the function above.
+    fn save_journal_now<T: serde::Serialize>(&self, journal: &T) -> Result<(), StoreError> {
         self.ensure_dir()?;
         let mut bytes =
             serde_json::to_vec_pretty(journal).map_err(|source| StoreError::EncodeJournal {
@@ -159,6 +169,11 @@ impl CredentialStore {
 
     /// Write generation N (`gen-N/` dir 0700 with cert.pem, chain.pem, key.pem 0600, ca.pem if any), fsync every file and the dir, via a temp dir renamed into place, so a staged generation is either complete or absent.
     pub fn stage(&self, generation: u64, material: &Material) -> Result<(), StoreError> {
+        super::blocking(|| self.stage_now(generation, material))
+    }
+
+    // The blocking body of the function above.
+    fn stage_now(&self, generation: u64, material: &Material) -> Result<(), StoreError> {
         self.ensure_dir()?;
         let name = gen_name(generation);
         let final_dir = self.dir.join(&name);
@@ -201,6 +216,11 @@ impl CredentialStore {
 
     /// Read generation N back.
     pub fn load_generation(&self, generation: u64) -> Result<Material, StoreError> {
+        super::blocking(|| self.load_generation_now(generation))
+    }
+
+    // The blocking body of the function above.
+    fn load_generation_now(&self, generation: u64) -> Result<Material, StoreError> {
         self.check_name()?;
         let dir = self.dir.join(gen_name(generation));
         let read_text = |file: &str| -> Result<Zeroizing<String>, StoreError> {
@@ -257,6 +277,11 @@ impl CredentialStore {
 
     /// Delete every gen-* (and leftover temp dirs) not in `keep`.
     pub fn prune(&self, keep: &[u64]) -> Result<(), StoreError> {
+        super::blocking(|| self.prune_now(keep))
+    }
+
+    // The blocking body of the function above.
+    fn prune_now(&self, keep: &[u64]) -> Result<(), StoreError> {
         if self.readonly {
             return Err(StoreError::ReadOnly {
                 path: self.dir.clone(),
