@@ -150,7 +150,7 @@ pub struct Reconciled {
 pub struct Engine {
     tasks: BTreeMap<String, Running>,
     /// The one backstop task, walking every credential once per period.
-    backstop: tokio::task::JoinHandle<()>,
+    backstop: Option<tokio::task::JoinHandle<()>>,
     handle: Handle,
     status_tx: watch::Sender<Snapshot>,
     store: Arc<Store>,
@@ -190,7 +190,7 @@ impl Engine {
         let senders: Senders = Arc::new(RwLock::new(BTreeMap::new()));
         let mut engine = Engine {
             tasks: BTreeMap::new(),
-            backstop: tokio::spawn(backstop_loop(senders.clone(), settings.backstop)),
+            backstop: None,
             handle: Handle {
                 senders,
                 status: status_rx,
@@ -204,6 +204,9 @@ impl Engine {
         for c in credentials {
             engine.spawn(c);
         }
+        // Started after the credentials, so its first pace counts them.
+        let senders = engine.handle.senders.clone();
+        engine.backstop = Some(tokio::spawn(backstop_loop(senders, settings.backstop)));
         engine
     }
 
@@ -306,7 +309,9 @@ impl Engine {
 
     /// Ask every task to stop after its current step, and wait for them.
     pub async fn shutdown(mut self) {
-        self.backstop.abort();
+        if let Some(b) = self.backstop.take() {
+            b.abort();
+        }
         for r in self.tasks.values() {
             let _ = r.stop.send(true);
         }
@@ -331,7 +336,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.backstop.abort();
+        if let Some(b) = self.backstop.take() {
+            b.abort();
+        }
     }
 }
 
