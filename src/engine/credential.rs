@@ -41,7 +41,8 @@ pub(super) struct Current {
 
 /// A credential's task state.
 pub(super) struct Task {
-    pub(super) cfg: CertificateConfig,
+    /// Shared with the engine's record of the running task (one copy each).
+    pub(super) cfg: Arc<CertificateConfig>,
     pub(super) names: Names,
     pub(super) targets: Vec<Target>,
     pub(super) issuer: Arc<dyn Issuer>,
@@ -84,7 +85,7 @@ impl Task {
             names: disk::names_of(&c.config),
             targets: super::targets(&c.config),
             store: store.credential(&c.config.name),
-            cfg: c.config,
+            cfg: Arc::new(c.config),
             issuer: c.issuer,
             reload: c.reload,
             probes: c.probes,

@@ -130,7 +130,7 @@ impl Handle {
 
 /// One running credential task.
 struct Running {
-    config: CertificateConfig,
+    config: Arc<CertificateConfig>,
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<()>,
 }
@@ -212,7 +212,6 @@ impl Engine {
 
     fn spawn(&mut self, c: Credential) {
         let name = c.config.name.clone();
-        let config = c.config.clone();
         let starting = CredentialStatus::starting(&name, "certificate", &c.config.issuer);
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
@@ -227,6 +226,7 @@ impl Engine {
             self.alerter.clone(),
             self.metrics.clone(),
         );
+        let config = task.cfg.clone();
         let join = tokio::spawn(task.run(rx, stop_rx));
         self.handle
             .senders
@@ -274,7 +274,7 @@ impl Engine {
         }
         for (name, c) in wanted {
             match self.tasks.get(&name) {
-                Some(r) if r.config == c.config => continue,
+                Some(r) if *r.config == c.config => continue,
                 Some(_) => {
                     self.stop(&name).await;
                     out.changed.push(name);
