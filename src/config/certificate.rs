@@ -21,7 +21,9 @@ use super::{
 struct FileUse {
     key: String,
     cert: String,
-    line: usize,
+    /// Byte offset in the config text; turned into a line only for an error
+    /// (counting lines for every entry made loading 10,000 entries quadratic).
+    at: Option<usize>,
 }
 
 /// Convert every entry, then check names, file paths and symlink dirs across them.
@@ -31,6 +33,7 @@ pub(super) fn certificates(
     issuers: &BTreeMap<String, IssuerConfig>,
     raw: Vec<Spanned<RawCertificate>>,
 ) -> Result<Vec<CertificateConfig>, ConfigError> {
+    // Name -> byte offset of its first definition (a line only for an error).
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut paths: HashMap<PathBuf, FileUse> = HashMap::new();
     let mut symlink_dirs: HashMap<PathBuf, FileUse> = HashMap::new();
@@ -39,18 +42,19 @@ pub(super) fn certificates(
         let at = format!("certificate[{i}]");
         let span = rc.span();
         let rc = rc.into_inner();
-        let line = |s: &Range<usize>| line_col(src.text, s.start).0;
+        let line = |at: Option<usize>| at.map_or(0, |o| line_col(src.text, o).0);
 
         let name = &rc.name;
         value(src, &format!("{at}.name"), name, values::cert_name)?;
-        if let Some(first) = names.get(name.get_ref()) {
+        if let Some(&first) = names.get(name.get_ref()) {
+            let first = line(Some(first));
             return Err(src.err(
                 format!("{at}.name"),
                 Some(name.span()),
                 format!("duplicate certificate name \"{}\" (first defined on line {first}); names must be unique", name.get_ref()),
             ));
         }
-        names.insert(name.get_ref().clone(), line(&name.span()));
+        names.insert(name.get_ref().clone(), name.span().start);
 
         if !issuers.contains_key(rc.issuer.get_ref()) {
             let defined: Vec<&str> = issuers.keys().map(String::as_str).collect();
@@ -87,13 +91,13 @@ pub(super) fn certificates(
                     file_span(&c.files_spans, kind),
                     format!(
                         "path {} is also used by {} (certificate \"{}\", line {}); each file needs its own path",
-                        path.display(), prev.key, prev.cert, prev.line
+                        path.display(), prev.key, prev.cert, line(prev.at)
                     ),
                 ));
             }
-            let line = file_span(&c.files_spans, kind).map_or(0, |s| line(&s));
+            let at = file_span(&c.files_spans, kind).map(|s| s.start);
             let cert = c.name.clone();
-            paths.insert(path.to_path_buf(), FileUse { key, cert, line });
+            paths.insert(path.to_path_buf(), FileUse { key, cert, at });
         }
 
         if c.config.swap == SwapMode::Symlink {
@@ -119,17 +123,17 @@ pub(super) fn certificates(
                         c.swap_span.clone(),
                         format!(
                             "certificate \"{}\" already uses swap = \"symlink\" in {} (line {}); give each symlink-swapped certificate its own directory",
-                            prev.cert, dir.display(), prev.line
+                            prev.cert, dir.display(), line(prev.at)
                         ),
                     ));
                 }
-                let line = c.swap_span.as_ref().map_or(0, line);
+                let swap_at = c.swap_span.as_ref().map(|s| s.start);
                 symlink_dirs.insert(
                     dir.to_path_buf(),
                     FileUse {
                         key: format!("{at}.swap"),
                         cert: c.name.clone(),
-                        line,
+                        at: swap_at,
                     },
                 );
             }

@@ -41,7 +41,8 @@ pub(super) struct Current {
 
 /// A credential's task state.
 pub(super) struct Task {
-    pub(super) cfg: CertificateConfig,
+    /// Shared with the engine's record of the running task (one copy each).
+    pub(super) cfg: Arc<CertificateConfig>,
     pub(super) names: Names,
     pub(super) targets: Vec<Target>,
     pub(super) issuer: Arc<dyn Issuer>,
@@ -85,7 +86,7 @@ impl Task {
             names: disk::names_of(&c.config),
             targets: super::targets(&c.config),
             store: store.credential(&c.config.name),
-            cfg: c.config,
+            cfg: Arc::new(c.config),
             issuer: c.issuer,
             reload: c.reload,
             probes: c.probes,
@@ -116,7 +117,10 @@ impl Task {
         mut rx: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        self.start().await;
+        // The steps are boxed: a task's future is as large as its largest
+        // await point, and an idle task should hold only its timers and
+        // channels, not room for a whole rotation (6 KB -> 2 KB a credential).
+        Box::pin(self.start()).await;
         self.publish_status();
         loop {
             if *shutdown.borrow() {
@@ -126,11 +130,11 @@ impl Task {
             self.date_alerts(now);
             let due = self.due_at(now);
             if due <= now {
-                let _ = self.rotate().await;
+                let _ = Box::pin(self.rotate()).await;
                 continue;
             }
             // No per-task backstop timer: the engine's one backstop task
-            // sends FilesChanged to each credential in turn (mod.rs).
+            // sends Command::Backstop to each credential in turn (mod.rs).
             let mut wake = due;
             let ari_at = self.journal.ari.map(|a| a.recheck_at);
             for t in [self.probe_at, self.next_date_alert(), ari_at]
@@ -143,19 +147,19 @@ impl Task {
                 _ = tokio::time::sleep(schedule::until(wake, now)) => {
                     let now = SystemTime::now();
                     if self.probe_at.is_some_and(|t| t <= now) {
-                        self.probe_in_background().await;
+                        Box::pin(self.probe_in_background()).await;
                     }
                     if ari_at.is_some_and(|t| t <= now) {
-                        self.refresh_window().await;
+                        Box::pin(self.refresh_window()).await;
                     }
                 }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Rotate(reply)) => {
-                        let outcome = self.rotate().await;
+                        let outcome = Box::pin(self.rotate()).await;
                         let _ = reply.send(outcome);
                     }
-                    Some(Command::FilesChanged) => self.check_files("file event").await,
-                    Some(Command::Backstop) => self.check_files("backstop re-check").await,
+                    Some(Command::FilesChanged) => Box::pin(self.check_files("file event")).await,
+                    Some(Command::Backstop) => Box::pin(self.check_files("backstop re-check")).await,
                     Some(Command::Retire(reply)) => return self.retire(reply).await,
                     None => break,
                 },

