@@ -14,6 +14,7 @@ use crate::issuer::keys::KeyIssuer;
 use crate::status::CredentialStatus;
 
 pub mod journal;
+mod rotate;
 mod task;
 
 /// An API key to keep fresh, wired to its backends.

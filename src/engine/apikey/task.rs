@@ -2,20 +2,20 @@
 //! with the two-phase handoff, and work off owed revocations with backoff.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch, Semaphore};
 use zeroize::Zeroizing;
 
-use super::journal::{KeyJournal, KeyRecord, KeyStep, PendingKey};
+use super::journal::{KeyJournal, KeyRecord};
 use super::KeyCredential;
 use crate::alert::{Alert, Alerter, Event};
-use crate::config::{ApiKeyConfig, KeyFormat, OnFailure, Share};
+use crate::config::{ApiKeyConfig, KeyFormat, Share};
 use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
 use crate::issuer::keys::KeyIssuer;
-use crate::metrics::{self, Metrics};
-use crate::status::{CredentialStatus, Handoff, LastRotation, RotateOutcome, Snapshot, State};
+use crate::metrics::Metrics;
+use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Store};
 use crate::{cert, schedule};
 
@@ -24,23 +24,23 @@ const MAX_REVOKE_PAUSE: u64 = 300;
 /// Renewal jitter: up to 5% of the lifetime.
 pub(super) const JITTER: Share = Share::Fraction(0.05);
 
-fn unix(t: SystemTime) -> u64 {
+pub(super) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn at(secs: u64) -> SystemTime {
+pub(super) fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// `sha256:` and the first 12 hex digits of the secret: enough to tell keys apart.
-fn short_hash(secret: &str) -> String {
+pub(super) fn short_hash(secret: &str) -> String {
     let fp = cert::fingerprint(secret.as_bytes());
     fp.chars().take("sha256:".len() + 12).collect()
 }
 
 /// Why a rotation failed; never holds the secret.
 #[derive(Debug, thiserror::Error)]
-enum KeyRotateError {
+pub(super) enum KeyRotateError {
     #[error("{credential}: {source}")]
     Issuer {
         credential: String,
@@ -62,22 +62,22 @@ enum KeyRotateError {
 }
 
 pub(super) struct KeyTask {
-    cfg: ApiKeyConfig,
-    issuer: Arc<dyn KeyIssuer>,
-    reload: Arc<dyn Reload>,
-    probes: Vec<Arc<dyn Probe>>,
-    alerter: Alerter,
-    metrics: Metrics,
-    store: CredentialStore,
-    journal: KeyJournal,
-    status_tx: watch::Sender<Snapshot>,
-    permits: Arc<Semaphore>,
-    failures: u32,
-    retry_at: Option<SystemTime>,
-    last_rotation: Option<LastRotation>,
-    last_error: Option<String>,
-    renewing: bool,
-    handoff: Handoff,
+    pub(super) cfg: ApiKeyConfig,
+    pub(super) issuer: Arc<dyn KeyIssuer>,
+    pub(super) reload: Arc<dyn Reload>,
+    pub(super) probes: Vec<Arc<dyn Probe>>,
+    pub(super) alerter: Alerter,
+    pub(super) metrics: Metrics,
+    pub(super) store: CredentialStore,
+    pub(super) journal: KeyJournal,
+    pub(super) status_tx: watch::Sender<Snapshot>,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) failures: u32,
+    pub(super) retry_at: Option<SystemTime>,
+    pub(super) last_rotation: Option<LastRotation>,
+    pub(super) last_error: Option<String>,
+    pub(super) renewing: bool,
+    pub(super) handoff: Handoff,
 }
 
 impl KeyTask {
@@ -158,11 +158,11 @@ impl KeyTask {
         tracing::debug!(credential = %self.cfg.name, "stopped");
     }
 
-    fn secret_path(&self, generation: u64) -> std::path::PathBuf {
+    pub(super) fn secret_path(&self, generation: u64) -> std::path::PathBuf {
         self.store.dir().join(format!("key-{generation}.secret"))
     }
 
-    fn stage(&self, generation: u64, secret: &str) -> Result<(), store::StoreError> {
+    pub(super) fn stage(&self, generation: u64, secret: &str) -> Result<(), store::StoreError> {
         store::write_secret_file(
             &self.secret_path(generation),
             secret.as_bytes(),
@@ -172,24 +172,24 @@ impl KeyTask {
         )
     }
 
-    fn load_secret(&self, generation: u64) -> Option<Zeroizing<String>> {
+    pub(super) fn load_secret(&self, generation: u64) -> Option<Zeroizing<String>> {
         let bytes = Zeroizing::new(std::fs::read(self.secret_path(generation)).ok()?);
         std::str::from_utf8(&bytes)
             .ok()
             .map(|s| Zeroizing::new(s.to_string()))
     }
 
-    fn unstage(&self, generation: u64) {
+    pub(super) fn unstage(&self, generation: u64) {
         let _ = std::fs::remove_file(self.secret_path(generation));
     }
 
-    fn save(&self) {
+    pub(super) fn save(&self) {
         if let Err(e) = self.store.save_journal(&self.journal) {
             tracing::error!(credential = %self.cfg.name, error = %e, "cannot save the journal");
         }
     }
 
-    fn save_strict(&self) -> Result<(), KeyRotateError> {
+    pub(super) fn save_strict(&self) -> Result<(), KeyRotateError> {
         self.store
             .save_journal(&self.journal)
             .map_err(|source| KeyRotateError::Store {
@@ -199,7 +199,7 @@ impl KeyTask {
     }
 
     /// What the app's key file holds for `key`.
-    fn render(&self, key: &KeyRecord, secret: &str) -> Zeroizing<Vec<u8>> {
+    pub(super) fn render(&self, key: &KeyRecord, secret: &str) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(match self.cfg.format {
             KeyFormat::Raw => secret.as_bytes().to_vec(),
             KeyFormat::Env => format!("{}={secret}\n", self.cfg.env_var).into_bytes(),
@@ -216,7 +216,7 @@ impl KeyTask {
         })
     }
 
-    fn publish(&self, key: &KeyRecord, secret: &str) -> Result<(), store::StoreError> {
+    pub(super) fn publish(&self, key: &KeyRecord, secret: &str) -> Result<(), store::StoreError> {
         let bytes = self.render(key, secret);
         store::write_secret_file(
             &self.cfg.file,
@@ -227,7 +227,11 @@ impl KeyTask {
         )
     }
 
-    fn generation_of(&self, key: &KeyRecord, secret: Option<Zeroizing<String>>) -> Generation {
+    pub(super) fn generation_of(
+        &self,
+        key: &KeyRecord,
+        secret: Option<Zeroizing<String>>,
+    ) -> Generation {
         Generation {
             credential: self.cfg.name.clone(),
             generation: key.generation,
@@ -243,7 +247,7 @@ impl KeyTask {
     /// Recover an interrupted rotation: its key was never committed, so put
     /// the committed key back and revoke the new one (or, with nothing
     /// committed yet, finish it: the app has no other key).
-    async fn start(&mut self) {
+    pub(super) async fn start(&mut self) {
         let name = self.cfg.name.clone();
         self.journal = match self.store.load_journal::<KeyJournal>() {
             Ok(Some(j)) => j,
@@ -300,7 +304,7 @@ impl KeyTask {
     }
 
     /// Put the committed key back into the app's file if it differs.
-    async fn check_file(&mut self) {
+    pub(super) async fn check_file(&mut self) {
         let Some(k) = self.journal.committed.clone() else {
             return;
         };
@@ -316,7 +320,7 @@ impl KeyTask {
     }
 
     /// Publish the committed key again and reload.
-    async fn restore(&mut self, why: &str) {
+    pub(super) async fn restore(&mut self, why: &str) {
         let Some(k) = self.journal.committed.clone() else {
             return;
         };
@@ -337,7 +341,7 @@ impl KeyTask {
         }
     }
 
-    fn due_at(&self, now: SystemTime) -> SystemTime {
+    pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
         let natural = match &self.journal.committed {
             Some(k) if at(k.expires_at) > now => schedule::renewal_point(
                 at(k.minted_at),
@@ -356,7 +360,7 @@ impl KeyTask {
 
     /// Revoke every owed key whose time has come; failures back off and
     /// alert, and stay owed until they succeed or the key has expired.
-    async fn revoke_due(&mut self, now: SystemTime) {
+    pub(super) async fn revoke_due(&mut self, now: SystemTime) {
         let due: Vec<usize> = (0..self.journal.revokes.len())
             .filter(|&i| at(self.journal.revokes[i].at) <= now)
             .collect();
@@ -407,296 +411,7 @@ impl KeyTask {
         self.save();
     }
 
-    async fn rotate(&mut self) -> RotateOutcome {
-        let _permit = self.permits.clone().acquire_owned().await;
-        self.renewing = true;
-        self.publish_status();
-        let started = Instant::now();
-        let mut handoff_time = None;
-        let result = self.try_rotate(&mut handoff_time).await;
-        self.renewing = false;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let kind = match &result {
-            Ok(()) => metrics::ROTATION_SUCCESS,
-            Err(KeyRotateError::Handoff {
-                rolled_back: true, ..
-            }) => metrics::ROTATION_ROLLED_BACK,
-            Err(_) => metrics::ROTATION_FAILED,
-        };
-        self.metrics.rotation(
-            &self.cfg.name,
-            "api_key",
-            kind,
-            handoff_time.unwrap_or_default(),
-        );
-        let when = cert::rfc3339(SystemTime::now());
-        let handoff_ms = handoff_time.map(|d| d.as_millis() as u64);
-        let (result_s, error) = match &result {
-            Ok(()) => {
-                self.failures = 0;
-                self.retry_at = None;
-                self.last_error = None;
-                ("success", None)
-            }
-            Err(e) => {
-                let delay =
-                    schedule::retry_delay(self.failures, self.cfg.lifetime, fastrand::f64(), None);
-                self.failures += 1;
-                self.retry_at = Some(SystemTime::now() + delay);
-                let msg = e.to_string();
-                tracing::warn!(credential = %self.cfg.name, error = %msg, retry_in_ms = delay.as_millis() as u64, event = "rotation_failed", "rotation failed; the current key stays in place");
-                if !matches!(e, KeyRotateError::Handoff { .. }) {
-                    self.alerter.raise(Alert::new(
-                        Event::RenewalFailed,
-                        &self.cfg.name,
-                        "api_key",
-                        msg.clone(),
-                    ));
-                }
-                self.last_error = Some(msg.clone());
-                let r = if matches!(
-                    e,
-                    KeyRotateError::Handoff {
-                        rolled_back: true,
-                        ..
-                    }
-                ) {
-                    "rolled_back"
-                } else {
-                    "failed"
-                };
-                (r, Some(msg))
-            }
-        };
-        self.last_rotation = Some(LastRotation {
-            at: when,
-            result: result_s.into(),
-            duration_ms,
-            handoff_ms,
-        });
-        self.publish_status();
-        let k = self.journal.committed.as_ref();
-        RotateOutcome {
-            credential: self.cfg.name.clone(),
-            result: result_s.into(),
-            generation: k.map(|k| k.generation),
-            fingerprint: k.map(|k| k.hash.clone()),
-            error,
-        }
-    }
-
-    fn set_step(
-        &mut self,
-        g: u64,
-        step: KeyStep,
-        key: Option<KeyRecord>,
-    ) -> Result<(), KeyRotateError> {
-        self.journal.pending = Some(PendingKey {
-            generation: g,
-            step,
-            key,
-        });
-        self.save_strict()
-    }
-
-    /// Give up on an uncommitted key: owe its revocation now.
-    fn abandon(&mut self, key: &KeyRecord) {
-        self.journal.owe(key, unix(SystemTime::now()));
-        self.journal.pending = None;
-        self.save();
-    }
-
-    async fn try_rotate(
-        &mut self,
-        handoff_time: &mut Option<Duration>,
-    ) -> Result<(), KeyRotateError> {
-        let name = self.cfg.name.clone();
-        let g = self.journal.allocate();
-        self.set_step(g, KeyStep::Minting, None)?;
-        let minted = self.issuer.mint(self.cfg.lifetime).await;
-        self.metrics.issuer_request(
-            self.issuer.name(),
-            if minted.is_ok() {
-                metrics::SUCCESS
-            } else {
-                metrics::FAILURE
-            },
-        );
-        let minted = match minted {
-            Ok(m) => m,
-            Err(source) => {
-                self.journal.pending = None;
-                self.save();
-                return Err(KeyRotateError::Issuer {
-                    credential: name,
-                    source,
-                });
-            }
-        };
-        let key = KeyRecord {
-            generation: g,
-            id: minted.id.clone(),
-            lease: minted.lease.clone(),
-            minted_at: unix(SystemTime::now()),
-            expires_at: unix(minted.expires_at),
-            hash: short_hash(&minted.secret),
-        };
-        // Journal the id before anything is published: a crash from here on
-        // leaves a key the next start knows to revoke.
-        if let Err(e) = self.set_step(g, KeyStep::Minted, Some(key.clone())) {
-            // Cannot record it: do not use it; try to revoke it at once.
-            let _ = self.issuer.revoke(&key.id, key.lease.as_deref()).await;
-            return Err(e);
-        }
-        // Test hook: die like kill -9 right after the id is journaled.
-        if std::env::var_os("REKEY_TEST_CRASH_AFTER_MINT").is_some() {
-            std::process::abort();
-        }
-        let store_err = |source| KeyRotateError::Store {
-            credential: name.clone(),
-            source,
-        };
-        if let Err(e) = self.stage(g, &minted.secret) {
-            self.abandon(&key);
-            return Err(store_err(e));
-        }
-        let published = Instant::now();
-        if let Err(e) = self.publish(&key, &minted.secret) {
-            self.restore("failed publish").await;
-            self.abandon(&key);
-            return Err(store_err(e));
-        }
-        self.set_step(g, KeyStep::Handoff, Some(key.clone()))?;
-        let gen = self.generation_of(&key, Some(minted.secret.clone()));
-        drop(minted);
-        let bootstrap = self.journal.committed.is_none();
-        let verdict = match self.reload.reload(&gen).await {
-            Err(e) if bootstrap => Verdict::Unreachable(e.to_string()),
-            Err(e) => Verdict::Failed {
-                served: None,
-                detail: e.to_string(),
-            },
-            Ok(()) => {
-                handoff::await_generation(
-                    &self.probes,
-                    &gen,
-                    self.cfg.verify.timeout,
-                    self.cfg.verify.settle,
-                    bootstrap,
-                )
-                .await
-            }
-        };
-        drop(gen);
-        *handoff_time = Some(published.elapsed());
-        match verdict {
-            Verdict::Verified | Verdict::Unverified => {
-                let verified = verdict == Verdict::Verified;
-                let was_failed = self.handoff == Handoff::Failed;
-                self.handoff = if verified {
-                    Handoff::Verified
-                } else {
-                    Handoff::Unverified
-                };
-                self.commit(key.clone(), true);
-                tracing::info!(credential = %name, generation = g, id = %key.id, key_hash = %key.hash, handoff = ?self.handoff, event = "rotated", "rotated");
-                if was_failed {
-                    self.alerter.raise(Alert::new(
-                        Event::Recovered,
-                        &name,
-                        "api_key",
-                        format!("key {} is published and in use", key.id),
-                    ));
-                }
-                Ok(())
-            }
-            Verdict::Unreachable(why) if bootstrap => {
-                tracing::info!(credential = %name, generation = g, reason = %why, "the app is not running yet; the handoff stays pending");
-                self.handoff = Handoff::Pending;
-                self.commit(key, false);
-                Ok(())
-            }
-            Verdict::Unreachable(why) | Verdict::Failed { detail: why, .. } => {
-                self.fail_handoff(key, why).await
-            }
-        }
-    }
-
-    /// Make `key` the committed one; the old key is owed a revocation after
-    /// `overlap` once the handoff is done (verified, or unverified by
-    /// choice), else at its expiry (after a failed handoff kept with
-    /// `on_failure = "keep"` the app may still use it).
-    fn commit(&mut self, key: KeyRecord, handed_over: bool) {
-        let now = unix(SystemTime::now());
-        if let Some(old) = self.journal.committed.take() {
-            let when = if handed_over {
-                now + self.cfg.overlap.as_secs()
-            } else {
-                old.expires_at.max(now + self.cfg.overlap.as_secs())
-            };
-            self.journal.owe(&old, when);
-        }
-        self.journal.committed = Some(key);
-        self.journal.pending = None;
-        self.journal.jitter_draw = fastrand::f64();
-        self.save();
-    }
-
-    async fn fail_handoff(&mut self, key: KeyRecord, why: String) -> Result<(), KeyRotateError> {
-        let now = SystemTime::now();
-        let can_roll_back = self.cfg.on_failure == OnFailure::Rollback
-            && self
-                .journal
-                .committed
-                .as_ref()
-                .is_some_and(|k| at(k.expires_at) > now);
-        let old_was_verified = self.handoff == Handoff::Verified;
-        self.handoff = Handoff::Failed;
-        if can_roll_back {
-            self.set_step(key.generation, KeyStep::RollingBack, Some(key.clone()))?;
-            self.restore("handoff failed").await;
-            // The new key was never used: revoke it now.
-            self.abandon(&key);
-            self.revoke_due(SystemTime::now()).await;
-            // Only a key the app was seen using can be checked again.
-            if let Some(old) = self.journal.committed.clone().filter(|_| old_was_verified) {
-                let g = self.generation_of(&old, self.load_secret(old.generation));
-                let v = handoff::await_generation(
-                    &self.probes,
-                    &g,
-                    self.cfg.verify.timeout,
-                    self.cfg.verify.settle,
-                    false,
-                )
-                .await;
-                if let Verdict::Failed { detail, .. } = v {
-                    tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not use the previous key either");
-                }
-            }
-        } else {
-            self.commit(key.clone(), false);
-        }
-        tracing::warn!(credential = %self.cfg.name, generation = key.generation, id = %key.id, rolled_back = can_roll_back, reason = %why, event = "handoff_failed", "handoff failed");
-        let mut a = Alert::new(
-            Event::HandoffFailed,
-            &self.cfg.name,
-            "api_key",
-            format!("the app did not take key {}: {why}", key.id),
-        );
-        a.generation = Some(key.generation);
-        a.fingerprint = Some(key.hash.clone());
-        a.rolled_back = Some(can_roll_back);
-        self.alerter.raise(a);
-        Err(KeyRotateError::Handoff {
-            credential: self.cfg.name.clone(),
-            generation: key.generation,
-            id: key.id,
-            why,
-            rolled_back: can_roll_back,
-        })
-    }
-
-    fn publish_status(&self) {
+    pub(super) fn publish_status(&self) {
         let now = SystemTime::now();
         let mut s = CredentialStatus::starting(&self.cfg.name, "api_key", &self.cfg.issuer);
         let k = self.journal.committed.as_ref();
@@ -735,7 +450,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_hash_is_12_hex_digits_and_not_the_secret() {
+    pub(super) fn short_hash_is_12_hex_digits_and_not_the_secret() {
         let h = short_hash("s.supersecret");
         assert!(h.starts_with("sha256:"), "{h}");
         assert_eq!(h.len(), "sha256:".len() + 12);
