@@ -256,7 +256,7 @@ fn main() {
         println!("{row}");
     }
     println!(
-        "\nOver time, all {n} first due at the same second (peak / p99 per second in each span):\n"
+        "\nOver time, all {n} first due at the same second (peak / p99 per second in each span; the 0-10 s row holds the first attempt of all and, with equal jitter, their first retry 0.5-1 s later, in the same second):\n"
     );
     println!("| since the outage began | no jitter | equal jitter (default) |");
     println!("|---|---|---|");

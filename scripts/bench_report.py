@@ -74,7 +74,7 @@ for n, f in sorted(rekey.items(), key=lambda kv: int(kv[0])):
 if wake_rows:
     ok = all(w <= 8 * (r + 1) for _, w, r, _ in wake_rows)
     target("no wake-ups while nothing is due besides the backstop and the watchdog",
-           "; ".join(f"{n:,} credentials: {w} switches for {r:.0f} backstop re-checks in {t:.0f} ticks"
+           "; ".join(f"{n:,} credential{'s' if n != 1 else ''}: {w} switches for {r:.0f} backstop re-checks in {t:.0f} ticks"
                      for n, w, r, t in wake_rows),
            ok, "More context switches than the backstop's re-checks explain: see the idle table.")
 if "binary_bytes" in fig:

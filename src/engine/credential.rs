@@ -119,7 +119,7 @@ impl Task {
     ) {
         // The steps are boxed: a task's future is as large as its largest
         // await point, and an idle task should hold only its timers and
-        // channels, not room for a whole rotation (6 KB -> 2 KB a credential).
+        // channels, not room for a whole rotation (10,000 credentials: 27 MB).
         Box::pin(self.start()).await;
         self.publish_status();
         loop {
