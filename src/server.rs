@@ -268,37 +268,33 @@ async fn post(handle: &Handle, path: &str, name: &str) -> Reply {
 }
 
 async fn retire(handle: &Handle, name: &str) -> Reply {
-    match tokio::time::timeout(ROTATE_WAIT, handle.retire(name)).await {
-        Ok(Ok(outcome)) => {
-            let status = if outcome.result == "retired" {
-                StatusCode::OK
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            match serde_json::to_value(&outcome) {
-                Ok(v) => json(status, &v),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
-        }
-        Ok(Err(e @ EngineError::UnknownCredential(_))) => {
-            error(StatusCode::NOT_FOUND, e.to_string())
-        }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(_) => json(
-            StatusCode::ACCEPTED,
-            &json!({"credential": name, "result": "queued", "error": "still running; see /status"}),
-        ),
-    }
+    let call = handle.retire(name);
+    engine_reply(call, name, StatusCode::INTERNAL_SERVER_ERROR, |o| {
+        o.result == "retired"
+    })
+    .await
 }
 
 async fn rotate(handle: &Handle, name: &str) -> Reply {
-    match tokio::time::timeout(ROTATE_WAIT, handle.rotate(name)).await {
+    let call = handle.rotate(name);
+    engine_reply(call, name, StatusCode::BAD_GATEWAY, |o| {
+        o.result == "success"
+    })
+    .await
+}
+
+/// Wait (bounded) for an engine request and turn its outcome into a reply:
+/// 200 when `ok`, `failed` otherwise, 404 for an unknown credential, 202
+/// when it is still running.
+async fn engine_reply<T: serde::Serialize>(
+    call: impl std::future::Future<Output = Result<T, EngineError>>,
+    name: &str,
+    failed: StatusCode,
+    ok: impl Fn(&T) -> bool,
+) -> Reply {
+    match tokio::time::timeout(ROTATE_WAIT, call).await {
         Ok(Ok(outcome)) => {
-            let status = if outcome.result == "success" {
-                StatusCode::OK
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
+            let status = if ok(&outcome) { StatusCode::OK } else { failed };
             match serde_json::to_value(&outcome) {
                 Ok(v) => json(status, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
