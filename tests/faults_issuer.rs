@@ -396,6 +396,9 @@ fn acme_server(mode: Acme, tls: &acme_support::TestTls) -> std::net::SocketAddr 
                     }
                 };
                 let reply = reply.replace("Content-Length: 22\r\n", "Content-Length: 24\r\n");
+                // One request per connection: say so, or the client's pool
+                // may send the next request down a socket being closed.
+                let reply = reply.replacen("\r\n", "\r\nConnection: close\r\n", 1);
                 let _ = s.write_all(reply.as_bytes());
                 let _ = s.flush();
                 s.conn.send_close_notify();
