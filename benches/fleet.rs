@@ -1,7 +1,7 @@
 //! Fleet behaviour: 10,000 sidecars started at the same moment with
 //! certificates of the same lifetime, replayed through the real scheduling
 //! functions (`schedule::renewal_point`, `schedule::retry_delay`,
-//! `issuer::pick_in_window`), no network and no clock. It counts requests
+//! `issuer::pick_in_window`, `schedule::ari_recheck`), no network and no clock. It counts requests
 //! per second against the CA and prints markdown tables (scripts/bench puts
 //! them in BENCHMARKS.md). Draws come from a seeded generator, so a run is
 //! reproducible. `cargo bench --bench fleet`; FLEET_CLIENTS changes the size.
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use rekey::config::Share;
 use rekey::issuer::{pick_in_window, RenewalWindow};
-use rekey::schedule::{renewal_point, retry_delay};
+use rekey::schedule::{ari_recheck, renewal_point, retry_delay};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -195,6 +195,24 @@ fn main() {
         let (a, b) = rate.busy();
         let (peak, p99, span) = stats(rate.span(a, b));
         println!("| {win} | {how} | {peak} | {p99} | {} |", human(span));
+    }
+
+    println!("\n### ARI: the CA moves the window into the past (mass revocation)\n");
+    println!("The fleet started together and re-checks ARI 6 h later (the default without Retry-After); at 5 h the CA moves every window into the past, so each client renews as soon as its re-check sees it (RFC 9773: a passed pick means now).\n");
+    println!("| re-check interval | renewals | peak /s | p99 /s | spread |");
+    println!("|---|---|---|---|---|");
+    for (label, spread) in [
+        ("6 h for all (before)", false),
+        ("`ari_recheck`: 6 h + up to 25% (default)", true),
+    ] {
+        let mut rate = Rate::new();
+        for _ in 0..n {
+            let draw = if spread { rng.f64() } else { 0.0 };
+            rate.add(t0() + ari_recheck(6 * HOUR, draw));
+        }
+        let (a, b) = rate.busy();
+        let (peak, p99, span) = stats(rate.span(a, b));
+        println!("| {label} | {} | {peak} | {p99} | {} |", rate.total(), human(span));
     }
 
     println!("\n### CA outage of 1 h, then recovery: attempts per second against the CA\n");

@@ -204,6 +204,12 @@ fn init_logging_level(format: LogFormat, default: &str) {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // File I/O runs on blocking threads. Tokio's default allows 512: a
+        // start with 10,000 credentials grew 300+ threads, each with its own
+        // stack and malloc arena, and the backstop's steady trickle of jobs
+        // kept them all from ever idling out (130 MiB resident). Eight keep
+        // the disk busy without that.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -58,6 +58,18 @@ pub fn retry_delay(
     }
 }
 
+/// Share of an ARI re-check interval added at random (see [`ari_recheck`]).
+pub const ARI_RECHECK_SPREAD: f64 = 0.25;
+
+/// Delay before asking the CA for a renewal window again: `base` (its
+/// `Retry-After`, or rekey's default) plus up to a quarter more by `draw`.
+/// Only ever later than `base`, since RFC 9773 asks clients not to poll
+/// before `Retry-After`; the spread keeps a fleet started together from
+/// re-checking, and so renewing when a CA moves its window, in lockstep.
+pub fn ari_recheck(base: Duration, draw: f64) -> Duration {
+    base + base.mul_f64(ARI_RECHECK_SPREAD * draw.clamp(0.0, 1.0))
+}
+
 /// Time until `at`, zero if it has passed.
 pub fn until(at: SystemTime, now: SystemTime) -> Duration {
     at.duration_since(now).unwrap_or_default()
@@ -67,6 +79,16 @@ pub fn until(at: SystemTime, now: SystemTime) -> Duration {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ari_recheck_is_never_early_and_spreads_a_quarter() {
+        let h6 = Duration::from_secs(6 * 3600);
+        assert_eq!(ari_recheck(h6, 0.0), h6);
+        assert_eq!(ari_recheck(h6, 1.0), h6 + h6 / 4);
+        assert_eq!(ari_recheck(h6, 2.0), h6 + h6 / 4, "draw is clamped");
+        assert_eq!(ari_recheck(h6, -1.0), h6);
+        assert!(ari_recheck(h6, 0.5) > h6 && ari_recheck(h6, 0.5) < h6 + h6 / 4);
+    }
 
     const HOUR: Duration = Duration::from_secs(3600);
 

@@ -391,6 +391,7 @@ impl Task {
                     .retry_after
                     .unwrap_or(ARI_RECHECK)
                     .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
+                let recheck = schedule::ari_recheck(recheck, fastrand::f64());
                 let valid = w.end > w.start;
                 if !valid {
                     tracing::warn!(credential = %self.cfg.name, "the CA's renewal window ends before it starts; ignoring it and keeping renew_before");
@@ -406,6 +407,7 @@ impl Task {
                     .retry_after()
                     .unwrap_or(ARI_RETRY)
                     .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
+                let recheck = schedule::ari_recheck(recheck, fastrand::f64());
                 Some(Ari {
                     window: self.journal.ari.and_then(|a| a.window),
                     recheck_at: now + recheck,
