@@ -11,7 +11,7 @@ use rcgen::{
 };
 use zeroize::Zeroizing;
 
-use super::{IssueRequest, Issued, Issuer, IssuerError};
+use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation};
 use crate::cert;
 use crate::config::LocalCaConfig;
 use crate::store;
@@ -135,6 +135,15 @@ fn random_serial() -> SerialNumber {
 impl Issuer for LocalCa {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn revoke(&self, _credential: &str, _cert_pem: &str) -> Result<Revocation, IssuerError> {
+        // Revocation means nothing without a CRL or OCSP responder that
+        // clients consult, and the embedded CA runs neither.
+        Ok(Revocation::Unsupported(format!(
+            "the local CA \"{}\" publishes no CRL or OCSP, so it cannot revoke; the certificate stays valid until it expires (remove the CA from the clients' trust to cut it off sooner)",
+            self.name
+        )))
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssuerError> {
