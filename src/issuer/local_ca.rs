@@ -245,6 +245,18 @@ mod tests {
         assert_eq!(again.ca_pem(), ca.ca_pem());
     }
 
+    #[tokio::test]
+    async fn revoke_says_the_local_ca_cannot_and_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open("dev", &tmp.path().join("dev"), &cfg()).unwrap();
+        match ca.revoke("web", "unused").await.unwrap() {
+            Revocation::Unsupported(why) => {
+                assert!(why.contains("\"dev\"") && why.contains("no CRL"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn mismatched_ca_files_are_refused_with_a_fix() {
         let tmp = tempfile::tempdir().unwrap();
