@@ -182,6 +182,17 @@ fn retire_revokes_a_vault_certificate_and_reports_a_refused_revocation() {
     );
     assert_eq!(files("api"), 0);
     assert_eq!(revocation_time(&as_), 0);
+    // The refused request counts as an issuer failure.
+    let (_, metrics) = http(d.addr, "GET", "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rekey_issuer_requests_total")
+                && l.contains("issuer=\"signonly\"")
+                && l.contains("result=\"failure\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
     let audit = env.audit();
     let rec = |n: &str, e: &str| {
         audit

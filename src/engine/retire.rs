@@ -71,6 +71,16 @@ impl RevokeStep {
         }
     }
 
+    /// The `rekey_issuer_requests_total` result of the step, when the
+    /// issuer was asked.
+    pub(super) fn metric(&self) -> Option<&'static str> {
+        match self.revocation {
+            REVOKED => Some(crate::metrics::SUCCESS),
+            FAILED => Some(crate::metrics::FAILURE),
+            _ => None,
+        }
+    }
+
     /// The audit outcome of a `revoked` record, when one is due: attempts
     /// that reached the issuer are recorded, "cannot revoke" is not.
     pub(super) fn audit_outcome(&self) -> Option<&'static str> {
@@ -149,6 +159,9 @@ impl Task {
                 detail: "not revoked: no certificate had been issued".to_string(),
             },
         };
+        if let Some(result) = step.metric() {
+            self.metrics.issuer_request(self.issuer.name(), result);
+        }
         if let Some(outcome) = step.audit_outcome() {
             let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Revoked, outcome)
                 .reason(step.detail.clone());

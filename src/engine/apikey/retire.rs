@@ -48,6 +48,9 @@ impl KeyTask {
                 },
             },
         };
+        if let Some(result) = step.metric() {
+            self.metrics.issuer_request(self.issuer.name(), result);
+        }
         let key_id = committed.as_ref().map(|k| k.id.as_str());
         if let Some(o) = step.audit_outcome() {
             let mut e =
