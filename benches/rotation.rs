@@ -40,6 +40,7 @@ fn cred(dir: &std::path::Path, kt: KeyType, swap: SwapMode) -> CertificateConfig
         reload: ReloadConfig::None,
         verify: VerifyConfig::default(),
         on_failure: rekey::config::OnFailure::Rollback,
+        on_remove: rekey::config::OnRemove::Keep,
         team: None,
         labels: Default::default(),
         policy_waiver: None,

@@ -279,6 +279,7 @@ fn main() {
             reload: ReloadConfig::None,
             verify: VerifyConfig::default(),
             on_failure: OnFailure::Rollback,
+            on_remove: rekey::config::OnRemove::Keep,
             team: None,
             labels: Default::default(),
             policy_waiver: None,

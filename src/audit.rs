@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CertificateConfig;
+use crate::config::{ApiKeyConfig, CertificateConfig};
 use crate::handoff::{Generation, Verdict};
 
 pub use chain::{files, rotated_path, verify, Broken, Verified, GENESIS, KEEP};
@@ -172,6 +172,26 @@ impl Entry {
             generation: None,
             fingerprint: None,
             key_id: None,
+            issuer: Some(cfg.issuer.clone()),
+            outcome: outcome.to_string(),
+            reason: None,
+        }
+    }
+
+    /// An entry about API key `cfg`'s key `key_id` (no team: keys carry none yet).
+    pub fn key(
+        cfg: &ApiKeyConfig,
+        event: AuditEvent,
+        outcome: &str,
+        key_id: Option<&str>,
+    ) -> Entry {
+        Entry {
+            event,
+            credential: cfg.name.clone(),
+            team: None,
+            generation: None,
+            fingerprint: None,
+            key_id: key_id.map(str::to_string),
             issuer: Some(cfg.issuer.clone()),
             outcome: outcome.to_string(),
             reason: None,

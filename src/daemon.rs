@@ -206,10 +206,11 @@ impl Running {
         self.alerter.set_owners(&config.certificates);
         self.metrics.set_teams(&config.certificates);
         let mut changes = self.engine.reconcile(credentials).await;
-        let keys = key_credentials(config)?;
+        let keys = key_credentials(config, &self.audit)?;
         let k = self.engine.reconcile_keys(keys).await;
         changes.added.extend(k.added);
         changes.removed.extend(k.removed);
+        changes.retired.extend(k.retired);
         changes.changed.extend(k.changed);
         self.watcher = watch_files(&self.engine);
         Ok(changes)
@@ -262,7 +263,7 @@ fn credentials(
 
 /// One engine task per `[[api_key]]`; each vault issuer's client is shared
 /// by its keys (one login, one token).
-fn key_credentials(config: &Config) -> Result<Vec<KeyCredential>, DaemonError> {
+fn key_credentials(config: &Config, audit: &Audit) -> Result<Vec<KeyCredential>, DaemonError> {
     let mut clients: BTreeMap<String, VaultClient> = BTreeMap::new();
     let mut out = Vec::new();
     for k in &config.api_keys {
@@ -309,6 +310,7 @@ fn key_credentials(config: &Config) -> Result<Vec<KeyCredential>, DaemonError> {
             issuer,
             reload,
             probes,
+            audit: audit.clone(),
         });
     }
     Ok(out)
@@ -369,7 +371,7 @@ pub async fn start(
         metrics.clone(),
     );
     let mut engine = engine;
-    engine.start_keys(key_credentials(config)?);
+    engine.start_keys(key_credentials(config, &audit)?);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut addr = None;
     if let Some((listener, bound)) = listener {
@@ -534,10 +536,10 @@ async fn reload(running: &mut Running, config: &mut Config) {
     }
     match running.reload(&new).await {
         Ok(changes) => {
-            tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, event = "config_reloaded", "SIGHUP: config reloaded");
+            tracing::info!(added = ?changes.added, removed = ?changes.removed, retired = ?changes.retired, changed = ?changes.changed, event = "config_reloaded", "SIGHUP: config reloaded");
             let what = format!(
-                "added {:?}, removed {:?}, changed {:?}",
-                changes.added, changes.removed, changes.changed
+                "added {:?}, removed {:?}, retired {:?}, changed {:?}",
+                changes.added, changes.removed, changes.retired, changes.changed
             );
             running.audit.record(config_entry(
                 AuditEvent::ConfigReloaded,

@@ -109,7 +109,7 @@ enum Command {
         #[arg(long)]
         pid_file: PathBuf,
     },
-    /// Ask a running daemon to retire NAME: stop it, remove its published files, record and alert `retired`.
+    /// Ask a running daemon to retire NAME: revoke it at the issuer where possible, remove its published files, record and alert `retired`.
     Retire {
         /// Credential name.
         name: String,
@@ -552,7 +552,9 @@ mod audit_cmd {
     }
 }
 
-/// `rekey retire NAME`: 0 retired, 1 failed, 2 unknown name or refused.
+/// `rekey retire NAME`: 0 retired (revoked, or the issuer cannot revoke),
+/// 1 failed (files not removed, or the issuer failed to revoke), 2 unknown
+/// name or refused.
 async fn retire(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/retire/{name}");
     let reply =
@@ -569,6 +571,17 @@ async fn retire(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Re
             );
             println!("remove it from the config too, or the next start issues it again");
             Ok(ExitCode::SUCCESS)
+        }
+        502 if v["result"] == "retired" => {
+            eprintln!(
+                "rekey: {name}: retired (removed {} file(s)) but {}",
+                v["removed"].as_array().map_or(0, Vec::len),
+                v["detail"]
+                    .as_str()
+                    .unwrap_or("the issuer did not revoke it")
+            );
+            eprintln!("remove it from the config too, or the next start issues it again");
+            Ok(ExitCode::from(1))
         }
         401 | 403 | 404 => {
             eprintln!(

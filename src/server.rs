@@ -267,34 +267,43 @@ async fn post(handle: &Handle, path: &str, name: &str) -> Reply {
     }
 }
 
+/// 200 retired (revoked, or the issuer cannot revoke: said in `detail`);
+/// 502 retired but the issuer failed to revoke; 500 files not removed.
 async fn retire(handle: &Handle, name: &str) -> Reply {
     let call = handle.retire(name);
-    engine_reply(call, name, StatusCode::INTERNAL_SERVER_ERROR, |o| {
-        o.result == "retired"
+    engine_reply(call, name, |o| match o.result.as_str() {
+        "retired" if o.revocation == crate::engine::retire_revocation::FAILED => {
+            StatusCode::BAD_GATEWAY
+        }
+        "retired" => StatusCode::OK,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     })
     .await
 }
 
 async fn rotate(handle: &Handle, name: &str) -> Reply {
     let call = handle.rotate(name);
-    engine_reply(call, name, StatusCode::BAD_GATEWAY, |o| {
-        o.result == "success"
+    engine_reply(call, name, |o| {
+        if o.result == "success" {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_GATEWAY
+        }
     })
     .await
 }
 
 /// Wait (bounded) for an engine request and turn its outcome into a reply:
-/// 200 when `ok`, `failed` otherwise, 404 for an unknown credential, 202
-/// when it is still running.
+/// the status `status` picks, 404 for an unknown credential, 202 when it
+/// is still running.
 async fn engine_reply<T: serde::Serialize>(
     call: impl std::future::Future<Output = Result<T, EngineError>>,
     name: &str,
-    failed: StatusCode,
-    ok: impl Fn(&T) -> bool,
+    status: impl Fn(&T) -> StatusCode,
 ) -> Reply {
     match tokio::time::timeout(ROTATE_WAIT, call).await {
         Ok(Ok(outcome)) => {
-            let status = if ok(&outcome) { StatusCode::OK } else { failed };
+            let status = status(&outcome);
             match serde_json::to_value(&outcome) {
                 Ok(v) => json(status, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -161,3 +161,42 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
     let failures = s["consecutive_failures"].as_u64();
     assert_eq!(failures, Some(0), "{s}");
 }
+
+#[test]
+fn retire_revokes_the_certificate_at_the_ca_and_removes_the_files() {
+    let Some(()) = have_pebble() else { return };
+    let p = Pebble::start(Opts::default());
+    let env = Env::new();
+    let issuer = p.issuer_toml("pebble", &p.listen_challenge(), "");
+    env.write_config_audited(&format!("{issuer}\n{}", web(&env, "pebble")));
+    let d = env.start();
+    let s = wait_for(Duration::from_secs(30), "first ACME issuance", || {
+        valid(d.addr)
+    });
+    let serial = s["serial"].as_str().unwrap().to_string();
+    let before = p.cert_status(&serial).unwrap();
+    assert_eq!(before["Status"], "Valid", "{before}");
+
+    let (code, out) = env.retire("web");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("revoked at the issuer"), "{out}");
+    let after = p.cert_status(&serial).unwrap();
+    assert_eq!(after["Status"], "Revoked", "{after}");
+    for f in ["cert.pem", "key.pem", "fullchain.pem"] {
+        assert!(!env.path("tls/web").join(f).exists(), "{f} left behind");
+    }
+    let audit = env.audit();
+    let revoked: Vec<_> = audit.iter().filter(|r| r["event"] == "revoked").collect();
+    assert_eq!(revoked.len(), 1, "{audit:?}");
+    assert_eq!(revoked[0]["outcome"], "success");
+    assert_eq!(revoked[0]["credential"], "web");
+    let retired: Vec<_> = audit.iter().filter(|r| r["event"] == "retired").collect();
+    assert_eq!(retired.len(), 1, "{audit:?}");
+    assert!(
+        retired[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked at the issuer"),
+        "{audit:?}"
+    );
+}

@@ -73,6 +73,11 @@ fn bad_api_keys_exit_2_naming_the_key_and_line() {
             vec!["api_key[0].env_var", "not an environment variable name", ":27:"],
         ),
         (
+            "bad on_remove",
+            key("bao", VAULT_MINT, "on_remove = \"drop\""),
+            vec!["api_key[0].on_remove", "allowed: keep, revoke", ":26:"],
+        ),
+        (
             "secret in expect_body",
             key("bao", VAULT_MINT, "verify = { type = \"http\", url = \"http://127.0.0.1:1/\", expect_body = \"{secret}\" }"),
             vec!["api_key[0].verify.expect_body", "unknown placeholder {secret}"],

@@ -67,6 +67,11 @@ fn bad_configs_exit_2_naming_the_key() {
             ],
         ),
         (
+            "bad on_remove",
+            web("on_remove = \"delete\""),
+            vec!["certificate[0].on_remove", "allowed: keep, revoke", ":13:"],
+        ),
+        (
             "missing issuer",
             web("").replace("issuer = \"dev\"", "issuer = \"nope\""),
             vec!["issuer", "nope", "dev", ":10:"],

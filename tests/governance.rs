@@ -220,6 +220,8 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
             + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{text}");
         assert!(text.contains("not revoked"), "{text}");
+        // The local CA cannot revoke, and says so rather than pretending.
+        assert!(text.contains("publishes no CRL"), "{text}");
         let dir = env.path("tls").join(name);
         let left: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -253,6 +255,10 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
         .filter(|r| r["event"] == "retired")
         .collect();
     assert_eq!(retired.len(), 2, "{log}");
+    assert!(
+        !log.contains("\"event\":\"revoked\""),
+        "a revoked record for a CA that cannot revoke: {log}"
+    );
     assert!(retired.iter().all(
         |r| r["outcome"] == "retired" && r["reason"].as_str().unwrap().contains("not revoked")
     ));
@@ -270,4 +276,131 @@ fn rekey_audit_verify(config: &std::path::Path) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
     )
+}
+
+#[test]
+fn retire_over_http_reports_the_revocation_and_an_unknown_name_is_404() {
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let d = env.start();
+    wait_for(Duration::from_secs(20), "first issuance", || {
+        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
+    });
+    let (code, body) = http(d.addr, "POST", "/v1/retire/web").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"], "retired", "{v}");
+    assert_eq!(v["revoked"], false, "{v}");
+    assert_eq!(v["revocation"], "unsupported", "{v}");
+    let (code, _) = http(d.addr, "POST", "/v1/retire/web").unwrap();
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn on_remove_revoke_retires_a_credential_a_reload_drops_and_keep_leaves_it() {
+    let env = Env::new();
+    let hook = Receiver::start(Some(200));
+    let alert = format!(
+        "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = [\"retired\"]\n",
+        hook.url("/hook")
+    );
+    let keep = env.cert_section("keep", "");
+    let gone = env.cert_section("gone", "on_remove = \"revoke\"");
+    let stays = env.cert_section("stays", "");
+    env.write_config_audited(&format!("{keep}{gone}{stays}{alert}"));
+    let d = env.start();
+    wait_for(Duration::from_secs(20), "first issuance", || {
+        ["keep", "gone", "stays"]
+            .iter()
+            .all(|n| cred_status(d.addr, n).is_some_and(|s| s["state"] == "valid"))
+            .then_some(())
+    });
+    env.write_config_audited(&format!("{stays}{alert}"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload", || {
+        cred_status(d.addr, "keep").is_none().then_some(())
+    });
+    wait_for(Duration::from_secs(10), "gone retired", || {
+        env.audit()
+            .iter()
+            .any(|r| r["event"] == "retired" && r["credential"] == "gone")
+            .then_some(())
+    });
+    assert!(cred_status(d.addr, "gone").is_none());
+    let files = |n: &str| -> Vec<_> {
+        std::fs::read_dir(env.path("tls").join(n))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    assert!(files("gone").is_empty(), "{:?}", files("gone"));
+    assert_eq!(files("keep").len(), 4, "on_remove = keep removed files");
+    let audit = env.audit();
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["credential"] == "keep" && r["event"] == "retired"),
+        "{audit:?}"
+    );
+    let reloaded = audit
+        .iter()
+        .find(|r| r["event"] == "config_reloaded")
+        .unwrap();
+    let why = reloaded["reason"].as_str().unwrap();
+    assert!(
+        why.contains("removed [\"keep\"]") && why.contains("retired [\"gone\"]"),
+        "{why}"
+    );
+    wait_for(Duration::from_secs(10), "the retired alert", || {
+        hook.requests()
+            .iter()
+            .any(|r| r.json()["credential"] == "gone")
+            .then_some(())
+    });
+    assert!(hook
+        .requests()
+        .iter()
+        .all(|r| r.json()["credential"] == "gone"));
+}
+
+#[test]
+fn api_key_policy_needs_an_expiry_and_a_bounded_lifetime() {
+    let issuer = "[issuer.keys]\ntype = \"http\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n";
+    let key = |mint_extra: &str, extra: &str| {
+        format!(
+            "[[api_key]]\nname = \"token\"\nissuer = \"keys\"\nfile = \"/tmp/rekey-t/token\"\n\
+             mint = {{ path = \"/keys\", secret = \"secret\", id = \"id\"{mint_extra} }}\n{extra}\n"
+        )
+    };
+    let policy = "[policy]\napi_key_max_lifetime = \"30d\"\napi_keys_must_expire = true\n";
+    // (api_key section, violations named)
+    let cases = [
+        (
+            key("", "lifetime = \"90d\""),
+            vec![
+                "token: api_key[0].lifetime breaks policy.api_key_max_lifetime",
+                "token: api_key[0].mint breaks policy.api_keys_must_expire",
+            ],
+        ),
+        (key(", body = { ttl = \"{lifetime}\" }", ""), vec![]),
+        (key(", ttl = \"ttl\"", "lifetime = \"30d\""), vec![]),
+        (key(", expires = \"expires_at\"", ""), vec![]),
+    ];
+    for (section, named) in cases {
+        let env = Env::new();
+        let cfg = env.write_config(&format!("{issuer}{section}{policy}"));
+        let (code, out) = rekey("check", &cfg);
+        if named.is_empty() {
+            assert_eq!(code, 0, "{section}: {out}");
+            assert!(out.contains("every credential complies"), "{out}");
+        } else {
+            assert_eq!(code, 1, "{section}: {out}");
+            for n in &named {
+                assert!(out.contains(n), "{n}: {out}");
+            }
+            assert!(
+                out.contains(&format!("policy: {} violation(s)", named.len())),
+                "{out}"
+            );
+        }
+    }
 }

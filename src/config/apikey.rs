@@ -131,6 +131,8 @@ pub struct ApiKeyConfig {
     pub verify: VerifyConfig,
     /// Roll back or keep on a failed handoff.
     pub on_failure: OnFailure,
+    /// What a config reload that drops this key does with it.
+    pub on_remove: super::OnRemove,
 }
 
 /// Convert every `[[api_key]]`; names must be unique across credentials.
@@ -325,6 +327,10 @@ fn api_key(
         Some(s) => value(src, &k("on_failure"), s, handoff::on_failure)?,
         None => OnFailure::Rollback,
     };
+    let on_remove = match &rk.on_remove {
+        Some(s) => value(src, &k("on_remove"), s, super::on_remove::on_remove)?,
+        None => super::OnRemove::Keep,
+    };
     Ok(ApiKeyConfig {
         name: rk.name.into_inner(),
         issuer: rk.issuer.into_inner(),
@@ -342,6 +348,7 @@ fn api_key(
         reload,
         verify,
         on_failure,
+        on_remove,
     })
 }
 

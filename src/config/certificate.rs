@@ -317,6 +317,10 @@ fn certificate(
         Some(s) => value(src, &k("on_failure"), s, handoff::on_failure)?,
         None => OnFailure::Rollback,
     };
+    let on_remove = match &rc.on_remove {
+        Some(s) => value(src, &k("on_remove"), s, super::on_remove::on_remove)?,
+        None => super::OnRemove::Keep,
+    };
     let team = match &rc.team {
         Some(s) if s.get_ref().trim().is_empty() => {
             return Err(src.err(
@@ -374,6 +378,7 @@ fn certificate(
             reload,
             verify,
             on_failure,
+            on_remove,
             team,
             labels,
             policy_waiver,

@@ -12,6 +12,7 @@ mod certificate;
 mod convert;
 mod error;
 mod handoff;
+mod on_remove;
 mod policy;
 mod raw;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use apikey::{
 };
 pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
+pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
@@ -334,6 +336,8 @@ pub struct CertificateConfig {
     pub verify: VerifyConfig,
     /// What to do when the handoff fails.
     pub on_failure: OnFailure,
+    /// What a config reload that drops this credential does with it.
+    pub on_remove: OnRemove,
     /// The owning team or contact (`owner` already means the files' Unix owner).
     pub team: Option<String>,
     /// Free-form labels (shown in /status and alerts, kept out of metrics).

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Src};
 use super::raw::{RawTagged, TableReader};
-use super::{values, CertificateConfig, Config, IssuerConfig, KeyType};
+use super::{values, ApiKeyConfig, CertificateConfig, Config, IssuerConfig, KeyType};
 
 /// The `[policy]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,11 @@ pub struct PolicyConfig {
     pub key_files_private: bool,
     /// `verify = none` only with a `policy_waiver`.
     pub require_verify: bool,
+    /// Longest API key `lifetime` allowed.
+    pub api_key_max_lifetime: Option<Duration>,
+    /// Every API key must expire at its issuer: the mint request passes
+    /// `{lifetime}`, or the answer's expiry is read (`mint.ttl`/`mint.expires`).
+    pub api_keys_must_expire: bool,
 }
 
 /// Default for `policy.min_rsa_bits` (rsa-2048 is the smallest key type anyway).
@@ -37,6 +42,8 @@ impl Default for PolicyConfig {
             allowed_issuers: None,
             key_files_private: false,
             require_verify: false,
+            api_key_max_lifetime: None,
+            api_keys_must_expire: false,
         }
     }
 }
@@ -100,7 +107,57 @@ pub fn evaluate(config: &Config) -> Vec<Violation> {
     for (i, c) in config.certificates.iter().enumerate() {
         certificate(p, i, c, &mut out);
     }
+    for (i, k) in config.api_keys.iter().enumerate() {
+        api_key(p, i, k, &mut out);
+    }
     out
+}
+
+/// Whether anything makes `k`'s keys expire at the issuer: the mint asks
+/// for `{lifetime}`, or rekey reads the expiry the issuer answers with.
+fn key_expires(k: &ApiKeyConfig) -> bool {
+    fn mentions_lifetime(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains("{lifetime}"),
+            serde_json::Value::Array(a) => a.iter().any(mentions_lifetime),
+            serde_json::Value::Object(m) => m.values().any(mentions_lifetime),
+            _ => false,
+        }
+    }
+    k.mint.ttl.is_some()
+        || k.mint.expires.is_some()
+        || k.mint.path.contains("{lifetime}")
+        || k.mint.body.as_ref().is_some_and(mentions_lifetime)
+}
+
+fn api_key(p: &PolicyConfig, i: usize, k: &ApiKeyConfig, out: &mut Vec<Violation>) {
+    let mut push = |key: &str, rule: &'static str, fix: String| {
+        out.push(Violation {
+            credential: k.name.clone(),
+            key: format!("api_key[{i}].{key}"),
+            rule,
+            fix,
+        })
+    };
+    if let Some(max) = p.api_key_max_lifetime.filter(|m| k.lifetime > *m) {
+        push(
+            "lifetime",
+            "api_key_max_lifetime",
+            format!(
+                "lifetime {} is longer than {}; set lifetime = \"{}\" or less",
+                humantime::format_duration(k.lifetime),
+                humantime::format_duration(max),
+                humantime::format_duration(max)
+            ),
+        );
+    }
+    if p.api_keys_must_expire && !key_expires(k) {
+        push(
+            "mint",
+            "api_keys_must_expire",
+            "nothing makes the key expire at the issuer: pass the lifetime in the mint request (e.g. body = { ttl = \"{lifetime}\" }) or read the expiry from the answer (mint.ttl or mint.expires)".to_string(),
+        );
+    }
 }
 
 fn certificate(p: &PolicyConfig, i: usize, c: &CertificateConfig, out: &mut Vec<Violation>) {
@@ -213,9 +270,18 @@ pub(super) fn policy(
             })?;
         p.allowed_issuers = Some(list);
     }
+    if let Some(s) = t.string("api_key_max_lifetime")? {
+        p.api_key_max_lifetime = Some(super::convert::value(
+            src,
+            "policy.api_key_max_lifetime",
+            &s,
+            values::duration,
+        )?);
+    }
     for (key, field) in [
         ("key_files_private", &mut p.key_files_private),
         ("require_verify", &mut p.require_verify),
+        ("api_keys_must_expire", &mut p.api_keys_must_expire),
     ] {
         if let Some(v) = t.take(key) {
             let span = v.span();

@@ -47,6 +47,7 @@ pub(super) struct RawApiKey {
     pub reload: Option<Spanned<RawTagged>>,
     pub verify: Option<Spanned<RawVerify>>,
     pub on_failure: Option<Spanned<String>>,
+    pub on_remove: Option<Spanned<String>>,
 }
 
 /// `[daemon]`.
@@ -87,6 +88,7 @@ pub(super) struct RawCertificate {
     pub reload: Option<Spanned<RawTagged>>,
     pub verify: Option<Spanned<RawVerify>>,
     pub on_failure: Option<Spanned<String>>,
+    pub on_remove: Option<Spanned<String>>,
     pub team: Option<Spanned<String>>,
     pub labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     pub policy_waiver: Option<Spanned<String>>,

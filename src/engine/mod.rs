@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::alert::Alerter;
-use crate::config::{CertificateConfig, FileKind};
+use crate::config::{CertificateConfig, FileKind, OnRemove};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
@@ -26,6 +26,11 @@ mod retire;
 mod rotate;
 
 pub use retire::RetireOutcome;
+
+/// The values of [`RetireOutcome::revocation`].
+pub mod retire_revocation {
+    pub use super::retire::{FAILED, NOTHING, REVOKED, UNSUPPORTED};
+}
 pub use rotate::RotateError;
 
 /// Errors a caller of the engine can see.
@@ -149,6 +154,9 @@ pub struct Reconciled {
     pub added: Vec<String>,
     /// Credentials stopped (their files are left alone).
     pub removed: Vec<String>,
+    /// Credentials dropped with `on_remove = "revoke"`: retired (revoked
+    /// where the issuer can, files removed), as by `rekey retire`.
+    pub retired: Vec<String>,
     /// Credentials restarted with a changed config.
     pub changed: Vec<String>,
 }
@@ -262,8 +270,26 @@ impl Engine {
         });
     }
 
+    /// Retire a credential the new config dropped while its old config said
+    /// `on_remove = "revoke"`: the same steps as `rekey retire NAME`. The
+    /// caller then stops (joins) the task, whose loop has ended.
+    async fn retire_dropped(&self, name: &str) {
+        match self.handle.retire(name).await {
+            Ok(o) if o.result == "retired" && o.revocation != retire::FAILED => {
+                tracing::info!(credential = %name, revocation = %o.revocation, detail = %o.detail, "removed from the config with on_remove = \"revoke\": retired");
+            }
+            Ok(o) => {
+                tracing::error!(credential = %name, result = %o.result, revocation = %o.revocation, detail = %o.detail, "removed from the config with on_remove = \"revoke\", but retiring it did not fully succeed; finish by hand");
+            }
+            Err(e) => {
+                tracing::error!(credential = %name, error = %e, "removed from the config with on_remove = \"revoke\", but it could not be retired; revoke it and remove its files by hand");
+            }
+        }
+    }
+
     /// Apply a reloaded config: start added credentials, stop removed ones
-    /// (leaving their files alone), restart changed ones. A restarted task
+    /// (leaving their files alone, or retiring those whose old config says
+    /// `on_remove = "revoke"`), restart changed ones. A restarted task
     /// keeps its journal and committed generation; it rotates at once when
     /// its names or key type no longer match, otherwise at its next renewal.
     pub async fn reconcile(&mut self, credentials: Vec<Credential>) -> Reconciled {
@@ -279,8 +305,17 @@ impl Engine {
             .cloned()
             .collect();
         for name in gone {
+            let revoke = self
+                .tasks
+                .get(&name)
+                .is_some_and(|r| r.config.on_remove == OnRemove::Revoke);
+            if revoke {
+                self.retire_dropped(&name).await;
+                out.retired.push(name.clone());
+            } else {
+                out.removed.push(name.clone());
+            }
             self.stop(&name).await;
-            out.removed.push(name);
         }
         for (name, c) in wanted {
             match self.tasks.get(&name) {

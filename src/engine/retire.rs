@@ -1,5 +1,12 @@
-//! Decommissioning: `POST /v1/retire/NAME` stops a credential, removes its
-//! published files, records `retired` in the audit log and alerts `retired`.
+//! Decommissioning: `POST /v1/retire/NAME` (or a config reload dropping a
+//! credential with `on_remove = "revoke"`) revokes the credential at its
+//! issuer where it can, removes its published files, records `revoked` and
+//! `retired` in the audit log, alerts `retired`, and stops the task.
+//!
+//! Revocation comes first, while the certificate is still at hand; a failed
+//! revocation does not keep the files: the operator asked for the
+//! credential to go, and a CA that is down must not block that. The outcome
+//! then says `revocation = "failed"` and why, so it is never silently lost.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -8,7 +15,17 @@ use super::credential::Task;
 use super::{Command, EngineError, Handle};
 use crate::alert::{Alert, Event};
 use crate::audit::AuditEvent;
+use crate::issuer::Revocation;
 use crate::store;
+
+/// `revocation` value: the issuer revoked the credential.
+pub const REVOKED: &str = "revoked";
+/// `revocation` value: the issuer (or the key's config) has no way to revoke.
+pub const UNSUPPORTED: &str = "unsupported";
+/// `revocation` value: the issuer was asked and failed; revoke by hand.
+pub const FAILED: &str = "failed";
+/// `revocation` value: nothing had been issued, so nothing to revoke.
+pub const NOTHING: &str = "nothing";
 
 /// What retiring a credential did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,14 +36,93 @@ pub struct RetireOutcome {
     pub result: String,
     /// Published files removed.
     pub removed: Vec<String>,
-    /// Whether the issuer revoked the certificate; false says it could not.
+    /// Whether the issuer revoked the credential.
     pub revoked: bool,
-    /// Why not revoked, or what failed.
+    /// `revoked`, `unsupported`, `failed` or `nothing` (see the constants).
+    pub revocation: String,
+    /// How it was revoked, why not, or what failed.
     pub detail: String,
 }
 
+/// The revocation step's result, in the words the outcome and audit use.
+pub(super) struct RevokeStep {
+    /// One of [`REVOKED`], [`UNSUPPORTED`], [`FAILED`], [`NOTHING`].
+    pub(super) revocation: &'static str,
+    /// How, why not, or the error.
+    pub(super) detail: String,
+}
+
+impl RevokeStep {
+    /// From an issuer's answer.
+    pub(super) fn from_issuer(r: Result<Revocation, crate::issuer::IssuerError>) -> RevokeStep {
+        match r {
+            Ok(Revocation::Revoked(how)) => RevokeStep {
+                revocation: REVOKED,
+                detail: format!("revoked at the issuer ({how})"),
+            },
+            Ok(Revocation::Unsupported(why)) => RevokeStep {
+                revocation: UNSUPPORTED,
+                detail: format!("not revoked: {why}"),
+            },
+            Err(e) => RevokeStep {
+                revocation: FAILED,
+                detail: format!("NOT revoked: {e}"),
+            },
+        }
+    }
+
+    /// The `rekey_issuer_requests_total` result of the step, when the
+    /// issuer was asked.
+    pub(super) fn metric(&self) -> Option<&'static str> {
+        match self.revocation {
+            REVOKED => Some(crate::metrics::SUCCESS),
+            FAILED => Some(crate::metrics::FAILURE),
+            _ => None,
+        }
+    }
+
+    /// The audit outcome of a `revoked` record, when one is due: attempts
+    /// that reached the issuer are recorded, "cannot revoke" is not.
+    pub(super) fn audit_outcome(&self) -> Option<&'static str> {
+        match self.revocation {
+            REVOKED => Some("success"),
+            FAILED => Some("failure"),
+            _ => None,
+        }
+    }
+}
+
+/// Build the outcome from the revocation step and the file removal.
+pub(super) fn outcome(
+    credential: &str,
+    step: &RevokeStep,
+    removed: Result<Vec<std::path::PathBuf>, store::StoreError>,
+) -> RetireOutcome {
+    let (result, removed, detail) = match removed {
+        Ok(paths) => (
+            "retired",
+            paths.iter().map(|p| p.display().to_string()).collect(),
+            step.detail.clone(),
+        ),
+        Err(e) => (
+            "failed",
+            Vec::new(),
+            format!("{e}; remove the files by hand; {}", step.detail),
+        ),
+    };
+    RetireOutcome {
+        credential: credential.to_string(),
+        result: result.to_string(),
+        removed,
+        revoked: step.revocation == REVOKED,
+        revocation: step.revocation.to_string(),
+        detail,
+    }
+}
+
 impl Handle {
-    /// Retire `name`: its task removes the files, records and alerts, then stops.
+    /// Retire `name`: its task revokes, removes the files, records and
+    /// alerts, then stops.
     pub async fn retire(&self, name: &str) -> Result<RetireOutcome, EngineError> {
         let tx = self
             .sender(name)
@@ -48,26 +144,44 @@ impl Handle {
 }
 
 impl Task {
-    /// Remove the files, record, alert and reply; the caller's loop then ends.
+    /// Revoke, remove the files, record, alert and reply; the caller's loop then ends.
     pub(super) async fn retire(&mut self, reply: oneshot::Sender<RetireOutcome>) {
         let generation = self.current.as_ref().map(|c| c.generation);
         let fingerprint = self.current.as_ref().map(|c| c.info.fingerprint.clone());
-        // No issuer exposes revocation yet: say so rather than drop it silently.
-        let not_revoked = format!(
-            "not revoked: issuer \"{}\" has no revoke path in rekey yet; the certificate stays valid until it expires",
-            self.cfg.issuer
-        );
-        let (result, removed, detail) = match store::unpublish(&self.targets, self.cfg.swap) {
-            Ok(paths) => (
-                "retired",
-                paths.iter().map(|p| p.display().to_string()).collect(),
-                not_revoked,
+        let step = match &self.current {
+            Some(c) => RevokeStep::from_issuer(
+                self.issuer
+                    .revoke(&self.cfg.name, &c.material.cert_pem)
+                    .await,
             ),
-            Err(e) => ("failed", Vec::new(), format!("{e}; {not_revoked}")),
+            None => RevokeStep {
+                revocation: NOTHING,
+                detail: "not revoked: no certificate had been issued".to_string(),
+            },
         };
-        tracing::warn!(credential = %self.cfg.name, result, detail = %detail, event = "retired", "credential retired");
-        let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, result)
-            .reason(format!("removed {}; {detail}", removed.join(", ")));
+        if let Some(result) = step.metric() {
+            self.metrics.issuer_request(self.issuer.name(), result);
+        }
+        if let Some(outcome) = step.audit_outcome() {
+            let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Revoked, outcome)
+                .reason(step.detail.clone());
+            if let (Some(g), Some(fp)) = (generation, &fingerprint) {
+                entry = entry.generation(g, fp);
+            }
+            self.audit.record(entry);
+        }
+        let out = outcome(
+            &self.cfg.name,
+            &step,
+            store::unpublish(&self.targets, self.cfg.swap),
+        );
+        tracing::warn!(credential = %self.cfg.name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
+        let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, &out.result)
+            .reason(format!(
+                "removed {}; {}",
+                out.removed.join(", "),
+                out.detail
+            ));
         if let (Some(g), Some(fp)) = (generation, &fingerprint) {
             entry = entry.generation(g, fp);
         }
@@ -76,7 +190,11 @@ impl Task {
             Event::Retired,
             &self.cfg.name,
             "certificate",
-            format!("retired: files removed ({}); {detail}", removed.join(", ")),
+            format!(
+                "retired: files removed ({}); {}",
+                out.removed.join(", "),
+                out.detail
+            ),
         );
         a.generation = generation;
         a.fingerprint = fingerprint;
@@ -85,12 +203,6 @@ impl Task {
         self.status_tx.send_modify(|s| {
             s.remove(&name);
         });
-        let _ = reply.send(RetireOutcome {
-            credential: name,
-            result: result.to_string(),
-            removed,
-            revoked: false,
-            detail,
-        });
+        let _ = reply.send(out);
     }
 }

@@ -11,7 +11,7 @@ use rcgen::{
 };
 use zeroize::Zeroizing;
 
-use super::{IssueRequest, Issued, Issuer, IssuerError};
+use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation};
 use crate::cert;
 use crate::config::LocalCaConfig;
 use crate::store;
@@ -137,6 +137,15 @@ impl Issuer for LocalCa {
         &self.name
     }
 
+    async fn revoke(&self, _credential: &str, _cert_pem: &str) -> Result<Revocation, IssuerError> {
+        // Revocation means nothing without a CRL or OCSP responder that
+        // clients consult, and the embedded CA runs neither.
+        Ok(Revocation::Unsupported(format!(
+            "the local CA \"{}\" publishes no CRL or OCSP, so it cannot revoke; the certificate stays valid until it expires (remove the CA from the clients' trust to cut it off sooner)",
+            self.name
+        )))
+    }
+
     async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssuerError> {
         let fail = |message: String| IssuerError::Issue {
             issuer: self.name.clone(),
@@ -234,6 +243,18 @@ mod tests {
         // Reopening keeps the same root.
         let again = LocalCa::open("dev", &dir, &cfg()).unwrap();
         assert_eq!(again.ca_pem(), ca.ca_pem());
+    }
+
+    #[tokio::test]
+    async fn revoke_says_the_local_ca_cannot_and_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open("dev", &tmp.path().join("dev"), &cfg()).unwrap();
+        match ca.revoke("web", "unused").await.unwrap() {
+            Revocation::Unsupported(why) => {
+                assert!(why.contains("\"dev\"") && why.contains("no CRL"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -78,6 +78,16 @@ pub enum IssuerError {
         /// When the issuer asked us to come back, if it did.
         retry_after: Option<Duration>,
     },
+    /// The issuer was asked to revoke a certificate and could not.
+    #[error("issuer {issuer} could not revoke the certificate of {credential}: {message}")]
+    Revoke {
+        /// Issuer name from the config.
+        issuer: String,
+        /// Credential name.
+        credential: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
     /// A question that is not an issuance (e.g. ARI renewal info) failed;
     /// the caller keeps its own schedule.
     #[error("issuer {issuer}: {message}")]
@@ -98,9 +108,19 @@ impl IssuerError {
             IssuerError::Issue { retry_after, .. } | IssuerError::Query { retry_after, .. } => {
                 *retry_after
             }
-            IssuerError::Setup { .. } => None,
+            IssuerError::Setup { .. } | IssuerError::Revoke { .. } => None,
         }
     }
+}
+
+/// What asking an issuer to revoke a certificate achieved. "Cannot revoke"
+/// is an outcome, not an error: the caller reports it instead of dropping it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The issuer revoked it; how (e.g. "ACME revokeCert", "pki/revoke serial 1a:2b").
+    Revoked(String),
+    /// This issuer has no way to revoke; why, and what that means for the certificate.
+    Unsupported(String),
 }
 
 /// A certificate authority rekey can ask for certificates.
@@ -121,5 +141,14 @@ pub trait Issuer: Send + Sync {
     /// so the issuer can retire it (ACME revokes it with `revoke_replaced`).
     async fn replaced(&self, _credential: &str, _cert_pem: &str) -> Result<(), IssuerError> {
         Ok(())
+    }
+
+    /// Revoke `cert_pem` (the leaf, PEM) of `credential` because it is being
+    /// decommissioned. The default says this issuer cannot revoke.
+    async fn revoke(&self, _credential: &str, _cert_pem: &str) -> Result<Revocation, IssuerError> {
+        Ok(Revocation::Unsupported(format!(
+            "issuer \"{}\" has no revoke path; the certificate stays valid until it expires",
+            self.name()
+        )))
     }
 }

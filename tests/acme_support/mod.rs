@@ -85,6 +85,8 @@ pub struct Pebble {
     pub http_port: u16,
     /// challtestsrv's management API.
     pub mgmt: SocketAddr,
+    /// Pebble's own management API (https; `/cert-status-by-serial/`).
+    pub pebble_mgmt: SocketAddr,
     _cts: Proc,
     _pebble: Proc,
 }
@@ -105,6 +107,7 @@ impl Pebble {
         let http_port = opts.http_port.unwrap_or_else(|| free_addr().port());
         let dns = free_addr();
         let mgmt = free_addr();
+        let pebble_mgmt = free_addr();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let cts = Command::new("pebble-challtestsrv")
             .args([
@@ -125,7 +128,7 @@ impl Pebble {
         let cts = Proc(cts);
         let mut cfg = serde_json::json!({"pebble": {
             "listenAddress": addr.to_string(),
-            "managementListenAddress": free_addr().to_string(),
+            "managementListenAddress": pebble_mgmt.to_string(),
             "certificate": tls.cert_pem,
             "privateKey": tls.key_pem,
             "httpPort": http_port,
@@ -167,6 +170,7 @@ impl Pebble {
             bundle: tls.ca_pem.clone(),
             http_port,
             mgmt,
+            pebble_mgmt,
             dir,
             _cts: cts,
             _pebble: pebble,
@@ -188,6 +192,30 @@ impl Pebble {
             "{{ type = \"http-01\", listen = \"127.0.0.1:{}\" }}",
             self.http_port
         )
+    }
+
+    /// What Pebble's management API says of the certificate with serial
+    /// `serial` (hex, colons allowed): its JSON answer, or the error.
+    #[allow(dead_code)]
+    pub fn cert_status(&self, serial: &str) -> Result<serde_json::Value, String> {
+        let script = "import ssl,sys,urllib.request\n\
+ctx=ssl.create_default_context(cafile=sys.argv[2])\n\
+print(urllib.request.urlopen(sys.argv[1],context=ctx,timeout=5).read().decode())\n";
+        let url = format!(
+            "https://{}/cert-status-by-serial/{}",
+            self.pebble_mgmt,
+            serial.replace(':', "")
+        );
+        let out = Command::new("python3")
+            .args(["-c", script, &url])
+            .arg(&self.bundle)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Pebble's log so far, for assertion messages.

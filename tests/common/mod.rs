@@ -103,6 +103,38 @@ impl Env {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// Like [`Env::write_config`], with `daemon.audit_log` at `audit.log`.
+    pub fn write_config_audited(&self, certs: &str) -> PathBuf {
+        let p = self.write_config(certs);
+        let text = std::fs::read_to_string(&p).unwrap().replacen(
+            "[daemon]\n",
+            &format!(
+                "[daemon]\naudit_log = \"{}\"\n",
+                self.path("audit.log").display()
+            ),
+            1,
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// The audit log's records (from [`Env::write_config_audited`]).
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    /// Run `rekey retire NAME` against the daemon at `addr`: exit code and output.
+    pub fn retire(&self, name: &str) -> (i32, String) {
+        let out = Command::new(bin())
+            .args(["retire", name, "--addr", &self.addr.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
     /// A certificate section with files under `tls/` (cert, key, fullchain, ca).
     pub fn cert_section(&self, name: &str, extra: &str) -> String {
         let d = self.path("tls").join(name);

@@ -5,7 +5,7 @@ use super::{parse, web, with_cert};
 #[test]
 fn governance_keys_parse() {
     let text = format!(
-        "[daemon]\naudit_log = \"/var/lib/rekey/audit.log\"\naudit_max_size = \"2MiB\"\n\n{}\n[policy]\nmax_lifetime = \"398d\"\nmin_rsa_bits = 3072\nallowed_issuers = [\"dev\"]\nkey_files_private = true\nrequire_verify = true\n\n[[alert]]\ntype = \"log\"\nmatch = {{ team = \"payments\", labels = {{ env = \"prod\" }} }}\n",
+        "[daemon]\naudit_log = \"/var/lib/rekey/audit.log\"\naudit_max_size = \"2MiB\"\n\n{}\n[policy]\nmax_lifetime = \"398d\"\nmin_rsa_bits = 3072\nallowed_issuers = [\"dev\"]\nkey_files_private = true\nrequire_verify = true\napi_key_max_lifetime = \"30d\"\napi_keys_must_expire = true\n\n[[alert]]\ntype = \"log\"\nmatch = {{ team = \"payments\", labels = {{ env = \"prod\" }} }}\n",
         with_cert(&web("team = \"payments\"\nlabels = { env = \"prod\" }\npolicy_waiver = \"legacy\""))
     );
     let c = parse(&text).unwrap();
@@ -24,6 +24,11 @@ fn governance_keys_parse() {
         p.max_lifetime,
         Some(std::time::Duration::from_secs(398 * 86400))
     );
+    assert_eq!(
+        p.api_key_max_lifetime,
+        Some(std::time::Duration::from_secs(30 * 86400))
+    );
+    assert!(p.api_keys_must_expire);
     let m = c.alerts[0].matcher.as_ref().unwrap();
     assert_eq!(m.team.as_deref(), Some("payments"));
     // Waived, compliant otherwise (default lifetime, ecdsa, 0600).
@@ -57,6 +62,14 @@ fn bad_governance_keys_are_named() {
         (
             "[policy]\nmax_lifetime = \"forever\"\n".to_string(),
             "policy.max_lifetime",
+        ),
+        (
+            "[policy]\napi_key_max_lifetime = \"long\"\n".to_string(),
+            "policy.api_key_max_lifetime",
+        ),
+        (
+            "[policy]\napi_keys_must_expire = \"yes\"\n".to_string(),
+            "policy.api_keys_must_expire",
         ),
         (
             "[policy]\nrequire_verfy = true\n".to_string(),

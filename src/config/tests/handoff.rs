@@ -1,10 +1,10 @@
-//! reload / verify / on_failure: every type parses to its typed form, and
+//! reload / verify / on_failure / on_remove: every type parses to its typed form, and
 //! mistakes name the key and the line.
 
 use std::time::Duration;
 
 use super::{line_of, parse, web, with_cert};
-use crate::config::{OnFailure, PidSource, ProbeConfig, ReloadConfig};
+use crate::config::{OnFailure, OnRemove, PidSource, ProbeConfig, ReloadConfig};
 
 #[test]
 fn every_reload_and_probe_type_parses() {
@@ -14,7 +14,7 @@ fn every_reload_and_probe_type_parses() {
            { type = \"tls\", connect = \"127.0.0.1:8443\", timeout = \"5s\", settle = \"300ms\" },\n\
            { type = \"http\", url = \"http://127.0.0.1:8080/version\", expect_status = 204, expect_body = \"{fingerprint}\", timeout = \"2s\" },\n\
            { type = \"exec\", command = [\"/usr/bin/check\", \"--quick\"], timeout = \"9s\" },\n\
-         ]\non_failure = \"keep\"",
+         ]\non_failure = \"keep\"\non_remove = \"revoke\"",
     )))
     .unwrap();
     let w = &c.certificates[0];
@@ -43,6 +43,7 @@ fn every_reload_and_probe_type_parses() {
     );
     assert_eq!(w.verify.settle, Duration::from_millis(300));
     assert_eq!(w.on_failure, OnFailure::Keep);
+    assert_eq!(w.on_remove, OnRemove::Revoke);
 
     let c = parse(&with_cert(&web(
         "reload = { type = \"exec\", command = [\"systemctl\", \"reload\", \"nginx\"] }",
@@ -107,6 +108,11 @@ fn handoff_mistakes_name_key_and_line() {
             "on_failure = \"retry\"",
             "certificate[0].on_failure",
             "allowed: rollback, keep",
+        ),
+        (
+            "on_remove = \"delete\"",
+            "certificate[0].on_remove",
+            "allowed: keep, revoke",
         ),
     ];
     for (extra, key, msg) in cases {

@@ -158,6 +158,7 @@ fn defaults() {
     assert_eq!(w.jitter, Share::Fraction(0.05));
     assert_eq!(w.swap, SwapMode::Rename);
     assert_eq!((w.key_mode, w.cert_mode), (0o600, 0o644));
+    assert_eq!(w.on_remove, crate::config::OnRemove::Keep);
     assert_eq!((w.owner.as_ref(), w.uid, w.gid), (None, None, None));
     assert_eq!(w.reload, ReloadConfig::None);
     assert_eq!(w.verify, VerifyConfig::default());

@@ -14,6 +14,7 @@ use crate::issuer::keys::KeyIssuer;
 use crate::status::CredentialStatus;
 
 pub mod journal;
+mod retire;
 mod rotate;
 mod task;
 
@@ -27,6 +28,8 @@ pub struct KeyCredential {
     pub reload: Arc<dyn Reload>,
     /// How the handoff is proven; empty = unverified.
     pub probes: Vec<Arc<dyn Probe>>,
+    /// Where its decommissioning is recorded (a no-op when `daemon.audit_log` is unset).
+    pub audit: crate::audit::Audit,
 }
 
 /// One line for `rekey check`: the committed key (id, expiry) and when it
@@ -157,8 +160,9 @@ impl Engine {
     }
 
     /// Apply a reloaded config to the API keys: start added ones, stop
-    /// removed ones (their files and owed revocations stay in the journal),
-    /// restart changed ones.
+    /// removed ones (their files and owed revocations stay in the journal;
+    /// with `on_remove = "revoke"` they are retired instead), restart
+    /// changed ones.
     pub async fn reconcile_keys(&mut self, keys: Vec<KeyCredential>) -> super::Reconciled {
         let mut out = super::Reconciled::default();
         let wanted: BTreeMap<String, KeyCredential> = keys
@@ -173,8 +177,18 @@ impl Engine {
             .cloned()
             .collect();
         for name in gone {
+            let revoke = self
+                .keys
+                .tasks
+                .get(&name)
+                .is_some_and(|r| r.config.on_remove == crate::config::OnRemove::Revoke);
+            if revoke {
+                self.retire_dropped(&name).await;
+                out.retired.push(name.clone());
+            } else {
+                out.removed.push(name.clone());
+            }
             self.stop_key(&name).await;
-            out.removed.push(name);
         }
         for (name, k) in wanted {
             match self.keys.tasks.get(&name) {

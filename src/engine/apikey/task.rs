@@ -67,6 +67,7 @@ pub(super) struct KeyTask {
     pub(super) reload: Arc<dyn Reload>,
     pub(super) probes: Vec<Arc<dyn Probe>>,
     pub(super) alerter: Alerter,
+    pub(super) audit: crate::audit::Audit,
     pub(super) metrics: Metrics,
     pub(super) store: CredentialStore,
     pub(super) journal: KeyJournal,
@@ -96,6 +97,7 @@ impl KeyTask {
             reload: k.reload,
             probes: k.probes,
             alerter,
+            audit: k.audit,
             metrics,
             journal: KeyJournal::default(),
             status_tx,
@@ -140,16 +142,7 @@ impl KeyTask {
                         let _ = reply.send(outcome);
                     }
                     Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
-                    Some(Command::Retire(reply)) => {
-                        // Retiring API keys (revoke, remove the file) is not built yet: say so, change nothing.
-                        let _ = reply.send(crate::engine::RetireOutcome {
-                            credential: self.cfg.name.clone(),
-                            result: "failed".into(),
-                            removed: Vec::new(),
-                            revoked: false,
-                            detail: "retire is not supported for api_key credentials yet; remove it from the config and revoke the key at the issuer".into(),
-                        });
-                    }
+                    Some(Command::Retire(reply)) => return self.retire(reply).await,
                     None => break,
                 },
                 _ = shutdown.changed() => break,

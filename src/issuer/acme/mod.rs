@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use instant_acme::{Account, Problem};
+use instant_acme::{Account, Problem, RevocationReason};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use self::account::{AccountFiles, Registration};
 use self::challenge::Http01Listener;
 use self::http::{take_hints, with_hints, Http};
-use super::{IssueRequest, Issued, Issuer, IssuerError, RenewalWindow};
+use super::{IssueRequest, Issued, Issuer, IssuerError, RenewalWindow, Revocation};
 use crate::config::{AcmeConfig, ChallengeConfig};
 
 /// Why an ACME operation failed; every message names the CA's directory and,
@@ -454,11 +454,41 @@ impl Issuer for Acme {
         };
         with_hints(async {
             let account = self.account().await?;
-            order::revoke(&account, cert_pem, &self.ctx()).await
+            order::revoke(
+                &account,
+                cert_pem,
+                RevocationReason::Superseded,
+                &self.ctx(),
+            )
+            .await
         })
         .await
         .map_err(fail)?;
         tracing::info!(issuer = %self.name, credential, "revoked the replaced certificate");
         Ok(())
+    }
+
+    async fn revoke(&self, credential: &str, cert_pem: &str) -> Result<Revocation, IssuerError> {
+        // Decommissioning: the credential is no longer in service.
+        with_hints(async {
+            let account = self.account().await?;
+            order::revoke(
+                &account,
+                cert_pem,
+                RevocationReason::CessationOfOperation,
+                &self.ctx(),
+            )
+            .await
+        })
+        .await
+        .map_err(|e| IssuerError::Revoke {
+            issuer: self.name.clone(),
+            credential: credential.to_string(),
+            message: format!("{e}; the certificate stays valid until it expires unless revoked by hand at the CA"),
+        })?;
+        tracing::info!(issuer = %self.name, credential, event = "revoked", "revoked the retired certificate at the CA");
+        Ok(Revocation::Revoked(
+            "ACME revokeCert (reason cessationOfOperation)".to_string(),
+        ))
     }
 }

@@ -322,9 +322,11 @@ fn split_chain(fullchain: &str) -> Option<(String, String)> {
 }
 
 /// Revoke `cert_pem` as superseded.
+/// Revoke the leaf of `cert_pem` (its first certificate) for `reason`.
 pub(super) async fn revoke(
     account: &Account,
     cert_pem: &str,
+    reason: RevocationReason,
     ctx: &Ctx<'_>,
 ) -> Result<(), AcmeError> {
     let certs = crate::cert::pem_certs(cert_pem.as_bytes(), "certificate")
@@ -334,7 +336,7 @@ pub(super) async fn revoke(
         .ok_or_else(|| ctx.protocol("revokeCert", "no certificate to revoke".into()))?;
     let req = RevocationRequest {
         certificate: first,
-        reason: Some(RevocationReason::Superseded),
+        reason: Some(reason),
     };
     retry_nonce!(account.revoke(&req)).map_err(|e| ctx.acme("revokeCert", None, e))
 }

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 pub use client::VaultClient;
 pub use error::VaultError;
 
-use super::{IssueRequest, Issued, Issuer, IssuerError, ServerKey};
+use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation, ServerKey};
 use crate::config::VaultConfig;
 
 /// The Vault PKI issuer.
@@ -137,6 +137,47 @@ impl Issuer for VaultIssuer {
         }
         Ok(issued)
     }
+
+    async fn revoke(&self, credential: &str, cert_pem: &str) -> Result<Revocation, IssuerError> {
+        let fail = |message: String| IssuerError::Revoke {
+            issuer: self.name.clone(),
+            credential: credential.to_string(),
+            message,
+        };
+        let serial = serial_of(cert_pem).map_err(&fail)?;
+        let path = format!("{}/revoke", self.pki_mount);
+        self.client
+            .request("POST", &path, Some(&json!({ "serial_number": serial })))
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "{e}; the certificate (serial {serial}) stays valid until it expires unless revoked by hand (needs the \"update\" capability on {path})"
+                ))
+            })?;
+        tracing::info!(issuer = %self.name, credential, serial = %serial, event = "revoked", "revoked the retired certificate in Vault");
+        Ok(Revocation::Revoked(format!(
+            "POST /v1/{path} serial {serial}"
+        )))
+    }
+}
+
+/// The leaf's serial as Vault spells it: lowercase hex bytes joined by colons.
+fn serial_of(cert_pem: &str) -> Result<String, String> {
+    let certs = crate::cert::pem_certs(cert_pem.as_bytes(), "the published certificate")
+        .map_err(|e| e.to_string())?;
+    let leaf = certs
+        .first()
+        .ok_or("the published certificate holds no certificate")?;
+    let (_, c) = X509Certificate::from_der(leaf)
+        .map_err(|e| format!("the published certificate does not parse: {e}"))?;
+    // Vault formats the serial from its big-integer bytes, which drop the
+    // leading zero byte DER adds to keep a serial positive.
+    let bytes = c.tbs_certificate.serial.to_bytes_be();
+    Ok(bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 /// `key_type` and `key_bits` for `pki/issue`, read from the CSR's key so

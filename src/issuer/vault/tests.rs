@@ -394,3 +394,16 @@ async fn busy_vault_passes_retry_after_to_the_engine() {
         "{err}"
     );
 }
+
+#[test]
+fn serials_are_spelled_as_vault_does_without_the_der_sign_byte() {
+    let root =
+        CertifiedIssuer::self_signed(ca_params("test root"), KeyPair::generate().unwrap()).unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    // High bit set: DER prefixes a zero byte that Vault's spelling leaves out.
+    p.serial_number = Some(rcgen::SerialNumber::from(vec![0x80, 0x0a, 0xff]));
+    let leaf = p.signed_by(&KeyPair::generate().unwrap(), &root).unwrap();
+    assert_eq!(serial_of(&leaf.pem()).unwrap(), "80:0a:ff");
+    let e = serial_of("no pem here").unwrap_err();
+    assert!(e.contains("no certificate"), "{e}");
+}
