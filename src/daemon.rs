@@ -484,11 +484,13 @@ pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
                 // The endpoint is already listening (bound in start).
                 notify::ready();
                 started = true;
+                crate::heap::release_free_memory();
             }
             _ = sighup.recv() => {
                 notify::reloading();
                 reload(&mut running, &mut config).await;
                 notify::ready();
+                crate::heap::release_free_memory();
             }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod engine;
 pub mod evidence;
 pub mod handoff;
+pub mod heap;
 pub mod httpc;
 pub mod issuer;
 pub mod metrics;
