@@ -212,7 +212,11 @@ fn main() {
         }
         let (a, b) = rate.busy();
         let (peak, p99, span) = stats(rate.span(a, b));
-        println!("| {label} | {} | {peak} | {p99} | {} |", rate.total(), human(span));
+        println!(
+            "| {label} | {} | {peak} | {p99} | {} |",
+            rate.total(),
+            human(span)
+        );
     }
 
     println!("\n### CA outage of 1 h, then recovery: attempts per second against the CA\n");

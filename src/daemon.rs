@@ -41,7 +41,7 @@ const STARTUP_WAIT: Duration = Duration::from_secs(60);
 pub enum DaemonError {
     /// The state dir could not be opened.
     #[error("daemon.state_dir: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// An issuer could not be set up.
     #[error(transparent)]
     Issuer(#[from] IssuerError),
@@ -67,7 +67,21 @@ pub enum DaemonError {
     Token(#[from] TokenError),
     /// The audit log could not be opened.
     #[error("daemon.audit_log: {0}")]
-    Audit(#[from] AuditError),
+    Audit(AuditError),
+}
+
+// Not `#[from]`: that would also make the inner error the source, and
+// `{:#}` would print its message twice after the config key.
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        DaemonError::Store(e)
+    }
+}
+
+impl From<AuditError> for DaemonError {
+    fn from(e: AuditError) -> Self {
+        DaemonError::Audit(e)
+    }
 }
 
 /// Build one issuer object per `[issuer.NAME]`.

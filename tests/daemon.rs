@@ -212,3 +212,37 @@ fn a_hanging_alert_sink_delays_no_rotation() {
         (!hung.requests().is_empty() || env.log().contains("handoff_failed")).then_some(())
     });
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused_once_and_clearly() {
+    let env = Env::new();
+    let conf = env.write_config(&env.cert_section("web", ""));
+    let d = env.start();
+    wait_for(Duration::from_secs(10), "issuance", || {
+        cred_status(d.addr, "web")?["fingerprint"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    // Same state dir, its own port.
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(&d.addr.to_string(), &free_addr().to_string());
+    let second = env.path("second.toml");
+    std::fs::write(&second, text).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "-c"])
+        .arg(&second)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("daemon.state_dir"), "{err}");
+    assert_eq!(
+        err.matches("locked by another rekey process").count(),
+        1,
+        "{err}"
+    );
+    // The first daemon keeps running and answering.
+    assert!(cred_status(d.addr, "web").is_some());
+}

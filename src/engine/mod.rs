@@ -245,7 +245,7 @@ impl Engine {
             self.metrics.clone(),
         );
         let config = task.cfg.clone();
-        let join = tokio::spawn(task.run(rx, stop_rx));
+        let join = tokio::spawn(Box::new(task).run(rx, stop_rx));
         self.handle
             .senders
             .write()

@@ -133,7 +133,7 @@ impl Engine {
             self.alerter.clone(),
             self.metrics.clone(),
         );
-        let join = tokio::spawn(t.run(rx, stop_rx));
+        let join = tokio::spawn(Box::new(t).run(rx, stop_rx));
         self.handle
             .senders
             .write()

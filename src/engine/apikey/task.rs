@@ -111,8 +111,10 @@ impl KeyTask {
         }
     }
 
+    /// The key's loop; `self` comes boxed for the reason given on the
+    /// certificate task's `run`.
     pub(super) async fn run(
-        mut self,
+        mut self: Box<Self>,
         mut rx: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
