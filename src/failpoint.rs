@@ -42,6 +42,9 @@ pub const POINTS: &[&str] = &[
     "rollback.after",
     "revoke.before",
     "revoke.after",
+    // API keys (src/engine/apikey/rotate.rs).
+    "apikey.mint.after",
+    "apikey.publish.after",
 ];
 
 /// Mark a crash point (see the module docs). Compiles to nothing without

@@ -7,127 +7,11 @@ mod common;
 #[allow(dead_code)]
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::keyservice::*;
 use common::*;
-use serde_json::{json, Value};
-
-/// A key: its secret, whether it still works.
-#[derive(Default)]
-struct Keys {
-    by_id: BTreeMap<String, (String, bool)>,
-    /// DELETEs to refuse with 500 before accepting.
-    refuse_revokes: usize,
-    /// Authorization headers seen on mint.
-    auth: Vec<String>,
-    /// The app "never re-reads its file": /whoami uses this content.
-    frozen: Option<String>,
-}
-
-/// POST /keys mints, DELETE /keys/ID revokes, GET /whoami?file reads the
-/// app's key file and answers with the id of the key in it if it works.
-fn key_service(app_file: std::path::PathBuf) -> (SocketAddr, Arc<Mutex<Keys>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let keys = Arc::new(Mutex::new(Keys::default()));
-    let k = keys.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            handle(conn, &k, &app_file);
-        }
-    });
-    (addr, keys)
-}
-
-fn handle(conn: TcpStream, keys: &Mutex<Keys>, app_file: &std::path::Path) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut len = 0;
-    let mut auth = String::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        let (name, value) = h.split_once(':').unwrap_or(("", ""));
-        match name.to_ascii_lowercase().as_str() {
-            "content-length" => len = value.trim().parse().unwrap_or(0),
-            "authorization" => auth = value.trim().to_string(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
-    let mut k = keys.lock().unwrap();
-    let (status, answer) = if method == "POST" && path == "/v1/keys" {
-        k.auth.push(auth);
-        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let n = k.by_id.len() + 1;
-        let (id, secret) = (
-            format!("key-{n}"),
-            format!("secret-{n}-{}", fastrand::u64(..)),
-        );
-        k.by_id.insert(id.clone(), (secret.clone(), true));
-        let ttl = req["ttl"].as_str().unwrap_or("").to_string();
-        (200, json!({"key": {"value": secret, "name": id, "ttl_asked": ttl}, "expires_at": "2099-01-01T00:00:00Z"}).to_string())
-    } else if method == "DELETE" && path.starts_with("/v1/keys/") {
-        if k.refuse_revokes > 0 {
-            k.refuse_revokes -= 1;
-            (500, "{}".to_string())
-        } else {
-            let id = path.trim_start_matches("/v1/keys/").to_string();
-            match k.by_id.get_mut(&id) {
-                Some(e) => {
-                    e.1 = false;
-                    (204, String::new())
-                }
-                None => (404, "{}".to_string()),
-            }
-        }
-    } else if path == "/whoami" {
-        let secret = k
-            .frozen
-            .clone()
-            .unwrap_or_else(|| std::fs::read_to_string(app_file).unwrap_or_default());
-        let id = k
-            .by_id
-            .iter()
-            .find(|(_, (s, live))| *live && secret.contains(s.as_str()))
-            .map(|(id, _)| id.clone())
-            .unwrap_or_else(|| "none".into());
-        (200, id)
-    } else {
-        (404, String::new())
-    };
-    drop(k);
-    let mut c = conn;
-    let _ = write!(
-        c,
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-        answer.len()
-    );
-}
-
-fn live(keys: &Mutex<Keys>) -> Vec<String> {
-    let k = keys.lock().unwrap();
-    k.by_id
-        .iter()
-        .filter(|(_, (_, l))| *l)
-        .map(|(id, _)| id.clone())
-        .collect()
-}
+use serde_json::Value;
 
 fn rotate(env: &Env) -> std::process::Output {
     std::process::Command::new(bin())
@@ -143,31 +27,13 @@ fn valid(d: &Daemon) -> Value {
     })
 }
 
-fn http_config(env: &Env, svc: SocketAddr, alert_url: &str) -> std::path::PathBuf {
-    let key = env.path("app/svc.json");
-    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    let token = env.path("svc-token");
-    std::fs::write(&token, "Bearer from-a-file\n").unwrap();
-    env.write_config(&format!(
-        "[issuer.keys]\ntype = \"http\"\nbase_url = \"http://{svc}/v1\"\nheaders = {{ Authorization = {{ file = \"{token}\" }} }}\n\n\
-         [[api_key]]\nname = \"svc\"\nissuer = \"keys\"\nfile = \"{key}\"\nformat = \"json\"\nlifetime = \"1h\"\noverlap = \"1s\"\n\
-         mint = {{ path = \"keys\", body = {{ ttl = \"{{lifetime}}\" }}, secret = \"key.value\", id = \"key.name\", expires = \"expires_at\" }}\n\
-         revoke = {{ method = \"DELETE\", path = \"keys/{{id}}\" }}\n\
-         verify = {{ type = \"http\", url = \"http://{svc}/whoami\", expect_body = \"{{key_id}}\", timeout = \"3s\" }}\n\n\
-         [[alert]]\ntype = \"webhook\"\nurl = \"{alert_url}\"\n",
-        token = token.display(),
-        key = key.display(),
-    ));
-    key
-}
-
 #[test]
 fn http_key_service_mints_hands_over_and_revokes_the_old_key() {
     let env = Env::new();
     let key = env.path("app/svc.json");
     let (svc, keys) = key_service(key.clone());
     let hook = support::Receiver::start(Some(200));
-    http_config(&env, svc, &hook.url("/hook"));
+    http_config(&env, svc, Some(&hook.url("/hook")));
     let d = env.start();
     let s = valid(&d);
     assert_eq!(s["kind"], "api_key");
@@ -210,7 +76,7 @@ fn revocation_failures_are_retried_and_alerted() {
     let key = env.path("app/svc.json");
     let (svc, keys) = key_service(key.clone());
     let hook = support::Receiver::start(Some(200));
-    http_config(&env, svc, &hook.url("/hook"));
+    http_config(&env, svc, Some(&hook.url("/hook")));
     let d = env.start();
     valid(&d);
     keys.lock().unwrap().refuse_revokes = 2;
@@ -240,7 +106,7 @@ fn failed_handoff_with_the_http_service_revokes_the_new_key_and_alerts() {
     let key = env.path("app/svc.json");
     let (svc, keys) = key_service(key.clone());
     let hook = support::Receiver::start(Some(200));
-    http_config(&env, svc, &hook.url("/hook"));
+    http_config(&env, svc, Some(&hook.url("/hook")));
     let d = env.start();
     valid(&d);
     // From now on the app never re-reads its key file.

@@ -2,8 +2,14 @@
 //! swap modes, then restart: the invariants of `common::invariants` hold
 //! right after the crash and after recovery. Plus randomized rounds: a
 //! random point on a random hit, over many rounds on the same state.
+//! API keys at their own points: `faults_crash/apikey.rs`.
 //! Needs `--features failpoints` (see Cargo.toml and scripts/test).
 
+#[path = "faults_crash/apikey.rs"]
+mod apikey;
+#[allow(dead_code)]
+#[path = "apikey/support.rs"]
+mod bao_keys;
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
@@ -26,11 +32,17 @@ fn config(env: &Env, swap: &str) {
     ));
 }
 
+/// The points a certificate rotation can reach (API keys have their own).
+fn cert_points() -> Vec<&'static str> {
+    let all = rekey::failpoint::POINTS.iter().copied();
+    all.filter(|p| !p.starts_with("apikey.")).collect()
+}
+
 /// Points and hits that a rotation in `swap` mode reaches. `:N` picks the
 /// N-th hit: the 4 files are renamed in the order ca, cert, fullchain, key.
 fn reachable(swap: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for p in rekey::failpoint::POINTS {
+    for p in &cert_points() {
         match *p {
             "publish.file" | "publish.rename" | "publish.fsync" if swap == "symlink" => {}
             "publish.gen_dir" | "publish.swap.before" | "publish.swap.after" | "publish.link"
@@ -198,10 +210,11 @@ fn kill9_at_random_failpoints() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut sc = Scenario::new("faults_crash", "kill -9 at random failpoints and hits");
     let mut crashed = 0;
+    let points = cert_points();
     for swap in ["rename", "symlink"] {
         let (env, c) = setup(swap);
         for _ in 0..rounds / 2 {
-            let p = rekey::failpoint::POINTS[rng.usize(..rekey::failpoint::POINTS.len())];
+            let p = points[rng.usize(..points.len())];
             let point = format!("{p}:{}", rng.u32(1..=3));
             if round(&env, &c, swap, &point, &mut sc) {
                 crashed += 1;

@@ -5,6 +5,7 @@
 pub mod alertmanager;
 pub mod bao;
 pub mod invariants;
+pub mod keyservice;
 pub mod scorecard;
 
 use std::io::{Read, Write};

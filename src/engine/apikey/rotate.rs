@@ -155,10 +155,9 @@ impl KeyTask {
             let _ = self.issuer.revoke(&key.id, key.lease.as_deref()).await;
             return Err(e);
         }
-        // Test hook: die like kill -9 right after the id is journaled.
-        if std::env::var_os("REKEY_TEST_CRASH_AFTER_MINT").is_some() {
-            std::process::abort();
-        }
+        // The crash suite kills the daemon here: a minted key only the
+        // journal knows about, which the next start must revoke.
+        failpoint!("apikey.mint.after");
         let store_err = |source| KeyRotateError::Store {
             credential: name.clone(),
             source,
@@ -174,6 +173,9 @@ impl KeyTask {
             return Err(store_err(e));
         }
         self.set_step(g, KeyStep::Handoff, Some(key.clone()))?;
+        // The new key is in the app's file but not committed: the next
+        // start must put the committed key back and revoke this one.
+        failpoint!("apikey.publish.after");
         let gen = self.generation_of(&key, Some(minted.secret.clone()));
         drop(minted);
         let bootstrap = self.journal.committed.is_none();
