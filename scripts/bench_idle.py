@@ -63,25 +63,37 @@ def stop(proc, timeout=120):
 
 
 def sample(pid):
-    cpu_ns = switches = 0
+    # Per thread, so a thread that exits inside the window (an idle blocking
+    # thread timing out) drops out of both ends instead of making the
+    # difference negative; what it did in the window before exiting is lost.
+    per_tid = {}
     for t in glob.glob(f"/proc/{pid}/task/*"):
         try:
             with open(f"{t}/schedstat") as f:
-                cpu_ns += int(f.read().split()[0])
+                cpu = int(f.read().split()[0])
+            sw = 0
             with open(f"{t}/status") as f:
                 for line in f:
                     if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        switches += int(line.split()[1])
+                        sw += int(line.split()[1])
+            per_tid[t.rsplit("/", 1)[1]] = (cpu, sw)
         except OSError:
             pass
+    cpu_ns = sum(c for c, _ in per_tid.values())
+    switches = sum(w for _, w in per_tid.values())
     fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
             fields[k] = v.strip()
     kib = lambda k: int(fields.get(k, "0 kB").split()[0])
-    return {"cpu_ns": cpu_ns, "switches": switches, "rss_kib": kib("VmRSS"), "anon_kib": kib("RssAnon"),
+    return {"per_tid": per_tid, "cpu_ns": cpu_ns, "switches": switches, "rss_kib": kib("VmRSS"), "anon_kib": kib("RssAnon"),
             "file_kib": kib("RssFile"), "hwm_kib": kib("VmHWM"), "threads": int(fields.get("Threads", "0"))}
+
+
+def delta(s0, s1, i):
+    """Growth of counter i over the threads alive at the end (new ones count from 0)."""
+    return sum(v[i] - s0["per_tid"].get(tid, (0, 0))[i] for tid, v in s1["per_tid"].items())
 
 
 class Rekey:
@@ -224,8 +236,8 @@ def main():
             if p.poll() is not None:
                 sys.exit(f"bench_idle: {k} with {n} exited during the idle window")
             s0, s1 = before[(k, n)], sample(p.pid)
-            out[k][n] = {**out[k].get(n, {}), "idle_s": a.idle, "cpu_ms": (s1["cpu_ns"] - s0["cpu_ns"]) / 1e6,
-                         "wakeups": s1["switches"] - s0["switches"], "rss_kib": s1["rss_kib"],
+            out[k][n] = {**out[k].get(n, {}), "idle_s": a.idle, "cpu_ms": delta(s0, s1, 0) / 1e6,
+                         "wakeups": delta(s0, s1, 1), "rss_kib": s1["rss_kib"],
                          "anon_kib": s1["anon_kib"], "file_kib": s1["file_kib"],
                          "hwm_kib": s1["hwm_kib"], "threads": s1["threads"]}
     finally:
