@@ -3,7 +3,7 @@
 //! flips, interesting bytes, dictionary tokens, splices, truncation), plus
 //! proptest over arbitrary text and bytes. No input may panic or take more
 //! than a second. `REKEY_FUZZ_SECONDS` sets the budget per target (default
-//! 6 s); the long runs are `cargo +nightly fuzz run TARGET` (README).
+//! 6 s); the long runs are `scripts/fuzz` (cargo-fuzz; README).
 
 mod common;
 #[path = "../fuzz/targets.rs"]

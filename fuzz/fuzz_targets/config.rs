@@ -1,5 +1,5 @@
 #![no_main]
-//! `cargo +nightly fuzz run config`: see ../targets.rs.
+//! `scripts/fuzz 600 config` (or `cargo fuzz run config`): see ../targets.rs.
 
 // Each target uses one of the shared bodies.
 #[allow(dead_code)]

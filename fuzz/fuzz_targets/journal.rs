@@ -1,5 +1,5 @@
 #![no_main]
-//! `cargo +nightly fuzz run journal`: see ../targets.rs.
+//! `scripts/fuzz 600 journal` (or `cargo fuzz run journal`): see ../targets.rs.
 
 // Each target uses one of the shared bodies.
 #[allow(dead_code)]

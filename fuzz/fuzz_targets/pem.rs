@@ -1,5 +1,5 @@
 #![no_main]
-//! `cargo +nightly fuzz run pem`: see ../targets.rs.
+//! `scripts/fuzz 600 pem` (or `cargo fuzz run pem`): see ../targets.rs.
 
 // Each target uses one of the shared bodies.
 #[allow(dead_code)]
