@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use super::disk::{self, DiskState};
 use super::journal::{recovery, Ari, Journal, Recovery};
@@ -115,18 +115,16 @@ impl Task {
     /// The task's loop. `self` comes boxed: an async fn keeps its arguments
     /// and its locals apart, so a by-value `Task` sat in the spawned future
     /// twice (2.4 KB a credential; 1 KB boxed).
-    pub(super) async fn run(
-        mut self: Box<Self>,
-        mut rx: mpsc::Receiver<Command>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub(super) async fn run(mut self: Box<Self>, rx: super::mailbox::Receiver) {
         // The steps are boxed: a task's future is as large as its largest
         // await point, and an idle task should hold only its timers and
         // channels, not room for a whole rotation (10,000 credentials: 27 MB).
         Box::pin(self.start()).await;
         self.publish_status();
         loop {
-            if *shutdown.borrow() {
+            // A stop takes effect here, after the current step and before
+            // anything queued.
+            if rx.stopped() {
                 break;
             }
             let now = SystemTime::now();
@@ -164,9 +162,9 @@ impl Task {
                     Some(Command::FilesChanged) => Box::pin(self.check_files("file event")).await,
                     Some(Command::Backstop) => Box::pin(self.check_files("backstop re-check")).await,
                     Some(Command::Retire(reply)) => return self.retire(reply).await,
+                    // Stopped.
                     None => break,
                 },
-                _ = shutdown.changed() => break,
             }
         }
         tracing::debug!(credential = %self.cfg.name, "stopped");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::alert::Alerter;
 use crate::config::{CertificateConfig, FileKind, OnRemove};
@@ -22,6 +22,7 @@ pub mod apikey;
 mod credential;
 pub mod disk;
 pub mod journal;
+mod mailbox;
 mod retire;
 mod rotate;
 
@@ -42,6 +43,19 @@ pub enum EngineError {
     /// The credential's task is gone (the daemon is shutting down).
     #[error("credential {0:?} is not running (the daemon is shutting down)")]
     Stopped(String),
+    /// Too many rotate/retire requests are already waiting for it.
+    #[error("credential {0:?} already has {max} rotate/retire requests waiting; try again when they have finished", max = mailbox::MAX_REQUESTS)]
+    Busy(String),
+}
+
+impl EngineError {
+    /// The error for a request `name`'s mailbox refused.
+    fn refused(name: &str, e: mailbox::SendError) -> EngineError {
+        match e {
+            mailbox::Closed => EngineError::Stopped(name.to_string()),
+            mailbox::Full => EngineError::Busy(name.to_string()),
+        }
+    }
 }
 
 /// A credential to keep fresh, wired to its issuer.
@@ -70,7 +84,8 @@ pub struct Settings {
     pub backstop: Duration,
 }
 
-/// What a credential task can be asked to do.
+/// What a credential task can be asked to do (see [`mailbox`] for how
+/// each kind is queued).
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Rotate now and report the outcome.
@@ -83,8 +98,8 @@ pub(crate) enum Command {
     Retire(oneshot::Sender<retire::RetireOutcome>),
 }
 
-/// Senders to the running credential tasks, by name; changed by a config reload.
-type Senders = Arc<RwLock<BTreeMap<String, mpsc::Sender<Command>>>>;
+/// Mailboxes of the running credential tasks, by name; changed by a config reload.
+type Senders = Arc<RwLock<BTreeMap<String, mailbox::Mailbox>>>;
 
 /// A cheap, cloneable way to talk to the running engine.
 #[derive(Clone)]
@@ -111,7 +126,7 @@ impl Handle {
         self.status.clone()
     }
 
-    fn sender(&self, name: &str) -> Option<mpsc::Sender<Command>> {
+    fn sender(&self, name: &str) -> Option<mailbox::Mailbox> {
         // A poisoned lock only means a panic elsewhere; the map is still usable.
         let map = self.senders.read().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned()
@@ -123,9 +138,8 @@ impl Handle {
             .sender(name)
             .ok_or_else(|| EngineError::UnknownCredential(name.to_string()))?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Command::Rotate(reply))
-            .await
-            .map_err(|_| EngineError::Stopped(name.to_string()))?;
+        tx.request(Command::Rotate(reply))
+            .map_err(|e| EngineError::refused(name, e))?;
         rx.await.map_err(|_| EngineError::Stopped(name.to_string()))
     }
 
@@ -133,8 +147,8 @@ impl Handle {
     pub fn files_changed<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
         for name in names {
             if let Some(tx) = self.sender(name) {
-                // A full queue already holds a pending re-check; dropping is fine.
-                let _ = tx.try_send(Command::FilesChanged);
+                // Coalesces with a re-check already pending.
+                tx.poke(mailbox::Poke::FilesChanged);
             }
         }
     }
@@ -143,7 +157,8 @@ impl Handle {
 /// One running credential task.
 struct Running {
     config: Arc<CertificateConfig>,
-    stop: watch::Sender<bool>,
+    /// Kept here too: the sender map loses it first when the task is stopped.
+    mailbox: mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -234,8 +249,7 @@ impl Engine {
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
         });
-        let (tx, rx) = mpsc::channel(8);
-        let (stop, stop_rx) = watch::channel(false);
+        let (mailbox, rx) = mailbox::mailbox();
         let task = credential::Task::new(
             c,
             self.store.clone(),
@@ -245,13 +259,20 @@ impl Engine {
             self.metrics.clone(),
         );
         let config = task.cfg.clone();
-        let join = tokio::spawn(Box::new(task).run(rx, stop_rx));
+        let join = tokio::spawn(Box::new(task).run(rx));
         self.handle
             .senders
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), tx);
-        self.tasks.insert(name, Running { config, stop, join });
+            .insert(name.clone(), mailbox.clone());
+        self.tasks.insert(
+            name,
+            Running {
+                config,
+                mailbox,
+                join,
+            },
+        );
     }
 
     /// Stop one task after its current step; its files stay as they are.
@@ -262,7 +283,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         if let Some(r) = self.tasks.remove(name) {
-            let _ = r.stop.send(true);
+            r.mailbox.stop();
             let _ = r.join.await;
         }
         self.status_tx.send_modify(|s| {
@@ -359,7 +380,7 @@ impl Engine {
         }
         self.keys.shutdown().await;
         for r in self.tasks.values() {
-            let _ = r.stop.send(true);
+            r.mailbox.stop();
         }
         for (_, r) in std::mem::take(&mut self.tasks) {
             let _ = r.join.await;
@@ -417,13 +438,13 @@ async fn backstop_loop(senders: Senders, period: Duration) {
             .unwrap_or_else(|e| e.into_inner().len());
         let (tick, batch) = backstop_pace(n, period);
         tokio::time::sleep(tick).await;
-        let due: Vec<mpsc::Sender<Command>> = {
+        let due: Vec<mailbox::Mailbox> = {
             let map = senders.read().unwrap_or_else(|e| e.into_inner());
             let after = match &cursor {
                 Some(c) => map.range::<String, _>((Bound::Excluded(c), Bound::Unbounded)),
                 None => map.range::<String, _>(..),
             };
-            let picked: Vec<(&String, &mpsc::Sender<Command>)> = after.take(batch).collect();
+            let picked: Vec<(&String, &mailbox::Mailbox)> = after.take(batch).collect();
             // Past the last name: start the next round from the first.
             cursor = match picked.last() {
                 Some((name, _)) if picked.len() == batch => Some((*name).clone()),
@@ -432,8 +453,8 @@ async fn backstop_loop(senders: Senders, period: Duration) {
             picked.into_iter().map(|(_, tx)| tx.clone()).collect()
         };
         for tx in due {
-            // A full queue already holds a pending re-check; dropping is fine.
-            let _ = tx.try_send(Command::Backstop);
+            // Coalesces with a re-check already pending.
+            tx.poke(mailbox::Poke::Backstop);
         }
     }
 }

@@ -128,9 +128,8 @@ impl Handle {
             .sender(name)
             .ok_or_else(|| EngineError::UnknownCredential(name.to_string()))?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Command::Retire(reply))
-            .await
-            .map_err(|_| EngineError::Stopped(name.to_string()))?;
+        tx.request(Command::Retire(reply))
+            .map_err(|e| EngineError::refused(name, e))?;
         let outcome = rx
             .await
             .map_err(|_| EngineError::Stopped(name.to_string()))?;

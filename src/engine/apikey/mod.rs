@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
-
 use super::Engine;
 use crate::config::ApiKeyConfig;
 use crate::handoff::{Probe, Reload};
@@ -86,7 +84,8 @@ pub fn describe(
 /// One running API key task.
 struct KeyRunning {
     config: ApiKeyConfig,
-    stop: watch::Sender<bool>,
+    /// Kept here too: the sender map loses it first when the task is stopped.
+    mailbox: super::mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -100,7 +99,7 @@ impl KeyTasks {
     /// Stop every task after its current step, and wait for them.
     pub async fn shutdown(&mut self) {
         for r in self.tasks.values() {
-            let _ = r.stop.send(true);
+            r.mailbox.stop();
         }
         for (_, r) in std::mem::take(&mut self.tasks) {
             let _ = r.join.await;
@@ -123,8 +122,7 @@ impl Engine {
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
         });
-        let (tx, rx) = mpsc::channel(8);
-        let (stop, stop_rx) = watch::channel(false);
+        let (mailbox, rx) = super::mailbox::mailbox();
         let t = task::KeyTask::new(
             k,
             &self.store,
@@ -133,15 +131,20 @@ impl Engine {
             self.alerter.clone(),
             self.metrics.clone(),
         );
-        let join = tokio::spawn(Box::new(t).run(rx, stop_rx));
+        let join = tokio::spawn(Box::new(t).run(rx));
         self.handle
             .senders
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), tx);
-        self.keys
-            .tasks
-            .insert(name, KeyRunning { config, stop, join });
+            .insert(name.clone(), mailbox.clone());
+        self.keys.tasks.insert(
+            name,
+            KeyRunning {
+                config,
+                mailbox,
+                join,
+            },
+        );
     }
 
     async fn stop_key(&mut self, name: &str) {
@@ -151,7 +154,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         if let Some(r) = self.keys.tasks.remove(name) {
-            let _ = r.stop.send(true);
+            r.mailbox.stop();
             let _ = r.join.await;
         }
         self.status_tx.send_modify(|s| {

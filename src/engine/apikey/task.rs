@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use zeroize::Zeroizing;
 
 use super::journal::{KeyJournal, KeyRecord};
 use super::KeyCredential;
 use crate::alert::{Alert, Alerter, Event};
 use crate::config::{ApiKeyConfig, KeyFormat, Share};
+use crate::engine::mailbox::Receiver;
 use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
 use crate::issuer::keys::KeyIssuer;
@@ -113,15 +114,13 @@ impl KeyTask {
 
     /// The key's loop; `self` comes boxed for the reason given on the
     /// certificate task's `run`.
-    pub(super) async fn run(
-        mut self: Box<Self>,
-        mut rx: mpsc::Receiver<Command>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub(super) async fn run(mut self: Box<Self>, rx: Receiver) {
         self.start().await;
         self.publish_status();
         loop {
-            if *shutdown.borrow() {
+            // A stop takes effect here, after the current step and before
+            // anything queued.
+            if rx.stopped() {
                 break;
             }
             let now = SystemTime::now();
@@ -145,9 +144,9 @@ impl KeyTask {
                     }
                     Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
                     Some(Command::Retire(reply)) => return self.retire(reply).await,
+                    // Stopped.
                     None => break,
                 },
-                _ = shutdown.changed() => break,
             }
         }
         tracing::debug!(credential = %self.cfg.name, "stopped");
