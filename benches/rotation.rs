@@ -70,7 +70,7 @@ fn main() {
         let creds = KeyType::ALL
             .iter()
             .map(|kt| Credential {
-                config: cred(tmp.path(), *kt, SwapMode::Rename),
+                config: cred(tmp.path(), *kt, SwapMode::Rename).into(),
                 issuer: ca.clone(),
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],

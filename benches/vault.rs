@@ -287,7 +287,7 @@ fn main() {
         let engine = Engine::start(
             store,
             vec![Credential {
-                config: cred,
+                config: cred.into(),
                 issuer: issuer.clone() as Arc<dyn Issuer>,
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],

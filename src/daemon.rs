@@ -230,6 +230,19 @@ impl Running {
         Ok(changes)
     }
 
+    /// Point `config`'s unchanged credentials at the copies their running
+    /// tasks hold, so a reload does not leave two of each (the daemon keeps
+    /// `config` for the next reload).
+    pub fn share_configs(&self, config: &mut Config) {
+        for c in config.certificates.iter_mut() {
+            if let Some(running) = self.engine.running_config(&c.name) {
+                if running == *c {
+                    *c = running;
+                }
+            }
+        }
+    }
+
     /// Wait until every credential finished its start-up (recovery, adoption).
     pub async fn wait_started(&self, timeout: Duration) -> bool {
         self.engine.wait_started(timeout).await
@@ -550,8 +563,10 @@ async fn reload(running: &mut Running, config: &mut Config) {
     if format!("{:?}", new.alerts) != format!("{:?}", config.alerts) {
         tracing::warn!("SIGHUP: [[alert]] sinks changed; they take effect at the next restart");
     }
+    let mut new = new;
     match running.reload(&new).await {
         Ok(changes) => {
+            running.share_configs(&mut new);
             tracing::info!(added = ?changes.added, removed = ?changes.removed, retired = ?changes.retired, changed = ?changes.changed, event = "config_reloaded", "SIGHUP: config reloaded");
             let what = format!(
                 "added {:?}, removed {:?}, retired {:?}, changed {:?}",

@@ -268,7 +268,7 @@ impl Metrics {
     }
 
     /// Take each credential's `team` from the config (at start and on reload).
-    pub fn set_teams(&self, certs: &[crate::config::CertificateConfig]) {
+    pub fn set_teams(&self, certs: &[std::sync::Arc<crate::config::CertificateConfig>]) {
         let map = certs
             .iter()
             .filter_map(|c| c.team.clone().map(|t| (c.name.clone(), t)))

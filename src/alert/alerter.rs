@@ -167,7 +167,7 @@ impl Alerter {
     }
 
     /// Take each credential's team and labels from `certs` (at start and on reload).
-    pub fn set_owners(&self, certs: &[crate::config::CertificateConfig]) {
+    pub fn set_owners(&self, certs: &[std::sync::Arc<crate::config::CertificateConfig>]) {
         self.owners.set(certs);
     }
 

@@ -48,7 +48,7 @@ pub struct Owners(Arc<RwLock<BTreeMap<String, Owner>>>);
 
 impl Owners {
     /// Take the team and labels of `certs`, replacing what was there.
-    pub fn set(&self, certs: &[CertificateConfig]) {
+    pub fn set(&self, certs: &[std::sync::Arc<CertificateConfig>]) {
         let map = certs
             .iter()
             .map(|c| {

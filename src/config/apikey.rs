@@ -140,7 +140,7 @@ pub(super) fn api_keys(
     src: &Src<'_>,
     base: &Path,
     issuers: &BTreeMap<String, IssuerConfig>,
-    certificates: &[CertificateConfig],
+    certificates: &[std::sync::Arc<CertificateConfig>],
     raw: Vec<Spanned<RawApiKey>>,
 ) -> Result<Vec<ApiKeyConfig>, ConfigError> {
     let mut names: HashMap<String, usize> = HashMap::new();

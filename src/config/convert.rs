@@ -36,7 +36,13 @@ pub(super) fn parse(
         let issuer = issuer(&src, base, &name, table)?;
         issuers.insert(name, issuer);
     }
-    let certificates = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    // Shared with the engine's tasks: one copy of each credential's config
+    // for the daemon's lifetime, not one per holder.
+    let certificates: Vec<std::sync::Arc<super::CertificateConfig>> =
+        super::certificate::certificates(&src, base, &issuers, raw.certificate)?
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
     let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
     let policy = match raw.policy {

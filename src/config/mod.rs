@@ -54,7 +54,7 @@ pub struct Config {
     /// The `[issuer.NAME]` tables, by name.
     pub issuers: BTreeMap<String, IssuerConfig>,
     /// The `[[certificate]]` entries, in file order.
-    pub certificates: Vec<CertificateConfig>,
+    pub certificates: Vec<std::sync::Arc<CertificateConfig>>,
     /// The `[[alert]]` sinks, in file order.
     pub alerts: Vec<AlertConfig>,
     /// The `[[api_key]]` entries, in file order.

@@ -86,7 +86,7 @@ impl Task {
             names: disk::names_of(&c.config),
             targets: super::targets(&c.config),
             store: store.credential(&c.config.name),
-            cfg: Arc::new(c.config),
+            cfg: c.config,
             issuer: c.issuer,
             reload: c.reload,
             probes: c.probes,

@@ -60,8 +60,8 @@ impl EngineError {
 
 /// A credential to keep fresh, wired to its issuer.
 pub struct Credential {
-    /// Its configuration.
-    pub config: CertificateConfig,
+    /// Its configuration, shared with the loaded `Config`.
+    pub config: Arc<CertificateConfig>,
     /// The issuer named by `config.issuer`.
     pub issuer: Arc<dyn Issuer>,
     /// How the app is told (from `config.reload`).
@@ -340,7 +340,7 @@ impl Engine {
         }
         for (name, c) in wanted {
             match self.tasks.get(&name) {
-                Some(r) if *r.config == c.config => continue,
+                Some(r) if r.config == c.config => continue,
                 Some(_) => {
                     self.stop(&name).await;
                     out.changed.push(name);
@@ -350,6 +350,11 @@ impl Engine {
             self.spawn(c);
         }
         out
+    }
+
+    /// The config a running certificate task was started with.
+    pub fn running_config(&self, name: &str) -> Option<Arc<CertificateConfig>> {
+        self.tasks.get(name).map(|r| r.config.clone())
     }
 
     /// A handle for the server, the watcher and signal handlers.
