@@ -196,10 +196,17 @@ impl Task {
                 Journal::default()
             }
         };
+        // The committed certificate, kept only until the ARI check below.
+        let mut cert_pem = None;
         if let Some(g) = self.journal.committed {
             match self.load_current(g) {
-                // The material is dropped here: only digests stay resident.
-                Ok((c, _material)) => self.current = Some(c),
+                // The rest of the material (the key) is dropped here: only
+                // digests stay resident.
+                Ok((c, material)) => {
+                    let Material { cert_pem: pem, .. } = material;
+                    cert_pem = Some((g, pem));
+                    self.current = Some(c);
+                }
                 Err(e) => {
                     tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
                 }
@@ -242,7 +249,7 @@ impl Task {
         }
         self.check_files("start").await;
         if self.journal.ari.is_none() {
-            self.refresh_window().await;
+            self.refresh_window_with(cert_pem).await;
         }
         if self.current.is_some() && !self.probes.is_empty() && self.handoff != Handoff::Verified {
             // Learn at once whether the app serves what is committed.

@@ -20,11 +20,22 @@ impl Task {
     /// Ask the issuer for its renewal window for the committed certificate
     /// (ACME ARI) and remember it in the journal, with when to ask again.
     pub(in crate::engine) async fn refresh_window(&mut self) {
+        self.refresh_window_with(None).await;
+    }
+
+    /// [`Task::refresh_window`], with the committed certificate's PEM when
+    /// the caller already holds it (start-up: reading it again for each of
+    /// 10,000 credentials only churns the heap).
+    pub(in crate::engine) async fn refresh_window_with(&mut self, known: Option<(u64, String)>) {
         let Some(cur) = &self.current else { return };
         let now = SystemTime::now();
+        let pem = match known {
+            Some((g, pem)) if g == cur.generation => Ok(pem),
+            _ => self.committed_cert_pem(cur),
+        };
         // A certificate that cannot be read back counts as a failed fetch:
         // keep the last window and try again later.
-        let fetched = match self.committed_cert_pem(cur) {
+        let fetched = match pem {
             Ok(pem) => self
                 .issuer
                 .renewal_window(&pem)
