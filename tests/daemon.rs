@@ -317,3 +317,33 @@ fn a_mode_change_is_repaired_from_the_published_files_when_the_staged_copy_is_lo
     let (fp, ok) = pair(&cert, &key).unwrap();
     assert!(ok && fp == first["fingerprint"].as_str().unwrap());
 }
+
+#[test]
+fn a_failed_handoff_still_rolls_back_when_the_staged_copy_is_lost() {
+    let env = Env::new();
+    let reload = "reload = { type = \"exec\", command = [\"false\"] }";
+    env.write_config(&env.cert_section("web", reload));
+    let cert = env.path("tls/web/cert.pem");
+    let key = env.path("tls/web/key.pem");
+    let d = env.start();
+    let first = wait_for(Duration::from_secs(10), "issuance", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    let staged = staged_dir(&env, &first["generation"]);
+    std::fs::remove_dir_all(&staged).unwrap();
+    // The reload fails, so the new generation must go: the old one is
+    // taken from the published files (checked against its digests) before
+    // they are overwritten, and put back.
+    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("rolled back"), "{body}");
+    let (fp, ok) = pair(&cert, &key).unwrap();
+    assert!(ok && fp == first["fingerprint"].as_str().unwrap(), "{fp}");
+    let s = cred_status(d.addr, "web").unwrap();
+    assert_eq!(s["generation"], first["generation"]);
+    assert!(
+        staged.is_dir(),
+        "the committed generation was not staged again"
+    );
+}
