@@ -246,3 +246,104 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_once_and_clearly() {
     // The first daemon keeps running and answering.
     assert!(cred_status(d.addr, "web").is_some());
 }
+
+/// The committed generation's files in the state dir (issue #8: the daemon
+/// keeps only digests in memory and reads these back to repair).
+fn staged_dir(env: &Env, generation: &serde_json::Value) -> std::path::PathBuf {
+    env.path(&format!(
+        "state/certs/web/gen-{}",
+        generation.as_u64().unwrap()
+    ))
+}
+
+#[test]
+fn a_tampered_file_is_replaced_by_a_rotation_when_the_staged_copy_is_lost() {
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let cert = env.path("tls/web/cert.pem");
+    let key = env.path("tls/web/key.pem");
+    let d = env.start();
+    let first = wait_for(Duration::from_secs(10), "issuance", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    std::fs::remove_dir_all(staged_dir(&env, &first["generation"])).unwrap();
+    // Nothing intact is left to restore: the only right answer is a new,
+    // validated generation, never the garbage and never an unchecked copy.
+    std::fs::write(&cert, "garbage").unwrap();
+    let (fp, _) = wait_for(Duration::from_secs(10), "a new valid pair", || {
+        pair(&cert, &key).ok().filter(|(_, ok)| *ok)
+    });
+    assert_ne!(fp, first["fingerprint"].as_str().unwrap());
+    let s = wait_for(Duration::from_secs(5), "the rotation to commit", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["fingerprint"] == fp.as_str() && s["state"] == "valid").then_some(s)
+    });
+    assert!(staged_dir(&env, &s["generation"]).is_dir());
+    assert!(env.log().contains("repair_by_rotation"), "{}", env.log());
+}
+
+#[test]
+fn a_mode_change_is_repaired_from_the_published_files_when_the_staged_copy_is_lost() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.write_config(&env.cert_section("web", ""));
+    let cert = env.path("tls/web/cert.pem");
+    let key = env.path("tls/web/key.pem");
+    let d = env.start();
+    let first = wait_for(Duration::from_secs(10), "issuance", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    let want = mode(&key);
+    let staged = staged_dir(&env, &first["generation"]);
+    std::fs::remove_dir_all(&staged).unwrap();
+    // The published files still hold exactly the committed generation: it
+    // is staged again from them and the mode put back, with no reissue.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the key mode to be restored",
+        || (mode(&key) == want).then_some(()),
+    );
+    assert!(
+        staged.is_dir(),
+        "the committed generation was not staged again: {}",
+        env.log()
+    );
+    let s = cred_status(d.addr, "web").unwrap();
+    assert_eq!(s["fingerprint"], first["fingerprint"]);
+    assert_eq!(s["generation"], first["generation"]);
+    let (fp, ok) = pair(&cert, &key).unwrap();
+    assert!(ok && fp == first["fingerprint"].as_str().unwrap());
+}
+
+#[test]
+fn a_failed_handoff_still_rolls_back_when_the_staged_copy_is_lost() {
+    let env = Env::new();
+    let reload = "reload = { type = \"exec\", command = [\"false\"] }";
+    env.write_config(&env.cert_section("web", reload));
+    let cert = env.path("tls/web/cert.pem");
+    let key = env.path("tls/web/key.pem");
+    let d = env.start();
+    let first = wait_for(Duration::from_secs(10), "issuance", || {
+        let s = cred_status(d.addr, "web")?;
+        (s["state"] == "valid").then_some(s)
+    });
+    let staged = staged_dir(&env, &first["generation"]);
+    std::fs::remove_dir_all(&staged).unwrap();
+    // The reload fails, so the new generation must go: the old one is
+    // taken from the published files (checked against its digests) before
+    // they are overwritten, and put back.
+    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("rolled back"), "{body}");
+    let (fp, ok) = pair(&cert, &key).unwrap();
+    assert!(ok && fp == first["fingerprint"].as_str().unwrap(), "{fp}");
+    let s = cred_status(d.addr, "web").unwrap();
+    assert_eq!(s["generation"], first["generation"]);
+    assert!(
+        staged.is_dir(),
+        "the committed generation was not staged again"
+    );
+}

@@ -6,8 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Semaphore};
 
+mod ari;
+mod repair;
+
 use super::disk::{self, DiskState};
-use super::journal::{recovery, Ari, Journal, Recovery};
+use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::{Alert, Alerter, Event};
 use crate::cert::{self, CertInfo, Names};
@@ -18,25 +21,30 @@ use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
-use crate::store::{self, CredentialStore, Material, Store, Target};
+use crate::store::{CredentialStore, Expected, Material, Store, Target};
 
 /// Background probing of a pending or failed handoff backs off up to this.
 pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
-/// Re-check an ARI window this often when the CA gives no Retry-After.
-const ARI_RECHECK: Duration = Duration::from_secs(6 * 3600);
-/// After a failed window fetch, try again after this (unless the CA said).
-const ARI_RETRY: Duration = Duration::from_secs(3600);
-/// Bounds on how often a window is re-checked.
-const ARI_MIN_RECHECK: Duration = Duration::from_secs(60);
-const ARI_MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 /// `expiring` fires when less than this share of the lifetime is left.
 const EXPIRING_SHARE: f64 = 0.10;
 
-/// The committed generation, in memory.
+/// The committed generation, in memory: no PEM and no key, only what drift
+/// detection and scheduling need (repair.rs loads the rest on demand).
 pub(super) struct Current {
     pub(super) generation: u64,
-    pub(super) material: Material,
+    /// Digests of what each target must hold.
+    pub(super) expected: Expected,
     pub(super) info: CertInfo,
+}
+
+impl Current {
+    pub(super) fn new(generation: u64, info: CertInfo, targets: &[Target], m: &Material) -> Self {
+        Current {
+            generation,
+            expected: Expected::of(targets, m),
+            info,
+        }
+    }
 }
 
 /// A credential's task state.
@@ -71,6 +79,9 @@ pub(super) struct Task {
     pub(super) alerted_expired: Option<u64>,
     /// Publish → verdict of the last handoff.
     pub(super) last_handoff: Option<Duration>,
+    /// The files drifted and the committed generation could not be read
+    /// back to restore them: rotate now (cleared on commit).
+    pub(super) rotate_to_repair: bool,
 }
 
 impl Task {
@@ -109,6 +120,7 @@ impl Task {
             alerted_expiring: None,
             alerted_expired: None,
             last_handoff: None,
+            rotate_to_repair: false,
         }
     }
 
@@ -182,9 +194,17 @@ impl Task {
                 Journal::default()
             }
         };
+        // The committed certificate, kept only until the ARI check below.
+        let mut cert_pem = None;
         if let Some(g) = self.journal.committed {
             match self.load_current(g) {
-                Ok(c) => self.current = Some(c),
+                // The rest of the material (the key) is dropped here: only
+                // digests stay resident.
+                Ok((c, material)) => {
+                    let Material { cert_pem: pem, .. } = material;
+                    cert_pem = Some((g, pem));
+                    self.current = Some(c);
+                }
                 Err(e) => {
                     tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
                 }
@@ -202,9 +222,9 @@ impl Task {
                 self.save_and_prune();
             }
             Recovery::RollForward(g) => match self.load_current(g) {
-                Ok(next) => {
+                Ok((next, material)) => {
                     tracing::info!(credential = %name, generation = g, event = "recovered", "finishing a rotation interrupted during publish or handoff");
-                    if let Err(e) = self.hand_over(next).await {
+                    if let Err(e) = self.hand_over(next, material).await {
                         tracing::warn!(credential = %name, error = %e, "the interrupted rotation did not complete");
                         self.note_failure(&e);
                     }
@@ -227,7 +247,7 @@ impl Task {
         }
         self.check_files("start").await;
         if self.journal.ari.is_none() {
-            self.refresh_window().await;
+            self.refresh_window_with(cert_pem).await;
         }
         if self.current.is_some() && !self.probes.is_empty() && self.handoff != Handoff::Verified {
             // Learn at once whether the app serves what is committed.
@@ -235,17 +255,15 @@ impl Task {
         }
     }
 
-    pub(super) fn load_current(&self, g: u64) -> Result<Current, String> {
+    /// Load staged generation `g`: its in-memory record, and its material
+    /// for a caller that must publish it (others drop it at once).
+    pub(super) fn load_current(&self, g: u64) -> Result<(Current, Material), String> {
         let material = self.store.load_generation(g).map_err(|e| e.to_string())?;
         let ders = cert::pem_certs(material.cert_pem.as_bytes(), "staged certificate")
             .map_err(|e| e.to_string())?;
         let der = ders.first().ok_or("staged certificate is empty")?;
         let info = cert::parse_der(der).map_err(|e| e.to_string())?;
-        Ok(Current {
-            generation: g,
-            material,
-            info,
-        })
+        Ok((Current::new(g, info, &self.targets, &material), material))
     }
 
     /// A valid pair already published (by an earlier install, or a state dir
@@ -265,11 +283,7 @@ impl Task {
         self.journal.commit(g, fastrand::f64());
         self.save_and_prune();
         tracing::info!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, event = "adopted", "adopted the valid credential found on disk");
-        self.current = Some(Current {
-            generation: g,
-            material,
-            info: *info,
-        });
+        self.current = Some(Current::new(g, *info, &self.targets, &material));
     }
 
     /// When the next rotation is due: now when there is no usable committed
@@ -303,6 +317,7 @@ impl Task {
         };
         match self.retry_at {
             Some(r) if self.failures > 0 => r,
+            _ if self.rotate_to_repair => now,
             _ => natural,
         }
     }
@@ -327,104 +342,6 @@ impl Task {
                 .map(|t| (t.kind, t.path.clone()))
                 .collect(),
             ..Generation::default()
-        }
-    }
-
-    /// Compare the published files with the committed generation; put it
-    /// back if something else changed them and it is still valid.
-    async fn check_files(&mut self, reason: &str) {
-        let Some(cur) = &self.current else { return };
-        let drift = store::diff_published(&self.targets, self.cfg.swap, &cur.material);
-        if drift.is_empty() {
-            return;
-        }
-        let what: Vec<String> = drift
-            .iter()
-            .map(|d| format!("{} ({})", d.path.display(), d.reason))
-            .collect();
-        let generation = cur.generation;
-        tracing::warn!(credential = %self.cfg.name, generation, event = "tampered", trigger = reason, files = %what.join(", "), "managed files changed behind rekey's back");
-        let mut alert = Alert::new(
-            Event::Tampered,
-            &self.cfg.name,
-            "certificate",
-            format!(
-                "managed files changed behind rekey's back: {}",
-                what.join(", ")
-            ),
-        );
-        alert.generation = Some(generation);
-        self.alerter.raise(alert);
-        self.audit
-            .tampered(&self.cfg, generation, &cur.info.fingerprint, &what);
-        if cur.info.not_after <= SystemTime::now() {
-            return; // expired: the due logic rotates instead
-        }
-        self.restore_committed("tampering").await;
-    }
-
-    /// Publish the committed generation again and reload the app.
-    pub(super) async fn restore_committed(&mut self, why: &str) {
-        let Some(cur) = &self.current else { return };
-        match store::publish(&self.targets, self.cfg.swap, &cur.material) {
-            Ok(()) => {
-                let g = self.generation_of(cur);
-                tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", reason = why, "restored the committed generation");
-                if let Err(e) = self.reload.reload(&g).await {
-                    tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
-                }
-            }
-            Err(e) => {
-                tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed generation")
-            }
-        }
-    }
-
-    /// Ask the issuer for its renewal window for the committed certificate
-    /// (ACME ARI) and remember it in the journal, with when to ask again.
-    pub(super) async fn refresh_window(&mut self) {
-        let Some(cur) = &self.current else { return };
-        let now = SystemTime::now();
-        let ari = match self.issuer.renewal_window(&cur.material.cert_pem).await {
-            Ok(None) => None,
-            Ok(Some(w)) => {
-                let recheck = w
-                    .retry_after
-                    .unwrap_or(ARI_RECHECK)
-                    .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
-                let recheck = schedule::ari_recheck(recheck, fastrand::f64());
-                let valid = w.end > w.start;
-                if !valid {
-                    tracing::warn!(credential = %self.cfg.name, "the CA's renewal window ends before it starts; ignoring it and keeping renew_before");
-                }
-                Some(Ari {
-                    window: valid.then_some((w.start, w.end)),
-                    recheck_at: now + recheck,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(credential = %self.cfg.name, error = %e, "cannot fetch the renewal window; keeping the last one");
-                let recheck = e
-                    .retry_after()
-                    .unwrap_or(ARI_RETRY)
-                    .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
-                let recheck = schedule::ari_recheck(recheck, fastrand::f64());
-                Some(Ari {
-                    window: self.journal.ari.and_then(|a| a.window),
-                    recheck_at: now + recheck,
-                })
-            }
-        };
-        if ari != self.journal.ari {
-            if let Some(Ari {
-                window: Some((start, end)),
-                ..
-            }) = ari
-            {
-                tracing::info!(credential = %self.cfg.name, window_start = %cert::rfc3339(start), window_end = %cert::rfc3339(end), "the CA suggests a renewal window");
-            }
-            self.journal.ari = ari;
-            self.save_and_prune();
         }
     }
 

@@ -148,11 +148,14 @@ impl Task {
         let generation = self.current.as_ref().map(|c| c.generation);
         let fingerprint = self.current.as_ref().map(|c| c.info.fingerprint.clone());
         let step = match &self.current {
-            Some(c) => RevokeStep::from_issuer(
-                self.issuer
-                    .revoke(&self.cfg.name, &c.material.cert_pem)
-                    .await,
-            ),
+            Some(c) => match self.committed_cert_pem(c) {
+                Ok(pem) => RevokeStep::from_issuer(self.issuer.revoke(&self.cfg.name, &pem).await),
+                // Said plainly: the certificate stays valid until it expires.
+                Err(e) => RevokeStep {
+                    revocation: FAILED,
+                    detail: format!("NOT revoked: {e}"),
+                },
+            },
             None => RevokeStep {
                 revocation: NOTHING,
                 detail: "not revoked: no certificate had been issued".to_string(),

@@ -205,12 +205,8 @@ impl Task {
             return Err(self.store_err(e));
         }
         failpoint!("stage.after");
-        self.hand_over(Current {
-            generation: g,
-            material,
-            info,
-        })
-        .await
+        let next = Current::new(g, info, &self.targets, &material);
+        self.hand_over(next, material).await
     }
 
     fn set_pending(&mut self, generation: u64, step: Step) -> Result<(), RotateError> {
@@ -220,16 +216,37 @@ impl Task {
             .map_err(|e| self.store_err(e))
     }
 
-    /// Publish `next`, reload, verify; commit, or roll back per `on_failure`.
-    pub(super) async fn hand_over(&mut self, next: Current) -> Result<(), RotateError> {
+    /// Publish `next` (whose `material` is dropped once published), reload,
+    /// verify; commit, or roll back per `on_failure`.
+    pub(super) async fn hand_over(
+        &mut self,
+        next: Current,
+        material: Material,
+    ) -> Result<(), RotateError> {
         let g = next.generation;
+        // The committed generation's material is read back before the new one
+        // is published, while the published files can still stand in for a
+        // lost state dir copy: it is what a failed publish or handoff
+        // restores, and its certificate is what `replaced` retires.
+        let previous = match &self.current {
+            Some(cur) => match self.committed_material(cur) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(credential = %self.cfg.name, error = %e, "the committed generation cannot be read back; it cannot be restored if this handoff fails");
+                    None
+                }
+            },
+            None => None,
+        };
         let published = Instant::now();
         self.set_pending(g, Step::Publishing)?;
         failpoint!("publish.before");
-        if let Err(e) = store::publish(&self.targets, self.cfg.swap, &next.material) {
+        let result = store::publish(&self.targets, self.cfg.swap, &material);
+        drop(material); // zeroizes the new key: the state dir holds it
+        if let Err(e) = result {
             // Put the committed generation back in case some files had flipped.
-            if let Some(cur) = &self.current {
-                if let Err(e2) = store::publish(&self.targets, self.cfg.swap, &cur.material) {
+            if let Some(prev) = &previous {
+                if let Err(e2) = store::publish(&self.targets, self.cfg.swap, prev) {
                     tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
@@ -278,7 +295,7 @@ impl Task {
         match verdict {
             Verdict::Verified | Verdict::Unverified => {
                 let was_failed = self.handoff == Handoff::Failed || self.failures > 0;
-                let replaced = self.current.as_ref().map(|c| c.material.cert_pem.clone());
+                let replaced = previous.map(|mut m| std::mem::take(&mut m.cert_pem));
                 self.handoff = if verdict == Verdict::Verified {
                     Handoff::Verified
                 } else {
@@ -311,9 +328,9 @@ impl Task {
                 self.commit(next);
                 Ok(())
             }
-            Verdict::Unreachable(why) => self.fail_handoff(next, gen, why, None).await,
+            Verdict::Unreachable(why) => self.fail_handoff(next, gen, why, None, previous).await,
             Verdict::Failed { served, detail } => {
-                self.fail_handoff(next, gen, detail, served).await
+                self.fail_handoff(next, gen, detail, served, previous).await
             }
         }
     }
@@ -323,36 +340,44 @@ impl Task {
         self.journal.commit(next.generation, fastrand::f64());
         self.save_and_prune();
         self.current = Some(next);
+        self.rotate_to_repair = false;
         failpoint!("commit.after");
     }
 
-    /// The app did not take the new generation: roll back when allowed and
-    /// possible, alert `handoff_failed`, and return the error.
+    /// The app did not take the new generation: roll back to `previous` (the
+    /// committed material) when allowed and possible, alert
+    /// `handoff_failed`, and return the error.
     async fn fail_handoff(
         &mut self,
         next: Current,
         gen: handoff::Generation,
         why: String,
         served: Option<String>,
+        previous: Option<Material>,
     ) -> Result<(), RotateError> {
         let message = match &served {
             Some(fp) => format!("app still serves {fp}, not {} ({why})", gen.fingerprint),
             None => why,
         };
         let now = SystemTime::now();
-        let can_roll_back = self.cfg.on_failure == OnFailure::Rollback
+        let wants_roll_back = self.cfg.on_failure == OnFailure::Rollback
             && self
                 .current
                 .as_ref()
                 .is_some_and(|c| c.info.not_after > now);
+        // Without the old material (logged in hand_over) the new generation
+        // stays: publishing anything unchecked would be worse.
+        let previous = previous.filter(|_| wants_roll_back);
+        let can_roll_back = previous.is_some();
         let old_was_verified = self.handoff == Handoff::Verified;
         self.handoff = Handoff::Failed;
         self.served = served.clone();
         let mut served_after = served.clone();
-        if can_roll_back {
+        if let Some(prev) = previous {
             self.set_pending(next.generation, Step::RollingBack)?;
             failpoint!("rollback.before");
-            self.restore_committed("handoff failed").await;
+            self.republish(&prev, "handoff failed").await;
+            drop(prev); // zeroizes the old key before the verify wait
             failpoint!("rollback.after");
             // Only a generation the app was seen serving can be checked again.
             if let Some(cur) = self.current.as_ref().filter(|_| old_was_verified) {

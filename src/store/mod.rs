@@ -73,7 +73,7 @@ use zeroize::Zeroizing;
 
 pub use crate::config::{FileKind, SwapMode};
 pub use error::StoreError;
-pub use publish::{diff_published, publish, read_published};
+pub use publish::{diff_published, publish, read_published, sha256};
 pub use state::{CredentialStore, Store};
 pub use unpublish::unpublish;
 
@@ -139,6 +139,47 @@ impl fmt::Debug for Material {
             .field("key_pem", &"<redacted>")
             .field("ca_pem", &self.ca_pem)
             .finish()
+    }
+}
+
+/// What each target of a committed generation must hold, as the SHA-256 of
+/// the bytes a publish writes there. Drift detection compares against this,
+/// so an idle credential keeps ~35 bytes a file instead of the PEM text, and
+/// its private key is not resident between repairs (issue #8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected(Box<[(FileKind, Option<[u8; 32]>)]>);
+
+impl Expected {
+    /// The digests of `material` rendered for each target; `None` for a kind
+    /// the material cannot fill (a `ca` file with no CA certificate).
+    pub fn of(targets: &[Target], material: &Material) -> Expected {
+        Expected(
+            targets
+                .iter()
+                .map(|t| (t.kind, material.render(t.kind).ok().map(|b| sha256(&b))))
+                .collect(),
+        )
+    }
+
+    /// The digest a file of `kind` must have; `None` when there is nothing
+    /// it could match.
+    pub fn digest(&self, kind: FileKind) -> Option<&[u8; 32]> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, d)| d.as_ref())
+    }
+
+    /// Whether `material` renders to exactly these bytes for every target:
+    /// the check that a copy read back (state dir or published files) is the
+    /// generation that was validated and committed, before it is published.
+    /// A kind the committed material could not fill must be unfillable here
+    /// too (publishing it then fails with [`StoreError::NoCa`], as before).
+    pub fn matches(&self, material: &Material) -> bool {
+        self.0.iter().all(|(kind, want)| {
+            let have = material.render(*kind).ok().map(|b| sha256(&b));
+            have == *want
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::fsutil::{self, Cleanup};
-use super::{Drift, Material, StoreError, SwapMode, Target};
+use super::{Drift, Expected, Material, StoreError, SwapMode, Target};
 
 /// Mode of target directories rekey creates: the app must traverse them.
 const TARGET_DIR_MODE: u32 = 0o755;
@@ -218,17 +218,20 @@ fn remove_old_generations(dir: &Path, current: &str, previous: Option<&str>) {
     }
 }
 
-/// Compare what is at the targets with `material`: Ok(vec of targets that differ or are missing/unreadable, with a short reason); empty = all match. For symlink mode also report a target that is not our symlink into `..data`.
-pub fn diff_published(targets: &[Target], swap: SwapMode, material: &Material) -> Vec<Drift> {
-    super::blocking(|| diff_published_now(targets, swap, material))
+/// Compare what is at the targets with what a publish of the committed
+/// material wrote (`expected`, see [`Expected::of`]): the targets that differ
+/// or are missing/unreadable, with a short reason; empty = all match. For
+/// symlink mode also report a target that is not our symlink into `..data`.
+pub fn diff_published(targets: &[Target], swap: SwapMode, expected: &Expected) -> Vec<Drift> {
+    super::blocking(|| diff_published_now(targets, swap, expected))
 }
 
 // The blocking body of the function above.
-fn diff_published_now(targets: &[Target], swap: SwapMode, material: &Material) -> Vec<Drift> {
+fn diff_published_now(targets: &[Target], swap: SwapMode, expected: &Expected) -> Vec<Drift> {
     targets
         .iter()
         .filter_map(|t| {
-            check_target(t, swap, material).err().map(|reason| Drift {
+            check_target(t, swap, expected).err().map(|reason| Drift {
                 kind: t.kind,
                 path: t.path.clone(),
                 reason,
@@ -237,8 +240,8 @@ fn diff_published_now(targets: &[Target], swap: SwapMode, material: &Material) -
         .collect()
 }
 
-/// Ok when the target holds exactly what a publish of `material` writes.
-fn check_target(t: &Target, swap: SwapMode, material: &Material) -> Result<(), String> {
+/// Ok when the target holds exactly the bytes whose digest is expected.
+fn check_target(t: &Target, swap: SwapMode, expected: &Expected) -> Result<(), String> {
     let link = match fs::symlink_metadata(&t.path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err("missing".into()),
@@ -267,9 +270,9 @@ fn check_target(t: &Target, swap: SwapMode, material: &Material) -> Result<(), S
             }
         }
     }
-    let want = material
-        .render(t.kind)
-        .map_err(|_| "no content to compare: the material has no CA certificate".to_string())?;
+    let want = expected
+        .digest(t.kind)
+        .ok_or("no content to compare: the material has no CA certificate")?;
     let (have, meta) =
         fsutil::read_file_meta(&t.path, swap == SwapMode::Symlink).map_err(|e| match e {
             StoreError::Io { source, .. } => format!("unreadable: {source}"),
@@ -277,7 +280,7 @@ fn check_target(t: &Target, swap: SwapMode, material: &Material) -> Result<(), S
             StoreError::TooLarge { size, .. } => format!("unexpectedly large ({size} bytes)"),
             other => other.to_string(),
         })?;
-    if *have != *want {
+    if sha256(&have) != *want {
         return Err("contents differ".into());
     }
     let mode = meta.permissions().mode() & 0o7777;
@@ -298,4 +301,12 @@ pub fn read_published(path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     // Following any symlink is harmless for a read, and adoption must read
     // files other tools manage through symlinks (certbot's live/ dir).
     fsutil::read_file(path, true)
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }

@@ -262,6 +262,20 @@ impl CredentialStore {
         })
     }
 
+    /// Read only generation N's leaf certificate (cert.pem): what an issuer
+    /// needs for ARI, `replaced` and `revoke`, without touching the key.
+    pub fn load_cert_pem(&self, generation: u64) -> Result<String, StoreError> {
+        super::blocking(|| {
+            self.check_name()?;
+            let path = self.dir.join(gen_name(generation)).join("cert.pem");
+            let bytes = fsutil::read_file(&path, false)?;
+            String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::BadGeneration {
+                path,
+                reason: "a file is not valid UTF-8 PEM",
+            })
+        })
+    }
+
     /// Whether gen-N exists complete.
     pub fn has_generation(&self, generation: u64) -> bool {
         if self.check_name().is_err() {

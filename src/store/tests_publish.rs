@@ -111,7 +111,7 @@ fn publish_then_diff_is_empty_and_republish_replaces() {
         let targets = all_targets(&dir);
         publish(&targets, swap, &mat(1)).unwrap();
         assert!(
-            diff_published(&targets, swap, &mat(1)).is_empty(),
+            diff_published(&targets, swap, &Expected::of(&targets, &mat(1))).is_empty(),
             "{swap:?}"
         );
         assert_eq!(mode_of(&dir), 0o755);
@@ -126,8 +126,8 @@ fn publish_then_diff_is_empty_and_republish_replaces() {
         }
         for n in 2..=4 {
             publish(&targets, swap, &mat(n)).unwrap();
-            assert!(diff_published(&targets, swap, &mat(n)).is_empty());
-            let stale = diff_published(&targets, swap, &mat(n - 1));
+            assert!(diff_published(&targets, swap, &Expected::of(&targets, &mat(n))).is_empty());
+            let stale = diff_published(&targets, swap, &Expected::of(&targets, &mat(n - 1)));
             assert_eq!(stale.len(), targets.len());
             assert!(stale.iter().all(|d| d.reason == "contents differ"));
         }
@@ -159,7 +159,7 @@ fn modes_are_reapplied_on_every_write() {
         publish(&targets, swap, &mat(1)).unwrap();
         let key = &targets[4];
         fs::set_permissions(&key.path, fs::Permissions::from_mode(0o666)).unwrap();
-        let drift = diff_published(&targets, swap, &mat(1));
+        let drift = diff_published(&targets, swap, &Expected::of(&targets, &mat(1)));
         assert_eq!(drift.len(), 1);
         assert!(drift[0].reason.contains("mode 0666"), "{}", drift[0].reason);
         publish(&targets, swap, &mat(1)).unwrap();
@@ -270,7 +270,12 @@ fn symlink_swap_readers_never_see_a_mixed_pair() {
         pinned > 0 && consistent > 0,
         "reader made no checks: {pinned} {consistent} {straddled}"
     );
-    assert!(diff_published(&targets, SwapMode::Symlink, &mat(200)).is_empty());
+    assert!(diff_published(
+        &targets,
+        SwapMode::Symlink,
+        &Expected::of(&targets, &mat(200))
+    )
+    .is_empty());
 }
 
 #[test]
@@ -334,7 +339,7 @@ fn a_symlink_at_a_target_is_replaced_not_followed() {
                 )
             }
         }
-        assert!(diff_published(&targets, swap, &mat(1)).is_empty());
+        assert!(diff_published(&targets, swap, &Expected::of(&targets, &mat(1))).is_empty());
     }
 }
 
@@ -415,7 +420,7 @@ fn diff_detects_missing_changed_and_replaced_files() {
         publish(&targets, swap, &mat(1)).unwrap();
         fs::remove_file(&targets[0].path).unwrap();
         let reason = |kind| {
-            let drift = diff_published(&targets, swap, &mat(1));
+            let drift = diff_published(&targets, swap, &Expected::of(&targets, &mat(1)));
             drift.into_iter().find(|d| d.kind == kind).map(|d| d.reason)
         };
         assert_eq!(reason(FileKind::Ca).as_deref(), Some("missing"));
@@ -433,11 +438,11 @@ fn diff_detects_missing_changed_and_replaced_files() {
             SwapMode::Symlink => assert!(cert.unwrap().contains("not rekey's symlink")),
         }
         assert_eq!(
-            diff_published(&targets, swap, &mat(1)).len(),
+            diff_published(&targets, swap, &Expected::of(&targets, &mat(1))).len(),
             if swap == SwapMode::Rename { 2 } else { 3 }
         );
         publish(&targets, swap, &mat(1)).unwrap();
-        assert!(diff_published(&targets, swap, &mat(1)).is_empty());
+        assert!(diff_published(&targets, swap, &Expected::of(&targets, &mat(1))).is_empty());
     }
 }
 

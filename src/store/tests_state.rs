@@ -201,3 +201,40 @@ fn credential_names_cannot_escape_the_state_dir() {
         );
     }
 }
+
+#[test]
+fn a_generation_read_back_matches_the_committed_digests() {
+    let (_tmp, store) = state();
+    let cs = store.credential("web");
+    cs.stage(1, &mat(1)).unwrap();
+    let targets: Vec<Target> = [FileKind::Fullchain, FileKind::Key, FileKind::Ca]
+        .iter()
+        .map(|&kind| Target {
+            kind,
+            path: Path::new("/nonexistent").join(kind.as_str()),
+            mode: 0o600,
+            uid: None,
+            gid: None,
+        })
+        .collect();
+    let e = Expected::of(&targets, &mat(1));
+    assert!(e.matches(&cs.load_generation(1).unwrap()));
+    assert_eq!(cs.load_cert_pem(1).unwrap(), mat(1).cert_pem);
+    assert!(!e.matches(&mat(2)));
+    // One byte of the key differs: not the committed generation.
+    let mut other_key = mat(1);
+    other_key.key_pem.push('\n');
+    assert!(!e.matches(&other_key));
+    let key = mat(1).render(FileKind::Key).unwrap();
+    assert_eq!(e.digest(FileKind::Key), Some(&sha256(&key)));
+    assert_eq!(e.digest(FileKind::Cert), None, "no such target");
+    // A CA file the material cannot fill has no digest, and only a copy
+    // that cannot fill it either is the same generation.
+    let no_ca = Material {
+        ca_pem: None,
+        ..mat(1)
+    };
+    let e = Expected::of(&targets, &no_ca);
+    assert_eq!(e.digest(FileKind::Ca), None);
+    assert!(e.matches(&no_ca) && !e.matches(&mat(1)));
+}
