@@ -38,11 +38,13 @@ pub(super) fn parse(
     }
     // Shared with the engine's tasks: one copy of each credential's config
     // for the daemon's lifetime, not one per holder.
-    let certificates: Vec<std::sync::Arc<super::CertificateConfig>> =
-        super::certificate::certificates(&src, base, &issuers, raw.certificate)?
-            .into_iter()
-            .map(std::sync::Arc::new)
-            .collect();
+    let parsed = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let mut certificates: Vec<std::sync::Arc<super::CertificateConfig>> =
+        Vec::with_capacity(parsed.len());
+    // Not `into_iter().map(Arc::new).collect()`: that collects in place,
+    // keeping the parsed Vec's buffer (600 bytes an entry, 6 MB at 10,000)
+    // for 8-byte pointers.
+    certificates.extend(parsed.into_iter().map(std::sync::Arc::new));
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
     let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
     let policy = match raw.policy {
