@@ -165,6 +165,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    rekey::heap::limit_arenas();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,

@@ -175,7 +175,7 @@ impl Task {
         let out = outcome(
             &self.cfg.name,
             &step,
-            store::unpublish(&self.targets, self.cfg.swap),
+            store::unpublish(&self.targets(), self.cfg.swap),
         );
         tracing::warn!(credential = %self.cfg.name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
         let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, &out.result)

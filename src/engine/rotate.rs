@@ -205,7 +205,7 @@ impl Task {
             return Err(self.store_err(e));
         }
         failpoint!("stage.after");
-        let next = Current::new(g, info, &self.targets, &material);
+        let next = Current::new(g, info, &self.targets(), &material);
         self.hand_over(next, material).await
     }
 
@@ -241,12 +241,12 @@ impl Task {
         let published = Instant::now();
         self.set_pending(g, Step::Publishing)?;
         failpoint!("publish.before");
-        let result = store::publish(&self.targets, self.cfg.swap, &material);
+        let result = store::publish(&self.targets(), self.cfg.swap, &material);
         drop(material); // zeroizes the new key: the state dir holds it
         if let Err(e) = result {
             // Put the committed generation back in case some files had flipped.
             if let Some(prev) = &previous {
-                if let Err(e2) = store::publish(&self.targets, self.cfg.swap, prev) {
+                if let Err(e2) = store::publish(&self.targets(), self.cfg.swap, prev) {
                     tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
@@ -451,11 +451,11 @@ impl Task {
             })?
             .map_err(cert_err)?;
         failpoint!("keygen.after");
-        let csr_der = cert::build_csr(&key, &self.names).map_err(cert_err)?;
+        let csr_der = cert::build_csr(&key, &self.names()).map_err(cert_err)?;
         let req = IssueRequest {
             credential: self.cfg.name.clone(),
             csr_der,
-            names: self.names.clone(),
+            names: self.names(),
             lifetime: self.cfg.lifetime,
         };
         failpoint!("issue.before");
@@ -480,12 +480,12 @@ impl Task {
             ca_pem: issued.ca_pem.as_deref(),
         };
         failpoint!("validate.before");
-        let info = cert::validate_issued(&pem, &key.public_key(), &self.names, SystemTime::now())
+        let info = cert::validate_issued(&pem, &key.public_key(), &self.names(), SystemTime::now())
             .map_err(|why| RotateError::Invalid {
-            credential: self.cfg.name.clone(),
-            issuer: self.issuer.name().to_string(),
-            why,
-        })?;
+                credential: self.cfg.name.clone(),
+                issuer: self.issuer.name().to_string(),
+                why,
+            })?;
         failpoint!("validate.after");
         tracing::debug!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, "issued and validated");
         Ok((

@@ -50,7 +50,7 @@ impl Task {
             state: state.clone(),
             published,
         };
-        let published = match from_published(&self.targets) {
+        let published = match from_published(&self.targets()) {
             Ok(m) if cur.expected.matches(&m) => m,
             Ok(_) => return Err(unavailable("they no longer hold it".into())),
             Err(why) => return Err(unavailable(why)),
@@ -87,7 +87,7 @@ impl Task {
     /// back if something else changed them and it is still valid.
     pub(in crate::engine) async fn check_files(&mut self, reason: &str) {
         let Some(cur) = &self.current else { return };
-        let drift = store::diff_published(&self.targets, self.cfg.swap, &cur.expected);
+        let drift = store::diff_published(&self.targets(), self.cfg.swap, &cur.expected);
         if drift.is_empty() {
             return;
         }
@@ -134,7 +134,7 @@ impl Task {
     /// reload the app.
     pub(in crate::engine) async fn republish(&mut self, material: &Material, why: &str) {
         let Some(cur) = &self.current else { return };
-        match store::publish(&self.targets, self.cfg.swap, material) {
+        match store::publish(&self.targets(), self.cfg.swap, material) {
             Ok(()) => {
                 let g = self.generation_of(cur);
                 tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", reason = why, "restored the committed generation");
