@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::alert::{AlertError, Alerter};
-use crate::audit::{Audit, AuditError, AuditEvent, Entry};
+use crate::alert::Alerter;
+use crate::audit::{Audit, AuditEvent, Entry};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
@@ -25,8 +25,11 @@ use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::server::{self, Endpoint, ServerError};
-use crate::store::{Store, StoreError};
-use crate::token::{AdminToken, TokenError};
+use crate::store::Store;
+use crate::token::AdminToken;
+
+mod error;
+pub use error::DaemonError;
 
 /// How long a shutdown waits for rotations in progress before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -35,54 +38,6 @@ const ALERT_FLUSH: Duration = Duration::from_secs(5);
 /// How long start-up waits for every credential's initial state (journal
 /// recovery and adoption, no issuing) before telling systemd READY anyway.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
-
-/// Why the daemon could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    /// The state dir could not be opened.
-    #[error("daemon.state_dir: {0}")]
-    Store(StoreError),
-    /// An issuer could not be set up.
-    #[error(transparent)]
-    Issuer(#[from] IssuerError),
-    /// The endpoint could not be bound.
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    /// A reload or probe could not be set up.
-    #[error("certificate {credential}: {why}")]
-    Handoff {
-        /// Credential.
-        credential: String,
-        /// What is wrong and what to do.
-        why: String,
-    },
-    /// An alert sink could not be set up (unreadable header file, no TLS roots...).
-    #[error(transparent)]
-    Alert(#[from] AlertError),
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    /// The admin token file could not be read.
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    /// The audit log could not be opened.
-    #[error("daemon.audit_log: {0}")]
-    Audit(AuditError),
-}
-
-// Not `#[from]`: that would also make the inner error the source, and
-// `{:#}` would print its message twice after the config key.
-impl From<StoreError> for DaemonError {
-    fn from(e: StoreError) -> Self {
-        DaemonError::Store(e)
-    }
-}
-
-impl From<AuditError> for DaemonError {
-    fn from(e: AuditError) -> Self {
-        DaemonError::Audit(e)
-    }
-}
 
 /// Build one issuer object per `[issuer.NAME]`.
 pub fn build_issuers(
