@@ -20,6 +20,7 @@ pub mod issuer;
 pub mod metrics;
 pub mod notify;
 pub mod report;
+pub mod safefile;
 pub mod schedule;
 pub mod server;
 pub mod status;

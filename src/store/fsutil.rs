@@ -1,17 +1,16 @@
 //! Low-level file helpers: umask-proof creation, fsync, bounded reads, temp names.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
 use super::StoreError;
+use crate::safefile::{self, ReadError};
 
-/// No PEM file rekey handles comes near this; the cap keeps a mistaken path
-/// (a disk image, /dev/zero) from eating memory.
-pub(crate) const MAX_READ: u64 = 4 * 1024 * 1024;
+pub(crate) use crate::safefile::MAX_READ;
 
 /// A random suffix for temp names; collisions are also caught by O_EXCL.
 pub(crate) fn random_suffix() -> String {
@@ -136,7 +135,6 @@ pub(crate) fn replace_file(
 
 /// Read a regular file of at most [`MAX_READ`] bytes into zeroizing memory.
 /// With `follow == false` a symlink at `path` is an error (O_NOFOLLOW).
-/// O_NONBLOCK keeps a FIFO planted at the path from hanging the daemon.
 pub(crate) fn read_file(path: &Path, follow: bool) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     read_file_meta(path, follow).map(|(bytes, _)| bytes)
 }
@@ -146,42 +144,18 @@ pub(crate) fn read_file_meta(
     path: &Path,
     follow: bool,
 ) -> Result<(Zeroizing<Vec<u8>>, fs::Metadata), StoreError> {
-    let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
-    if !follow {
-        flags |= nix::libc::O_NOFOLLOW;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| StoreError::io("read", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| StoreError::io("stat", path, e))?;
-    if !meta.is_file() {
-        return Err(StoreError::NotRegularFile { path: path.into() });
-    }
-    if meta.len() > MAX_READ {
-        return Err(StoreError::TooLarge {
+    let opts = safefile::Options {
+        follow,
+        max: MAX_READ,
+    };
+    safefile::read_with(path, opts).map_err(|e| match e {
+        ReadError::Io { source, .. } => StoreError::io("read", path, source),
+        ReadError::NotRegular { .. } => StoreError::NotRegularFile { path: path.into() },
+        ReadError::TooLarge { size, .. } => StoreError::TooLarge {
             path: path.into(),
-            size: meta.len(),
-        });
-    }
-    // Sized up front so the buffer holding a key is not reallocated (and the
-    // old copy left unzeroized); +1 to see EOF without growing.
-    let cap = usize::try_from(meta.len()).unwrap_or(0) + 1;
-    let mut buf = Zeroizing::new(Vec::with_capacity(cap));
-    (&file)
-        .take(MAX_READ + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| StoreError::io("read", path, e))?;
-    if buf.len() as u64 > MAX_READ {
-        return Err(StoreError::TooLarge {
-            path: path.into(),
-            size: buf.len() as u64,
-        });
-    }
-    Ok((buf, meta))
+            size,
+        },
+    })
 }
 
 /// Remove a file or a whole directory tree; a missing path is fine.
