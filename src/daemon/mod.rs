@@ -93,9 +93,14 @@ pub fn build_handoff_parts(
             };
             Arc::new(SignalReload::new(signal, target).map_err(fail)?)
         }
-        ReloadConfig::Exec { command, timeout } => Arc::new(ExecReload {
+        ReloadConfig::Exec {
+            command,
+            timeout,
+            env,
+        } => Arc::new(ExecReload {
             command: command.clone(),
             timeout: *timeout,
+            env: env.clone(),
         }),
         ReloadConfig::Http {
             url,
@@ -141,8 +146,9 @@ pub fn build_handoff_parts(
                 headers: headers.clone(),
                 tls: any_cert()?,
             }),
-            ProbeConfig::Exec { command } => Arc::new(ExecProbe {
+            ProbeConfig::Exec { command, env } => Arc::new(ExecProbe {
                 command: command.clone(),
+                env: env.clone(),
             }),
         });
     }
