@@ -41,9 +41,6 @@ pub const ALLOWED_ENV: &[&str] = &[
 /// `PATH` for commands when rekey itself has none (systemd always sets one).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The prefix of the variables rekey sets itself; config `env` may not use it.
-pub const RESERVED_PREFIX: &str = "REKEY_";
-
 /// At most this much of stdout is kept (a key or a small JSON answer).
 pub const STDOUT_CAP: usize = 64 * 1024;
 

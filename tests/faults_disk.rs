@@ -56,7 +56,7 @@ fn unavailable(sc: Scenario, why: &str) {
 }
 
 fn rotate(d: &Daemon) -> (u16, String) {
-    http(d.addr, "POST", "/v1/rotate/web").unwrap()
+    d.post("/v1/rotate/web").unwrap()
 }
 
 fn started(env: &Env, c: &Cred) -> Daemon {
@@ -195,6 +195,7 @@ fn permission_denied_as_an_unprivileged_user() {
     let d = Daemon {
         child,
         addr: env.addr,
+        socket: env.socket(),
     };
     let ok = wait_for(Duration::from_secs(20), "the daemon as nobody", || {
         let s = cred_status(env.addr, "web")?;

@@ -330,10 +330,7 @@ pub(super) fn env_table(v: toml::Value) -> Result<Vec<(String, String)>, String>
                 "{name:?} is not a variable name (letters, digits and _, not starting with a digit)"
             ));
         }
-        if name
-            .to_ascii_uppercase()
-            .starts_with(crate::exec::RESERVED_PREFIX)
-        {
+        if name.to_ascii_uppercase().starts_with("REKEY_") {
             return Err(format!(
                 "{name} is reserved: rekey sets the REKEY_* variables itself"
             ));
