@@ -115,8 +115,9 @@ fn stderr_text(stderr: &str) -> String {
     }
 }
 
-/// What a successful command printed.
-#[derive(Debug, Default)]
+/// What a successful command printed. `Debug` leaves stdout out: a mint
+/// command prints a secret.
+#[derive(Default)]
 pub struct Output {
     /// The first [`STDOUT_CAP`] bytes of stdout (empty unless captured);
     /// zeroized on drop, since a mint command prints a secret.
@@ -127,8 +128,18 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// One command to run: argv, environment, stdin, deadline.
-#[derive(Debug)]
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("stdout", &format_args!("<{} bytes>", self.stdout.len()))
+            .field("stdout_truncated", &self.stdout_truncated)
+            .field("stderr", &self.stderr)
+            .finish()
+    }
+}
+
+/// One command to run: argv, environment, stdin, deadline. (No `Debug`:
+/// stdin can be an alert and `env` is the operator's.)
 pub struct Exec<'a> {
     argv: &'a [String],
     env: &'a [(String, String)],
