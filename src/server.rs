@@ -25,6 +25,7 @@
 pub mod gate;
 mod listen;
 
+pub use crate::config::ADMIN_SOCKET;
 pub use listen::{bind, bind_admin, serve, serve_admin, spawn};
 
 use std::convert::Infallible;
@@ -51,7 +52,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger request bodies are refused with 413 (no route needs a body).
 pub const MAX_BODY: usize = 16 * 1024;
-pub use crate::config::ADMIN_SOCKET;
 /// A rotation requested over HTTP is waited for at most this long.
 const ROTATE_WAIT: Duration = Duration::from_secs(120);
 
