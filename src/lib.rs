@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod evidence;
+pub mod exec;
 pub mod handoff;
 pub mod heap;
 pub mod httpc;

@@ -44,6 +44,29 @@ enum AuditAction {
     },
 }
 
+/// How `rotate` and `retire` reach the daemon: its admin socket by default
+/// (found through the config), or TCP with the admin token.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Config file: the request goes to the admin socket in its daemon.state_dir.
+    #[arg(
+        short,
+        long,
+        env = "REKEY_CONFIG",
+        default_value = "/etc/rekey/rekey.toml"
+    )]
+    config: PathBuf,
+    /// The admin socket itself (STATE_DIR/rekey.sock), instead of -c.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Ask over TCP instead, at the daemon's daemon.listen (default 127.0.0.1:9464); needs --token-file.
+    #[arg(long, env = "REKEY_ADDR")]
+    addr: Option<SocketAddr>,
+    /// File holding the admin token (the daemon's daemon.admin_token_file); implies TCP.
+    #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
@@ -81,12 +104,8 @@ enum Command {
     Rotate {
         /// Credential name.
         name: String,
-        /// The daemon's endpoint (daemon.listen).
-        #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
-        addr: SocketAddr,
-        /// File holding the admin token (the daemon's daemon.admin_token_file).
-        #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        via: AdminArgs,
     },
     /// A self-contained tour: local CA, a tiny TLS app, live rotations, one rollback.
     Demo {
@@ -113,12 +132,8 @@ enum Command {
     Retire {
         /// Credential name.
         name: String,
-        /// The daemon's endpoint (daemon.listen).
-        #[arg(long, env = "REKEY_ADDR", default_value = "127.0.0.1:9464")]
-        addr: SocketAddr,
-        /// File holding the admin token (the daemon's daemon.admin_token_file).
-        #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        via: AdminArgs,
     },
     /// Print the audit log readably, or check its hash chain (`audit verify`).
     Audit {
@@ -320,16 +335,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             audit_cmd::show(&path, credential, since.as_deref())
         }
-        Command::Retire {
-            name,
-            addr,
-            token_file,
-        } => {
-            let token = match token_file {
-                Some(path) => Some(read_token(&path)?),
-                None => None,
+        Command::Retire { name, via } => {
+            let (target, token) = match admin_target(via)? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
             };
-            runtime()?.block_on(retire(addr, &name, token.as_deref().map(|t| t.as_str())))
+            runtime()?.block_on(retire(&target, &name, token.as_deref().map(|t| t.as_str())))
         }
         Command::Report { config, json } => {
             let config = match load(&config) {
@@ -346,16 +357,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
-        Command::Rotate {
-            name,
-            addr,
-            token_file,
-        } => {
-            let token = match token_file {
-                Some(path) => Some(read_token(&path)?),
-                None => None,
+        Command::Rotate { name, via } => {
+            let (target, token) = match admin_target(via)? {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
             };
-            runtime()?.block_on(rotate(addr, &name, token.as_deref().map(|t| t.as_str())))
+            runtime()?.block_on(rotate(&target, &name, token.as_deref().map(|t| t.as_str())))
         }
     }
 }
@@ -383,6 +390,34 @@ async fn status(addr: SocketAddr, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Where `rotate`/`retire` send their request, with the token for TCP:
+/// `--socket`, else TCP when `--addr` or `--token-file` is given, else the
+/// admin socket of the `-c` config. Err(2) when the config cannot be read.
+#[allow(clippy::type_complexity)]
+fn admin_target(
+    a: AdminArgs,
+) -> anyhow::Result<Result<(client::Target, Option<zeroize::Zeroizing<String>>), ExitCode>> {
+    if let Some(socket) = a.socket {
+        return Ok(Ok((client::Target::Socket(socket), None)));
+    }
+    if a.addr.is_some() || a.token_file.is_some() {
+        let addr = match a.addr {
+            Some(addr) => addr,
+            None => rekey::config::DEFAULT_LISTEN.parse()?,
+        };
+        let token = a.token_file.map(|p| read_token(&p)).transpose()?;
+        return Ok(Ok((client::Target::Tcp(addr), token)));
+    }
+    match rekey::config::admin_socket(&a.config) {
+        Ok(socket) => Ok(Ok((client::Target::Socket(socket), None))),
+        Err(e) => {
+            eprintln!("rekey: {e}");
+            eprintln!("rekey: the admin socket is found through the config's daemon.state_dir: pass -c FILE, or --socket STATE_DIR/rekey.sock, or --addr ADDR --token-file FILE");
+            Ok(Err(ExitCode::from(2)))
+        }
+    }
 }
 
 /// The admin token in `path`, trimmed like the daemon trims it.
@@ -432,13 +467,15 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
     out
 }
 
-async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn rotate(
+    target: &client::Target,
+    name: &str,
+    token: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/rotate/{name}");
-    let reply =
-        client::request_with_token(addr, Method::POST, &path, Duration::from_secs(130), token)
-            .await?;
+    let reply = client::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
     let v: serde_json::Value = serde_json::from_str(&reply.body)
-        .with_context(|| format!("unexpected answer from {addr} (HTTP {})", reply.status))?;
+        .with_context(|| format!("unexpected answer from {target} (HTTP {})", reply.status))?;
     match reply.status {
         200 => {
             println!(
@@ -455,7 +492,7 @@ async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Re
             );
             Ok(ExitCode::from(2))
         }
-        // Missing or wrong token, or not from loopback: a usage problem.
+        // Missing or wrong token, or TCP without one: a usage problem.
         401 | 403 => {
             eprintln!(
                 "rekey: rotate refused (HTTP {}): {}",
@@ -556,13 +593,15 @@ mod audit_cmd {
 /// `rekey retire NAME`: 0 retired (revoked, or the issuer cannot revoke),
 /// 1 failed (files not removed, or the issuer failed to revoke), 2 unknown
 /// name or refused.
-async fn retire(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn retire(
+    target: &client::Target,
+    name: &str,
+    token: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/retire/{name}");
-    let reply =
-        client::request_with_token(addr, Method::POST, &path, Duration::from_secs(130), token)
-            .await?;
+    let reply = client::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
     let v: serde_json::Value = serde_json::from_str(&reply.body)
-        .with_context(|| format!("unexpected answer from {addr} (HTTP {})", reply.status))?;
+        .with_context(|| format!("unexpected answer from {target} (HTTP {})", reply.status))?;
     match reply.status {
         200 => {
             println!(

@@ -1,15 +1,36 @@
 //! The HTTP endpoint: health, readiness, status and metrics for monitoring,
-//! and a "rotate now" request. It reads the engine's status snapshot and
-//! never mutates the engine except to queue a rotation.
+//! and the two requests that change something, rotate and retire. It reads
+//! the engine's status snapshot and never mutates the engine except to queue
+//! those requests.
 //!
-//! It is built so that clients cannot exhaust the daemon through it: at
-//! most [`MAX_CONNECTIONS`] connections at once (more are closed at
-//! accept), request headers within [`HEADER_TIMEOUT`] (this also closes
-//! idle keep-alive connections), bodies of at most [`MAX_BODY`] bytes read
-//! within [`BODY_TIMEOUT`], and headers of at most 16 KiB.
+//! It listens twice:
+//!
+//! - on TCP (`daemon.listen`), for probes, scrapers and people. Nobody who
+//!   merely reaches the port can change anything: rotate and retire are
+//!   answered there only with the admin token (`daemon.admin_token_file`),
+//!   and refused with 403 without one;
+//! - on the admin socket `STATE_DIR/rekey.sock` (0600 in the 0700 state dir),
+//!   where file permissions are the authorization: rekey's own user (and
+//!   root) may rotate and retire there, no token needed. `rekey rotate` and
+//!   `rekey retire` use it by default.
+//!
+//! Clients cannot exhaust it: every connection is accepted, and the
+//! connections waiting on their client are bounded by [`gate`] (one peer
+//! holding half-sent requests displaces only its own connections, so probes
+//! keep being answered). Request headers must arrive within
+//! [`HEADER_TIMEOUT`] (this also closes idle keep-alive connections), bodies
+//! of at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`], headers of at most
+//! 16 KiB.
+
+pub mod gate;
+mod listen;
+
+pub use crate::config::ADMIN_SOCKET;
+pub use listen::{bind, bind_admin, serve, serve_admin, spawn};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,15 +38,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
 
 use crate::engine::{EngineError, Handle};
 use crate::metrics::Metrics;
 use crate::status;
 use crate::token::AdminToken;
+use gate::Ticket;
 
 /// Slow clients get this long to send their request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,8 +52,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger request bodies are refused with 413 (no route needs a body).
 pub const MAX_BODY: usize = 16 * 1024;
-/// Connections beyond this many at once are closed right after accept.
-pub const MAX_CONNECTIONS: usize = 64;
 /// A rotation requested over HTTP is waited for at most this long.
 const ROTATE_WAIT: Duration = Duration::from_secs(120);
 
@@ -51,6 +68,14 @@ pub enum ServerError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The admin socket could not be created.
+    #[error("cannot create the admin socket {} (in daemon.state_dir): {source}; check that the state dir is writable by rekey's user", path.display())]
+    AdminSocket {
+        /// `STATE_DIR/rekey.sock`.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
 }
 
 /// What the endpoint serves from: the engine, the metrics, and the admin
@@ -64,68 +89,45 @@ struct Inner {
     handle: Handle,
     metrics: Metrics,
     token: Option<AdminToken>,
+    /// Named in the 403 that tells a TCP client where rotate is served.
+    admin_socket: Option<PathBuf>,
 }
 
 impl Endpoint {
-    /// Serve `handle`'s status and `metrics`; `token` guards rotate requests
-    /// (without one, only loopback peers may rotate).
+    /// Serve `handle`'s status and `metrics`; `token` lets TCP clients that
+    /// present it rotate and retire (without one, only the admin socket may).
     pub fn new(handle: Handle, metrics: Metrics, token: Option<AdminToken>) -> Endpoint {
         Endpoint {
             inner: Arc::new(Inner {
                 handle,
                 metrics,
                 token,
+                admin_socket: None,
             }),
+        }
+    }
+
+    /// The same, naming `path` as the admin socket in refusals.
+    pub fn with_admin_socket(self, path: PathBuf) -> Endpoint {
+        let inner = Inner {
+            handle: self.inner.handle.clone(),
+            metrics: self.inner.metrics.clone(),
+            token: self.inner.token.clone(),
+            admin_socket: Some(path),
+        };
+        Endpoint {
+            inner: Arc::new(inner),
         }
     }
 }
 
-/// Bind the endpoint; returns the bound address (port 0 resolves here).
-pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    Ok((listener, local))
-}
-
-/// Serve until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing this one");
-            drop(stream);
-            continue;
-        };
-        let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, endpoint.clone(), peer));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// The admin socket: rekey's user or root.
+    Admin,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
@@ -144,12 +146,26 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json(status, &json!({ "error": message.into() }))
 }
 
-/// Refuse oversized or slow bodies, then route.
+/// Refuse oversized or slow bodies, then route. The connection waits on its
+/// client (and may be closed to make room) until the body is in, and again
+/// once the answer is ready.
 async fn handle(
     req: Request<Incoming>,
     endpoint: Endpoint,
-    peer: SocketAddr,
+    origin: Origin,
+    ticket: Arc<Ticket>,
 ) -> Result<Reply, Infallible> {
+    let reply = read_and_route(req, &endpoint, origin, &ticket).await;
+    ticket.waiting();
+    Ok(reply)
+}
+
+async fn read_and_route(
+    req: Request<Incoming>,
+    endpoint: &Endpoint,
+    origin: Origin,
+    ticket: &Ticket,
+) -> Reply {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -167,27 +183,28 @@ async fn handle(
         r
     };
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Ok(too_large());
+        return too_large();
     }
     // Chunked bodies have no declared length: read at most MAX_BODY + 1 bytes.
     match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, %peer, "cannot read the request body");
-            return Ok(error(StatusCode::BAD_REQUEST, "unreadable request body"));
+            tracing::debug!(error = %e, ?origin, "cannot read the request body");
+            return error(StatusCode::BAD_REQUEST, "unreadable request body");
         }
         Err(_) => {
             let mut r = error(StatusCode::REQUEST_TIMEOUT, "request body too slow");
             r.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
-            return Ok(r);
+            return r;
         }
     }
-    Ok(route(&parts, &endpoint.inner, peer).await)
+    ticket.busy();
+    route(&parts, &endpoint.inner, origin).await
 }
 
-async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) -> Reply {
+async fn route(req: &hyper::http::request::Parts, ep: &Inner, origin: Origin) -> Reply {
     let path = req.uri.path();
     match (&req.method, path) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -207,29 +224,9 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
         },
         (&Method::POST, p) if p.starts_with("/v1/rotate/") || p.starts_with("/v1/retire/") => {
             let name = &p["/v1/rotate/".len()..];
-            match &ep.token {
-                Some(token) => {
-                    let auth = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
-                    if token.accepts(auth) {
-                        post(&ep.handle, p, name).await
-                    } else {
-                        tracing::warn!(%peer, credential = name, "rotate refused: missing or wrong admin token");
-                        let mut r = error(
-                            StatusCode::UNAUTHORIZED,
-                            "rotate needs `Authorization: Bearer TOKEN` with the token in daemon.admin_token_file (rekey rotate --token-file FILE)",
-                        );
-                        r.headers_mut().insert(
-                            hyper::header::WWW_AUTHENTICATE,
-                            HeaderValue::from_static("Bearer realm=\"rekey\""),
-                        );
-                        r
-                    }
-                }
-                None if peer.ip().is_loopback() => post(&ep.handle, p, name).await,
-                None => error(
-                    StatusCode::FORBIDDEN,
-                    "rotate is only accepted from loopback unless daemon.admin_token_file is set",
-                ),
+            match refusal(req, ep, origin, p, name) {
+                None => post(&ep.handle, p, name).await,
+                Some(refused) => refused,
             }
         }
         (_, "/healthz" | "/readyz" | "/status" | "/metrics") => {
@@ -241,6 +238,56 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
                 "no route {path}; try /healthz, /readyz, /status, /metrics, POST /v1/rotate/NAME, POST /v1/retire/NAME"
             ),
         ),
+    }
+}
+
+/// Why `origin` may not rotate or retire, or None when it may: always on the
+/// admin socket; over TCP only with the admin token (401 without the right
+/// one), and never when no token is configured (403, naming the socket).
+fn refusal(
+    req: &hyper::http::request::Parts,
+    ep: &Inner,
+    origin: Origin,
+    path: &str,
+    name: &str,
+) -> Option<Reply> {
+    let action = if path.starts_with("/v1/retire/") {
+        "retire"
+    } else {
+        "rotate"
+    };
+    let peer = match origin {
+        Origin::Admin => return None,
+        Origin::Tcp(peer) => peer,
+    };
+    match &ep.token {
+        Some(token) => {
+            let auth = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+            if token.accepts(auth) {
+                return None;
+            }
+            tracing::warn!(%peer, credential = name, action, "refused: missing or wrong admin token");
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                format!("{action} needs `Authorization: Bearer TOKEN` with the token in daemon.admin_token_file (rekey {action} NAME --addr ADDR --token-file FILE)"),
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rekey\""),
+            );
+            Some(r)
+        }
+        None => {
+            tracing::warn!(%peer, credential = name, action, "refused over TCP: no admin token is configured");
+            let socket = ep.admin_socket.as_ref().map_or_else(
+                || format!("STATE_DIR/{ADMIN_SOCKET}"),
+                |p| p.display().to_string(),
+            );
+            Some(error(
+                StatusCode::FORBIDDEN,
+                format!("{action} is served on the admin socket {socket}, not over TCP: run `rekey {action} NAME -c CONFIG` as rekey's user, or set daemon.admin_token_file to allow it over TCP with the token"),
+            ))
+        }
     }
 }
 

@@ -65,7 +65,7 @@ fn restart_reuses_the_account_and_keeps_the_valid_certificate() {
     assert_eq!(count(&log, "ACME certificate issued"), 1, "{log}");
 
     // A rotation after the restart uses the stored account: no new registration.
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 200, "{body}");
     let (fp2, ok) = pair(&cert, &key).unwrap();
     assert!(ok && fp2 != fp1);
@@ -109,7 +109,7 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
     );
     env.write_config(&format!("{issuer}\n{}\n{alert}", web(&env, "pebble")));
     let d = env.start();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("cannot reach the ACME CA"), "{body}");
     assert_eq!(

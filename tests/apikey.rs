@@ -25,7 +25,8 @@ fn token(path: &Path) -> String {
 
 fn rotate(env: &Env) -> std::process::Output {
     std::process::Command::new(bin())
-        .args(["rotate", "app-token", "--addr", &env.addr.to_string()])
+        .args(["rotate", "app-token", "-c"])
+        .arg(env.path("rekey.toml"))
         .output()
         .unwrap()
 }

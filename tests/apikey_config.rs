@@ -93,6 +93,11 @@ fn bad_api_keys_exit_2_naming_the_key_and_line() {
             vec!["certificate[0].issuer", "mints API keys only"],
         ),
         (
+            "exec issuer env overriding a REKEY_ variable",
+            "[issuer.other]\ntype = \"exec\"\nenv = { REKEY_LIFETIME = \"1y\" }\n".to_string(),
+            vec!["issuer.other.env", "REKEY_LIFETIME is reserved"],
+        ),
+        (
             "http issuer without base_url",
             "[issuer.other]\ntype = \"http\"\n".to_string(),
             vec!["issuer.other.base_url", "required key is missing"],

@@ -15,7 +15,8 @@ use serde_json::Value;
 
 fn rotate(env: &Env) -> std::process::Output {
     std::process::Command::new(bin())
-        .args(["rotate", "svc", "--addr", &env.addr.to_string()])
+        .args(["rotate", "svc", "-c"])
+        .arg(env.path("rekey.toml"))
         .output()
         .unwrap()
 }

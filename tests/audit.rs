@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, cred_status, http, wait_for, Env};
+use common::{bin, cred_status, wait_for, Env};
 
 /// Write the config with `daemon.audit_log` (and `extra_daemon` keys) set.
 fn config(env: &Env, extra_daemon: &str, certs: &str) -> PathBuf {
@@ -87,7 +87,7 @@ fn audit_chain_verifies_across_size_rotation_and_names_edited_deleted_reordered_
             .then_some(())
     });
     for _ in 0..6 {
-        let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = d.post("/v1/rotate/web").unwrap();
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(d.terminate(), Some(0));
@@ -194,7 +194,7 @@ fn failed_reload_leaves_reloaded_failure_and_rolled_back_records() {
     wait_for(Duration::from_secs(20), "first issuance", || {
         (cred_status(d.addr, "web")?["generation"] == 1).then_some(())
     });
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 502, "{body}");
     wait_for(Duration::from_secs(10), "the rolled_back record", || {
         has(&records(&env), "web", "rolled_back", "rolled_back").then_some(())
@@ -247,7 +247,7 @@ fn tampering_and_a_kept_failed_handoff_leave_their_records() {
     wait_for(Duration::from_secs(10), "the tampered record", || {
         has(&records(&env), "web", "tampered", "restoring").then_some(())
     });
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/keep").unwrap();
+    let (code, body) = d.post("/v1/rotate/keep").unwrap();
     assert_eq!(code, 502, "{body}");
     wait_for(Duration::from_secs(10), "the kept record", || {
         has(&records(&env), "keep", "rolled_back", "kept").then_some(())

@@ -39,7 +39,8 @@ fn issues_rotates_on_request_and_adopts_on_restart() {
 
     // `rekey rotate` through the CLI client.
     let out = std::process::Command::new(bin())
-        .args(["rotate", "web", "--addr", &env.addr.to_string()])
+        .args(["rotate", "web", "-c"])
+        .arg(env.path("rekey.toml"))
         .output()
         .unwrap();
     assert!(
@@ -140,11 +141,12 @@ fn unknown_credential_rotate_is_refused() {
     let env = Env::new();
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/nope").unwrap();
+    let (code, body) = d.post("/v1/rotate/nope").unwrap();
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("nope"));
     let out = std::process::Command::new(bin())
-        .args(["rotate", "nope", "--addr", &env.addr.to_string()])
+        .args(["rotate", "nope", "-c"])
+        .arg(env.path("rekey.toml"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -201,7 +203,7 @@ fn a_hanging_alert_sink_delays_no_rotation() {
     // Each of these raises handoff_failed; the sink would hold each for 30 s.
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = d.post("/v1/rotate/web").unwrap();
         assert_eq!(code, 502, "{body}");
         assert!(
             t.elapsed() < Duration::from_secs(10),
@@ -335,7 +337,7 @@ fn a_failed_handoff_still_rolls_back_when_the_staged_copy_is_lost() {
     // The reload fails, so the new generation must go: the old one is
     // taken from the published files (checked against its digests) before
     // they are overwritten, and put back.
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("rolled back"), "{body}");
     let (fp, ok) = pair(&cert, &key).unwrap();

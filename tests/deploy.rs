@@ -122,6 +122,10 @@ fn kubernetes_native_sidecar_with_probes_volumes_and_ports() {
     let state = daemon["state_dir"].as_str().unwrap();
     // A subdirectory: rekey refuses the world-writable emptyDir itself.
     assert!(state.starts_with(&format!("{}/", mount(rekey, "rekey-state"))));
+    // The admin socket (rotate, retire) is in the state dir: a volume the
+    // app container does not mount.
+    let app_mounts = app["volumeMounts"].as_sequence().unwrap();
+    assert!(app_mounts.iter().all(|m| m["name"] != "rekey-state"));
     let cert = &cfg["certificate"].as_array().unwrap()[0];
     for (_, path) in cert["files"].as_table().unwrap() {
         assert!(path.as_str().unwrap().starts_with(&format!("{rekey_tls}/")));

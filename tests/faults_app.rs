@@ -144,7 +144,7 @@ fn verified_start(s: &Setup) -> (Daemon, Option<App>) {
 /// A failed handoff: rolled back to `old`, one alert, files are the committed pair.
 fn check_rolled_back(sc: &mut Scenario, s: &Setup, d: &Daemon, old: &str, served: Option<&str>) {
     sc.round();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check(
         "rotation reported rolled back",
         code == 502 && body.contains("rolled back"),
@@ -296,7 +296,7 @@ fn app_restarts_with_a_new_pid() {
         sc.check("new pid", app.as_ref().map(App::pid) != before, || {
             "same pid".into()
         });
-        let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = d.post("/v1/rotate/web").unwrap();
         sc.check("verified after a restart", code == 200, || {
             format!("{code} {body}")
         });
@@ -334,7 +334,7 @@ fn app_restarts_with_a_new_pid() {
     let (mut ok, mut rolled) = (0, 0);
     for _ in 0..10 {
         sc.round();
-        let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = d.post("/v1/rotate/web").unwrap();
         match code {
             200 => ok += 1,
             502 if body.contains("rolled back") => rolled += 1,
@@ -350,7 +350,7 @@ fn app_restarts_with_a_new_pid() {
     sc.note(format!(
         "{restarts} restarts during 10 rotations: {ok} verified, {rolled} rolled back"
     ));
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check("verified once the restarts stop", code == 200, || {
         format!("{code} {body}")
     });

@@ -93,7 +93,7 @@ fn round(env: &Env, c: &Cred, swap: &str, point: &str, sc: &mut Scenario) -> boo
     // dies (then it is reaped within moments).
     let mut sig = None;
     for _ in 0..3 {
-        let answered = matches!(http(d.addr, "POST", "/v1/rotate/web"), Ok((200 | 502, _)));
+        let answered = matches!(d.post("/v1/rotate/web"), Ok((200 | 502, _)));
         let wait = if answered { 100 } else { 5000 };
         sig = died(&mut d, Duration::from_millis(wait));
         if sig.is_some() {

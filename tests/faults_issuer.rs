@@ -460,7 +460,7 @@ fn acme_fault(mode: Acme, name: &str, why: &str, min_wait: u64, attempts: usize)
     for _ in 0..attempts {
         sc.round();
         asked = SystemTime::now();
-        let (code, body) = common::http(daemon.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = daemon.post("/v1/rotate/web").unwrap();
         sc.check("rotation reported failed", code == 502, || {
             format!("{code} {body}")
         });

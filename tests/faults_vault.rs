@@ -286,7 +286,7 @@ fn vault_fault(fault: Fault, name: &str, why: &str, min_wait: u64, attempts: usi
     for _ in 0..attempts {
         sc.round();
         asked = SystemTime::now();
-        let (code, body) = common::http(daemon.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = daemon.post("/v1/rotate/web").unwrap();
         sc.check("rotation reported failed", code == 502, || {
             format!("{code} {body}")
         });
@@ -322,7 +322,7 @@ fn vault_fault(fault: Fault, name: &str, why: &str, min_wait: u64, attempts: usi
 
     // The server behaves again: a rotation asked for now installs.
     vault.behave();
-    let (code, body) = common::http(daemon.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = daemon.post("/v1/rotate/web").unwrap();
     sc.check("recovers once fixed", code == 200, || {
         format!("{code} {body}")
     });

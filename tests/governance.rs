@@ -43,7 +43,7 @@ fn alerts_filtered_by_team_or_label_reach_only_the_matching_sink() {
     assert_eq!(web["labels"]["env"], "staging");
 
     for name in ["web", "api"] {
-        let (code, body) = http(d.addr, "POST", &format!("/v1/rotate/{name}")).unwrap();
+        let (code, body) = d.post(&format!("/v1/rotate/{name}")).unwrap();
         assert_eq!(code, 502, "{body}");
     }
     let events = |r: &Receiver| -> Vec<serde_json::Value> {
@@ -213,7 +213,8 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
     });
     for name in ["web", "sym"] {
         let out = std::process::Command::new(common::bin())
-            .args(["retire", name, "--addr", &d.addr.to_string()])
+            .args(["retire", name, "-c"])
+            .arg(env.path("rekey.toml"))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -233,7 +234,7 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
             cred_status(d.addr, name).is_none(),
             "{name} still in /status"
         );
-        let (code, _) = http(d.addr, "POST", &format!("/v1/rotate/{name}")).unwrap();
+        let (code, _) = d.post(&format!("/v1/rotate/{name}")).unwrap();
         assert_eq!(code, 404);
     }
     wait_for(Duration::from_secs(10), "two retired alerts", || {
@@ -286,13 +287,13 @@ fn retire_over_http_reports_the_revocation_and_an_unknown_name_is_404() {
     wait_for(Duration::from_secs(20), "first issuance", || {
         (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
     });
-    let (code, body) = http(d.addr, "POST", "/v1/retire/web").unwrap();
+    let (code, body) = d.post("/v1/retire/web").unwrap();
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["result"], "retired", "{v}");
     assert_eq!(v["revoked"], false, "{v}");
     assert_eq!(v["revocation"], "unsupported", "{v}");
-    let (code, _) = http(d.addr, "POST", "/v1/retire/web").unwrap();
+    let (code, _) = d.post("/v1/retire/web").unwrap();
     assert_eq!(code, 404);
 }
 

@@ -59,6 +59,7 @@ fn json_lines_with_stable_fields_and_no_secret_at_trace_level() {
     let d = Daemon {
         child,
         addr: env.addr,
+        socket: env.socket(),
     };
     wait_for(Duration::from_secs(20), "issuance", || {
         (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
@@ -68,7 +69,7 @@ fn json_lines_with_stable_fields_and_no_secret_at_trace_level() {
         secrets.extend(key_bodies(
             &std::fs::read_to_string(env.path("tls/web/key.pem")).unwrap(),
         ));
-        let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = d.post("/v1/rotate/web").unwrap();
         assert_eq!(code, 200, "{body}");
     }
     keys_under(&env.path("state"), &mut secrets);

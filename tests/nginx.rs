@@ -16,7 +16,8 @@ use common::*;
 
 fn rotate(env: &Env) -> std::process::Output {
     std::process::Command::new(bin())
-        .args(["rotate", "web", "--addr", &env.addr.to_string()])
+        .args(["rotate", "web", "-c"])
+        .arg(env.path("rekey.toml"))
         .output()
         .unwrap()
 }

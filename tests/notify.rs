@@ -63,6 +63,7 @@ fn ready_status_watchdog_and_stopping() {
     let d = Daemon {
         child,
         addr: env.addr,
+        socket: env.socket(),
     };
     let mut seen = Vec::new();
     receive_until(&sock, &mut seen, Duration::from_secs(20), "READY=1", |s| {
@@ -150,6 +151,7 @@ fn no_watchdog_pings_for_another_pid() {
     let d = Daemon {
         child,
         addr: env.addr,
+        socket: env.socket(),
     };
     let mut seen = Vec::new();
     receive_until(&sock, &mut seen, Duration::from_secs(20), "READY=1", |s| {

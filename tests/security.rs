@@ -271,7 +271,11 @@ fn loopback_by_default_and_admin_token_enforced() {
         .spawn()
         .unwrap();
     let addr = default.unwrap();
-    let _d = Daemon { child, addr };
+    let _d = Daemon {
+        child,
+        addr,
+        socket: env.socket(),
+    };
     let listening = wait_for(Duration::from_secs(20), "the default endpoint", || {
         let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
         let tcp6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
@@ -379,12 +383,12 @@ fn exec_commands_get_no_shell() {
         .then_some(())
     });
     sc.round();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check("a shell line as argv[0] is not run", code == 502, || {
         format!("{code} {body}")
     });
     sc.round();
-    let _ = http(d.addr, "POST", "/v1/rotate/api").unwrap();
+    let _ = d.post("/v1/rotate/api").unwrap();
     sc.check("the probe ran, as argv", out.exists(), || {
         format!("{} not created by tee", out.display())
     });

@@ -90,7 +90,7 @@ fn run(swap: &str) -> (usize, usize, usize) {
         })
     };
     for i in 0..ROTATIONS {
-        let (code, body) = http(daemon.addr, "POST", "/v1/rotate/web").unwrap();
+        let (code, body) = daemon.post("/v1/rotate/web").unwrap();
         assert_eq!(code, 200, "rotation {i}: {body}");
     }
     stop.store(true, Ordering::Relaxed);

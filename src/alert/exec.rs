@@ -1,13 +1,11 @@
 //! The `exec` sink: run a command (argv, no shell) with the alert JSON on stdin.
 
-use std::process::Stdio;
-
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 
 use super::error::last_bytes;
 use super::{Alert, AlertError, AlertSink, Policy};
 use crate::config::ExecConfig;
+use crate::exec::{exit_status, Exec, ExecError};
 
 /// How much of the command's stderr goes into an error.
 const STDERR_TAIL: usize = 500;
@@ -17,6 +15,7 @@ const STDERR_TAIL: usize = 500;
 pub struct ExecSink {
     name: String,
     command: Vec<String>,
+    env: Vec<(String, String)>,
     policy: Policy,
 }
 
@@ -26,6 +25,7 @@ impl ExecSink {
         ExecSink {
             name: name.to_string(),
             command: cfg.command.clone(),
+            env: cfg.env.clone(),
             policy: Policy {
                 attempts: 1,
                 timeout: cfg.timeout,
@@ -54,57 +54,44 @@ impl AlertSink for ExecSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), AlertError> {
-        let Some((program, args)) = self.command.split_first() else {
-            return Err(AlertError::Setup {
+        let json = [alert.to_json(), b"\n".to_vec()].concat();
+        let run = Exec::new(&self.command, self.policy.timeout)
+            .env(&self.env)
+            .var("REKEY_ALERT_EVENT", alert.event.as_str())
+            .var("REKEY_ALERT_SEVERITY", alert.severity.as_str())
+            .var("REKEY_CREDENTIAL", &alert.credential)
+            .stdin(&json)
+            .run();
+        // The Alerter drops this future on its own timeout: the runner then
+        // kills the command's process group.
+        match run.await {
+            Ok(_) => Ok(()),
+            Err(ExecError::Empty) => Err(AlertError::Setup {
                 sink: self.name.clone(),
                 message: "command is empty".to_string(),
-            });
-        };
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .env("REKEY_ALERT_EVENT", alert.event.as_str())
-            .env("REKEY_ALERT_SEVERITY", alert.severity.as_str())
-            .env("REKEY_CREDENTIAL", &alert.credential)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // The Alerter drops this future on timeout: the command must die with it.
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| AlertError::Spawn {
+            }),
+            Err(ExecError::Spawn { source, .. } | ExecError::Wait { source, .. }) => {
+                Err(AlertError::Spawn {
+                    sink: self.name.clone(),
+                    command: self.shown(),
+                    source,
+                })
+            }
+            Err(ExecError::Exit {
+                code,
+                signal,
+                stderr,
+            }) => Err(AlertError::Exit {
                 sink: self.name.clone(),
                 command: self.shown(),
-                source,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that ignores stdin and exits early is not a failure.
-            let _ = stdin.write_all(&alert.to_json()).await;
-            let _ = stdin.write_all(b"\n").await;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| AlertError::Spawn {
+                status: exit_status(code, signal),
+                stderr: last_bytes(stderr.as_bytes(), STDERR_TAIL),
+            }),
+            Err(ExecError::Timeout { after, .. }) => Err(AlertError::Timeout {
                 sink: self.name.clone(),
-                command: self.shown(),
-                source,
-            })?;
-        if out.status.success() {
-            return Ok(());
+                target: self.shown(),
+                after,
+            }),
         }
-        let status = match (
-            out.status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&out.status),
-        ) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (None, Some(s)) => format!("was killed by signal {s}"),
-            (None, None) => "failed".to_string(),
-        };
-        Err(AlertError::Exit {
-            sink: self.name.clone(),
-            command: self.shown(),
-            status,
-            stderr: last_bytes(&out.stderr, STDERR_TAIL),
-        })
     }
 }

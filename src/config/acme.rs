@@ -59,6 +59,8 @@ pub enum ChallengeConfig {
         command: Vec<String>,
         /// Wait after `present` before asking the CA to validate.
         propagation_wait: Duration,
+        /// Extra environment of the hook (`env = { ... }`), on top of the allowlist.
+        env: Vec<(String, String)>,
     },
 }
 
@@ -331,7 +333,7 @@ fn challenge(
                 "challenge",
                 &v,
                 &m,
-                &["type", "command", "propagation_wait"],
+                &["type", "command", "propagation_wait", "env"],
             )?;
             let command = match m.get("command") {
                 None => Vec::new(),
@@ -351,9 +353,15 @@ fn challenge(
                 Some(s) => values::duration(&s)
                     .map_err(|msg| t.err("challenge.propagation_wait", Some(v.span()), msg))?,
             };
+            let env = match m.get("env") {
+                None => Vec::new(),
+                Some(e) => super::raw::env_table(e.clone())
+                    .map_err(|msg| t.err("challenge.env", Some(v.span()), msg))?,
+            };
             Ok(ChallengeConfig::Dns01 {
                 command,
                 propagation_wait,
+                env,
             })
         }
         other => Err(t.err(
@@ -409,7 +417,7 @@ mod tests {
     #[test]
     fn every_key_parses_and_relative_paths_resolve() {
         let a = parse(
-            &format!("{DIR}\ncontact = [\"mailto:ops@a.test\"]\ntrust_bundle = \"roots.pem\"\neab = {{ kid = \"k1\", hmac_key_file = \"eab/hmac\" }}\nrevoke_replaced = true\nchallenge = {{ type = \"dns-01\", command = [\"/bin/hook\", \"-v\"], propagation_wait = \"30s\" }}"),
+            &format!("{DIR}\ncontact = [\"mailto:ops@a.test\"]\ntrust_bundle = \"roots.pem\"\neab = {{ kid = \"k1\", hmac_key_file = \"eab/hmac\" }}\nrevoke_replaced = true\nchallenge = {{ type = \"dns-01\", command = [\"/bin/hook\", \"-v\"], propagation_wait = \"30s\", env = {{ DNS_ZONE = \"a.test\" }} }}"),
             DNS,
         )
         .unwrap();
@@ -429,7 +437,8 @@ mod tests {
             a.challenge,
             ChallengeConfig::Dns01 {
                 command: vec!["/bin/hook".into(), "-v".into()],
-                propagation_wait: Duration::from_secs(30)
+                propagation_wait: Duration::from_secs(30),
+                env: vec![("DNS_ZONE".into(), "a.test".into())],
             }
         );
         let a = parse(
@@ -476,6 +485,8 @@ mod tests {
             (format!("{DIR}\nchallenge = {{ type = \"dns-01\" }}"), DNS, "issuer.le.challenge.command", "argv array"),
             (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = \"/bin/hook present\" }}"), DNS, "issuer.le.challenge.command", "array of strings"),
             (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = [\"/h\"], propagation_wait = \"soon\" }}"), DNS, "issuer.le.challenge.propagation_wait", "invalid duration"),
+            (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = [\"/h\"], env = {{ REKEY_DNS_VALUE = \"x\" }} }}"), DNS, "issuer.le.challenge.env", "reserved"),
+            (format!("{DIR}\nchallenge = {{ type = \"dns-01\", command = [\"/h\"], env = {{ TOKEN = 3 }} }}"), DNS, "issuer.le.challenge.env", "must be a string"),
             (format!("{DIR}\neab = {{ kid = \"k\" }}\n{listen}"), DNS, "issuer.le.eab.hmac_key_file", "required key is missing"),
             (format!("{DIR}\neab = {{ kid = \"k\", hmac_key = \"c2VjcmV0\", hmac_key_file = \"/f\" }}\n{listen}"), DNS, "issuer.le.eab.hmac_key", "allowed: kid, hmac_key_file"),
             (format!("{DIR}\n{listen}"), "dns_names = [\"*.a.test\"]", "certificate[0].dns_names", "only be validated with dns-01"),

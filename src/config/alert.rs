@@ -133,8 +133,10 @@ pub enum WebhookFormat {
 pub struct ExecConfig {
     /// argv; no shell.
     pub command: Vec<String>,
-    /// Deadline of the command; it is killed after.
+    /// Deadline of the command; it is killed (with its process group) after.
     pub timeout: Duration,
+    /// Extra environment (`env = { ... }`), on top of the allowlist.
+    pub env: Vec<(String, String)>,
 }
 
 /// Convert every `[[alert]]` table and check names are unique.
@@ -198,6 +200,7 @@ pub(super) fn alerts(
             "exec" => SinkConfig::Exec(ExecConfig {
                 command: command(&mut t)?,
                 timeout: timeout(&mut t)?,
+                env: t.env("env")?,
             }),
             _ => SinkConfig::Log,
         };

@@ -49,8 +49,10 @@ pub struct HttpKeysConfig {
 /// `[issuer.NAME] type = "exec"`: mint and revoke commands (set per key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecKeysConfig {
-    /// Deadline of one command.
+    /// Deadline of one command; it is killed (with its process group) after.
     pub timeout: Duration,
+    /// Extra environment of the mint and revoke commands (`env = { ... }`).
+    pub env: Vec<(String, String)>,
 }
 
 /// How a key is minted (`mint = { ... }`).
@@ -527,7 +529,8 @@ pub(super) fn key_issuer(
         None => DEFAULT_KEY_TIMEOUT,
     };
     if kind == "exec" {
-        return Ok(IssuerConfig::ExecKeys(ExecKeysConfig { timeout }));
+        let env = t.env("env")?;
+        return Ok(IssuerConfig::ExecKeys(ExecKeysConfig { timeout, env }));
     }
     let span = t.span.clone();
     let base_url = match t.string("base_url")? {

@@ -13,6 +13,9 @@ use super::raw::{RawConfig, RawDaemon, RawTagged, TableReader};
 use super::{values, Config, DaemonConfig, IssuerConfig, LocalCaConfig};
 
 /// Shortest certificate lifetime: below this rotation would be a busy loop.
+/// The longest Unix socket path (sun_path holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 pub(super) const MIN_LIFETIME: Duration = Duration::from_secs(10);
 /// Shortest backstop: it re-reads every file, so it must stay slow.
 const MIN_BACKSTOP: Duration = Duration::from_secs(60);
@@ -153,16 +156,19 @@ fn daemon(
         d.audit_max_size = values::size(v.get_ref())
             .map_err(|m| src.err("daemon.audit_max_size", Some(v.span()), m))?;
     }
-    // Anyone who can reach a non-loopback endpoint could force rotations
-    // (and burn CA rate limits) unless a token guards it.
-    if let (Some(addr), Some(s)) = (d.listen, &raw.listen) {
-        if !addr.ip().is_loopback() && d.admin_token_file.is_none() {
-            return Err(src.err(
-                "daemon.listen",
-                Some(s.span()),
-                format!("{addr} is not a loopback address, so daemon.admin_token_file is required (POST /v1/rotate must not be open to the network); set admin_token_file to a file holding a secret token, or listen on 127.0.0.1"),
-            ));
-        }
+    // The admin socket lives in the state dir, and a Unix socket path is
+    // at most 107 bytes (sun_path).
+    let socket = d.admin_socket();
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(src.err(
+            "daemon.state_dir",
+            raw.state_dir.as_ref().map(|s| s.span()),
+            format!(
+                "the admin socket {} would be {len} bytes long, and a Unix socket path may have at most {MAX_SOCKET_PATH}; use a shorter state_dir",
+                socket.display()
+            ),
+        ));
     }
     Ok((d, state_dir_span))
 }

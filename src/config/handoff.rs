@@ -44,8 +44,10 @@ pub enum ReloadConfig {
     Exec {
         /// argv.
         command: Vec<String>,
-        /// Killed after this long.
+        /// Killed (with its process group) after this long.
         timeout: Duration,
+        /// Extra environment (`env = { ... }`), on top of the allowlist.
+        env: Vec<(String, String)>,
     },
     /// Send an HTTP request; a 2xx answer is success.
     Http {
@@ -98,6 +100,8 @@ pub enum ProbeConfig {
     Exec {
         /// argv.
         command: Vec<String>,
+        /// Extra environment (`env = { ... }`), on top of the allowlist.
+        env: Vec<(String, String)>,
     },
 }
 
@@ -267,7 +271,12 @@ pub(super) fn reload(
                 .argv("command")?
                 .ok_or_else(|| t.err("command", Some(span.clone()), "required key is missing"))?;
             let timeout = duration_key(&mut t, src, "timeout", DEFAULT_RELOAD_TIMEOUT)?;
-            ReloadConfig::Exec { command, timeout }
+            let env = t.env("env")?;
+            ReloadConfig::Exec {
+                command,
+                timeout,
+                env,
+            }
         }
         "http" => {
             let url = url_key(&mut t, &span)?;
@@ -399,7 +408,8 @@ pub(super) fn verify(
                 let command = t.argv("command")?.ok_or_else(|| {
                     t.err("command", Some(span.clone()), "required key is missing")
                 })?;
-                Some(ProbeConfig::Exec { command })
+                let env = t.env("env")?;
+                Some(ProbeConfig::Exec { command, env })
             }
             _ => None,
         };

@@ -91,6 +91,32 @@ impl Config {
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rekey";
 /// Default for `daemon.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// The admin socket's file name in the state dir.
+pub const ADMIN_SOCKET: &str = "rekey.sock";
+
+/// The admin socket of the daemon that runs the config in `path`:
+/// `daemon.state_dir/rekey.sock`. Reads only that key, so `rekey rotate`
+/// still finds the daemon while the file holds edits not yet loaded.
+pub fn admin_socket(path: &Path) -> Result<PathBuf, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: e.message().to_string(),
+    })?;
+    let dir = table
+        .get("daemon")
+        .and_then(|d| d.get("state_dir"))
+        .and_then(toml::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_STATE_DIR);
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(convert::resolve(base, dir).join(ADMIN_SOCKET))
+}
 
 /// The `[daemon]` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,14 +131,21 @@ pub struct DaemonConfig {
     pub max_concurrent_rotations: usize,
     /// Slow safety re-check of the published files (>= 60s).
     pub backstop: Duration,
-    /// File holding the bearer token that `POST /v1/rotate/NAME` requires;
-    /// mandatory when `listen` is not a loopback address. Only the path is
-    /// kept here: the token is read at start and never logged.
+    /// File holding the bearer token that lets TCP clients rotate and retire
+    /// (without it, only the admin socket may). Only the path is kept here:
+    /// the token is read at start and never logged.
     pub admin_token_file: Option<PathBuf>,
     /// The hash-chained JSON-lines audit log; `None` records nothing.
     pub audit_log: Option<PathBuf>,
     /// Size at which the audit log is rotated to `PATH.1`.
     pub audit_max_size: u64,
+}
+
+impl DaemonConfig {
+    /// `STATE_DIR/rekey.sock`, where rotate and retire are served.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.state_dir.join(ADMIN_SOCKET)
+    }
 }
 
 impl Default for DaemonConfig {

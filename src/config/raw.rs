@@ -289,6 +289,16 @@ impl<'s, 'a> TableReader<'s, 'a> {
         Ok(Some(argv))
     }
 
+    /// Take `key` as a command's extra environment, `{ NAME = "value", ... }`
+    /// (see [`env_table`]); empty when absent.
+    pub fn env(&mut self, key: &'static str) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(v) = self.take(key) else {
+            return Ok(Vec::new());
+        };
+        let span = v.span();
+        env_table(v.into_inner()).map_err(|m| self.err(key, Some(span), m))
+    }
+
     /// Fail on the first key that no `take` asked for.
     pub fn finish(self) -> Result<(), ConfigError> {
         // Report the first unknown key in file order, not map order.
@@ -298,4 +308,47 @@ impl<'s, 'a> TableReader<'s, 'a> {
         }
         Ok(())
     }
+}
+
+/// A command's `env = { NAME = "value", ... }`: names are `[A-Za-z_][A-Za-z0-9_]*`
+/// and may not start with `REKEY_` (rekey sets those itself); values are
+/// strings. Sorted by name.
+pub(super) fn env_table(v: toml::Value) -> Result<Vec<(String, String)>, String> {
+    const EXAMPLE: &str = "write it like env = { APP_ENV = \"prod\" }";
+    let toml::Value::Table(map) = v else {
+        return Err(format!("must be a table of strings; {EXAMPLE}"));
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "{name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+            ));
+        }
+        if name.to_ascii_uppercase().starts_with("REKEY_") {
+            return Err(format!(
+                "{name} is reserved: rekey sets the REKEY_* variables itself"
+            ));
+        }
+        match value {
+            toml::Value::String(s) if !s.contains('\0') => out.push((name, s)),
+            toml::Value::String(_) => {
+                return Err(format!(
+                    "{name} holds a NUL byte, which no environment can carry"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{name} must be a string, found {}; {EXAMPLE}",
+                    other.type_str()
+                ))
+            }
+        }
+    }
+    Ok(out)
 }

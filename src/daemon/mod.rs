@@ -2,6 +2,7 @@
 //! then the engine, the watcher and the HTTP endpoint run until a signal.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::issuer::vault::{VaultClient, VaultIssuer};
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
 use crate::notify;
-use crate::server::{self, Endpoint, ServerError};
+use crate::server::{self, Endpoint};
 use crate::store::Store;
 use crate::token::AdminToken;
 
@@ -93,9 +94,14 @@ pub fn build_handoff_parts(
             };
             Arc::new(SignalReload::new(signal, target).map_err(fail)?)
         }
-        ReloadConfig::Exec { command, timeout } => Arc::new(ExecReload {
+        ReloadConfig::Exec {
+            command,
+            timeout,
+            env,
+        } => Arc::new(ExecReload {
             command: command.clone(),
             timeout: *timeout,
+            env: env.clone(),
         }),
         ReloadConfig::Http {
             url,
@@ -141,8 +147,9 @@ pub fn build_handoff_parts(
                 headers: headers.clone(),
                 tls: any_cert()?,
             }),
-            ProbeConfig::Exec { command } => Arc::new(ExecProbe {
+            ProbeConfig::Exec { command, env } => Arc::new(ExecProbe {
                 command: command.clone(),
+                env: env.clone(),
             }),
         });
     }
@@ -160,6 +167,8 @@ pub struct Running {
     watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
     pub addr: Option<std::net::SocketAddr>,
+    /// The admin socket (`STATE_DIR/rekey.sock`), removed at shutdown.
+    pub admin_socket: PathBuf,
 }
 
 impl Running {
@@ -215,6 +224,10 @@ impl Running {
         // Alerts raised during the last steps still go out.
         if !self.alerter.flush(ALERT_FLUSH).await {
             tracing::warn!("some alerts were not delivered before exit");
+        }
+        // Still under the state dir's lock: no newer daemon owns it yet.
+        if let Err(e) = std::fs::remove_file(&self.admin_socket) {
+            tracing::debug!(error = %e, path = %self.admin_socket.display(), "cannot remove the admin socket");
         }
     }
 }
@@ -342,6 +355,9 @@ pub async fn start(
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
     };
+    // After Store::open: the state dir's lock is held, so a socket file
+    // left there belongs to a dead daemon.
+    let (admin, admin_socket) = server::bind_admin(&config.daemon.state_dir)?;
     let engine = Engine::start(
         store.clone(),
         credentials,
@@ -355,13 +371,11 @@ pub async fn start(
     let mut engine = engine;
     engine.start_keys(key_credentials(config, &audit)?);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let mut addr = None;
-    if let Some((listener, bound)) = listener {
-        tracing::info!(addr = %bound, admin_token = token.is_some(), "endpoint listening");
-        let endpoint = Endpoint::new(engine.handle(), metrics.clone(), token);
-        spawn_endpoint(listener, endpoint, stop_rx.clone())?;
-        addr = Some(bound);
-    }
+    let endpoint = Endpoint::new(engine.handle(), metrics.clone(), token.clone())
+        .with_admin_socket(admin_socket.clone());
+    let addr = listener.as_ref().map(|(_, bound)| *bound);
+    tracing::info!(addr = ?addr, admin_socket = %admin_socket.display(), admin_token = token.is_some(), "endpoint listening");
+    server::spawn(listener.map(|(l, _)| l), admin, endpoint, stop_rx.clone())?;
     tokio::spawn(notify::status_task(engine.handle(), stop_rx.clone()));
     if let Some(period) = notify::watchdog_period() {
         tracing::debug!(period_ms = period.as_millis() as u64, "systemd watchdog on");
@@ -382,47 +396,8 @@ pub async fn start(
         stop,
         watcher,
         addr,
+        admin_socket,
     })
-}
-
-/// Serve the endpoint on a thread and runtime of its own: `/healthz` and
-/// `/status` must answer within milliseconds even while rotations keep the
-/// engine's workers busy (1,000 credentials due at once pushed /healthz past
-/// 100 ms on the shared runtime; tests/load.rs). The handlers only read the
-/// status channel and queue rotations, which works across runtimes.
-fn spawn_endpoint(
-    listener: tokio::net::TcpListener,
-    endpoint: Endpoint,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
-    let addr = listener.local_addr().ok();
-    let bind_err = |source: std::io::Error| {
-        DaemonError::Server(ServerError::Bind {
-            addr: addr.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-            source,
-        })
-    };
-    // The socket moves to the new runtime's reactor.
-    let listener = listener.into_std().map_err(bind_err)?;
-    // Two workers: a large /status or /metrics never queues a /healthz.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("rekey-http")
-        .enable_all()
-        .build()
-        .map_err(bind_err)?;
-    std::thread::Builder::new()
-        .name("rekey-http".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => server::serve(l, endpoint, stop).await,
-                    Err(e) => tracing::error!(error = %e, "the endpoint cannot listen"),
-                }
-            })
-        })
-        .map_err(bind_err)?;
-    Ok(())
 }
 
 /// The alert sinks of the config, counting deliveries in `metrics`.

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 
 use crate::config::FileKind;
 
-pub mod exec;
 pub mod probe;
 pub mod reload;
 

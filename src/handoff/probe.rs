@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rustls::pki_types::ServerName;
 
-use super::{exec, Generation, Observation, Probe};
+use super::{Generation, Observation, Probe};
 use crate::{cert, httpc};
 
 /// One probe attempt gives up after this long (the overall deadline is the
@@ -142,13 +142,19 @@ impl Probe for HttpProbe {
 pub struct ExecProbe {
     /// argv.
     pub command: Vec<String>,
+    /// Extra environment from the config.
+    pub env: Vec<(String, String)>,
 }
 
 #[async_trait]
 impl Probe for ExecProbe {
     async fn probe(&self, g: &Generation) -> Observation {
-        match exec::run(&self.command, &g.env(), None, ATTEMPT_TIMEOUT).await {
-            Ok(()) => Observation::Serving,
+        let run = crate::exec::Exec::new(&self.command, ATTEMPT_TIMEOUT)
+            .env(&self.env)
+            .vars(g.env())
+            .run();
+        match run.await {
+            Ok(_) => Observation::Serving,
             Err(e) => Observation::Other {
                 served: None,
                 detail: e.to_string(),

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{exec, Generation, HandoffError, Reload};
+use super::{Generation, HandoffError, Reload};
 use crate::httpc;
 
 /// A process may start this long after its pid file's mtime and still count
@@ -141,19 +141,26 @@ impl Reload for SignalReload {
     }
 }
 
-/// Run a command (argv, no shell) with the `REKEY_*` environment.
+/// Run a command (argv, no shell; see [`crate::exec`]) with the `REKEY_*`
+/// environment: success is its exit status.
 pub struct ExecReload {
     /// argv.
     pub command: Vec<String>,
-    /// Deadline.
+    /// Deadline; the command's process group is killed after it.
     pub timeout: Duration,
+    /// Extra environment from the config.
+    pub env: Vec<(String, String)>,
 }
 
 #[async_trait]
 impl Reload for ExecReload {
     async fn reload(&self, g: &Generation) -> Result<(), HandoffError> {
-        exec::run(&self.command, &g.env(), None, self.timeout)
+        crate::exec::Exec::new(&self.command, self.timeout)
+            .env(&self.env)
+            .vars(g.env())
+            .run()
             .await
+            .map(drop)
             .map_err(|e| HandoffError::Exec {
                 credential: g.credential.clone(),
                 why: format!("command {:?} {e}", self.command.join(" ")),
@@ -262,6 +269,7 @@ mod tests {
                 "echo nginx: bad config >&2; exit 1".into(),
             ],
             timeout: Duration::from_secs(5),
+            env: Vec::new(),
         };
         let err = r.reload(&g()).await.unwrap_err().to_string();
         assert!(

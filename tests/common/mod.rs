@@ -10,6 +10,7 @@ pub mod scorecard;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,11 +44,27 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// One HTTP/1.1 request; returns (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    exchange(s, &addr.to_string(), method, path)
+}
+
+/// One HTTP/1.1 request over a Unix socket (the daemon's admin socket).
+pub fn http_unix(socket: &Path, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(130)))?;
+    exchange(s, "localhost", method, path)
+}
+
+fn exchange(
+    mut s: impl Read + Write,
+    host: &str,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
@@ -126,10 +143,11 @@ impl Env {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-    /// Run `rekey retire NAME` against the daemon at `addr`: exit code and output.
+    /// Run `rekey retire NAME -c rekey.toml` (the admin socket): exit code and output.
     pub fn retire(&self, name: &str) -> (i32, String) {
         let out = Command::new(bin())
-            .args(["retire", name, "--addr", &self.addr.to_string()])
+            .args(["retire", name, "-c"])
+            .arg(self.path("rekey.toml"))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -170,6 +188,7 @@ impl Env {
         let d = Daemon {
             child,
             addr: self.addr,
+            socket: self.socket(),
         };
         wait_for(Duration::from_secs(20), "the daemon's endpoint", || {
             http(self.addr, "GET", "/healthz")
@@ -177,6 +196,10 @@ impl Env {
                 .filter(|r| r.0 == 200)
         });
         d
+    }
+    /// The admin socket of a daemon on [`Env::write_config`]'s state dir.
+    pub fn socket(&self) -> PathBuf {
+        self.path("state/rekey.sock")
     }
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
@@ -187,9 +210,16 @@ impl Env {
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its admin socket, where rotate and retire are served.
+    pub socket: PathBuf,
 }
 
 impl Daemon {
+    /// POST `path` (`/v1/rotate/NAME`, `/v1/retire/NAME`) on the admin socket.
+    pub fn post(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_unix(&self.socket, "POST", path)
+    }
+
     /// Send a signal.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -124,7 +124,7 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
             let minted_before = keys.minted();
             let mut d = env.start_with_env(&[("REKEY_FAILPOINT", point)]);
             // The answer never comes: the daemon dies mid-rotation.
-            let _ = http(d.addr, "POST", &format!("/v1/rotate/{name}"));
+            let _ = d.post(&format!("/v1/rotate/{name}"));
             let sig = died(&mut d, Duration::from_secs(10));
             sc.check("killed at the point", sig == Some(9), || {
                 format!("{point}: {sig:?}")
@@ -175,7 +175,7 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
     }
     // The crashes left nothing behind that stops the next rotation.
     let d = env.start();
-    let (code, body) = http(d.addr, "POST", &format!("/v1/rotate/{name}")).unwrap();
+    let (code, body) = d.post(&format!("/v1/rotate/{name}")).unwrap();
     let s = cred_status(d.addr, name).unwrap_or_default();
     let new = s["serial"].as_str().unwrap_or_default().to_string();
     sc.check(

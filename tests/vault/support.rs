@@ -59,7 +59,8 @@ pub fn valid(addr: std::net::SocketAddr, name: &str) -> Value {
 
 pub fn rotate(env: &Env, name: &str) -> std::process::Output {
     Command::new(bin())
-        .args(["rotate", name, "--addr", &env.addr.to_string()])
+        .args(["rotate", name, "-c"])
+        .arg(env.path("rekey.toml"))
         .output()
         .unwrap()
 }

@@ -33,6 +33,7 @@ url = "http://127.0.0.1:9093"
 [[alert]]
 type = "exec"
 command = ["/usr/local/bin/page", "--team", "ops"]
+env = { PAGER_ROUTE = "tls" }
 
 [[alert]]
 type = "log"
@@ -93,6 +94,7 @@ events = ["expired"]
         panic!()
     };
     assert_eq!(e.command, ["/usr/local/bin/page", "--team", "ops"]);
+    assert_eq!(e.env, [("PAGER_ROUTE".to_string(), "tls".to_string())]);
     assert!(matches!(c.alerts[4].sink, SinkConfig::Log));
 }
 
@@ -272,6 +274,14 @@ fn bad_alert_configs_name_key_and_line() {
             "alert[0].command[1]",
             "command",
             "expected a string, found integer",
+        ),
+        (
+            "reserved env name",
+            "[[alert]]\ntype = \"exec\"\ncommand = [\"a\"]\nenv = { REKEY_ALERT_EVENT = \"x\" }\n"
+                .into(),
+            "alert[0].env",
+            "env",
+            "reserved",
         ),
         (
             "duplicate name",

@@ -250,11 +250,11 @@ fn bad_configs_name_key_and_line() {
             "invalid address",
         ),
         (
-            "non-loopback listen without a token",
-            "[daemon]\nstate_dir = \"/x\"\nlisten = \"0.0.0.0:9464\"\n".into(),
-            "daemon.listen",
-            "listen",
-            "daemon.admin_token_file is required",
+            "state_dir too long for the admin socket",
+            format!("[daemon]\nstate_dir = \"/{}\"\n", "d".repeat(100)),
+            "daemon.state_dir",
+            "state_dir",
+            "at most 107; use a shorter state_dir",
         ),
         (
             "empty admin_token_file",

@@ -13,7 +13,7 @@ fn every_reload_and_probe_type_parses() {
          verify = [\n\
            { type = \"tls\", connect = \"127.0.0.1:8443\", timeout = \"5s\", settle = \"300ms\" },\n\
            { type = \"http\", url = \"http://127.0.0.1:8080/version\", expect_status = 204, expect_body = \"{fingerprint}\", timeout = \"2s\" },\n\
-           { type = \"exec\", command = [\"/usr/bin/check\", \"--quick\"], timeout = \"9s\" },\n\
+           { type = \"exec\", command = [\"/usr/bin/check\", \"--quick\"], timeout = \"9s\", env = { CHECK_URL = \"https://127.0.0.1:8443/\" } },\n\
          ]\non_failure = \"keep\"\non_remove = \"revoke\"",
     )))
     .unwrap();
@@ -37,6 +37,13 @@ fn every_reload_and_probe_type_parses() {
         }
     ));
     assert_eq!(
+        w.verify.probes[2],
+        ProbeConfig::Exec {
+            command: vec!["/usr/bin/check".into(), "--quick".into()],
+            env: vec![("CHECK_URL".into(), "https://127.0.0.1:8443/".into())],
+        }
+    );
+    assert_eq!(
         w.verify.timeout,
         Duration::from_secs(9),
         "the longest probe timeout wins"
@@ -50,7 +57,22 @@ fn every_reload_and_probe_type_parses() {
     )))
     .unwrap();
     assert!(
-        matches!(&c.certificates[0].reload, ReloadConfig::Exec { command, .. } if command.len() == 3)
+        matches!(&c.certificates[0].reload, ReloadConfig::Exec { command, env, .. } if command.len() == 3 && env.is_empty())
+    );
+    let c = parse(&with_cert(&web(
+        "reload = { type = \"exec\", command = [\"/usr/sbin/apachectl\", \"graceful\"], env = { LANG = \"C\", APACHE_CONFDIR = \"/etc/apache2\" } }",
+    )))
+    .unwrap();
+    assert_eq!(
+        c.certificates[0].reload,
+        ReloadConfig::Exec {
+            command: vec!["/usr/sbin/apachectl".into(), "graceful".into()],
+            timeout: Duration::from_secs(30),
+            env: vec![
+                ("APACHE_CONFDIR".into(), "/etc/apache2".into()),
+                ("LANG".into(), "C".into()),
+            ],
+        }
     );
     let c = parse(&with_cert(&web(
         "reload = { type = \"http\", url = \"https://127.0.0.1:9000/-/reload\" }",
@@ -78,6 +100,26 @@ fn handoff_mistakes_name_key_and_line() {
             "reload = { type = \"exec\", command = \"systemctl reload nginx\" }",
             "certificate[0].reload.command",
             "without a shell",
+        ),
+        (
+            "reload = { type = \"exec\", command = [\"x\"], env = { REKEY_CREDENTIAL = \"y\" } }",
+            "certificate[0].reload.env",
+            "reserved: rekey sets the REKEY_* variables itself",
+        ),
+        (
+            "reload = { type = \"exec\", command = [\"x\"], env = { \"A-B\" = \"y\" } }",
+            "certificate[0].reload.env",
+            "is not a variable name",
+        ),
+        (
+            "reload = { type = \"exec\", command = [\"x\"], env = [\"A=1\"] }",
+            "certificate[0].reload.env",
+            "must be a table of strings",
+        ),
+        (
+            "verify = { type = \"exec\", command = [\"x\"], env = { A = true } }",
+            "certificate[0].verify.env",
+            "A must be a string, found boolean",
         ),
         (
             "reload = { type = \"http\", url = \"ftp://x\" }",

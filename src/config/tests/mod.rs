@@ -110,15 +110,22 @@ verify = { type = "none" }
 }
 
 #[test]
-fn admin_token_file_resolves_and_unlocks_a_non_loopback_listen() {
+fn admin_token_file_resolves_and_no_listen_address_needs_it() {
     let c = parse("[daemon]\nlisten = \"0.0.0.0:9464\"\nadmin_token_file = \"token\"\n").unwrap();
     assert_eq!(
         c.daemon.admin_token_file.as_deref(),
         Some(Path::new("/etc/rekey/token"))
     );
-    // A loopback listen (v4 or v6) needs no token; a token is still allowed.
-    for listen in ["127.0.0.1:1", "[::1]:1", "127.0.0.2:1"] {
-        parse(&format!("[daemon]\nlisten = \"{listen}\"\n")).unwrap();
+    // Without a token TCP serves no mutating route, so any address is fine.
+    for listen in [
+        "127.0.0.1:1",
+        "[::1]:1",
+        "127.0.0.2:1",
+        "0.0.0.0:9464",
+        "[::]:9464",
+    ] {
+        let c = parse(&format!("[daemon]\nlisten = \"{listen}\"\n")).unwrap();
+        assert_eq!(c.daemon.admin_token_file, None);
     }
     let c = parse("[daemon]\nadmin_token_file = \"/run/secrets/t\"\n").unwrap();
     assert_eq!(

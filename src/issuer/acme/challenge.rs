@@ -8,14 +8,12 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use super::AcmeError;
@@ -100,11 +98,12 @@ impl<'a> Solver<'a> {
             ChallengeConfig::Dns01 {
                 command,
                 propagation_wait,
+                env,
             } => {
                 for p in items {
                     // Recorded first: a hook that fails half-way still gets its cleanup.
                     self.dns.push(p.clone());
-                    run_hook(command, "present", p)
+                    run_hook(command, env, "present", p)
                         .await
                         .map_err(|e| fail(&p.identifier, e))?;
                 }
@@ -124,9 +123,9 @@ impl<'a> Solver<'a> {
         for path in self.files.drain(..) {
             remove_token(&path);
         }
-        if let ChallengeConfig::Dns01 { command, .. } = self.cfg {
+        if let ChallengeConfig::Dns01 { command, env, .. } = self.cfg {
             for p in std::mem::take(&mut self.dns) {
-                if let Err(e) = run_hook(command, "cleanup", &p).await {
+                if let Err(e) = run_hook(command, env, "cleanup", &p).await {
                     tracing::warn!(identifier = %p.identifier, error = %e, "dns-01 cleanup hook failed; remove the record by hand");
                 }
             }
@@ -139,7 +138,7 @@ impl Drop for Solver<'_> {
         for path in self.files.drain(..) {
             remove_token(&path);
         }
-        if let ChallengeConfig::Dns01 { command, .. } = self.cfg {
+        if let ChallengeConfig::Dns01 { command, env, .. } = self.cfg {
             let left = std::mem::take(&mut self.dns);
             if left.is_empty() {
                 return;
@@ -147,9 +146,10 @@ impl Drop for Solver<'_> {
             // Cancelled mid-order: finish the cleanup on its own task.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let command = command.clone();
+                let env = env.clone();
                 rt.spawn(async move {
                     for p in left {
-                        if let Err(e) = run_hook(&command, "cleanup", &p).await {
+                        if let Err(e) = run_hook(&command, &env, "cleanup", &p).await {
                             tracing::warn!(identifier = %p.identifier, error = %e, "dns-01 cleanup hook failed");
                         }
                     }
@@ -186,55 +186,26 @@ fn remove_token(path: &Path) {
     }
 }
 
-/// Run the dns-01 hook: argv + `action`, the record in the environment, no shell.
-async fn run_hook(command: &[String], action: &str, p: &Pending) -> Result<(), String> {
-    let Some((prog, args)) = command.split_first() else {
-        return Err("the dns-01 command is empty".into());
-    };
-    let mut child = tokio::process::Command::new(prog)
-        .args(args)
-        .arg(action)
-        .env("REKEY_DNS_NAME", format!("_acme-challenge.{}", p.domain))
-        .env("REKEY_DNS_VALUE", &p.dns_value)
-        .env("REKEY_DNS_DOMAIN", &p.domain)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    let mut stderr = child.stderr.take();
-    let wait = async {
-        let mut err = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            // Capped: the text is only for the error message.
-            let _ = s.take(64 * 1024).read_to_end(&mut err).await;
-        }
-        (child.wait().await, err)
-    };
-    let (status, err) = tokio::time::timeout(HOOK_TIMEOUT, wait)
+/// Run the dns-01 hook: argv + `action`, the record in the environment, no
+/// shell (crate::exec: scrubbed environment plus `env`, own process group).
+async fn run_hook(
+    command: &[String],
+    env: &[(String, String)],
+    action: &str,
+    p: &Pending,
+) -> Result<(), String> {
+    let prog = command.first().map(String::as_str).unwrap_or_default();
+    let mut argv = command.to_vec();
+    argv.push(action.to_string());
+    crate::exec::Exec::new(&argv, HOOK_TIMEOUT)
+        .env(env)
+        .var("REKEY_DNS_NAME", format!("_acme-challenge.{}", p.domain))
+        .var("REKEY_DNS_VALUE", &p.dns_value)
+        .var("REKEY_DNS_DOMAIN", &p.domain)
+        .run()
         .await
-        .map_err(|_| {
-            format!(
-                "{prog} {action} did not finish within {}s",
-                HOOK_TIMEOUT.as_secs()
-            )
-        })?;
-    let status = status.map_err(|e| format!("{prog} {action}: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&err);
-    let tail: String = text
-        .trim()
-        .chars()
-        .rev()
-        .take(400)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(format!("{prog} {action} failed ({status}): {tail}"))
+        .map(drop)
+        .map_err(|e| format!("{prog} {action} {e}"))
 }
 
 /// The built-in http-01 responder of one issuer. Orders running at the same
@@ -394,7 +365,7 @@ mod tests {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$1 $2 $REKEY_DNS_NAME $REKEY_DNS_VALUE $REKEY_DNS_DOMAIN\" >> {}\n[ \"$2\" = cleanup ] && {{ echo boom >&2; exit 3; }}\nexit 0\n",
+                "#!/bin/sh\necho \"$1 $2 $REKEY_DNS_NAME $REKEY_DNS_VALUE $REKEY_DNS_DOMAIN $DNS_ZONE\" >> {}\n[ \"$2\" = cleanup ] && {{ echo boom >&2; exit 3; }}\nexit 0\n",
                 log.display()
             ),
         )
@@ -403,12 +374,13 @@ mod tests {
             .unwrap();
         let cmd = vec![script.display().to_string(), "arg1".into()];
         let p = pending("t");
-        run_hook(&cmd, "present", &p).await.unwrap();
-        let err = run_hook(&cmd, "cleanup", &p).await.unwrap_err();
+        let env = vec![("DNS_ZONE".to_string(), "zone-a".to_string())];
+        run_hook(&cmd, &env, "present", &p).await.unwrap();
+        let err = run_hook(&cmd, &env, "cleanup", &p).await.unwrap_err();
         assert!(err.contains("boom"), "{err}");
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(
-            text.contains("arg1 present _acme-challenge.a.test dnsvalue a.test"),
+            text.contains("arg1 present _acme-challenge.a.test dnsvalue a.test zone-a"),
             "{text}"
         );
     }
@@ -420,7 +392,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let get = |path: &'static str| async move {
-            use tokio::io::AsyncWriteExt;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await?;
             s.write_all(
                 format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),

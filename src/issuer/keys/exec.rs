@@ -2,19 +2,16 @@
 //! `{"secret", "id", "expires_at"}` as JSON on stdout; the revoke command
 //! gets the key id as `REKEY_KEY_ID`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
 use super::{read_answer, KeyError, KeyIssuer, MintedKey};
 use crate::config::{ExecKeysConfig, MintConfig, RevokeConfig};
+use crate::exec::{exit_status, Exec, ExecError, STDOUT_CAP};
 
-/// At most this much stdout is read (a key is small).
-const MAX_STDOUT: u64 = 64 * 1024;
 /// How much of stderr goes into an error.
 const STDERR_TAIL: usize = 300;
 
@@ -33,12 +30,13 @@ pub struct ExecKeys {
 }
 
 impl ExecKeys {
-    /// Run `argv` with `env`; its stdout (zeroized) on exit 0.
+    /// Run `argv` (see [`crate::exec`]) with the issuer's `env` and `vars`;
+    /// its stdout (zeroized) on exit 0.
     async fn run(
         &self,
         op: &'static str,
         argv: &[String],
-        env: &[(&str, String)],
+        vars: &[(&str, String)],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let fail = |why: String| KeyError::Request {
             issuer: self.name.clone(),
@@ -46,54 +44,41 @@ impl ExecKeys {
             path: format!("{:?}", argv.join(" ")),
             why,
         };
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| fail("empty command".into()))?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("REKEY_CREDENTIAL", &self.credential)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| fail(format!("cannot start: {e}")))?;
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let work = async {
-            let mut out = Zeroizing::new(Vec::new());
-            let mut err = Vec::new();
-            if let Some(s) = stdout.as_mut() {
-                let _ = s.take(MAX_STDOUT).read_to_end(&mut out).await;
-            }
-            if let Some(s) = stderr.as_mut() {
-                let _ = s.take(MAX_STDOUT).read_to_end(&mut err).await;
-            }
-            let status = child.wait().await;
-            (out, err, status)
-        };
-        let (out, err, status) = tokio::time::timeout(self.cfg.timeout, work)
-            .await
-            .map_err(|_| fail(format!("did not finish within {:?}", self.cfg.timeout)))?;
-        let status = status.map_err(|e| fail(e.to_string()))?;
-        if !status.success() {
-            let text = String::from_utf8_lossy(&err);
-            let tail: String = text
-                .trim()
-                .chars()
-                .rev()
-                .take(STDERR_TAIL)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return Err(fail(match status.code() {
-                Some(c) => format!("exited with status {c}; stderr: {tail}"),
-                None => format!("was killed by a signal; stderr: {tail}"),
-            }));
+        let mut run = Exec::new(argv, self.cfg.timeout)
+            .env(&self.cfg.env)
+            .var("REKEY_CREDENTIAL", &self.credential)
+            .capture_stdout();
+        for (k, v) in vars {
+            run = run.var(*k, v);
         }
-        Ok(out)
+        let out = run.run().await.map_err(|e| fail(tail(e)))?;
+        if out.stdout_truncated {
+            return Err(fail(format!(
+                "printed more than {} KiB on stdout; a key answer is one small JSON object",
+                STDOUT_CAP / 1024
+            )));
+        }
+        Ok(out.stdout)
+    }
+}
+
+/// The error, its stderr cut to its last [`STDERR_TAIL`] characters.
+fn tail(e: ExecError) -> String {
+    match e {
+        ExecError::Exit {
+            code,
+            signal,
+            stderr,
+        } => {
+            let text = stderr.trim();
+            let start = text
+                .char_indices()
+                .rev()
+                .nth(STDERR_TAIL.saturating_sub(1))
+                .map_or(0, |(i, _)| i);
+            format!("{}; stderr: {}", exit_status(code, signal), &text[start..])
+        }
+        other => other.to_string(),
     }
 }
 
