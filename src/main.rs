@@ -237,7 +237,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(config.daemon.log_format);
             // Before the runtime starts threads: init edits the environment.
             notify::init();
-            let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+            let metrics =
+                Metrics::with_compat(env!("CARGO_PKG_VERSION"), &config.daemon.compat_metrics);
             runtime()?.block_on(daemon::run(config, metrics))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -403,7 +404,7 @@ fn read_token(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
 fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
     use std::fmt::Write;
     let mut out = format!(
-        "{:<16} {:<9} {:<10} {:<12} {:<21} {}\n",
+        "{:<16} {:<10} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
     let parse = |s: &Option<String>| status::parse_time(s.as_deref());
@@ -420,7 +421,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<16} {:<9} {:<10} {:<12} {:<21} {}",
+            "{:<16} {:<10} {:<10} {:<12} {:<21} {}",
             c.name,
             c.state.as_str(),
             c.handoff.as_str(),

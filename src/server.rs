@@ -64,6 +64,8 @@ struct Inner {
     handle: Handle,
     metrics: Metrics,
     token: Option<AdminToken>,
+    /// Watched certificates, listed in `/status` after the credentials.
+    watches: Option<watch::Receiver<crate::monitor::View>>,
 }
 
 impl Endpoint {
@@ -75,6 +77,25 @@ impl Endpoint {
                 handle,
                 metrics,
                 token,
+                watches: None,
+            }),
+        }
+    }
+
+    /// Like [`Endpoint::new`], also listing the monitor's watches in
+    /// `/status` (they never count for `/readyz`).
+    pub fn with_watches(
+        handle: Handle,
+        metrics: Metrics,
+        token: Option<AdminToken>,
+        watches: watch::Receiver<crate::monitor::View>,
+    ) -> Endpoint {
+        Endpoint {
+            inner: Arc::new(Inner {
+                handle,
+                metrics,
+                token,
+                watches: Some(watches),
             }),
         }
     }
@@ -193,9 +214,11 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, peer: SocketAddr) 
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => readyz(&ep.handle),
         (&Method::GET, "/status") => {
-            let list = ep
-                .handle
-                .with_snapshot(|s| serde_json::to_value(s.values().collect::<Vec<_>>()));
+            let list = ep.handle.with_snapshot(|s| {
+                let view = ep.watches.as_ref().map(|w| w.borrow());
+                let watches = view.iter().flat_map(|v| v.watches.values());
+                serde_json::to_value(s.values().chain(watches).collect::<Vec<_>>())
+            });
             match list {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -51,6 +51,7 @@ pub(super) fn parse(
         Some(t) => Some(super::policy::policy(&src, t)?),
         None => None,
     };
+    let watches = super::watch::watches(&src, base, &certificates, &api_keys, raw.watch)?;
     let config = Config {
         path: path.to_path_buf(),
         daemon,
@@ -59,6 +60,7 @@ pub(super) fn parse(
         alerts,
         api_keys,
         policy,
+        watches,
     };
     Ok((config, state_dir_span))
 }
@@ -152,6 +154,20 @@ fn daemon(
     if let Some(v) = &raw.audit_max_size {
         d.audit_max_size = values::size(v.get_ref())
             .map_err(|m| src.err("daemon.audit_max_size", Some(v.span()), m))?;
+    }
+    if let Some(list) = &raw.compat_metrics {
+        for (i, s) in list.get_ref().iter().enumerate() {
+            let key = format!("daemon.compat_metrics[{i}]");
+            let c = value(src, &key, s, |v| {
+                super::CompatMetrics::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == v)
+                    .ok_or_else(|| format!("unknown metrics set \"{v}\"; allowed: x509-exporter"))
+            })?;
+            if !d.compat_metrics.contains(&c) {
+                d.compat_metrics.push(c);
+            }
+        }
     }
     // Anyone who can reach a non-loopback endpoint could force rotations
     // (and burn CA rate limits) unless a token guards it.
