@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod discover;
 pub mod engine;
 pub mod evidence;
 pub mod handoff;

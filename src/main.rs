@@ -156,6 +156,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find certificates and keys under PATHs and print a starter config: a [[certificate]] for each key with its certificate, a [[watch]] for the rest.
+    Discover {
+        /// Files or directories to search (nothing outside them is read).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print the findings as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the certificates and keys in files, and whether keys match.
     Inspect {
         /// PEM files.
@@ -261,6 +270,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
+        Command::Discover { paths, json } => match rekey::discover::discover(&paths) {
+            Ok(d) if json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rekey::discover::json(&d))?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(d) => {
+                print!("{}", rekey::discover::toml(&d, SystemTime::now()));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("rekey: discover: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Inspect { files } => match report::inspect(&files, SystemTime::now()) {
             Ok(text) => {
                 print!("{text}");
@@ -338,7 +364,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let now = SystemTime::now();
-            let r = rekey::evidence::build(&config, now)?;
+            let mut r = rekey::evidence::build(&config, now)?;
+            if !config.watches.is_empty() {
+                r.watches = runtime()?.block_on(rekey::evidence::watches(&config));
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

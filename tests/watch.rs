@@ -273,12 +273,12 @@ fn an_endpoint_watch_reads_the_chain_real_nginx_serves_and_probes_again() {
         let s = cred_status(env.addr, "app")?;
         (s["fingerprint"] == short.fingerprint()).then_some(s)
     });
-    // 25 hours of life, 20% of it: still valid; alert_at is 5 hours before expiry.
+    // A day of life, 20% of it: still valid; alert_at is 4.8 hours before expiry.
     assert_eq!(s["state"], "valid", "{s}");
     let alert_at = rekey::status::parse_time(s["watch"]["alert_at"].as_str()).unwrap();
     let not_after = rekey::status::parse_time(s["not_after"].as_str()).unwrap();
     assert_eq!(
         not_after.duration_since(alert_at).unwrap(),
-        Duration::from_secs(5 * 3600)
+        Duration::from_secs(24 * 3600 / 5)
     );
 }

@@ -347,3 +347,40 @@ pub async fn check_once(cfg: &WatchConfig) -> Result<CredentialStatus, WatchErro
     let status = rx.borrow().watches.get(&cfg.name).cloned();
     status.ok_or_else(|| WatchError::Setup("no status was published".into()))
 }
+
+/// One line for `rekey check`: a watched file's certificates as they are
+/// now (read here, bounded), or how an endpoint will be probed (`check`
+/// makes no connections).
+pub fn describe(cfg: &WatchConfig, now: std::time::SystemTime) -> String {
+    let what = match &cfg.source {
+        WatchSource::File(path) => {
+            let found = crate::safefile::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| crate::certview::certificates(&b).map_err(|e| e.to_string()));
+            match found {
+                Err(e) => format!("file, unreadable: {e}"),
+                Ok(certs) => match evaluate(&certs, cfg, now) {
+                    Some(v) => {
+                        let c = &certs[v.soonest].cert;
+                        format!(
+                            "file {}, {} certificate(s): {}, first to expire {} ({}), turns expiring at {}",
+                            path.display(),
+                            certs.len(),
+                            v.state.as_str(),
+                            c.subject_cn.as_deref().unwrap_or(&c.subject),
+                            c.not_after,
+                            crate::cert::rfc3339(v.alert_at)
+                        )
+                    }
+                    None => "file, no certificate".to_string(),
+                },
+            }
+        }
+        WatchSource::Endpoint { .. } => format!(
+            "endpoint {}, probed by the daemon every {} (`rekey check` makes no connections)",
+            cfg.source.describe(),
+            humantime::format_duration(cfg.interval)
+        ),
+    };
+    format!("  {:<16} watch: {what}", cfg.name)
+}

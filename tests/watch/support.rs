@@ -61,8 +61,8 @@ pub fn self_signed(cn: &str, from: i64, life: Duration) -> Made {
 
 /// A CA valid for `life` from an hour ago.
 pub fn ca(cn: &str, life: Duration) -> Made {
-    let now = OffsetDateTime::now_utc();
-    let mut p = params(cn, &[], now - time::Duration::hours(1), now + life);
+    let from = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let mut p = params(cn, &[], from, from + life);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let key = KeyPair::generate().unwrap();
     let c = p.self_signed(&key).unwrap();
@@ -74,10 +74,26 @@ pub fn ca(cn: &str, life: Duration) -> Made {
     }
 }
 
+/// An intermediate CA issued by `ca`, valid for `life` from an hour ago.
+pub fn sub_ca(ca: &Made, cn: &str, life: Duration) -> Made {
+    let from = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let mut p = params(cn, &[], from, from + life);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let issuer = Issuer::from_params(&ca.params, &ca.key);
+    let c = p.signed_by(&key, &issuer).unwrap();
+    Made {
+        pem: c.pem(),
+        der: c.der().to_vec(),
+        key,
+        params: p,
+    }
+}
+
 /// A leaf for `names` issued by `ca`, valid for `life` from an hour ago.
 pub fn leaf(ca: &Made, cn: &str, names: &[&str], life: Duration) -> Made {
-    let now = OffsetDateTime::now_utc();
-    let p = params(cn, names, now - time::Duration::hours(1), now + life);
+    let from = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let p = params(cn, names, from, from + life);
     let key = KeyPair::generate().unwrap();
     let issuer = Issuer::from_params(&ca.params, &ca.key);
     let c = p.signed_by(&key, &issuer).unwrap();
