@@ -137,7 +137,7 @@ pub fn pem_or_der(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, ViewErro
     }
     // DER: a certificate is one ASN.1 SEQUENCE filling the whole buffer.
     match X509Certificate::from_der(bytes) {
-        Ok((rest, _)) if rest.is_empty() => Ok(vec![CertificateDer::from(bytes.to_vec())]),
+        Ok(([], _)) => Ok(vec![CertificateDer::from(bytes.to_vec())]),
         _ => Err(ViewError::NoCertificate),
     }
 }

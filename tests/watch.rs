@@ -173,6 +173,36 @@ fn a_watched_file_is_followed_through_every_state_and_alerted_but_never_written(
         &["expiring", "expired", "unreadable", "recovered"],
     );
 
+    // `rekey report` reads the watches itself, as they are now.
+    let out = std::process::Command::new(bin())
+        .args(["report", "--json", "-c"])
+        .arg(env.path("rekey.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let partner = r["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "partner")
+        .unwrap();
+    assert_eq!(partner["state"], "valid", "{r}");
+    assert_eq!(partner["team"], "payments");
+    assert_eq!(partner["not_after"], renewed.not_after());
+    assert_eq!(partner["certificates"], 1);
+    let later = r["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "later")
+        .unwrap();
+    assert_eq!(later["state"], "unreadable");
+
     // rekey wrote nothing: the file is what the pipeline wrote, nothing else
     // appeared beside it, and the missing directory was not created.
     assert_eq!(std::fs::read(&file).unwrap(), renewed.pem.as_bytes());

@@ -19,6 +19,8 @@ use crate::status::{CredentialStatus, Handoff, State, WatchStatus, KIND_WATCH};
 
 /// First retry after a failed endpoint probe; doubles up to the interval.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest sleep between two verdicts.
+const MAX_NAP: Duration = Duration::from_secs(86400);
 /// A read that fails right after a file event is tried once more this much
 /// later before it counts: a pipeline that writes the file in place (not
 /// by rename) is caught half-way by the event.
@@ -88,9 +90,11 @@ impl Task {
             let until = verdict
                 .and_then(|v| v.next_change)
                 .map_or(self.next_check, |t| t.min(self.next_check));
-            // Both bounds come from the config (backstop, interval), so the
-            // sleep is never longer than a re-check period.
-            let nap = until.duration_since(now).unwrap_or_default();
+            // At most a day: the verdict is judged on the wall clock, and a
+            // long sleep on the monotonic one would drift from it (suspend,
+            // clock steps); it also keeps any configured interval safe for
+            // the timer.
+            let nap = until.duration_since(now).unwrap_or_default().min(MAX_NAP);
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
                 _ = wake.notified(), if is_file => poked = true,
