@@ -12,6 +12,9 @@ use crate::cert;
 use crate::certview::Seen;
 use crate::status::WatchedCert;
 
+/// Paths "not read" listed in the config's comments; `--json` has them all.
+const MAX_SKIPPED_SHOWN: usize = 10;
+
 /// A TOML string literal.
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -166,8 +169,21 @@ pub fn toml(d: &Discovery, now: SystemTime) -> String {
     }
     if !d.scan.skipped.is_empty() {
         out.push_str("\n# Not read:\n");
-        for (p, why) in &d.scan.skipped {
+        // /etc/ssl/certs alone has hundreds of hash links into /usr/share.
+        for (p, why) in d.scan.skipped.iter().take(MAX_SKIPPED_SHOWN) {
             let _ = writeln!(out, "#   {}: {why}", p.display());
+        }
+        if let Some(more) = d
+            .scan
+            .skipped
+            .len()
+            .checked_sub(MAX_SKIPPED_SHOWN)
+            .filter(|n| *n > 0)
+        {
+            let _ = writeln!(
+                out,
+                "#   ... and {more} more (`rekey discover --json` lists them all)"
+            );
         }
     }
     out
