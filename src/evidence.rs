@@ -1,8 +1,9 @@
 //! `rekey report`: the evidence an access review asks for, per credential:
 //! owner team, issuer, age and lifetime of the current generation, the last
 //! verified handoff, rotations and failures over the audit log's span, and
-//! policy status. Reads the config, the published files, the journal and
-//! the audit log; changes nothing.
+//! policy status; and for each watched certificate, what it holds now.
+//! Reads the config, the published files, the journal, the audit log and
+//! the watched files (and probes watched endpoints); changes nothing.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -27,6 +28,79 @@ pub struct Report {
     pub audit_span: Option<(String, String)>,
     /// One entry per credential, in config order.
     pub credentials: Vec<CredentialReport>,
+    /// One entry per `[[watch]]` (certificates rekey monitors but does not
+    /// issue), as read or probed when the report was made.
+    pub watches: Vec<WatchReport>,
+}
+
+/// One watched certificate's evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchReport {
+    /// Name.
+    pub name: String,
+    /// Owning team, if configured.
+    pub team: Option<String>,
+    /// The file, or `host:port (SNI name)`.
+    pub source: String,
+    /// `valid`, `expiring`, `expired` or `unreadable`.
+    pub state: String,
+    /// The certificate that expires first: its subject.
+    pub subject: Option<String>,
+    /// ...its issuer.
+    pub issuer: Option<String>,
+    /// ...and its expiry (RFC 3339).
+    pub not_after: Option<String>,
+    /// Certificates found.
+    pub certificates: usize,
+    /// `alert_before` in words.
+    pub alert_before: String,
+    /// Why it could not be read.
+    pub error: Option<String>,
+}
+
+/// Read every watched file and probe every watched endpoint once, at the
+/// same time (each probe within its `timeout`).
+pub async fn watches(config: &Config) -> Vec<WatchReport> {
+    let checks: Vec<_> = config
+        .watches
+        .iter()
+        .cloned()
+        .map(|w| tokio::spawn(async move { (crate::monitor::check_once(&w).await, w) }))
+        .collect();
+    let mut out = Vec::with_capacity(checks.len());
+    for c in checks {
+        let Ok((status, w)) = c.await else { continue };
+        let mut r = WatchReport {
+            name: w.name.clone(),
+            team: w.team.clone(),
+            source: w.source.describe(),
+            state: "unreadable".into(),
+            subject: None,
+            issuer: None,
+            not_after: None,
+            certificates: 0,
+            alert_before: w.alert_before_text(),
+            error: None,
+        };
+        match status {
+            Ok(s) => {
+                let soonest = s.watch.as_ref().and_then(|d| {
+                    d.certificates
+                        .iter()
+                        .find(|c| Some(&c.fingerprint) == s.fingerprint.as_ref())
+                });
+                r.state = s.state.as_str().to_string();
+                r.subject = soonest.map(|c| c.subject.clone());
+                r.issuer = soonest.map(|c| c.issuer.clone());
+                r.not_after = s.not_after.clone();
+                r.certificates = s.watch.as_ref().map_or(0, |d| d.certificates.len());
+                r.error = s.last_error;
+            }
+            Err(e) => r.error = Some(e.to_string()),
+        }
+        out.push(r);
+    }
+    out
 }
 
 /// One credential's evidence.
@@ -132,6 +206,7 @@ pub fn build(config: &Config, now: SystemTime) -> Result<Report, AuditError> {
             .map(|p| p.display().to_string()),
         audit_span,
         credentials,
+        watches: Vec::new(),
     })
 }
 
@@ -188,6 +263,39 @@ pub fn text(r: &Report, now: SystemTime) -> String {
             c.rotations, c.failures
         );
         let _ = writeln!(out, "  policy:                {}", c.policy.join("; "));
+    }
+    if !r.watches.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nwatched certificates (monitored, not issued by rekey)"
+        );
+    }
+    for w in &r.watches {
+        let _ = writeln!(out, "\n{}", w.name);
+        let _ = writeln!(
+            out,
+            "  team:                  {}",
+            w.team.as_deref().unwrap_or("(none: set team)")
+        );
+        let _ = writeln!(out, "  source:                {}", w.source);
+        let _ = writeln!(
+            out,
+            "  state:                 {} ({} certificate(s))",
+            w.state, w.certificates
+        );
+        if let Some(na) = &w.not_after {
+            let _ = writeln!(
+                out,
+                "  first to expire:       {} ({}, issued by {})",
+                na,
+                w.subject.as_deref().unwrap_or("-"),
+                w.issuer.as_deref().unwrap_or("-")
+            );
+        }
+        let _ = writeln!(out, "  alert_before:          {}", w.alert_before);
+        if let Some(e) = &w.error {
+            let _ = writeln!(out, "  error:                 {e}");
+        }
     }
     out
 }

@@ -171,6 +171,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find certificates and keys under PATHs and print a starter config: a [[certificate]] for each key with its certificate, a [[watch]] for the rest.
+    Discover {
+        /// Files or directories to search (nothing outside them is read).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print the findings as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the certificates and keys in files, and whether keys match.
     Inspect {
         /// PEM files.
@@ -252,7 +261,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(config.daemon.log_format);
             // Before the runtime starts threads: init edits the environment.
             notify::init();
-            let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+            let metrics =
+                Metrics::with_compat(env!("CARGO_PKG_VERSION"), &config.daemon.compat_metrics);
             runtime()?.block_on(daemon::run(config, metrics))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -275,6 +285,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
+        Command::Discover { paths, json } => match rekey::discover::discover(&paths) {
+            Ok(d) if json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rekey::discover::json(&d))?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(d) => {
+                print!("{}", rekey::discover::toml(&d, SystemTime::now()));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("rekey: discover: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Inspect { files } => match report::inspect(&files, SystemTime::now()) {
             Ok(text) => {
                 print!("{text}");
@@ -348,7 +375,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let now = SystemTime::now();
-            let r = rekey::evidence::build(&config, now)?;
+            let mut r = rekey::evidence::build(&config, now)?;
+            if !config.watches.is_empty() {
+                r.watches = runtime()?.block_on(rekey::evidence::watches(&config));
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -438,7 +468,7 @@ fn read_token(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
 fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
     use std::fmt::Write;
     let mut out = format!(
-        "{:<16} {:<9} {:<10} {:<12} {:<21} {}\n",
+        "{:<16} {:<10} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
     let parse = |s: &Option<String>| status::parse_time(s.as_deref());
@@ -455,7 +485,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<16} {:<9} {:<10} {:<12} {:<21} {}",
+            "{:<16} {:<10} {:<10} {:<12} {:<21} {}",
             c.name,
             c.state.as_str(),
             c.handoff.as_str(),

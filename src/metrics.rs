@@ -42,7 +42,7 @@ pub const SUCCESS: &str = "success";
 pub const FAILURE: &str = "failure";
 
 /// The alert events of DESIGN.md, used to pre-create series per sink.
-pub const ALERT_EVENTS: [&str; 7] = [
+pub const ALERT_EVENTS: [&str; 8] = [
     "renewal_failed",
     "handoff_failed",
     "expiring",
@@ -50,6 +50,7 @@ pub const ALERT_EVENTS: [&str; 7] = [
     "tampered",
     "recovered",
     "retired",
+    "unreadable",
 ];
 
 /// Upper bounds of the rotation duration buckets, in seconds: a local CA
@@ -121,6 +122,9 @@ struct AlertLabels {
 }
 
 type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+#[path = "metrics_watch.rs"]
+mod watch_families;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric family rekey exports. Cheap to clone (one `Arc`); clones
@@ -133,6 +137,9 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     not_after: Family<CredentialLabels, F64Gauge>,
+    not_before: Family<CredentialLabels, F64Gauge>,
+    failing_since: Family<CredentialLabels, F64Gauge>,
+    handoff_failed: Family<CredentialLabels, Gauge>,
     next_renewal: Family<CredentialLabels, F64Gauge>,
     last_success: Family<CredentialLabels, F64Gauge>,
     consecutive_failures: Family<CredentialLabels, Gauge>,
@@ -145,6 +152,10 @@ struct Inner {
     scrape: Mutex<()>,
     /// Each credential's team (for the counters, which the engine bumps by name).
     teams: RwLock<BTreeMap<String, String>>,
+    /// Watches and (with compatibility metrics) managed leaves.
+    watches: watch_families::WatchFamilies,
+    /// The monitor's view, once the daemon has one.
+    view: RwLock<Option<tokio::sync::watch::Receiver<crate::monitor::View>>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -154,8 +165,17 @@ fn duration_histogram() -> Histogram {
 impl Metrics {
     /// Register every family; `version` goes into `rekey_build_info`.
     pub fn new(version: &str) -> Metrics {
+        Metrics::with_compat(version, &[])
+    }
+
+    /// Like [`Metrics::new`], plus the families of `compat`
+    /// (`daemon.compat_metrics`).
+    pub fn with_compat(version: &str, compat: &[crate::config::CompatMetrics]) -> Metrics {
         let mut registry = Registry::default();
         let not_after = Family::<CredentialLabels, F64Gauge>::default();
+        let not_before = Family::<CredentialLabels, F64Gauge>::default();
+        let failing_since = Family::<CredentialLabels, F64Gauge>::default();
+        let handoff_failed = Family::<CredentialLabels, Gauge>::default();
         let next_renewal = Family::<CredentialLabels, F64Gauge>::default();
         let last_success = Family::<CredentialLabels, F64Gauge>::default();
         let consecutive_failures = Family::<CredentialLabels, Gauge>::default();
@@ -169,6 +189,16 @@ impl Metrics {
             "rekey_credential_not_after_timestamp_seconds",
             "When the current certificate expires (Unix seconds)",
             not_after.clone(),
+        );
+        registry.register(
+            "rekey_credential_not_before_timestamp_seconds",
+            "When the current certificate became valid (Unix seconds; with not_after, its lifetime)",
+            not_before.clone(),
+        );
+        registry.register(
+            "rekey_credential_failing_since_timestamp_seconds",
+            "When the current run of rotation failures began (Unix seconds; absent while none)",
+            failing_since.clone(),
         );
         registry.register(
             "rekey_credential_next_renewal_timestamp_seconds",
@@ -189,6 +219,11 @@ impl Metrics {
             "rekey_handoff_verified",
             "1 when the last probe saw the application use the current generation",
             handoff_verified.clone(),
+        );
+        registry.register(
+            "rekey_handoff_failed",
+            "1 while the handoff of the current generation is failed (the application did not pick it up)",
+            handoff_failed.clone(),
         );
         // The encoder appends `_total` to counters.
         registry.register(
@@ -217,10 +252,17 @@ impl Metrics {
             "rekey build information",
             Info::new(vec![("version".to_string(), version.to_string())]),
         );
+        let watches = watch_families::WatchFamilies::register(
+            &mut registry,
+            compat.contains(&crate::config::CompatMetrics::X509Exporter),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
                 not_after,
+                not_before,
+                failing_since,
+                handoff_failed,
                 next_renewal,
                 last_success,
                 consecutive_failures,
@@ -231,6 +273,8 @@ impl Metrics {
                 alerts,
                 scrape: Mutex::new(()),
                 teams: RwLock::new(BTreeMap::new()),
+                watches,
+                view: RwLock::new(None),
             }),
         }
     }
@@ -275,6 +319,11 @@ impl Metrics {
             .collect();
         // A poisoned lock only means a panic elsewhere; the map is replaced whole.
         *self.inner.teams.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Export the watches (and compatibility families) of the monitor's view.
+    pub fn set_watch_view(&self, view: tokio::sync::watch::Receiver<crate::monitor::View>) {
+        *self.inner.view.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
     }
 
     fn team(&self, credential: &str) -> Option<String> {
@@ -340,11 +389,18 @@ impl Metrics {
     /// series at 0 so `rate()` and `increase()` see the first event.
     fn refresh(&self, snapshot: &Snapshot) {
         let m = &self.inner;
-        for family in [&m.not_after, &m.next_renewal, &m.last_success] {
+        for family in [
+            &m.not_after,
+            &m.not_before,
+            &m.failing_since,
+            &m.next_renewal,
+            &m.last_success,
+        ] {
             family.clear();
         }
         m.consecutive_failures.clear();
         m.handoff_verified.clear();
+        m.handoff_failed.clear();
         for c in snapshot.values() {
             let labels = CredentialLabels {
                 credential: c.name.clone(),
@@ -357,6 +413,8 @@ impl Metrics {
                 }
             };
             set(&m.not_after, parse_time(c.not_after.as_deref()));
+            set(&m.not_before, parse_time(c.not_before.as_deref()));
+            set(&m.failing_since, parse_time(c.failing_since.as_deref()));
             set(&m.next_renewal, parse_time(c.next_renewal.as_deref()));
             let last_success = c
                 .last_rotation
@@ -370,6 +428,9 @@ impl Metrics {
             m.handoff_verified
                 .get_or_create(&labels)
                 .set(i64::from(c.handoff == Handoff::Verified));
+            m.handoff_failed
+                .get_or_create(&labels)
+                .set(i64::from(c.handoff == Handoff::Failed));
             for result in [ROTATION_SUCCESS, ROTATION_ROLLED_BACK, ROTATION_FAILED] {
                 let _ = m.rotations.get_or_create(&RotationLabels {
                     credential: c.name.clone(),
@@ -385,6 +446,12 @@ impl Metrics {
                     result: result.to_string(),
                 });
             }
+        }
+        let view = m.view.read().unwrap_or_else(|e| e.into_inner());
+        let empty = crate::monitor::View::default();
+        match view.as_ref() {
+            Some(rx) => m.watches.refresh(&rx.borrow(), SystemTime::now()),
+            None => m.watches.refresh(&empty, SystemTime::now()),
         }
     }
 }

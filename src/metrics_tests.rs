@@ -218,3 +218,151 @@ fn unknown_dates_and_failed_rotations_give_no_timestamp() {
     assert!(!text.contains("rekey_credential_last_success_timestamp_seconds{"));
     assert!(text.contains(r#"rekey_handoff_verified{credential="web",kind="certificate"} 0"#));
 }
+
+#[test]
+fn failure_runs_lifetimes_and_failed_handoffs_are_exported() {
+    let m = Metrics::new("0");
+    let mut snap = snapshot(&["web"]);
+    if let Some(c) = snap.get_mut("web") {
+        c.not_before = Some("2029-12-01T00:00:00Z".into());
+        c.failing_since = Some("2029-12-30T00:00:00Z".into());
+        c.handoff = Handoff::Failed;
+    }
+    let text = m.render(&snap).unwrap();
+    let l = r#"{credential="web",kind="certificate"}"#;
+    let get = |name: &str| sample(&text, &format!("{name}{l}"));
+    assert_eq!(
+        get("rekey_credential_not_before_timestamp_seconds"),
+        Some("1890777600.0")
+    );
+    assert_eq!(
+        get("rekey_credential_failing_since_timestamp_seconds"),
+        Some("1893283200.0")
+    );
+    assert_eq!(get("rekey_handoff_failed"), Some("1"));
+    assert_eq!(get("rekey_handoff_verified"), Some("0"));
+    // No failures: no failing_since series at all.
+    let text = m.render(&snapshot(&["web"])).unwrap();
+    assert!(!text.contains("rekey_credential_failing_since_timestamp_seconds{"));
+    assert!(text.contains(&format!("rekey_handoff_failed{l} 0")));
+}
+
+/// A view with one readable watch of two certificates, one unreadable
+/// watch, and one managed leaf.
+fn view() -> crate::monitor::View {
+    use crate::status::{WatchStatus, WatchedCert, KIND_WATCH};
+    let cert = |cn: &str, serial: &str, not_after: &str| WatchedCert {
+        subject: format!("CN={cn}"),
+        subject_cn: Some(cn.into()),
+        issuer: "CN=Root".into(),
+        issuer_cn: Some("Root".into()),
+        serial: serial.into(),
+        fingerprint: format!("sha256:{cn}"),
+        not_before: "2029-01-01T00:00:00Z".into(),
+        not_after: not_after.into(),
+        is_ca: false,
+    };
+    let detail = |path: &str, certs: Vec<WatchedCert>| WatchStatus {
+        source: "file".into(),
+        path: Some(path.into()),
+        endpoint: None,
+        server_name: None,
+        alert_before: "14days".into(),
+        alert_at: Some("2029-12-18T00:00:00Z".into()),
+        last_checked: None,
+        next_check: None,
+        certificates: certs,
+    };
+    let mut ok = CredentialStatus::starting("partner", KIND_WATCH, "Root");
+    ok.state = State::Expiring;
+    ok.team = Some("payments".into());
+    ok.not_after = Some("2030-01-01T00:00:00Z".into());
+    ok.watch = Some(detail(
+        "/etc/partner/bundle.pem",
+        vec![
+            cert("partner", "01:00", "2030-01-01T00:00:00Z"),
+            cert("old", "0a", "2020-01-01T00:00:00Z"),
+        ],
+    ));
+    let mut bad = CredentialStatus::starting("gone", KIND_WATCH, "");
+    bad.state = State::Unreadable;
+    bad.watch = Some(detail("/etc/gone.pem", Vec::new()));
+    let mut v = crate::monitor::View::default();
+    v.watches.insert("partner".into(), ok);
+    v.watches.insert("gone".into(), bad);
+    v.managed.insert(
+        "web".into(),
+        crate::monitor::ManagedLeaf {
+            path: "/tls/web/cert.pem".into(),
+            cert: cert("app.internal", "ff", "2030-06-01T00:00:00Z"),
+        },
+    );
+    v
+}
+
+#[test]
+fn watches_have_one_series_each_and_never_look_like_credentials() {
+    let m = Metrics::new("0");
+    let (_tx, rx) = tokio::sync::watch::channel(view());
+    m.set_watch_view(rx);
+    let text = m.render(&Snapshot::new()).unwrap();
+    let l = r#"{watch="partner",source="file",team="payments"}"#;
+    let get = |name: &str| sample(&text, &format!("{name}{l}"));
+    assert_eq!(
+        get("rekey_watch_not_after_timestamp_seconds"),
+        Some("1893456000.0")
+    );
+    assert_eq!(
+        get("rekey_watch_alert_at_timestamp_seconds"),
+        Some("1892246400.0")
+    );
+    assert_eq!(get("rekey_watch_readable"), Some("1"));
+    assert_eq!(get("rekey_watch_certificates"), Some("2"));
+    assert_eq!(
+        sample(&text, r#"rekey_watch_readable{watch="gone",source="file"}"#),
+        Some("0")
+    );
+    assert!(!text.contains(r#"rekey_watch_not_after_timestamp_seconds{watch="gone""#));
+    // Not credentials: no credential series, and no x509 families unless asked.
+    assert!(!text.contains("credential=\"partner\""), "{text}");
+    assert!(!text.contains("x509_"), "{text}");
+}
+
+#[test]
+fn x509_exporter_families_use_that_exporters_names_and_labels() {
+    let m = Metrics::with_compat("0", &[crate::config::CompatMetrics::X509Exporter]);
+    let (_tx, rx) = tokio::sync::watch::channel(view());
+    m.set_watch_view(rx);
+    let text = m.render(&Snapshot::new()).unwrap();
+    for (name, ty) in [
+        ("x509_cert_not_after", "gauge"),
+        ("x509_cert_not_before", "gauge"),
+        ("x509_cert_expired", "gauge"),
+        ("x509_read_errors", "gauge"),
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} {ty}\n")), "{text}");
+    }
+    // Every certificate of the bundle, serials in decimal like Go's big.Int.
+    let partner = r#"{filename="bundle.pem",filepath="/etc/partner/bundle.pem",serial_number="256",subject_CN="partner",issuer_CN="Root"}"#;
+    let old = r#"{filename="bundle.pem",filepath="/etc/partner/bundle.pem",serial_number="10",subject_CN="old",issuer_CN="Root"}"#;
+    let web = r#"{filename="cert.pem",filepath="/tls/web/cert.pem",serial_number="255",subject_CN="app.internal",issuer_CN="Root"}"#;
+    assert_eq!(
+        sample(&text, &format!("x509_cert_not_after{partner}")),
+        Some("1893456000.0"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("x509_cert_not_before{partner}")),
+        Some("1861920000.0")
+    );
+    assert_eq!(
+        sample(&text, &format!("x509_cert_expired{partner}")),
+        Some("0")
+    );
+    assert_eq!(sample(&text, &format!("x509_cert_expired{old}")), Some("1"));
+    assert_eq!(
+        sample(&text, &format!("x509_cert_not_after{web}")),
+        Some("1906502400.0")
+    );
+    assert_eq!(sample(&text, "x509_read_errors"), Some("1"));
+}

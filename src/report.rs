@@ -17,11 +17,12 @@ pub fn check(config: &Config, now: SystemTime) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: valid; {} certificate(s), {} api key(s), {} issuer(s), state dir {}",
+        "{}: valid; {} certificate(s), {} api key(s), {} issuer(s), {} watch(es), state dir {}",
         config.path.display(),
         config.certificates.len(),
         config.api_keys.len(),
         config.issuers.len(),
+        config.watches.len(),
         config.daemon.state_dir.display()
     );
     let store = Store::open_readonly(&config.daemon.state_dir);
@@ -67,6 +68,9 @@ pub fn check(config: &Config, now: SystemTime) -> String {
     }
     for k in &config.api_keys {
         let _ = writeln!(out, "{}", crate::engine::apikey::describe(k, &store, now));
+    }
+    for w in &config.watches {
+        let _ = writeln!(out, "{}", crate::monitor::describe(w, now));
     }
     out
 }

@@ -85,12 +85,15 @@ pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     handle: Handle,
     metrics: Metrics,
     token: Option<AdminToken>,
     /// Named in the 403 that tells a TCP client where rotate is served.
     admin_socket: Option<PathBuf>,
+    /// Watched certificates, listed in `/status` after the credentials.
+    watches: Option<tokio::sync::watch::Receiver<crate::monitor::View>>,
 }
 
 impl Endpoint {
@@ -103,18 +106,28 @@ impl Endpoint {
                 metrics,
                 token,
                 admin_socket: None,
+                watches: None,
             }),
         }
     }
 
     /// The same, naming `path` as the admin socket in refusals.
     pub fn with_admin_socket(self, path: PathBuf) -> Endpoint {
-        let inner = Inner {
-            handle: self.inner.handle.clone(),
-            metrics: self.inner.metrics.clone(),
-            token: self.inner.token.clone(),
-            admin_socket: Some(path),
-        };
+        self.with(|i| i.admin_socket = Some(path))
+    }
+
+    /// The same, also listing the monitor's watches in `/status` (they
+    /// never count for `/readyz`).
+    pub fn with_watches(
+        self,
+        watches: tokio::sync::watch::Receiver<crate::monitor::View>,
+    ) -> Endpoint {
+        self.with(|i| i.watches = Some(watches))
+    }
+
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Endpoint {
+        let mut inner = (*self.inner).clone();
+        change(&mut inner);
         Endpoint {
             inner: Arc::new(inner),
         }
@@ -210,9 +223,11 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, origin: Origin) ->
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => readyz(&ep.handle),
         (&Method::GET, "/status") => {
-            let list = ep
-                .handle
-                .with_snapshot(|s| serde_json::to_value(s.values().collect::<Vec<_>>()));
+            let list = ep.handle.with_snapshot(|s| {
+                let view = ep.watches.as_ref().map(|w| w.borrow());
+                let watches = view.iter().flat_map(|v| v.watches.values());
+                serde_json::to_value(s.values().chain(watches).collect::<Vec<_>>())
+            });
             match list {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

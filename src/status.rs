@@ -26,6 +26,10 @@ pub enum State {
     Missing,
     /// The published credential has expired.
     Expired,
+    /// A watched certificate is inside its `alert_before` window (watches only).
+    Expiring,
+    /// A watched file or endpoint could not be read (watches only).
+    Unreadable,
 }
 
 /// Whether the application was seen using the current generation.
@@ -40,6 +44,8 @@ pub enum Handoff {
     Failed,
     /// Waiting for the app.
     Pending,
+    /// rekey does not hand this one over: a watched certificate.
+    Unmanaged,
 }
 
 /// The last rotation attempt.
@@ -94,6 +100,65 @@ pub struct CredentialStatus {
     /// Free-form labels from the config.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// RFC 3339: when the current run of failures began (absent while none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// What a watch (`kind = "watch"`) found; absent for credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchStatus>,
+}
+
+/// The `kind` of a watched certificate in `/status` (never a credential:
+/// it does not count for readiness).
+pub const KIND_WATCH: &str = "watch";
+
+/// The watch part of a `/status` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// `file` or `endpoint`.
+    pub source: String,
+    /// The watched file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The probed `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The SNI sent to the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// `alert_before` in words.
+    pub alert_before: String,
+    /// RFC 3339: when the first certificate enters its `alert_before` window.
+    pub alert_at: Option<String>,
+    /// RFC 3339: the last read or probe (successful or not).
+    pub last_checked: Option<String>,
+    /// RFC 3339: the next planned read or probe.
+    pub next_check: Option<String>,
+    /// Every certificate found, in file (or chain) order.
+    pub certificates: Vec<WatchedCert>,
+}
+
+/// One certificate of a watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedCert {
+    /// Subject DN.
+    pub subject: String,
+    /// Subject common name, when it has one.
+    pub subject_cn: Option<String>,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Issuer common name, when it has one.
+    pub issuer_cn: Option<String>,
+    /// Serial, hex.
+    pub serial: String,
+    /// `sha256:` of the DER.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// A CA certificate.
+    pub is_ca: bool,
 }
 
 impl CredentialStatus {
@@ -117,6 +182,8 @@ impl CredentialStatus {
             consecutive_failures: 0,
             team: None,
             labels: BTreeMap::new(),
+            failing_since: None,
+            watch: None,
         }
     }
 
@@ -143,6 +210,20 @@ pub struct RotateOutcome {
     pub error: Option<String>,
 }
 
+/// `failing_since` of a credential's next status: kept from its previous
+/// status while failures go on, `now` when they start, none without failures.
+pub fn failing_since(
+    prev: Option<&CredentialStatus>,
+    failures: u32,
+    now: SystemTime,
+) -> Option<String> {
+    if failures == 0 {
+        return None;
+    }
+    prev.and_then(|p| p.failing_since.clone())
+        .or_else(|| Some(crate::cert::rfc3339(now)))
+}
+
 /// Parse an RFC 3339 timestamp from the snapshot (`None` when absent or malformed).
 pub fn parse_time(s: Option<&str>) -> Option<SystemTime> {
     let t = s?;
@@ -167,12 +248,16 @@ pub struct NotReady {
 /// certificate has not expired at `now`, and its handoff is not `failed`.
 /// An empty list means ready; otherwise every reason is listed, several per
 /// credential when several things are wrong.
+///
+/// Watches (`kind = "watch"`) never count: an expired certificate rekey only
+/// watches must not pull the application out of its Service. They alert
+/// instead.
 pub fn readiness<'a>(
     credentials: impl IntoIterator<Item = &'a CredentialStatus>,
     now: SystemTime,
 ) -> Vec<NotReady> {
     let mut out = Vec::new();
-    for c in credentials {
+    for c in credentials.into_iter().filter(|c| c.kind != KIND_WATCH) {
         let mut why = |reason: String| {
             out.push(NotReady {
                 credential: c.name.clone(),
@@ -203,6 +288,9 @@ pub fn readiness<'a>(
                 "certificate expired at {}",
                 c.not_after.as_deref().unwrap_or("-")
             )),
+            // Watch states; a credential never has them.
+            State::Expiring => {}
+            State::Unreadable => why("unreadable".into()),
         }
         if c.handoff == Handoff::Failed {
             why(format!(
@@ -225,6 +313,8 @@ impl State {
             State::Backoff => "backoff",
             State::Missing => "missing",
             State::Expired => "expired",
+            State::Expiring => "expiring",
+            State::Unreadable => "unreadable",
         }
     }
 }
@@ -237,6 +327,7 @@ impl Handoff {
             Handoff::Unverified => "unverified",
             Handoff::Failed => "failed",
             Handoff::Pending => "pending",
+            Handoff::Unmanaged => "unmanaged",
         }
     }
 }
@@ -332,6 +423,23 @@ mod tests {
         assert_eq!(names, ["api", "api", "db"], "{got:?}");
         assert!(got[2].reason.contains("issuer down"));
         assert!(readiness([], now()).is_empty(), "no credentials: ready");
+    }
+
+    #[test]
+    fn watches_never_count_for_readiness() {
+        let mut w = cred(
+            State::Expired,
+            Some("2029-01-01T00:00:00Z"),
+            Handoff::Unmanaged,
+        );
+        w.kind = KIND_WATCH.into();
+        w.name = "partner".into();
+        let mut u = w.clone();
+        u.state = State::Unreadable;
+        assert!(readiness([&w, &u], now()).is_empty());
+        // The same objects as credentials would not be ready.
+        w.kind = "certificate".into();
+        assert!(!readiness([&w], now()).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! File events: watch the directories of managed files (not the files, since
-//! a symlink swap shows up only as an event on the directory) and tell the
-//! engine which credentials to re-check.
+//! File events: watch the directories of managed and watched files (not the
+//! files, since a symlink swap shows up only as an event on the directory)
+//! and tell the engine which credentials, or the monitor which watches, to
+//! re-check.
 //!
 //! Debouncing is done here rather than with notify-debouncer-full: that
 //! crate's thread wakes on every tick even when nothing happens, which costs
@@ -43,9 +44,33 @@ impl Drop for Watcher {
     }
 }
 
+/// What to do about a directory that is missing or cannot be watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Create it (0755), then watch; any failure is an error. For managed
+    /// files: rekey writes there anyway.
+    Create,
+    /// Leave it alone and skip it with a log line: for watched certificates,
+    /// which rekey never writes. Their periodic re-read still sees the file
+    /// once it appears.
+    Skip,
+}
+
 /// Watch `dirs` (directory → credentials with files in it). Directories that
 /// do not exist are created first (0755), so the watch can be set.
 pub fn spawn(dirs: BTreeMap<PathBuf, Vec<String>>, handle: Handle) -> Result<Watcher, WatchError> {
+    spawn_with(dirs, Missing::Create, move |names| {
+        handle.files_changed(names.iter())
+    })
+}
+
+/// Watch `dirs` (directory → names of what lives there) and call
+/// `on_change` with the names whose directories saw events, debounced.
+pub fn spawn_with(
+    dirs: BTreeMap<PathBuf, Vec<String>>,
+    missing: Missing,
+    on_change: impl Fn(&BTreeSet<String>) + Send + 'static,
+) -> Result<Watcher, WatchError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Reads are events too (IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE); our own
@@ -61,15 +86,22 @@ pub fn spawn(dirs: BTreeMap<PathBuf, Vec<String>>, handle: Handle) -> Result<Wat
         source,
     })?;
     for dir in dirs.keys() {
-        if !dir.exists() {
+        if missing == Missing::Create && !dir.exists() {
             let _ = std::fs::create_dir_all(dir);
         }
-        watcher
+        let watched = watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError::Watch {
                 dir: dir.clone(),
                 source,
-            })?;
+            });
+        match (watched, missing) {
+            (Ok(()), _) => {}
+            (Err(e), Missing::Create) => return Err(e),
+            (Err(WatchError::Watch { source, .. }), Missing::Skip) => {
+                tracing::info!(dir = %dir.display(), error = %source, names = ?dirs[dir], "not watching this directory for changes; re-reading at every backstop instead")
+            }
+        }
     }
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -91,8 +123,8 @@ pub fn spawn(dirs: BTreeMap<PathBuf, Vec<String>>, handle: Handle) -> Result<Wat
                     },
                 }
             }
-            tracing::debug!(credentials = ?names, "file events dispatched");
-            handle.files_changed(names.iter());
+            tracing::debug!(names = ?names, "file events dispatched");
+            on_change(&names);
         }
     });
     Ok(Watcher {

@@ -239,3 +239,139 @@ fn dockerfile_is_multi_stage_non_root_with_ca_roots() {
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target"));
 }
+
+/// The `rekey_*` metric names in a PromQL text.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("rekey_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        // A histogram's series are documented under the family's name.
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_string();
+        out.push(family);
+    }
+    out
+}
+
+/// Every `rekey_*` family README's "Metrics" section lists.
+fn documented_metrics() -> String {
+    readme_section("## Metrics")
+}
+
+#[test]
+fn alerting_rules_pass_promtool_and_their_unit_tests() {
+    let Some(promtool) = common::live_binary("promtool", "Debian package prometheus") else {
+        return;
+    };
+    let dir = root().join("deploy/prometheus");
+    for args in [
+        ["check", "rules", "rekey-rules.yml"],
+        ["test", "rules", "rekey-rules.test.yml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert is tested firing at least once, and README names it.
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("rekey-rules.yml")).unwrap())
+            .unwrap();
+    let tests: Value =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("rekey-rules.test.yml")).unwrap())
+            .unwrap();
+    let fired: Vec<&str> = tests["tests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+        .filter(|c| c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty()))
+        .map(|c| str_of(&c["alertname"]))
+        .collect();
+    let readme = readme_section("## Alerting rules");
+    let docs = documented_metrics();
+    for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
+        let name = str_of(&rule["alert"]);
+        assert!(fired.contains(&name), "{name} is never tested firing");
+        assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+        for metric in metric_names(str_of(&rule["expr"])) {
+            // The issuance budget's gauge is documented with its rule.
+            assert!(
+                docs.contains(&format!("`{metric}")) || readme.contains(&format!("`{metric}")),
+                "{name} uses {metric}, which README does not document"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_prometheusrule_manifest_holds_the_same_rules() {
+    let dir = root().join("deploy/prometheus");
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("rekey-rules.yml")).unwrap())
+            .unwrap();
+    let manifest: Value = serde_norway::from_str(
+        &std::fs::read_to_string(dir.join("rekey-prometheusrule.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(manifest["kind"], "PrometheusRule");
+    assert_eq!(manifest["metadata"]["name"], "rekey");
+    assert_eq!(manifest["spec"]["groups"], rules["groups"]);
+}
+
+#[test]
+fn the_grafana_dashboard_loads_and_queries_only_documented_metrics() {
+    let text = std::fs::read_to_string(root().join("deploy/grafana/rekey-dashboard.json")).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(d["uid"], "rekey-fleet");
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids: Vec<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids must be unique");
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in ["per team", "failures", "Handoff latency"] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "{want}: {titles:?}"
+        );
+    }
+    let docs = documented_metrics();
+    for p in panels {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            assert_eq!(t["datasource"]["uid"], "${datasource}");
+            for metric in metric_names(expr) {
+                assert!(
+                    docs.contains(&format!("`{metric}")),
+                    "{expr}: {metric} is not in README"
+                );
+            }
+        }
+    }
+    // The team filter offers every team of the fleet.
+    let team = &d["templating"]["list"][1];
+    assert_eq!(team["name"], "team");
+    assert_eq!(team["allValue"], ".*");
+}

@@ -57,11 +57,13 @@ pub enum Event {
     Recovered,
     /// The credential was decommissioned (`rekey retire`).
     Retired,
+    /// A watched file or endpoint could not be read or parsed.
+    Unreadable,
 }
 
 impl Event {
     /// Every event, in the order shown to users.
-    pub const ALL: [Event; 7] = [
+    pub const ALL: [Event; 8] = [
         Event::RenewalFailed,
         Event::HandoffFailed,
         Event::Expiring,
@@ -69,6 +71,7 @@ impl Event {
         Event::Tampered,
         Event::Recovered,
         Event::Retired,
+        Event::Unreadable,
     ];
 
     /// The wire and config spelling, e.g. "handoff_failed".
@@ -81,6 +84,7 @@ impl Event {
             Event::Tampered => "tampered",
             Event::Recovered => "recovered",
             Event::Retired => "retired",
+            Event::Unreadable => "unreadable",
         }
     }
 
@@ -93,7 +97,9 @@ impl Event {
     pub fn severity(&self) -> Severity {
         match self {
             Event::HandoffFailed | Event::Expired => Severity::Critical,
-            Event::RenewalFailed | Event::Tampered | Event::Expiring => Severity::Warning,
+            Event::RenewalFailed | Event::Tampered | Event::Expiring | Event::Unreadable => {
+                Severity::Warning
+            }
             Event::Recovered | Event::Retired => Severity::Info,
         }
     }

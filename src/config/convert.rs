@@ -54,6 +54,7 @@ pub(super) fn parse(
         Some(t) => Some(super::policy::policy(&src, t)?),
         None => None,
     };
+    let watches = super::watch::watches(&src, base, &certificates, &api_keys, raw.watch)?;
     let config = Config {
         path: path.to_path_buf(),
         daemon,
@@ -62,6 +63,7 @@ pub(super) fn parse(
         alerts,
         api_keys,
         policy,
+        watches,
     };
     Ok((config, state_dir_span))
 }
@@ -155,6 +157,20 @@ fn daemon(
     if let Some(v) = &raw.audit_max_size {
         d.audit_max_size = values::size(v.get_ref())
             .map_err(|m| src.err("daemon.audit_max_size", Some(v.span()), m))?;
+    }
+    if let Some(list) = &raw.compat_metrics {
+        for (i, s) in list.get_ref().iter().enumerate() {
+            let key = format!("daemon.compat_metrics[{i}]");
+            let c = value(src, &key, s, |v| {
+                super::CompatMetrics::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == v)
+                    .ok_or_else(|| format!("unknown metrics set \"{v}\"; allowed: x509-exporter"))
+            })?;
+            if !d.compat_metrics.contains(&c) {
+                d.compat_metrics.push(c);
+            }
+        }
     }
     // The admin socket lives in the state dir, and a Unix socket path is
     // at most 107 bytes (sun_path).

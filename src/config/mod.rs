@@ -19,6 +19,7 @@ mod raw;
 mod tests;
 mod values;
 mod vault;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,6 +44,10 @@ pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_M
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
 };
+pub use watch::{
+    WatchConfig, WatchSource, DEFAULT_ALERT_CAP, DEFAULT_ALERT_SHARE, DEFAULT_WATCH_INTERVAL,
+    DEFAULT_WATCH_TIMEOUT, MIN_WATCH_INTERVAL,
+};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     /// The `[policy]` guardrails, when the table is present.
     pub policy: Option<PolicyConfig>,
+    /// The `[[watch]]` entries (monitored, never written), in file order.
+    pub watches: Vec<WatchConfig>,
 }
 
 impl Config {
@@ -139,6 +146,29 @@ pub struct DaemonConfig {
     pub audit_log: Option<PathBuf>,
     /// Size at which the audit log is rotated to `PATH.1`.
     pub audit_max_size: u64,
+    /// Extra metric families in other exporters' names (opt-in).
+    pub compat_metrics: Vec<CompatMetrics>,
+}
+
+/// `daemon.compat_metrics`: metric families exposed under another
+/// exporter's names, so existing dashboards and rules work unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompatMetrics {
+    /// `x509_cert_not_after`, `x509_cert_not_before`, `x509_cert_expired`
+    /// with x509-certificate-exporter's label names.
+    X509Exporter,
+}
+
+impl CompatMetrics {
+    /// Every choice, as spelled in the config.
+    pub const ALL: [CompatMetrics; 1] = [CompatMetrics::X509Exporter];
+
+    /// The config spelling, e.g. "x509-exporter".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CompatMetrics::X509Exporter => "x509-exporter",
+        }
+    }
 }
 
 impl DaemonConfig {
@@ -159,6 +189,7 @@ impl Default for DaemonConfig {
             admin_token_file: None,
             audit_log: None,
             audit_max_size: crate::audit::DEFAULT_MAX_SIZE,
+            compat_metrics: Vec::new(),
         }
     }
 }

@@ -25,6 +25,23 @@ pub(super) struct RawConfig {
     pub policy: Option<Spanned<RawTagged>>,
     #[serde(default)]
     pub api_key: Vec<Spanned<RawApiKey>>,
+    #[serde(default)]
+    pub watch: Vec<Spanned<RawWatch>>,
+}
+
+/// `[[watch]]`: a certificate rekey monitors but never writes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub name: Spanned<String>,
+    pub file: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub alert_before: Option<Spanned<String>>,
+    pub team: Option<Spanned<String>>,
+    pub labels: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 /// `[[api_key]]`.
@@ -62,6 +79,7 @@ pub(super) struct RawDaemon {
     pub admin_token_file: Option<Spanned<String>>,
     pub audit_log: Option<Spanned<String>>,
     pub audit_max_size: Option<Spanned<toml::Value>>,
+    pub compat_metrics: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[[certificate]]`.

@@ -39,6 +39,9 @@ pub enum DaemonError {
     /// The audit log could not be opened.
     #[error("daemon.audit_log: {0}")]
     Audit(AuditError),
+    /// The watches could not be set up.
+    #[error(transparent)]
+    Watch(#[from] crate::monitor::WatchError),
 }
 
 // Not `#[from]`: that would also make the inner error the source, and

@@ -24,6 +24,7 @@ use crate::issuer::local_ca::LocalCa;
 use crate::issuer::vault::{VaultClient, VaultIssuer};
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
+use crate::monitor::Monitor;
 use crate::notify;
 use crate::server::{self, Endpoint};
 use crate::store::Store;
@@ -165,6 +166,10 @@ pub struct Running {
     metrics: Metrics,
     stop: tokio::sync::watch::Sender<bool>,
     watcher: Option<crate::watch::Watcher>,
+    monitor: Monitor,
+    /// File events for watched certificates (best effort: missing
+    /// directories are skipped and caught by the re-read at every backstop).
+    monitor_watcher: Option<crate::watch::Watcher>,
     /// The endpoint's bound address (port 0 resolved), if it listens.
     pub addr: Option<std::net::SocketAddr>,
     /// The admin socket (`STATE_DIR/rekey.sock`), removed at shutdown.
@@ -191,6 +196,12 @@ impl Running {
         changes.retired.extend(k.retired);
         changes.changed.extend(k.changed);
         self.watcher = watch_files(&self.engine);
+        let w = self.monitor.reconcile(&config.watches).await;
+        changes.added.extend(w.added);
+        changes.removed.extend(w.removed);
+        changes.changed.extend(w.changed);
+        self.monitor.set_managed(&config.certificates);
+        self.monitor_watcher = watch_watches(&self.monitor);
         Ok(changes)
     }
 
@@ -221,6 +232,7 @@ impl Running {
         {
             tracing::warn!("rotations still running after {SHUTDOWN_GRACE:?}; exiting anyway (the journal finishes them at next start)");
         }
+        self.monitor.shutdown().await;
         // Alerts raised during the last steps still go out.
         if !self.alerter.flush(ALERT_FLUSH).await {
             tracing::warn!("some alerts were not delivered before exit");
@@ -323,6 +335,25 @@ fn watch_files(engine: &Engine) -> Option<crate::watch::Watcher> {
     }
 }
 
+/// Watch the directories of every watched file; never creates one, and
+/// skips those that cannot be watched (the re-read at every backstop
+/// covers them).
+fn watch_watches(monitor: &Monitor) -> Option<crate::watch::Watcher> {
+    let dirs = monitor.watched_dirs();
+    if dirs.is_empty() {
+        return None;
+    }
+    let handle = monitor.handle();
+    let on_change = move |names: &std::collections::BTreeSet<String>| handle.files_changed(names);
+    match crate::watch::spawn_with(dirs, crate::watch::Missing::Skip, on_change) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching for [[watch]] entries is off; they are re-read at every backstop");
+            None
+        }
+    }
+}
+
 /// Wire the config to backends and start everything. `metrics` is shared
 /// with the endpoint.
 pub async fn start(
@@ -370,9 +401,18 @@ pub async fn start(
     );
     let mut engine = engine;
     engine.start_keys(key_credentials(config, &audit)?);
+    let settings = crate::monitor::Settings {
+        recheck: config.daemon.backstop,
+    };
+    let mut monitor = Monitor::start(&config.watches, settings, alerter.clone())?;
+    if !config.daemon.compat_metrics.is_empty() {
+        monitor.track_managed(engine.handle().subscribe(), &config.certificates);
+    }
+    metrics.set_watch_view(monitor.view());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let endpoint = Endpoint::new(engine.handle(), metrics.clone(), token.clone())
-        .with_admin_socket(admin_socket.clone());
+        .with_admin_socket(admin_socket.clone())
+        .with_watches(monitor.view());
     let addr = listener.as_ref().map(|(_, bound)| *bound);
     tracing::info!(addr = ?addr, admin_socket = %admin_socket.display(), admin_token = token.is_some(), "endpoint listening");
     server::spawn(listener.map(|(l, _)| l), admin, endpoint, stop_rx.clone())?;
@@ -382,9 +422,11 @@ pub async fn start(
         tokio::spawn(notify::watchdog_task(engine.handle(), period, stop_rx));
     }
     let watcher = watch_files(&engine);
+    let monitor_watcher = watch_watches(&monitor);
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len() + config.api_keys.len(),
+        watches = config.watches.len(),
         "rekey running"
     );
     Ok(Running {
@@ -395,6 +437,8 @@ pub async fn start(
         metrics,
         stop,
         watcher,
+        monitor,
+        monitor_watcher,
         addr,
         admin_socket,
     })

@@ -99,6 +99,7 @@ fn narrate(old: &Snapshot, new: &Snapshot) {
             Handoff::Pending => "pending: waiting for the app",
             Handoff::Failed => "FAILED",
             Handoff::Unverified => "unverified",
+            Handoff::Unmanaged => "unmanaged",
         };
         let mut line = format!(
             "{name}: generation {} ({fp}…), {:?}, handoff {handoff}",

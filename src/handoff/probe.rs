@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::{Generation, Observation, Probe};
 use crate::{cert, httpc};
@@ -13,6 +13,68 @@ use crate::{cert, httpc};
 /// One probe attempt gives up after this long (the overall deadline is the
 /// verify timeout; a hung app must not stall a single attempt).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the served chain could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// `server_name` is not a DNS name or IP address.
+    #[error("bad server_name {name:?}: {reason}")]
+    ServerName {
+        /// As configured.
+        name: String,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// The TCP connection failed (refused, unreachable, no such host).
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The handshake finished without a certificate.
+    #[error("the server presented no certificate")]
+    NoCertificate,
+    /// Connect plus handshake took longer than the deadline.
+    #[error("no TLS handshake within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The certificate chain a TLS server at `connect` (`host:port`) presents
+/// for SNI `server_name`, leaf first, as sent. The one TLS client of the
+/// probes: the handoff's TLS verify and endpoint watches both read it here.
+/// `tls` normally accepts any server certificate
+/// ([`crate::tlsutil::probe_config`]): what is served is what is checked.
+pub async fn served_chain(
+    connect: &str,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<Vec<CertificateDer<'static>>, ChainError> {
+    let name =
+        ServerName::try_from(server_name.to_string()).map_err(|e| ChainError::ServerName {
+            name: server_name.to_string(),
+            reason: e.to_string(),
+        })?;
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(connect)
+            .await
+            .map_err(ChainError::Connect)?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(ChainError::Handshake)?;
+        let (_, conn) = stream.get_ref();
+        match conn.peer_certificates() {
+            Some(chain) if !chain.is_empty() => {
+                Ok(chain.iter().map(|c| c.clone().into_owned()).collect())
+            }
+            _ => Err(ChainError::NoCertificate),
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ChainError::Timeout(timeout))?
+}
 
 /// TLS handshake with SNI; compare the served leaf with the generation.
 pub struct TlsProbe {
@@ -27,26 +89,19 @@ pub struct TlsProbe {
 impl TlsProbe {
     /// The fingerprint of the leaf the server presents.
     pub async fn served_fingerprint(&self) -> Result<String, String> {
-        let name = ServerName::try_from(self.server_name.clone())
-            .map_err(|e| format!("bad server_name: {e}"))?;
-        let work = async {
-            let tcp = tokio::net::TcpStream::connect(self.connect.as_str())
-                .await
-                .map_err(|e| format!("cannot connect: {e}"))?;
-            let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            let (_, conn) = stream.get_ref();
-            let leaf = conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .ok_or("the server presented no certificate")?;
-            Ok(cert::fingerprint(leaf))
-        };
-        tokio::time::timeout(ATTEMPT_TIMEOUT, work)
-            .await
-            .map_err(|_| format!("no TLS handshake within {ATTEMPT_TIMEOUT:?}"))?
+        let chain = served_chain(
+            &self.connect,
+            &self.server_name,
+            self.tls.clone(),
+            ATTEMPT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        // served_chain never returns an empty chain.
+        Ok(chain
+            .first()
+            .map(|c| cert::fingerprint(c))
+            .unwrap_or_default())
     }
 }
 

@@ -6,6 +6,7 @@ mod bad;
 mod governance;
 mod handoff;
 mod vault;
+mod watch;
 
 pub(super) const FILE: &str = "/etc/rekey/rekey.toml";
 

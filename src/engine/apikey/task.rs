@@ -434,6 +434,7 @@ impl KeyTask {
         s.consecutive_failures = self.failures;
         let name = self.cfg.name.clone();
         self.status_tx.send_modify(|snap| {
+            s.failing_since = crate::status::failing_since(snap.get(&name), self.failures, now);
             snap.insert(name, s);
         });
     }
