@@ -349,9 +349,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { addr, json, strict } => {
-            runtime()?.block_on(status(addr, json, strict))
-        }
+        Command::Status { addr, json, strict } => runtime()?.block_on(status(addr, json, strict)),
         Command::Rotate {
             name,
             addr,
@@ -538,6 +536,22 @@ mod audit_cmd {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                if ok.first_seq > 1 {
+                    println!(
+                        "the oldest file kept starts at record #{}: older files were rotated away",
+                        ok.first_seq
+                    );
+                }
+                if !ok.compressed.is_empty() {
+                    println!(
+                        "not read (compressed; decompress them next to the log, e.g. gunzip -k, to check them too): {}",
+                        ok.compressed
+                            .iter()
+                            .map(|f| f.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(broken) => {
