@@ -64,7 +64,8 @@ fn summary_names_a_stuck_handoff_and_why() {
     // A failed (rolled back) handoff: ready, and the line says why.
     let api = s.get_mut("api").unwrap();
     api.handoff = Handoff::Failed;
-    api.last_error = Some("api: handoff of generation 4 failed: app still serves sha256:old".into());
+    api.last_error =
+        Some("api: handoff of generation 4 failed: app still serves sha256:old".into());
     let line = summary(&s, now());
     assert!(
         line.contains("; ready; handoff failed (api: handoff of generation 4 failed: app still serves sha256:old, and 1 more)"),

@@ -371,7 +371,11 @@ mod tests {
             assert!(strict(&cred(State::Valid, future, h)).is_empty(), "{h:?}");
         }
         // Whatever is not ready stays not ready.
-        let expired = cred(State::Expired, Some("2029-01-01T00:00:00Z"), Handoff::Failed);
+        let expired = cred(
+            State::Expired,
+            Some("2029-01-01T00:00:00Z"),
+            Handoff::Failed,
+        );
         assert_eq!(strict(&expired).len(), 2);
         assert_eq!(readiness([&expired], now()).len(), 1);
     }

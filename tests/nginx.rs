@@ -198,7 +198,10 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
     assert_eq!(code, 200, "{body}");
     let (code, body) = http(env.addr, "GET", "/readyz?strict").unwrap();
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("web") && body.contains("handoff failed"), "{body}");
+    assert!(
+        body.contains("web") && body.contains("handoff failed"),
+        "{body}"
+    );
     let st = |extra: &[&str]| {
         std::process::Command::new(bin())
             .args(["status", "--addr", &env.addr.to_string()])

@@ -124,7 +124,9 @@ fn start_time(pid: i32) -> Result<StartTime, String> {
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| format!("{path} has no start time field"))?;
     let boot = boot_time().map_err(|e| format!("cannot read the boot-time clock: {e}"))?;
-    Ok(StartTime::At(boot + Duration::from_millis(ticks * 1000 / USER_HZ)))
+    Ok(StartTime::At(
+        boot + Duration::from_millis(ticks * 1000 / USER_HZ),
+    ))
 }
 
 /// Who rekey runs as, for messages about permissions.
@@ -244,7 +246,9 @@ impl Reload for SignalReload {
             credential: g.credential.clone(),
             why: match e {
                 Errno::EPERM => not_permitted(pid),
-                Errno::ESRCH => format!("process {pid} exited before the signal reached it; is the app restarting?"),
+                Errno::ESRCH => format!(
+                    "process {pid} exited before the signal reached it; is the app restarting?"
+                ),
                 e => format!("cannot send {} to process {pid}: {e}", self.signal.as_str()),
             },
         })?;
@@ -416,7 +420,10 @@ mod tests {
             .as_secs_f64();
         assert!((ours - btime as f64).abs() < 2.0, "{ours} vs btime {btime}");
         // And a process started now is placed now.
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let StartTime::At(t) = start_time(child.id() as i32).unwrap() else {
             panic!("/proc hides our own child")
         };
