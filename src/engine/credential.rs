@@ -524,11 +524,14 @@ impl Task {
             s.serial = Some(c.info.serial.clone());
             s.not_before = Some(cert::rfc3339(c.info.not_before));
             s.not_after = Some(cert::rfc3339(c.info.not_after));
-            s.handoff = if self.probes.is_empty() && self.handoff != Handoff::Failed {
-                Handoff::Unverified
-            } else {
-                self.handoff
-            };
+            // Without probes the app is only ever "told": unverified, unless
+            // telling it failed.
+            s.handoff =
+                if self.probes.is_empty() && self.handoff != Handoff::Failed && !self.reload_owed {
+                    Handoff::Unverified
+                } else {
+                    self.handoff
+                };
         }
         s.served_fingerprint = self.served.clone();
         s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
