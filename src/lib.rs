@@ -17,6 +17,7 @@ pub mod handoff;
 pub mod heap;
 pub mod httpc;
 pub mod issuer;
+pub mod journald;
 pub mod metrics;
 pub mod notify;
 pub mod report;

@@ -200,9 +200,19 @@ fn init_logging_level(format: LogFormat, default: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    // Under systemd, `<N>` prefixes file warnings and errors at their
+    // priority in the journal.
+    let journal = rekey::journald::stderr_is_journal();
+    use rekey::journald::LevelPrefix;
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .init(),
+        LogFormat::Text => builder
+            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .init(),
     }
 }
 
