@@ -7,6 +7,8 @@
 
 mod common;
 
+#[path = "deployment/pod.rs"]
+mod pod;
 #[path = "deployment/rootfs.rs"]
 mod rootfs;
 #[path = "deployment/systemd.rs"]
