@@ -202,6 +202,9 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         body.contains("web") && body.contains("handoff failed"),
         "{body}"
     );
+    // A misspelt query must not fall back to the lenient rule silently.
+    let (code, body) = http(env.addr, "GET", "/readyz?strcit").unwrap();
+    assert_eq!(code, 400, "{body}");
     let st = |extra: &[&str]| {
         std::process::Command::new(bin())
             .args(["status", "--addr", &env.addr.to_string()])
