@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ApiKeyConfig, CertificateConfig};
 use crate::handoff::{Generation, Verdict};
 
-pub use chain::{files, rotated_path, verify, Broken, Verified, GENESIS, KEEP};
+pub use chain::{compressed, files, rotated_path, verify, Broken, Verified, GENESIS, KEEP};
 pub use read::{format, read_all, Filter};
 
 /// Default for `daemon.audit_max_size`: 10 MiB.
@@ -274,6 +274,17 @@ impl Audit {
         }
     }
 
+    /// Let go of a file that logrotate renamed or removed, so the next
+    /// record starts the file at the configured path (SIGHUP calls this;
+    /// every record checks it anyway).
+    pub fn reopen(&self) {
+        let Some(inner) = &self.inner else { return };
+        let mut w = inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = w.follow_path(false) {
+            tracing::error!(error = %e, event = "audit_failed", "cannot reopen the audit log");
+        }
+    }
+
     /// Append `entry` and fsync it before returning.
     pub fn try_record(&self, entry: Entry) -> Result<(), AuditError> {
         let Some(inner) = &self.inner else {
@@ -450,6 +461,7 @@ impl Writer {
         };
         let line = chain::encode(&record)?;
         let len = line.len() as u64 + 1;
+        self.follow_path(true)?;
         if self.size > 0 && self.size + len > self.max_size {
             self.rotate()?;
         }
@@ -465,6 +477,34 @@ impl Writer {
         self.size += len;
         self.last_hash = chain::hash_line(&line);
         self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Make `file` the file at `path` again when something else moved it
+    /// away: logrotate renamed it (the open descriptor would keep writing
+    /// into `PATH.1`), removed it (records would go to a deleted inode), or
+    /// replaced it. A copy-and-truncate leaves the same file, now shorter;
+    /// the size is taken from it so rekey's own size limit stays right.
+    /// With `create`, a missing file is created (a record is coming);
+    /// otherwise it waits for the next record.
+    fn follow_path(&mut self, create: bool) -> Result<(), AuditError> {
+        use std::os::unix::fs::MetadataExt;
+        if let Some(f) = &self.file {
+            let open = f.metadata().map_err(io_err(&self.path))?;
+            let same = std::fs::metadata(&self.path)
+                .is_ok_and(|m| m.dev() == open.dev() && m.ino() == open.ino());
+            if same && open.nlink() > 0 {
+                self.size = open.len();
+                return Ok(());
+            }
+            tracing::info!(path = %self.path.display(), event = "audit_reopened", "the audit log was rotated or removed by something else; records go to a new file at its path, the hash chain continues");
+            self.file = None;
+        }
+        if create || self.path.exists() {
+            let f = open_append(&self.path)?;
+            self.size = f.metadata().map_err(io_err(&self.path))?.len();
+            self.file = Some(f);
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub mod handoff;
 pub mod heap;
 pub mod httpc;
 pub mod issuer;
+pub mod journald;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;

@@ -99,6 +99,10 @@ enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// Also exit 1 when a handoff failed (like /readyz?strict), even
+        /// though the app still serves a valid credential.
+        #[arg(long)]
+        strict: bool,
     },
     /// Ask a running daemon to rotate NAME now, and wait for the outcome.
     Rotate {
@@ -220,9 +224,19 @@ fn init_logging_level(format: LogFormat, default: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    // Under systemd, `<N>` prefixes file warnings and errors at their
+    // priority in the journal.
+    let journal = rekey::journald::stderr_is_journal();
+    use rekey::journald::LevelPrefix;
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .init(),
+        LogFormat::Text => builder
+            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .init(),
     }
 }
 
@@ -386,7 +400,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { addr, json } => runtime()?.block_on(status(addr, json)),
+        Command::Status { addr, json, strict } => runtime()?.block_on(status(addr, json, strict)),
         Command::Rotate { name, via } => {
             let (target, token) = match admin_target(via)? {
                 Ok(t) => t,
@@ -397,7 +411,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn status(addr: SocketAddr, json: bool) -> anyhow::Result<ExitCode> {
+async fn status(addr: SocketAddr, json: bool, strict: bool) -> anyhow::Result<ExitCode> {
     let reply = client::request(addr, Method::GET, "/status", Duration::from_secs(10)).await?;
     let list: Vec<CredentialStatus> = serde_json::from_str(&reply.body).with_context(|| {
         format!(
@@ -410,8 +424,14 @@ async fn status(addr: SocketAddr, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", status_table(&list, SystemTime::now()));
     }
-    // The same rule as /readyz, so `rekey status` works as a health check.
-    let not_ready = status::readiness(&list, SystemTime::now());
+    // The same rule as /readyz (or /readyz?strict), so `rekey status` works
+    // as a health check.
+    let strictness = if strict {
+        status::Strictness::HandoffOk
+    } else {
+        status::Strictness::Usable
+    };
+    let not_ready = status::readiness_with(&list, SystemTime::now(), strictness);
     for r in &not_ready {
         eprintln!("rekey: not ready: {}: {}", r.credential, r.reason);
     }
@@ -491,10 +511,21 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             c.handoff.as_str(),
             expires,
             next,
-            c.last_error.as_deref().unwrap_or("-")
+            problem(c)
         );
     }
     out
+}
+
+/// The table's last column: the last error, and why the handoff is not
+/// verified when something said why.
+fn problem(c: &CredentialStatus) -> String {
+    match (&c.last_error, &c.handoff_reason) {
+        (Some(e), Some(h)) if e != h => format!("{e}; handoff {}: {h}", c.handoff.as_str()),
+        (Some(e), _) => e.clone(),
+        (None, Some(h)) => format!("handoff {}: {h}", c.handoff.as_str()),
+        (None, None) => "-".into(),
+    }
 }
 
 async fn rotate(
@@ -582,6 +613,22 @@ mod audit_cmd {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                if ok.first_seq > 1 {
+                    println!(
+                        "the oldest file kept starts at record #{}: older files were rotated away",
+                        ok.first_seq
+                    );
+                }
+                if !ok.compressed.is_empty() {
+                    println!(
+                        "not read (compressed; decompress them next to the log, e.g. gunzip -k, to check them too): {}",
+                        ok.compressed
+                            .iter()
+                            .map(|f| f.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(broken) => {

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::engine::Handle;
-use crate::status::{self, Snapshot, State};
+use crate::status::{self, CredentialStatus, Handoff, Snapshot, State};
 
 /// Where notifications go, when systemd asked for them.
 struct Target {
@@ -143,9 +143,10 @@ pub fn watchdog_period() -> Option<Duration> {
         .and_then(|t| t.watchdog)
 }
 
-/// The one-line `STATUS=` summary: counts per state, readiness, and the
-/// next renewal, e.g. `3 credentials: 2 valid, 1 backoff; ready; next
-/// renewal web at 2026-11-24T19:00:00Z`.
+/// The one-line `STATUS=` summary: counts per state, readiness, a handoff
+/// that is stuck and why, and the next renewal, e.g. `3 credentials: 2
+/// valid, 1 backoff; ready; handoff failed (web: …); next renewal web at
+/// 2026-11-24T19:00:00Z`.
 pub fn summary(snapshot: &Snapshot, now: SystemTime) -> String {
     let mut counts: Vec<(State, usize)> = Vec::new();
     for c in snapshot.values() {
@@ -176,6 +177,35 @@ pub fn summary(snapshot: &Snapshot, now: SystemTime) -> String {
                 k => format!(", and {} more", k - 1),
             }
         )),
+    }
+    // A handoff that is stuck says so even while ready: a reload that
+    // cannot be delivered leaves the app on what it had.
+    let stuck: Vec<(&CredentialStatus, &str)> = snapshot
+        .values()
+        .filter_map(|c| {
+            let why = match c.handoff {
+                Handoff::Pending => c.handoff_reason.as_deref()?,
+                Handoff::Failed => c.handoff_reason.as_deref().or(c.last_error.as_deref())?,
+                Handoff::Verified | Handoff::Unverified | Handoff::Unmanaged => return None,
+            };
+            Some((c, why))
+        })
+        .collect();
+    if let Some((c, why)) = stuck.first() {
+        // Most messages already start with the credential's name.
+        let who = if why.contains(c.name.as_str()) {
+            String::new()
+        } else {
+            format!("{}: ", c.name)
+        };
+        line.push_str(&format!(
+            "; handoff {} ({who}{why}{})",
+            c.handoff.as_str(),
+            match stuck.len() {
+                1 => String::new(),
+                k => format!(", and {} more", k - 1),
+            }
+        ));
     }
     let next = snapshot
         .values()

@@ -45,6 +45,41 @@ fn summary_says_why_it_is_not_ready_on_one_line() {
     assert_eq!(summary(&Snapshot::new(), now()), "0 credentials; ready");
 }
 
+/// A reload that cannot be delivered shows in the line even while ready.
+#[test]
+fn summary_names_a_stuck_handoff_and_why() {
+    let later = Some("2030-02-01T00:00:00Z");
+    let mut s = snap(&[
+        ("nginx", State::Valid, later, Some("2030-01-20T00:00:00Z")),
+        ("api", State::Backoff, later, None),
+    ]);
+    let nginx = s.get_mut("nginx").unwrap();
+    nginx.handoff = Handoff::Pending;
+    nginx.handoff_reason = Some("reload of nginx: reload.pid_file /run/nginx.pid: names process 59, which exists but /proc/59 is hidden".into());
+    let line = summary(&s, now());
+    assert_eq!(
+        line,
+        "2 credentials: 1 backoff, 1 valid; ready; handoff pending (reload of nginx: reload.pid_file /run/nginx.pid: names process 59, which exists but /proc/59 is hidden); next renewal nginx at 2030-01-20T00:00:00Z"
+    );
+    // A failed (rolled back) handoff: ready, and the line says why.
+    let api = s.get_mut("api").unwrap();
+    api.handoff = Handoff::Failed;
+    api.last_error =
+        Some("api: handoff of generation 4 failed: app still serves sha256:old".into());
+    let line = summary(&s, now());
+    assert!(
+        line.contains("; ready; handoff failed (api: handoff of generation 4 failed: app still serves sha256:old, and 1 more)"),
+        "{line}"
+    );
+    // Pending without a reason (waiting quietly) is not called stuck.
+    let s = {
+        let mut s = snap(&[("web", State::Valid, later, None)]);
+        s.get_mut("web").unwrap().handoff = Handoff::Pending;
+        s
+    };
+    assert_eq!(summary(&s, now()), "1 credential: 1 valid; ready");
+}
+
 #[test]
 fn watchdog_interval_is_half_of_watchdog_usec_and_only_for_us() {
     let half = Some(Duration::from_millis(100));

@@ -221,7 +221,7 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, origin: Origin) ->
     let path = req.uri.path();
     match (&req.method, path) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        (&Method::GET, "/readyz") => readyz(&ep.handle),
+        (&Method::GET, "/readyz") => readyz(&ep.handle, req.uri.query()),
         (&Method::GET, "/status") => {
             let list = ep.handle.with_snapshot(|s| {
                 let view = ep.watches.as_ref().map(|w| w.borrow());
@@ -306,10 +306,27 @@ fn refusal(
     }
 }
 
-/// 200 when [`status::readiness`] finds nothing wrong, else 503 with every reason.
-fn readyz(handle: &Handle) -> Reply {
-    let (reasons, n) =
-        handle.with_snapshot(|s| (status::readiness(s.values(), SystemTime::now()), s.len()));
+/// 200 when [`status::readiness`] finds nothing wrong, else 503 with every
+/// reason. `?strict` (or `?strict=1`/`true`) also wants no failed handoff
+/// ([`status::Strictness::HandoffOk`]); any other query is a 400, so a typo
+/// cannot silently fall back to the lenient rule.
+fn readyz(handle: &Handle, query: Option<&str>) -> Reply {
+    let strictness = match query.unwrap_or("") {
+        "" => status::Strictness::Usable,
+        "strict" | "strict=1" | "strict=true" => status::Strictness::HandoffOk,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown /readyz query {other:?}; use /readyz or /readyz?strict"),
+            )
+        }
+    };
+    let (reasons, n) = handle.with_snapshot(|s| {
+        (
+            status::readiness_with(s.values(), SystemTime::now(), strictness),
+            s.len(),
+        )
+    });
     if reasons.is_empty() {
         json(StatusCode::OK, &json!({ "ready": true, "credentials": n }))
     } else {

@@ -92,6 +92,12 @@ pub struct CredentialStatus {
     pub last_rotation: Option<LastRotation>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Why the handoff is not verified yet, when something said why: the
+    /// reload's error (a pid file naming no process, a signal not
+    /// permitted, a process /proc hides) or what the probes saw. Cleared
+    /// once the handoff is verified.
+    #[serde(default)]
+    pub handoff_reason: Option<String>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
     /// The owning team (`team` in the config).
@@ -179,6 +185,7 @@ impl CredentialStatus {
             served_fingerprint: None,
             last_rotation: None,
             last_error: None,
+            handoff_reason: None,
             consecutive_failures: 0,
             team: None,
             labels: BTreeMap::new(),
@@ -241,13 +248,31 @@ pub struct NotReady {
     pub reason: String,
 }
 
-/// The readiness rule shared by `/readyz` and `rekey status`'s exit code.
+/// How strict readiness is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strictness {
+    /// The app can use a valid credential (`/readyz`, `rekey status`): a
+    /// failed handoff that left a valid credential in place is not a reason.
+    #[default]
+    Usable,
+    /// Also the last handoff did not fail (`/readyz?strict`, `rekey status
+    /// --strict`): for a canary or a deploy gate, never for a load balancer.
+    HandoffOk,
+}
+
+/// The readiness rule shared by `/readyz` and `rekey status`'s exit code:
+/// every credential has a valid published credential the app can use.
 ///
 /// A credential is ready when its state is `valid`, `renewing` or `backoff`
-/// (a retry in backoff still serves the old, valid credential), its
-/// certificate has not expired at `now`, and its handoff is not `failed`.
-/// An empty list means ready; otherwise every reason is listed, several per
-/// credential when several things are wrong.
+/// (a retry in backoff still serves the old, valid credential) and its
+/// certificate has not expired at `now`. A handoff that failed and was
+/// rolled back leaves a valid credential the app still serves, so it is
+/// ready: pulling every replica out of its Service over one bad reload
+/// would turn that into an outage (the failure shows in `/status`, metrics
+/// and alerts). A pending handoff is ready too: the app loads the published
+/// files when it starts. [`Strictness::HandoffOk`] adds "the last handoff did
+/// not fail". An empty list means ready; otherwise every reason is listed,
+/// several per credential when several things are wrong.
 ///
 /// Watches (`kind = "watch"`) never count: an expired certificate rekey only
 /// watches must not pull the application out of its Service. They alert
@@ -255,6 +280,15 @@ pub struct NotReady {
 pub fn readiness<'a>(
     credentials: impl IntoIterator<Item = &'a CredentialStatus>,
     now: SystemTime,
+) -> Vec<NotReady> {
+    readiness_with(credentials, now, Strictness::Usable)
+}
+
+/// [`readiness`] at a chosen [`Strictness`].
+pub fn readiness_with<'a>(
+    credentials: impl IntoIterator<Item = &'a CredentialStatus>,
+    now: SystemTime,
+    strictness: Strictness,
 ) -> Vec<NotReady> {
     let mut out = Vec::new();
     for c in credentials.into_iter().filter(|c| c.kind != KIND_WATCH) {
@@ -292,11 +326,15 @@ pub fn readiness<'a>(
             State::Expiring => {}
             State::Unreadable => why("unreadable".into()),
         }
-        if c.handoff == Handoff::Failed {
+        if strictness == Strictness::HandoffOk && c.handoff == Handoff::Failed {
             why(format!(
-                "handoff failed: the application did not pick up generation {}",
+                "handoff failed: the application did not pick up generation {}{}",
                 c.generation
-                    .map_or_else(|| "-".to_string(), |g| g.to_string())
+                    .map_or_else(|| "-".to_string(), |g| g.to_string()),
+                c.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -367,8 +405,10 @@ mod tests {
             (Valid, future, Pending, None),
             (Renewing, future, Verified, None),
             (Backoff, future, Unverified, None),
-            (Valid, future, Failed, Some("handoff failed")),
-            (Backoff, future, Failed, Some("generation 3")),
+            // A rolled-back handoff leaves a valid credential the app serves.
+            (Valid, future, Failed, None),
+            (Backoff, future, Failed, None),
+            (Backoff, future, Pending, None),
             (Valid, past, Verified, Some("expired")),
             (Valid, exactly_now, Verified, Some("expired")),
             (Backoff, past, Unverified, Some("expired")),
@@ -402,6 +442,35 @@ mod tests {
         }
     }
 
+    /// The strict rule adds only "the handoff did not fail".
+    #[test]
+    fn strict_readiness_also_wants_the_handoff_not_failed() {
+        let future = Some("2030-01-01T01:00:00Z");
+        let strict = |c: &CredentialStatus| readiness_with([c], now(), Strictness::HandoffOk);
+        let mut failed = cred(State::Backoff, future, Handoff::Failed);
+        failed.last_error = Some("app still serves sha256:old".into());
+        let got = strict(&failed);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].reason.contains("handoff failed")
+                && got[0].reason.contains("generation 3")
+                && got[0].reason.contains("still serves"),
+            "{got:?}"
+        );
+        assert!(readiness([&failed], now()).is_empty());
+        for h in [Handoff::Verified, Handoff::Unverified, Handoff::Pending] {
+            assert!(strict(&cred(State::Valid, future, h)).is_empty(), "{h:?}");
+        }
+        // Whatever is not ready stays not ready.
+        let expired = cred(
+            State::Expired,
+            Some("2029-01-01T00:00:00Z"),
+            Handoff::Failed,
+        );
+        assert_eq!(strict(&expired).len(), 2);
+        assert_eq!(readiness([&expired], now()).len(), 1);
+    }
+
     #[test]
     fn every_reason_of_every_credential_is_listed() {
         let ok = cred(
@@ -420,8 +489,11 @@ mod tests {
         missing.last_error = Some("issuer down".into());
         let got = readiness([&ok, &bad, &missing], now());
         let names: Vec<&str> = got.iter().map(|r| r.credential.as_str()).collect();
+        assert_eq!(names, ["api", "db"], "{got:?}");
+        assert!(got[1].reason.contains("issuer down"));
+        let got = readiness_with([&ok, &bad, &missing], now(), Strictness::HandoffOk);
+        let names: Vec<&str> = got.iter().map(|r| r.credential.as_str()).collect();
         assert_eq!(names, ["api", "api", "db"], "{got:?}");
-        assert!(got[2].reason.contains("issuer down"));
         assert!(readiness([], now()).is_empty(), "no credentials: ready");
     }
 

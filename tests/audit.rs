@@ -262,3 +262,160 @@ fn tampering_and_a_kept_failed_handoff_leave_their_records() {
     no_key_material(&env, "keep");
     assert_eq!(verify(&cfg).0, 0);
 }
+
+/// The audit files the daemon holds open (from /proc/PID/fd): none may be a
+/// deleted file or a copy logrotate renamed away.
+fn open_audit_files(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.contains("audit.log"))
+        .collect()
+}
+
+/// The real `logrotate` rotates the live audit log three ways: renamed and
+/// compressed (no signal), renamed with a SIGHUP in `postrotate`, and
+/// copy-truncated. New records always land in the configured path, the
+/// daemon never writes to a renamed or deleted file, and `rekey audit
+/// verify` checks the chain across every copy it can read.
+#[test]
+fn logrotate_rename_signal_and_copytruncate_keep_one_chain() {
+    let Some(logrotate) = common::live_binary("logrotate", "Debian package logrotate") else {
+        return;
+    };
+    let env = Env::new();
+    let certs = env.cert_section("web", "");
+    let cfg = config(&env, "", &certs);
+    let d = env.start();
+    let pid = d.child.id();
+    let valid = || {
+        wait_for(Duration::from_secs(10), "web valid", || {
+            (cred_status(env.addr, "web")?["state"] == "valid").then_some(())
+        })
+    };
+    valid();
+    let rotate = || {
+        let out = Command::new(bin())
+            .args(["rotate", "web", "-c"])
+            .arg(env.path("rekey.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let log = env.path("audit.log");
+    let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+    let run_logrotate = |body: &str| {
+        let conf = env.path("logrotate.conf");
+        std::fs::write(&conf, format!("{} {{\n{body}\n}}\n", log.display())).unwrap();
+        let out = Command::new(&logrotate)
+            .arg("-f")
+            .arg("-s")
+            .arg(env.path("logrotate.state"))
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "logrotate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let rename_mode = "rotate 5\ncompress\ndelaycompress\nnocreate\nmissingok\n";
+
+    // 1. Renamed, no signal: the next record starts a new file at the path.
+    run_logrotate(rename_mode);
+    let first = env.path("audit.log.1");
+    let n1 = lines(&first);
+    assert!(n1 > 0 && !log.exists());
+    rotate();
+    assert_eq!(lines(&first), n1, "records went to the renamed file");
+    assert!(
+        lines(&log) >= 3,
+        "issued, published, reloaded... in the new file"
+    );
+    let fds = open_audit_files(pid);
+    assert!(
+        fds.iter().all(|f| *f == log.display().to_string()),
+        "{fds:?}"
+    );
+
+    // 2. Renamed with a SIGHUP in postrotate (the previous copy is
+    //    compressed now): the daemon lets go at once, and the reload's own
+    //    `config_reloaded` record starts the new file.
+    run_logrotate(&format!(
+        "{rename_mode}postrotate\n  kill -HUP {pid}\nendscript"
+    ));
+    wait_for(
+        Duration::from_secs(10),
+        "config_reloaded in the new file",
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("\"config_reloaded\""))
+        },
+    );
+    assert!(env.path("audit.log.2.gz").exists());
+    let fds = open_audit_files(pid);
+    assert!(
+        fds.iter().all(|f| *f == log.display().to_string()),
+        "{fds:?}"
+    );
+
+    // 3. Copy-truncate: the same file, emptied; appends continue at its
+    //    new end (no hole of NUL bytes), and the copy holds the rest.
+    rotate();
+    run_logrotate(&format!("{rename_mode}copytruncate"));
+    assert_eq!(lines(&log), 0);
+    rotate();
+    let text = std::fs::read(&log).unwrap();
+    assert!(!text.contains(&0), "a hole of NUL bytes after truncation");
+    assert!(lines(&log) >= 3);
+    assert!(open_audit_files(pid).iter().all(|f| !f.contains("deleted")));
+
+    // The chain verifies across the copies it can read: the oldest kept
+    // uncompressed copy starts after the compressed one.
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("audit log intact"), "{out}");
+    assert!(
+        out.contains("audit.log.2.gz") && out.contains("compressed"),
+        "{out}"
+    );
+    // Decompressed next to them, the compressed copies are checked too, from #1.
+    for gz in audit_gz(&env) {
+        assert!(Command::new("gunzip")
+            .arg("-k")
+            .arg(&gz)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("older files were rotated away"), "{out}");
+    assert!(!out.contains("compressed"), "{out}");
+    assert!(out.contains("audit.log.3, "), "{out}");
+
+    // An edit in a logrotate copy is still named by file and line.
+    tamper(&env.path("audit.log.1"), |l| {
+        l[0] = l[0].replacen("\"outcome\":\"", "\"outcome\":\"not ", 1)
+    });
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("audit.log.1:1:"), "{out}");
+    assert_eq!(d.terminate(), Some(0));
+}
+
+/// The compressed copies logrotate left.
+fn audit_gz(env: &Env) -> Vec<PathBuf> {
+    std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".gz"))
+        .collect()
+}

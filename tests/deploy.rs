@@ -130,18 +130,52 @@ fn kubernetes_native_sidecar_with_probes_volumes_and_ports() {
     for (_, path) in cert["files"].as_table().unwrap() {
         assert!(path.as_str().unwrap().starts_with(&format!("{rekey_tls}/")));
     }
-    // nginx reads the same files through its own mount of the volume.
-    let nginx = str_of(&by_kind_name(&docs, "ConfigMap", "web-nginx")["data"]["default.conf"]);
+    // nginx runs on the whole config from its ConfigMap (`nginx -c`): the
+    // image's own nginx.conf already sets `pid`, so no `-g "pid ...;"`.
+    let command: Vec<&str> = app["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    let conf_path = format!("{}/nginx.conf", mount(app, "nginx-config"));
+    assert!(
+        command.windows(2).any(|w| w == ["-c", conf_path.as_str()]),
+        "{command:?}"
+    );
+    assert!(!command.iter().any(|a| a.contains("pid")), "{command:?}");
+    // nginx reads the same files through its own mount of the volume, and
+    // writes its pid file where rekey's reload reads it.
+    let nginx = str_of(&by_kind_name(&docs, "ConfigMap", "web-nginx")["data"]["nginx.conf"]);
     assert!(
         nginx.contains(&format!("{app_tls}/fullchain.pem")),
         "{nginx}"
     );
     assert!(nginx.contains(&format!("{app_tls}/key.pem")), "{nginx}");
     let pid_file = cert["reload"]["pid_file"].as_str().unwrap();
+    let app_pid = pid_file.replacen(mount(rekey, "app-run"), mount(app, "app-run"), 1);
     assert!(pid_file.starts_with(&format!("{}/", mount(rekey, "app-run"))));
-    assert!(app["command"].as_sequence().unwrap().iter().any(|a| a
-        .as_str()
-        .is_some_and(|a| a.contains(&format!("pid {pid_file};")))));
+    assert_eq!(
+        nginx.matches("pid ").count(),
+        1,
+        "one pid directive: {nginx}"
+    );
+    assert!(nginx.contains(&format!("pid {app_pid};")), "{nginx}");
+
+    // The admin token is readable by rekey's user: the kubelet gives
+    // Secret files the pod's fsGroup, so 0440 is enough (without fsGroup
+    // they are root:root and rekey exits at start).
+    let sc = &spec["securityContext"];
+    let token_vol = &named(&spec["volumes"], "rekey-admin-token")["secret"];
+    assert_eq!(
+        sc["fsGroup"], sc["runAsGroup"],
+        "fsGroup makes the Secret readable"
+    );
+    assert_eq!(
+        token_vol["defaultMode"].as_str(),
+        Some("0440"),
+        "{token_vol:?}"
+    );
 
     // The config as shipped passes `rekey check` (its state dir moved into
     // a temp dir: the pod's path does not exist here).

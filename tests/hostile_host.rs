@@ -9,3 +9,5 @@ mod common;
 mod endpoint;
 #[path = "hostile_host/exec.rs"]
 mod exec;
+#[path = "hostile_host/pid.rs"]
+mod pid;

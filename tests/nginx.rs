@@ -191,10 +191,32 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         Some(old_fp.as_str())
     );
 
-    // Not ready while the handoff is failed, and /readyz says why.
+    // Still ready: nginx serves the previous, valid certificate, and pulling
+    // the app out of its load balancer would turn one bad reload into an
+    // outage. The strict rule (a deploy gate) and `rekey status --strict`
+    // say why not.
     let (code, body) = http(env.addr, "GET", "/readyz").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(env.addr, "GET", "/readyz?strict").unwrap();
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("web") && body.contains("handoff"), "{body}");
+    assert!(
+        body.contains("web") && body.contains("handoff failed"),
+        "{body}"
+    );
+    // A misspelt query must not fall back to the lenient rule silently.
+    let (code, body) = http(env.addr, "GET", "/readyz?strcit").unwrap();
+    assert_eq!(code, 400, "{body}");
+    let st = |extra: &[&str]| {
+        std::process::Command::new(bin())
+            .args(["status", "--addr", &env.addr.to_string()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(st(&[]).status.code(), Some(0));
+    let strict = st(&["--strict"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("handoff failed"));
 
     // Exactly one handoff_failed alert (retries with backoff are not re-sent).
     let failed = wait_for(Duration::from_secs(10), "the handoff_failed alert", || {

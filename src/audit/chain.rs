@@ -62,17 +62,21 @@ fn decode(line: &str) -> Result<Record, String> {
 
 /// The last line of the newest non-empty file, as (its hash, next seq).
 pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
-    for p in [path.to_path_buf(), rotated_path(path, 1)] {
-        let text = match std::fs::read_to_string(&p) {
+    for p in files(path).iter().rev() {
+        let text = match std::fs::read_to_string(p) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&p)(e)),
+            Err(e) => return Err(io_err(p)(e)),
         };
         if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
             // A damaged last line still anchors the chain; verify reports it.
             let seq = decode(last).map(|r| r.seq).unwrap_or(0);
             return Ok((hash_line(last), seq + 1));
         }
+    }
+    let compressed = compressed(path);
+    if !compressed.is_empty() {
+        tracing::warn!(files = ?compressed, event = "audit_failed", "the audit log's newest records are only in compressed files, so its hash chain starts again at record 1 and `rekey audit verify` will say so; compress rotated audit files with logrotate's delaycompress");
     }
     Ok((genesis_hash(), 1))
 }
@@ -84,6 +88,10 @@ pub struct Verified {
     pub files: Vec<PathBuf>,
     /// Records checked.
     pub records: u64,
+    /// The first record's `seq` (above 1 when older copies were rotated away).
+    pub first_seq: u64,
+    /// Compressed rotated copies, which were not read.
+    pub compressed: Vec<PathBuf>,
 }
 
 /// The first bad line.
@@ -103,13 +111,81 @@ impl std::fmt::Display for Broken {
     }
 }
 
-/// The files of the log, oldest first (rotated ones, then the current one).
+/// What follows the log's name in a rotated copy: rekey's own `.1` … `.5`,
+/// logrotate's `.N` and its `dateext` forms (`-20261201`, `-2026-12-01`,
+/// `.20261201.1`): a separator, then digits, dots, dashes and underscores.
+fn rotated_suffix(rest: &str) -> bool {
+    let mut chars = rest.chars();
+    matches!(chars.next(), Some('.' | '-'))
+        && rest[1..].starts_with(|c: char| c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+}
+
+/// The suffixes of compressed rotated copies, which rekey does not read.
+const COMPRESSED: [&str; 6] = [".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z"];
+
+/// Regular files in the log's directory whose name is the log's name
+/// followed by `suffix_ok`'s kind of suffix.
+fn siblings(path: &Path, suffix_ok: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|b| b.to_str())) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(base))
+                .is_some_and(&suffix_ok)
+        })
+        .map(|e| dir.join(e.file_name()))
+        .collect()
+}
+
+/// Compressed rotated copies of the log (`audit.log.2.gz`), oldest name first.
+pub fn compressed(path: &Path) -> Vec<PathBuf> {
+    let mut out = siblings(path, |rest| {
+        COMPRESSED
+            .iter()
+            .any(|ext| rest.strip_suffix(ext).is_some_and(rotated_suffix))
+    });
+    // A copy decompressed next to it is read instead.
+    out.retain(|p| !p.with_extension("").exists());
+    out.sort();
+    out
+}
+
+/// The `seq` of a file's first record; None when it has none or the first
+/// line is not a record.
+fn first_seq(path: &Path) -> Option<u64> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    let mut first = String::new();
+    std::io::BufReader::new(file).read_line(&mut first).ok()?;
+    decode(first.trim_end_matches('\n')).ok().map(|r| r.seq)
+}
+
+/// The files of the log, oldest first: the rotated copies (rekey's own
+/// `PATH.1` … and logrotate's, renamed or copied, numbered or dated; not
+/// compressed ones), in the order of their first record, then the current
+/// file. A copy whose first line is not a record goes first, so
+/// verification names it at once.
 pub fn files(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = (1..=KEEP)
-        .rev()
-        .map(|n| rotated_path(path, n))
-        .filter(|p| p.exists())
+    let mut rotated: Vec<(Option<u64>, PathBuf)> = siblings(path, rotated_suffix)
+        .into_iter()
+        .map(|p| (first_seq(&p), p))
         .collect();
+    rotated.sort();
+    let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     if path.exists() {
         out.push(path.to_path_buf());
     }
@@ -119,7 +195,6 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 /// Check the chain over the rotated files and the current one.
 pub fn verify(path: &Path) -> Result<Result<Verified, Broken>, AuditError> {
     let files = files(path);
-    let oldest_kept = rotated_path(path, KEEP);
     let mut prev: Option<(PathBuf, usize, String)> = None;
     let mut expected: Option<u64> = None;
     let mut records = 0;
@@ -143,8 +218,10 @@ pub fn verify(path: &Path) -> Result<Result<Verified, Broken>, AuditError> {
                         rec.seq
                     ))));
                 }
-                // Older files past KEEP were deleted, so the oldest kept one may start anywhere.
-                None if rec.seq != 1 && *file != oldest_kept => {
+                // Rotation (rekey's past KEEP files, or logrotate's `rotate
+                // N`) deletes the oldest copies, so the oldest one kept may
+                // start anywhere; the current file alone must start at #1.
+                None if rec.seq != 1 && file.as_path() == path => {
                     return Ok(Err(broken(format!(
                         "the log starts at record #{}, not #1: earlier records were removed",
                         rec.seq
@@ -172,5 +249,14 @@ pub fn verify(path: &Path) -> Result<Result<Verified, Broken>, AuditError> {
             records += 1;
         }
     }
-    Ok(Ok(Verified { files, records }))
+    let first_seq = match (&expected, records) {
+        (Some(next), n) if n > 0 => next - n,
+        _ => 1,
+    };
+    Ok(Ok(Verified {
+        files,
+        records,
+        first_seq,
+        compressed: compressed(path),
+    }))
 }

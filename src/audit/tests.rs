@@ -68,3 +68,91 @@ fn edited_deleted_and_reordered_lines_are_named() {
     put(&orig);
     assert!(verify(&p).unwrap().is_ok());
 }
+
+/// What logrotate does to the file, with and without a SIGHUP (`reopen`):
+/// records keep going to the configured path, never to a renamed or
+/// deleted file, and the chain verifies across the copies.
+#[test]
+fn logrotate_rename_copytruncate_and_remove_are_followed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let a = Audit::open(&p, DEFAULT_MAX_SIZE).unwrap();
+    let rec = |n: &str| {
+        let mut e = Entry::daemon(AuditEvent::ConfigLoaded, "success", None);
+        e.credential = n.into();
+        a.try_record(e).unwrap();
+    };
+    rec("a");
+    rec("b");
+    // `create` mode, no signal: rename, then the next record.
+    std::fs::rename(&p, dir.path().join("audit.log.1")).unwrap();
+    rec("c");
+    assert_eq!(lines(&dir.path().join("audit.log.1")).len(), 2);
+    assert_eq!(lines(&p).len(), 1, "the record went to the renamed file");
+    // dateext + a SIGHUP: reopen lets go at once, the file appears at the next record.
+    std::fs::rename(&p, dir.path().join("audit.log-20261201")).unwrap();
+    a.reopen();
+    assert!(!p.exists());
+    rec("d");
+    // copytruncate: copy, truncate in place; the descriptor stays.
+    std::fs::copy(&p, dir.path().join("audit.log-20261202")).unwrap();
+    let ino = std::fs::metadata(&p).unwrap().ino();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    rec("e");
+    assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
+    assert_eq!(lines(&p).len(), 1, "appended at the truncated end, no hole");
+    assert!(!std::fs::read(&p).unwrap().contains(&0), "no NUL bytes");
+    // Removed (here after archiving a copy): a new file, not the deleted inode.
+    std::fs::copy(&p, dir.path().join("audit.log-20261203")).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    rec("f");
+    assert_eq!(lines(&p).len(), 1);
+
+    // Compressed copies are listed apart, not read.
+    std::fs::write(dir.path().join("audit.log.2.gz"), b"\x1f\x8b").unwrap();
+    std::fs::write(dir.path().join("audit.log.bak"), b"not ours").unwrap();
+    let ok = verify(&p).unwrap().unwrap();
+    assert_eq!(ok.records, 6, "{ok:?}");
+    assert_eq!(ok.first_seq, 1);
+    let names: Vec<String> = ok
+        .files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "audit.log.1",
+            "audit.log-20261201",
+            "audit.log-20261202",
+            "audit.log-20261203",
+            "audit.log"
+        ]
+    );
+    assert_eq!(ok.compressed.len(), 1);
+
+    // A restart continues the chain from the newest copy even when the
+    // current file is empty (logrotate's `create`).
+    std::fs::rename(&p, dir.path().join("audit.log-20261204")).unwrap();
+    std::fs::write(&p, b"").unwrap();
+    drop(a);
+    write(&p, DEFAULT_MAX_SIZE, 1);
+    let ok = verify(&p).unwrap().unwrap();
+    assert_eq!(ok.records, 7);
+
+    // Older copies deleted by `rotate N`: the oldest kept may start later.
+    std::fs::remove_file(dir.path().join("audit.log.1")).unwrap();
+    let ok = verify(&p).unwrap().unwrap();
+    assert_eq!((ok.records, ok.first_seq), (5, 3));
+    // ...but a copy whose records were removed in the middle is named.
+    std::fs::remove_file(dir.path().join("audit.log-20261202")).unwrap();
+    let b = verify(&p).unwrap().unwrap_err();
+    assert!(b.file.ends_with("audit.log-20261203"), "{b}");
+    assert!(b.why.contains("expected record #4, found #5"), "{b}");
+}

@@ -245,12 +245,13 @@ pub(super) fn reload(
                         .as_integer()
                         .and_then(|n| i32::try_from(n).ok())
                     {
-                        Some(n) if n >= 1 => PidSource::Pid(n),
+                        // Never PID 1 (init, or a container's first process).
+                        Some(n) if n >= 2 => PidSource::Pid(n),
                         _ => {
                             return Err(t.err(
                                 "pid",
                                 Some(span),
-                                "must be a process id (a positive integer)",
+                                "must be the application's process id (an integer of 2 or more; rekey never signals PID 1)",
                             ))
                         }
                     }

@@ -506,6 +506,8 @@ pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
 /// SIGHUP: re-read the config file; an invalid one is rejected and the
 /// running config stays.
 async fn reload(running: &mut Running, config: &mut Config) {
+    // logrotate's postrotate may send SIGHUP: let go of a rotated audit file.
+    running.audit.reopen();
     let new = match Config::load(&config.path) {
         Ok(c) => c,
         Err(e) => {

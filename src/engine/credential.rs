@@ -72,6 +72,12 @@ pub(super) struct Task {
     /// Next background probe of a pending/failed handoff, and the pause after it.
     pub(super) probe_at: Option<SystemTime>,
     pub(super) probe_pause: Duration,
+    /// Why the handoff is not verified, when a reload or probe said so.
+    pub(super) handoff_reason: Option<String>,
+    /// The app may not have been told about the committed generation (a
+    /// bootstrap reload failed, or a restart cannot know): background
+    /// probing reloads it when it finds the app serving something else.
+    pub(super) reload_owed: bool,
     /// Date alerts already raised for the committed generation.
     pub(super) alerted_expiring: Option<u64>,
     pub(super) alerted_expired: Option<u64>,
@@ -125,6 +131,8 @@ impl Task {
             served: None,
             probe_at: None,
             probe_pause: Duration::from_millis(50),
+            handoff_reason: None,
+            reload_owed: false,
             alerted_expiring: None,
             alerted_expired: None,
             last_handoff: None,
@@ -258,8 +266,12 @@ impl Task {
             self.refresh_window_with(cert_pem).await;
         }
         if self.current.is_some() && !self.probes.is_empty() && self.handoff != Handoff::Verified {
-            // Learn at once whether the app serves what is committed.
+            // Learn at once whether the app serves what is committed. The
+            // last process may have died before its reload, or its reload
+            // never reached the app: if the app serves something else, tell
+            // it once more.
             self.probe_at = Some(SystemTime::now());
+            self.reload_owed = true;
         }
     }
 
@@ -364,7 +376,9 @@ impl Task {
     }
 
     /// One round of probing for a pending or failed handoff; it turns
-    /// verified when the app starts serving the committed generation.
+    /// verified when the app starts serving the committed generation. When
+    /// the app was maybe never told (`reload_owed`) and answers with another
+    /// certificate, it is reloaded again.
     async fn probe_in_background(&mut self) {
         let Some(cur) = &self.current else {
             self.probe_at = None;
@@ -382,19 +396,57 @@ impl Task {
                 self.served = Some(g.fingerprint.clone());
                 self.probe_at = None;
                 self.probe_pause = Duration::from_millis(50);
+                self.handoff_reason = None;
+                self.reload_owed = false;
                 if was_failed {
                     self.raise_recovered(&g);
                 }
             }
             other => {
-                if let Verdict::Failed { served, .. } = &other {
+                let mut pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
+                if let Verdict::Failed { served, detail } = &other {
                     self.served = served.clone();
+                    if self.reload_owed {
+                        self.reload_owed = false;
+                        if self.reload_again(&g, detail).await {
+                            // Look again soon: the app is reloading.
+                            pause = Duration::from_millis(50);
+                        }
+                    } else if self.handoff == Handoff::Pending {
+                        self.handoff_reason = Some(detail.clone());
+                    }
                 }
-                self.probe_pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
+                self.probe_pause = pause;
                 self.probe_at = Some(SystemTime::now() + self.probe_pause);
             }
         }
         self.publish_status();
+    }
+
+    /// Tell an app that answers with `served_detail` (not the committed
+    /// generation) to reload; true when the reload was delivered. A failure
+    /// stays owed, so the next probe round tries again, and is logged as a
+    /// warning when its cause changed.
+    async fn reload_again(&mut self, g: &Generation, served_detail: &str) -> bool {
+        let result = self
+            .audit
+            .reloaded(&self.cfg, g, self.reload.reload(g).await);
+        match result {
+            Ok(()) => {
+                tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
+                self.handoff_reason = None;
+                true
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if self.handoff_reason.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(credential = %self.cfg.name, generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
+                }
+                self.handoff_reason = Some(why);
+                self.reload_owed = true;
+                false
+            }
+        }
     }
 
     pub(super) fn raise_recovered(&self, g: &Generation) {
@@ -472,16 +524,22 @@ impl Task {
             s.serial = Some(c.info.serial.clone());
             s.not_before = Some(cert::rfc3339(c.info.not_before));
             s.not_after = Some(cert::rfc3339(c.info.not_after));
-            s.handoff = if self.probes.is_empty() && self.handoff != Handoff::Failed {
-                Handoff::Unverified
-            } else {
-                self.handoff
-            };
+            // Without probes the app is only ever "told": unverified, unless
+            // telling it failed.
+            s.handoff =
+                if self.probes.is_empty() && self.handoff != Handoff::Failed && !self.reload_owed {
+                    Handoff::Unverified
+                } else {
+                    self.handoff
+                };
         }
         s.served_fingerprint = self.served.clone();
         s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
+        if self.current.is_some() && !matches!(s.handoff, Handoff::Verified | Handoff::Unverified) {
+            s.handoff_reason = self.handoff_reason.clone();
+        }
         s.consecutive_failures = self.failures;
         let name = self.cfg.name.clone();
         self.status_tx.send_modify(|snap| {

@@ -263,13 +263,19 @@ impl Task {
         // Bootstrap: with no earlier generation the app may not run yet (a
         // native sidecar starts first); a missing app is not a failure.
         let bootstrap = self.current.is_none();
+        self.handoff_reason = None;
+        self.reload_owed = false;
         failpoint!("reload.before");
         let verdict = match self
             .audit
             .reloaded(&self.cfg, &gen, self.reload.reload(&gen).await)
         {
             Err(e) if bootstrap => {
-                tracing::info!(credential = %self.cfg.name, error = %e, "reload failed before the app ever ran; waiting for it");
+                // Not a failed handoff (the app may not run yet), but not
+                // quiet either: a running app keeps serving what it had.
+                tracing::warn!(credential = %self.cfg.name, generation = g, error = %e, event = "reload_failed", "the first generation is published but the app could not be told to reload; if it runs, it serves what it had until the reload works (retried when a probe finds it serving something else) or it restarts");
+                self.handoff_reason = Some(e.to_string());
+                self.reload_owed = true;
                 Verdict::Unreachable(e.to_string())
             }
             Err(e) => Verdict::Failed {
@@ -320,6 +326,7 @@ impl Task {
             }
             Verdict::Unreachable(why) if bootstrap => {
                 tracing::info!(credential = %self.cfg.name, generation = g, reason = %why, "the app is not serving yet; the handoff stays pending");
+                self.handoff_reason.get_or_insert(why);
                 self.handoff = Handoff::Pending;
                 self.probe_at = Some(
                     SystemTime::now()

@@ -102,6 +102,17 @@ pub enum HandoffError {
         /// What went wrong and what to do.
         why: String,
     },
+    /// The pid file could not be read, did not hold a usable pid, or names a
+    /// process rekey must not or cannot signal.
+    #[error("reload of {credential}: reload.pid_file {}: {why}", path.display())]
+    PidFile {
+        /// Credential.
+        credential: String,
+        /// The pid file.
+        path: PathBuf,
+        /// What went wrong and what to do.
+        why: String,
+    },
     /// A reload command failed.
     #[error("reload of {credential}: {why}")]
     Exec {

@@ -92,6 +92,11 @@ fn handoff_mistakes_name_key_and_line() {
             "unknown signal",
         ),
         (
+            "reload = { type = \"signal\", pid = 1 }",
+            "certificate[0].reload.pid",
+            "never signals PID 1",
+        ),
+        (
             "reload = { type = \"signal\", pid = 10, pid_file = \"/x\" }",
             "certificate[0].reload.pid_file",
             "exactly one",
