@@ -110,10 +110,11 @@ pub fn inspect(files: &[impl AsRef<Path>], now: SystemTime) -> Result<String, St
     for f in files {
         let path = f.as_ref();
         let shown = path.display().to_string();
-        let bytes = match std::fs::read(path) {
-            Ok(b) => zeroize::Zeroizing::new(b),
+        // Never blocks on a FIFO, refuses devices, reads at most MAX_READ.
+        let bytes = match crate::safefile::read(path) {
+            Ok(b) => b,
             Err(e) => {
-                errors.push(format!("{shown}: {e}"));
+                errors.push(e.to_string());
                 continue;
             }
         };

@@ -13,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+use crate::safefile::{self, Guard, MAX_READ};
+
 /// Accepts any server certificate but still checks handshake signatures, so
 /// the peer proves it holds the key of the certificate it shows.
 #[derive(Debug)]
@@ -77,12 +79,15 @@ pub fn probe_config(client: Option<(&Path, &Path)>) -> Result<ClientConfig, Stri
     match client {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?
+            let cert_pem = safefile::read_guarded(cert, "client_cert", Guard::Trust, MAX_READ)
+                .map_err(|e| format!("client_cert: {e}"))?;
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("bad PEM in client_cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?;
+            let key_pem = safefile::read_guarded(key, "client_key", Guard::Secret, MAX_READ)
+                .map_err(|e| format!("client_key: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| format!("bad PEM in client_key {}: {e}", key.display()))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("unusable client certificate: {e}"))
@@ -132,7 +137,9 @@ pub fn verified_config(trust_bundle: Option<&Path>) -> Result<ClientConfig, Trus
             path: path.to_path_buf(),
             reason,
         };
-        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        // It decides whom rekey trusts: refused when other users can write it.
+        let pem = safefile::read_guarded(path, "trust_bundle", Guard::Trust, MAX_READ)
+            .map_err(|e| err(e.reason()))?;
         let certs = crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| err(e.to_string()))?;
         if certs.is_empty() {
             return Err(err("holds no PEM certificate".to_string()));

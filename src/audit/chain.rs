@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{digest, SHA256};
 
-use super::{io_err, AuditError, Record};
+use super::{io_err, AuditError, Lines, Record, MAX_LINE};
 
 /// The first record's `prev` is the SHA-256 of this string.
 pub const GENESIS: &str = "rekey audit log genesis";
@@ -61,12 +61,17 @@ fn decode(line: &str) -> Result<Record, String> {
 }
 
 /// The last line of the newest non-empty file, as (its hash, next seq).
+/// Only the end of the file is read, whatever its size.
 pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
     for p in [path.to_path_buf(), rotated_path(path, 1)] {
-        let text = match std::fs::read_to_string(&p) {
+        let text = match last_bytes(&p) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&p)(e)),
+            Err(AuditError::Read { source, .. })
+                if source.io_kind() == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
         };
         if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
             // A damaged last line still anchors the chain; verify reports it.
@@ -75,6 +80,27 @@ pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
         }
     }
     Ok((genesis_hash(), 1))
+}
+
+/// The last two [`MAX_LINE`]s of the file at `path`, as text: enough to
+/// hold its last line whole.
+fn last_bytes(path: &Path) -> Result<String, AuditError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = super::open_read(path)?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let start = len.saturating_sub(2 * MAX_LINE as u64);
+    f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut buf = Vec::new();
+    f.take(2 * MAX_LINE as u64)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        // The first line is cut: keep only what follows it.
+        let cut = text.find('\n').map_or(text.len(), |i| i + 1);
+        text.drain(..cut);
+    }
+    Ok(text)
 }
 
 /// An intact chain.
@@ -124,8 +150,9 @@ pub fn verify(path: &Path) -> Result<Result<Verified, Broken>, AuditError> {
     let mut expected: Option<u64> = None;
     let mut records = 0;
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(io_err(file))?;
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in Lines::open(file)?.enumerate() {
+            let line = line?;
+            let line = line.as_str();
             let ln = i + 1;
             let broken = |why: String| Broken {
                 file: file.clone(),

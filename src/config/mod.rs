@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::safefile::{self, Guard};
+
 pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
 pub use alert::{
     AlertConfig, ExecConfig, HeaderConfig, HeaderSource, HttpConfig, SinkConfig, UrlSource,
@@ -66,10 +68,13 @@ pub struct Config {
 impl Config {
     /// Read, parse and validate a config file (also runs check_state_dir).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
-        })?;
+        };
+        let bytes = safefile::read_guarded(path, "config", Guard::Trust, MAX_CONFIG_SIZE)
+            .map_err(read_err)?;
+        let text = safefile::text(path, bytes).map_err(read_err)?;
         let (config, state_dir_span) = convert::parse(&text, path)?;
         check_state_dir(&config.daemon.state_dir)
             .map_err(|e| e.locate(path, &text, state_dir_span))?;
@@ -86,6 +91,9 @@ impl Config {
         self.issuers.get(name)
     }
 }
+
+/// The largest config file read: 10,000 credentials take about 2 MiB.
+pub const MAX_CONFIG_SIZE: u64 = 32 * 1024 * 1024;
 
 /// Default for `daemon.state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rekey";

@@ -47,19 +47,15 @@ impl LocalCa {
         if !key_path.exists() {
             Self::create(dir, cfg).map_err(setup)?;
         }
-        let key_pem = Zeroizing::new(std::fs::read_to_string(&key_path).map_err(|e| {
+        let key_pem = read_own(&key_path).map_err(|e| {
             setup(format!(
-                "cannot read the CA key {}: {e}; restore it or remove {} to create a new CA",
-                key_path.display(),
+                "the CA key: {e}; restore it or remove {} to create a new CA",
                 dir.display()
             ))
-        })?);
-        let ca_pem = std::fs::read_to_string(&cert_path).map_err(|e| {
-            setup(format!(
-                "cannot read the CA certificate {}: {e}",
-                cert_path.display()
-            ))
         })?;
+        let ca_pem = read_own(&cert_path)
+            .map_err(|e| setup(format!("the CA certificate: {e}")))?
+            .to_string();
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|e| setup(format!("{} is not a usable key: {e}", key_path.display())))?;
         let ca_der = cert::pem_certs(ca_pem.as_bytes(), &cert_path.display().to_string())
@@ -120,6 +116,18 @@ impl LocalCa {
         tracing::info!(dir = %dir.display(), "created the local CA");
         Ok(())
     }
+}
+
+/// A file of the CA's own, in the state dir: bounded, never blocking, and a
+/// symlink is not followed (rekey writes none there).
+fn read_own(path: &Path) -> Result<Zeroizing<String>, crate::safefile::ReadError> {
+    use crate::safefile;
+    let opts = safefile::Options {
+        follow: false,
+        max: safefile::MAX_READ,
+    };
+    let (bytes, _) = safefile::read_with(path, opts)?;
+    safefile::text(path, bytes)
 }
 
 /// 16 random bytes, high bit clear so the DER integer stays positive.

@@ -1,6 +1,6 @@
 //! Low-level file helpers: umask-proof creation, fsync, bounded reads, temp names.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,12 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
 
 /// fsync a directory so renames and creations inside it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
+    // O_DIRECTORY: something else swapped in at `dir` (a FIFO would block
+    // a plain open forever) is an error, not a hang.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io("fsync", dir, e))
 }
@@ -155,6 +160,10 @@ pub(crate) fn read_file_meta(
             path: path.into(),
             size,
         },
+        // Only read_guarded applies that rule.
+        e @ ReadError::WritableByOthers { .. } => {
+            StoreError::io("read", path, io::Error::other(e.to_string()))
+        }
     })
 }
 

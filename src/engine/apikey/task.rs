@@ -16,6 +16,7 @@ use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
 use crate::issuer::keys::KeyIssuer;
 use crate::metrics::Metrics;
+use crate::safefile;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Store};
 use crate::{cert, schedule};
@@ -60,6 +61,17 @@ pub(super) enum KeyRotateError {
         why: String,
         rolled_back: bool,
     },
+}
+
+/// A key file rekey wrote (the staged copy or the app's file): bounded, never
+/// blocking, and a symlink is not followed (rekey writes none there, and one
+/// found is replaced by the next write, never written through).
+fn read_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, safefile::ReadError> {
+    let opts = safefile::Options {
+        follow: false,
+        max: safefile::MAX_SECRET,
+    };
+    safefile::read_with(path, opts).map(|(bytes, _)| bytes)
 }
 
 pub(super) struct KeyTask {
@@ -167,10 +179,9 @@ impl KeyTask {
     }
 
     pub(super) fn load_secret(&self, generation: u64) -> Option<Zeroizing<String>> {
-        let bytes = Zeroizing::new(std::fs::read(self.secret_path(generation)).ok()?);
-        std::str::from_utf8(&bytes)
-            .ok()
-            .map(|s| Zeroizing::new(s.to_string()))
+        let path = self.secret_path(generation);
+        let bytes = read_key_file(&path).ok()?;
+        safefile::text(&path, bytes).ok()
     }
 
     pub(super) fn unstage(&self, generation: u64) {
@@ -306,7 +317,7 @@ impl KeyTask {
             return;
         };
         let want = self.render(&k, &secret);
-        let have = std::fs::read(&self.cfg.file).map(Zeroizing::new).ok();
+        let have = read_key_file(&self.cfg.file).ok();
         if have.as_deref().map(|h| h.as_slice()) != Some(want.as_slice()) {
             self.restore("the key file differs from the committed key")
                 .await;
