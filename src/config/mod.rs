@@ -424,9 +424,9 @@ impl FileKind {
     }
 }
 
-/// Check an existing state dir: a directory, readable, no group/other mode bits. A missing one is fine (it is created 0700 later).
+/// Check an existing state dir: a directory, readable, no group/other mode bits, owned by the user rekey runs as. A missing one is fine (it is created 0700 later).
 pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let bad = |message: String| ConfigError::state_dir(message);
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
@@ -443,6 +443,16 @@ pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
     if mode & 0o077 != 0 {
         return Err(bad(format!(
             "{} has mode {mode:04o}, but group and others must have no access (it holds private keys); fix: chmod 700 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    // Even root refuses another user's state dir: its owner could read and
+    // replace the keys rekey would write into it (the store checks it too).
+    let (owner, me) = (meta.uid(), nix::unistd::geteuid().as_raw());
+    if owner != me {
+        return Err(bad(format!(
+            "{} belongs to uid {owner}, not to uid {me} that rekey runs as: its owner could read and replace the keys in it; fix: chown -R {me} {}, or run rekey as its owner",
             path.display(),
             path.display()
         )));

@@ -26,6 +26,16 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The state dir belongs to another user than the one rekey runs as.
+    #[error("refusing state dir {}: it belongs to uid {owner}, not to uid {me} that rekey runs as, and its owner could read and replace the keys in it; run `chown -R {me} {}`, or run rekey as its owner", path.display(), path.display())]
+    ForeignStateDir {
+        /// The state dir.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        me: u32,
+    },
     /// A stored key file lets group or other users in.
     #[error("refusing key file {}: mode {mode:04o} gives group/other access; run `chmod 600 {}`", path.display(), path.display())]
     InsecureKeyFile {
