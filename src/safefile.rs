@@ -19,6 +19,7 @@
 use std::collections::BTreeSet;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -217,20 +218,53 @@ fn warn_once(path: &Path, warn: impl FnOnce()) {
 /// most `opts.max` bytes when opened) and return it unread, for a caller
 /// that streams a large file instead of holding it whole (the audit log).
 pub fn open(path: &Path, opts: Options) -> Result<(File, Metadata), ReadError> {
-    let io_err = |source| ReadError::Io {
-        path: path.into(),
-        source,
-    };
+    let file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags(opts))
+        .open(path)
+        .map_err(|source| ReadError::Io {
+            path: path.into(),
+            source,
+        })?;
+    checked(file, path, opts)
+}
+
+/// [`read_with`] for `name` inside the open directory `dir` (openat): what
+/// the store uses to read through a directory it has checked. `shown` is the
+/// path messages name.
+pub fn read_at(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    shown: &Path,
+    opts: Options,
+) -> Result<(Zeroizing<Vec<u8>>, Metadata), ReadError> {
+    let oflag = nix::fcntl::OFlag::from_bits_truncate(flags(opts) | nix::libc::O_RDONLY);
+    let fd =
+        nix::fcntl::openat(dir, name, oflag, nix::sys::stat::Mode::empty()).map_err(|errno| {
+            ReadError::Io {
+                path: shown.into(),
+                source: errno.into(),
+            }
+        })?;
+    let (file, meta) = checked(File::from(fd), shown, opts)?;
+    read_all(&file, meta, shown, opts)
+}
+
+/// The open flags for `opts`: never block (a FIFO), close on exec.
+fn flags(opts: Options) -> i32 {
     let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
     if !opts.follow {
         flags |= nix::libc::O_NOFOLLOW;
     }
-    let file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
+    flags
+}
+
+/// Check an opened `file` (fstat on its descriptor): regular, within the cap.
+fn checked(file: File, path: &Path, opts: Options) -> Result<(File, Metadata), ReadError> {
+    let meta = file.metadata().map_err(|source| ReadError::Io {
+        path: path.into(),
+        source,
+    })?;
     if !meta.is_file() {
         return Err(ReadError::NotRegular {
             path: path.into(),
@@ -251,19 +285,27 @@ pub fn open(path: &Path, opts: Options) -> Result<(File, Metadata), ReadError> {
 /// Read `path`, and return the metadata of the very file read (fstat on the
 /// same descriptor, so a swap between stat and read cannot fool the caller).
 pub fn read_with(path: &Path, opts: Options) -> Result<(Zeroizing<Vec<u8>>, Metadata), ReadError> {
-    let io_err = |source| ReadError::Io {
-        path: path.into(),
-        source,
-    };
     let (file, meta) = open(path, opts)?;
+    read_all(&file, meta, path, opts)
+}
+
+/// The contents of a checked file, in zeroizing memory, at most `opts.max`.
+fn read_all(
+    file: &File,
+    meta: Metadata,
+    path: &Path,
+    opts: Options,
+) -> Result<(Zeroizing<Vec<u8>>, Metadata), ReadError> {
     // Sized up front so a buffer holding a key is not reallocated (leaving
     // an unzeroized copy); +1 to see EOF without growing.
     let cap = usize::try_from(meta.len()).unwrap_or(0) + 1;
     let mut buf = Zeroizing::new(Vec::with_capacity(cap));
-    (&file)
-        .take(opts.max + 1)
+    file.take(opts.max + 1)
         .read_to_end(&mut buf)
-        .map_err(io_err)?;
+        .map_err(|source| ReadError::Io {
+            path: path.into(),
+            source,
+        })?;
     if buf.len() as u64 > opts.max {
         return Err(ReadError::TooLarge {
             path: path.into(),

@@ -21,7 +21,7 @@ use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
-use crate::store::{CredentialStore, Expected, Material, Store, Target};
+use crate::store::{CredentialStore, Expected, Material, Pins, Store, Target};
 
 /// Background probing of a pending or failed handoff backs off up to this.
 pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
@@ -80,6 +80,9 @@ pub(super) struct Task {
     /// The files drifted and the committed generation could not be read
     /// back to restore them: rotate now (cleared on commit).
     pub(super) rotate_to_repair: bool,
+    /// The directories of the files, pinned when the task starts: writes go
+    /// only into these (see [`crate::store::Pins`]).
+    pub(super) pins: Pins,
 }
 
 impl Task {
@@ -129,6 +132,7 @@ impl Task {
             alerted_expired: None,
             last_handoff: None,
             rotate_to_repair: false,
+            pins: Pins::default(),
         }
     }
 
@@ -194,6 +198,9 @@ impl Task {
     /// adopt a valid pair found on disk, then repair drift.
     async fn start(&mut self) {
         let name = self.cfg.name.clone();
+        // Before anything is written: the directories as they are at load
+        // are the ones this credential's files go into.
+        self.pins.pin(&self.targets());
         self.journal = match self.store.load_journal::<Journal>() {
             Ok(Some(j)) => j,
             Ok(None) => Journal::default(),

@@ -62,6 +62,16 @@ pub enum StoreError {
         /// The target path.
         path: PathBuf,
     },
+    /// A target's directory is not the one rekey loaded (see
+    /// [`crate::store::Pins`]): nothing was written; the engine raises
+    /// `tampered`.
+    #[error("refusing to write into {}: {reason}; nothing was written there. Put the directory back, or restart rekey (or reload it with SIGHUP after changing the credential) to accept the new location", dir.display())]
+    DirectoryReplaced {
+        /// The configured directory.
+        dir: PathBuf,
+        /// What changed.
+        reason: String,
+    },
     /// A target path cannot be used (no file name, reserved name, ...).
     #[error("cannot publish to {}: {reason}", path.display())]
     BadTarget {
@@ -143,6 +153,12 @@ impl StoreError {
             source,
             hint,
         }
+    }
+
+    /// Whether the write was refused because a target's directory was
+    /// replaced behind rekey's back: the engine raises `tampered` for it.
+    pub fn is_tamper(&self) -> bool {
+        matches!(self, StoreError::DirectoryReplaced { .. })
     }
 }
 

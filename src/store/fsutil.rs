@@ -27,7 +27,12 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 
 /// The temp name for a file about to replace `dir/name`, hidden and recognisable for cleanup.
 pub(crate) fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.rekey-{}.tmp", random_suffix()))
+    dir.join(temp_name(name))
+}
+
+/// The temp name (no directory) for a file about to replace `name`.
+pub(crate) fn temp_name(name: &str) -> String {
+    format!(".{name}.rekey-{}.tmp", random_suffix())
 }
 
 /// Whether `name` is one of our temp names (left behind by a crash).

@@ -92,6 +92,9 @@ pub(super) struct KeyTask {
     pub(super) last_error: Option<String>,
     pub(super) renewing: bool,
     pub(super) handoff: Handoff,
+    /// The key file's directory, pinned when the task starts (see
+    /// [`crate::store::Pins`]).
+    pub(super) pins: store::Pins,
 }
 
 impl KeyTask {
@@ -121,6 +124,7 @@ impl KeyTask {
             last_error: None,
             renewing: false,
             handoff: Handoff::Pending,
+            pins: store::Pins::default(),
         }
     }
 
@@ -223,13 +227,37 @@ impl KeyTask {
 
     pub(super) fn publish(&self, key: &KeyRecord, secret: &str) -> Result<(), store::StoreError> {
         let bytes = self.render(key, secret);
-        store::write_secret_file(
+        let result = store::publish_file(
             &self.cfg.file,
             &bytes,
             self.cfg.key_mode,
             self.cfg.uid,
             self.cfg.gid,
+            &self.pins,
+        );
+        if let Err(e) = &result {
+            self.tampered_dir(e);
+        }
+        result
+    }
+
+    /// A write refused because the key file's directory was replaced behind
+    /// rekey's back: say so as `tampered` (WARN, alert, audit record).
+    pub(super) fn tampered_dir(&self, e: &store::StoreError) {
+        if !e.is_tamper() {
+            return;
+        }
+        tracing::warn!(credential = %self.cfg.name, event = "tampered", error = %e, "refusing to write: the key file's directory was replaced behind rekey's back");
+        let a = Alert::new(Event::Tampered, &self.cfg.name, "api_key", e.to_string());
+        self.alerter.raise(a);
+        let entry = crate::audit::Entry::key(
+            &self.cfg,
+            crate::audit::AuditEvent::Tampered,
+            "refused",
+            None,
         )
+        .reason(e.to_string());
+        self.audit.record(entry);
     }
 
     pub(super) fn generation_of(
@@ -254,6 +282,8 @@ impl KeyTask {
     /// committed yet, finish it: the app has no other key).
     pub(super) async fn start(&mut self) {
         let name = self.cfg.name.clone();
+        // Before anything is written: the key file goes into this directory.
+        self.pins.pin_file(&self.cfg.file);
         self.journal = match self.store.load_journal::<KeyJournal>() {
             Ok(Some(j)) => j,
             Ok(None) => KeyJournal::default(),
