@@ -83,6 +83,9 @@ pub enum AuditEvent {
     ConfigReloaded,
     /// A credential was decommissioned.
     Retired,
+    /// A credential found on disk at start was adopted, or refused (and
+    /// reissued) with the reason.
+    Adopted,
 }
 
 impl AuditEvent {
@@ -99,6 +102,7 @@ impl AuditEvent {
             AuditEvent::ConfigLoaded => "config_loaded",
             AuditEvent::ConfigReloaded => "config_reloaded",
             AuditEvent::Retired => "retired",
+            AuditEvent::Adopted => "adopted",
         }
     }
 }

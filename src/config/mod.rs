@@ -352,6 +352,9 @@ pub struct CertificateConfig {
     pub labels: BTreeMap<String, String>,
     /// Why this credential may break `[policy]` `require_verify`.
     pub policy_waiver: Option<String>,
+    /// `[policy] max_lifetime`, copied here at load: a certificate found on
+    /// disk that lives longer is reissued, never adopted.
+    pub policy_max_lifetime: Option<Duration>,
 }
 
 /// The files of one certificate; relative paths are already resolved.

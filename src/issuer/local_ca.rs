@@ -9,6 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
+use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
 use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation};
@@ -118,6 +119,25 @@ impl LocalCa {
     }
 }
 
+/// The root certificate of the local CA kept in `dir`, without its key
+/// (for `rekey check`): what its certificates chain to.
+pub fn root_in(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let path = dir.join("ca.pem");
+    let pem = read_own(&path).map_err(|e| match e.io_kind() {
+        Some(std::io::ErrorKind::NotFound) => format!(
+            "the local CA does not exist yet ({} is missing); it is created at the first `rekey run`",
+            path.display()
+        ),
+        _ => e.to_string(),
+    })?;
+    let certs =
+        cert::pem_certs(pem.as_bytes(), &path.display().to_string()).map_err(|e| e.to_string())?;
+    match certs.into_iter().next() {
+        Some(c) => Ok(vec![c]),
+        None => Err(format!("{} holds no certificate", path.display())),
+    }
+}
+
 /// A file of the CA's own, in the state dir: bounded, never blocking, and a
 /// symlink is not followed (rekey writes none there).
 fn read_own(path: &Path) -> Result<Zeroizing<String>, crate::safefile::ReadError> {
@@ -143,6 +163,19 @@ fn random_serial() -> SerialNumber {
 impl Issuer for LocalCa {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn trust_anchors(&self) -> Result<Vec<CertificateDer<'static>>, IssuerError> {
+        // Only its own root: a certificate from any other CA, however valid,
+        // was not issued here.
+        let ders =
+            cert::pem_certs(self.ca_pem.as_bytes(), "the local CA certificate").map_err(|e| {
+                IssuerError::Setup {
+                    issuer: self.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(ders.into_iter().take(1).collect())
     }
 
     async fn revoke(&self, _credential: &str, _cert_pem: &str) -> Result<Revocation, IssuerError> {
