@@ -452,6 +452,13 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
                     "it is a symlink; rekey appends to the log only in place: point daemon.audit_log at a regular file",
                 ),
             },
+            // What a non-blocking open for writing says of a FIFO nobody reads.
+            Some(nix::libc::ENXIO) => AuditError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(
+                    "it is a FIFO or a device, not a regular file; point daemon.audit_log at a regular file",
+                ),
+            },
             _ => io_err(path)(e),
         })?;
     let meta = file.metadata().map_err(io_err(path))?;
@@ -479,9 +486,21 @@ fn open_read(path: &Path) -> Result<File, AuditError> {
     };
     crate::safefile::open(path, opts)
         .map(|(f, _)| f)
-        .map_err(|e| AuditError::Read {
-            path: path.to_path_buf(),
-            source: e,
+        .map_err(|e| match &e {
+            crate::safefile::ReadError::Io { source, .. }
+                if source.raw_os_error() == Some(nix::libc::ELOOP) =>
+            {
+                AuditError::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(
+                        "it is a symlink; rekey reads and appends to the log only in place: point daemon.audit_log at a regular file",
+                    ),
+                }
+            }
+            _ => AuditError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            },
         })
 }
 

@@ -128,10 +128,12 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// A file to read is not a regular file (FIFO, device, directory, ...).
-    #[error("cannot read {}: not a regular file; point the path at a PEM file", path.display())]
+    #[error("cannot read {}: it is a {kind}, not a regular file; point the path at a PEM file", path.display())]
     NotRegularFile {
         /// The path.
         path: PathBuf,
+        /// What it is instead, in words ("FIFO", "directory"...).
+        kind: &'static str,
     },
     /// A file to read is far larger than any PEM file.
     #[error("refusing to read {}: {size} bytes is too large for a PEM file; check the path", path.display())]

@@ -160,7 +160,10 @@ pub(crate) fn read_file_meta(
     };
     safefile::read_with(path, opts).map_err(|e| match e {
         ReadError::Io { source, .. } => StoreError::io("read", path, source),
-        ReadError::NotRegular { .. } => StoreError::NotRegularFile { path: path.into() },
+        ReadError::NotRegular { kind, .. } => StoreError::NotRegularFile {
+            path: path.into(),
+            kind,
+        },
         ReadError::TooLarge { size, .. } => StoreError::TooLarge {
             path: path.into(),
             size,
