@@ -44,6 +44,10 @@ struct DirId {
 }
 
 impl DirId {
+    /// No directory (no real one has inode 0): kept instead of an `Option`,
+    /// which would cost 8 bytes a credential more.
+    const NONE: DirId = DirId { dev: 0, ino: 0 };
+
     fn of(f: &File) -> io::Result<DirId> {
         let m = f.metadata()?;
         Ok(DirId {
@@ -65,17 +69,18 @@ struct DirPin {
     /// The directory, or (when it did not exist yet) its nearest existing ancestor.
     id: DirId,
     /// The directory's parent, so a removed directory is created again in
-    /// the same place; `None` while `missing > 0`.
-    parent: Option<DirId>,
+    /// the same place; [`DirId::NONE`] while `missing > 0`.
+    parent: DirId,
     /// Trailing components of the path that did not exist when pinned.
     missing: u16,
 }
 
-/// The pinned directories of one credential's files. Cheap to keep: a few
-/// words a directory, no path (the config has it).
+/// The pinned directories of one credential's files. Cheap to keep: six
+/// words a directory, no path (the config has it), held exactly (a boxed
+/// slice, not a growable Vec: this is kept for every credential).
 #[derive(Debug, Default)]
 pub struct Pins {
-    slots: Mutex<Vec<(u64, DirPin)>>,
+    slots: Mutex<Box<[(u64, DirPin)]>>,
 }
 
 /// A configured directory's key in [`Pins`].
@@ -123,7 +128,11 @@ impl Pins {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         match slots.iter_mut().find(|(h, _)| *h == k) {
             Some(slot) => slot.1 = pin,
-            None => slots.push((k, pin)),
+            None => {
+                let mut grown = std::mem::take(&mut *slots).into_vec();
+                grown.push((k, pin));
+                *slots = grown.into_boxed_slice();
+            }
         }
     }
 
@@ -207,8 +216,9 @@ fn take(dir: &Path) -> io::Result<DirPin> {
                     open_sub(&f, Path::new(".."))
                         .ok()
                         .and_then(|p| DirId::of(&p).ok())
+                        .unwrap_or(DirId::NONE)
                 } else {
-                    None
+                    DirId::NONE
                 };
                 return Ok(DirPin {
                     id: DirId::of(&f)?,
@@ -262,16 +272,18 @@ fn open_pinned(dir: &Path, pin: &DirPin, create: bool) -> Result<Opened, StoreEr
             if rest.is_empty() {
                 return Ok(Some((f, None)));
             }
-            walk(dir, f, None, &rest, create)
+            walk(dir, f, DirId::NONE, &rest, create)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound && pin.missing == 0 => {
             // The pinned directory is gone: create it again, but only inside
             // the very parent it had.
-            let (Some(parent_id), Some(parent), Some(name)) =
-                (pin.parent, dir.parent(), dir.file_name())
+            let (parent_id, Some(parent), Some(name)) = (pin.parent, dir.parent(), dir.file_name())
             else {
                 return Err(replaced(dir, "it was removed".into()));
             };
+            if parent_id == DirId::NONE {
+                return Err(replaced(dir, "it was removed".into()));
+            }
             let pf = match open_dir(parent) {
                 Ok(pf) => pf,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -292,7 +304,7 @@ fn open_pinned(dir: &Path, pin: &DirPin, create: bool) -> Result<Opened, StoreEr
                     ),
                 ));
             }
-            walk(dir, pf, None, &[name], create)
+            walk(dir, pf, DirId::NONE, &[name], create)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(replaced(
             dir,
@@ -314,7 +326,7 @@ fn open_pinned(dir: &Path, pin: &DirPin, create: bool) -> Result<Opened, StoreEr
 fn walk(
     dir: &Path,
     start: File,
-    mut parent: Option<DirId>,
+    mut parent: DirId,
     rest: &[&std::ffi::OsStr],
     create: bool,
 ) -> Result<Opened, StoreError> {
@@ -351,7 +363,7 @@ fn walk(
             cur.sync_all()
                 .map_err(|e| StoreError::io("fsync", strip(&at, 1), e))?;
         }
-        parent = Some(DirId::of(&cur).map_err(|e| StoreError::io("stat", &at, e))?);
+        parent = DirId::of(&cur).map_err(|e| StoreError::io("stat", &at, e))?;
         cur = next;
     }
     let pin = DirPin {
