@@ -36,6 +36,9 @@ use zeroize::Zeroizing;
 use super::{fsutil, StoreError, Target};
 use crate::safefile::{self, ReadError};
 
+/// Mode of target directories rekey creates: the app must traverse them.
+pub(super) const TARGET_DIR_MODE: u32 = 0o755;
+
 /// A directory's identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DirId {
@@ -96,8 +99,13 @@ impl Pins {
     /// be opened now is pinned at its first write instead.
     pub fn pin(&self, targets: &[Target]) {
         super::blocking(|| {
+            let mut seen: Vec<PathBuf> = Vec::with_capacity(1);
             for t in targets {
                 let dir = fsutil::parent_dir(&t.path);
+                if seen.contains(&dir) {
+                    continue;
+                }
+                seen.push(dir.clone());
                 match take(&dir) {
                     Ok(pin) => self.set(&dir, pin),
                     Err(e) => {
@@ -336,7 +344,11 @@ fn walk(
         at.push(name);
         let mut created = false;
         if create {
-            match nix::sys::stat::mkdirat(cur.as_fd(), *name, Mode::from_bits_truncate(0o755)) {
+            match nix::sys::stat::mkdirat(
+                cur.as_fd(),
+                *name,
+                Mode::from_bits_truncate(TARGET_DIR_MODE),
+            ) {
                 Ok(()) => created = true,
                 Err(Errno::EEXIST) => {}
                 Err(e) => return Err(StoreError::io("create directory", &at, e.into())),
@@ -358,7 +370,7 @@ fn walk(
         };
         if created {
             // Exactly 0755 whatever the umask; the new entry made durable.
-            next.set_permissions(std::fs::Permissions::from_mode(0o755))
+            next.set_permissions(std::fs::Permissions::from_mode(TARGET_DIR_MODE))
                 .map_err(|e| StoreError::io("set mode of", &at, e))?;
             cur.sync_all()
                 .map_err(|e| StoreError::io("fsync", strip(&at, 1), e))?;

@@ -54,6 +54,13 @@
 //! The first symlink publish over pre-existing regular files converts them one
 //! by one. One directory holds the files of one credential only: the `..data`
 //! and `..rekey-*` names are per directory.
+//!
+//! **Directories** (both modes, and API key files): every write, drift
+//! check and removal goes through [`Pins`], which opens each target's
+//! directory, checks it is the one pinned when the credential was loaded,
+//! and does everything relative to that open directory (`openat`), never by
+//! path. A directory replaced since (or reached through a symlink swapped in
+//! since) is refused with [`StoreError::DirectoryReplaced`].
 
 mod dirs;
 mod error;

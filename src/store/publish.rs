@@ -7,13 +7,11 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::dirs::{Dir, Pins};
+use super::dirs::{Dir, Pins, TARGET_DIR_MODE};
 use super::fsutil;
 use super::{Drift, Expected, Material, StoreError, SwapMode, Target};
 use crate::safefile::ReadError;
 
-/// Mode of target directories rekey creates: the app must traverse them.
-const TARGET_DIR_MODE: u32 = 0o755;
 /// The symlink that selects the live generation in symlink mode.
 pub(super) const DATA: &str = "..data";
 /// Its temp name while being replaced.
