@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{digest, SHA256};
 
-use super::{io_err, AuditError, Lines, Record, MAX_LINE};
+use super::file::{open_read, Lines, MAX_LINE};
+use super::{io_err, AuditError, Record};
 
 /// The first record's `prev` is the SHA-256 of this string.
 pub const GENESIS: &str = "rekey audit log genesis";
@@ -86,7 +87,7 @@ pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
 /// hold its last line whole.
 fn last_bytes(path: &Path) -> Result<String, AuditError> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = super::open_read(path)?;
+    let mut f = open_read(path)?;
     let len = f.metadata().map_err(io_err(path))?.len();
     let start = len.saturating_sub(2 * MAX_LINE as u64);
     f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::chain::files;
-use super::{AuditError, Lines, Record};
+use super::file::Lines;
+use super::{AuditError, Record};
 
 /// Which records to show.
 #[derive(Debug, Clone, Default)]

@@ -62,6 +62,7 @@
 //! path. A directory replaced since (or reached through a symlink swapped in
 //! since) is refused with [`StoreError::DirectoryReplaced`].
 
+mod dirfd;
 mod dirs;
 mod error;
 mod fsutil;
