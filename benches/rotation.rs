@@ -44,6 +44,7 @@ fn cred(dir: &std::path::Path, kt: KeyType, swap: SwapMode) -> CertificateConfig
         team: None,
         labels: Default::default(),
         policy_waiver: None,
+        policy_max_lifetime: None,
     }
 }
 

@@ -283,6 +283,7 @@ fn main() {
             team: None,
             labels: Default::default(),
             policy_waiver: None,
+            policy_max_lifetime: None,
         };
         let engine = Engine::start(
             store,

@@ -8,6 +8,7 @@
 //! records hold names, generations, fingerprints and outcomes only.
 
 mod chain;
+mod file;
 mod read;
 
 use std::fs::{File, OpenOptions};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ApiKeyConfig, CertificateConfig};
 use crate::handoff::{Generation, Verdict};
+use file::open_append;
 
 pub use chain::{compressed, files, rotated_path, verify, Broken, Verified, GENESIS, KEEP};
 pub use read::{format, read_all, Filter};
@@ -38,6 +40,14 @@ pub enum AuditError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A file could not be opened for reading (not a regular file, a symlink...).
+    #[error("audit log: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why; names the path.
+        source: crate::safefile::ReadError,
     },
     /// A record could not be encoded (never expected).
     #[error("audit record: {0}")]
@@ -75,6 +85,9 @@ pub enum AuditEvent {
     ConfigReloaded,
     /// A credential was decommissioned.
     Retired,
+    /// A credential found on disk at start was adopted, or refused (and
+    /// reissued) with the reason.
+    Adopted,
 }
 
 impl AuditEvent {
@@ -91,6 +104,7 @@ impl AuditEvent {
             AuditEvent::ConfigLoaded => "config_loaded",
             AuditEvent::ConfigReloaded => "config_reloaded",
             AuditEvent::Retired => "retired",
+            AuditEvent::Adopted => "adopted",
         }
     }
 }
@@ -434,15 +448,6 @@ impl Audit {
     }
 }
 
-fn open_append(path: &Path) -> Result<File, AuditError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))
-}
-
 impl Writer {
     fn append(&mut self, entry: Entry) -> Result<(), AuditError> {
         let record = Record {
@@ -522,7 +527,11 @@ impl Writer {
         std::fs::rename(&self.path, &to).map_err(io_err(&self.path))?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Make the renames durable before records go to the new file.
-            if let Ok(d) = File::open(dir) {
+            let d = OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NONBLOCK)
+                .open(dir);
+            if let Ok(d) = d {
                 let _ = d.sync_all();
             }
         }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::audit::{self, AuditError, AuditEvent, Record};
 use crate::cert;
 use crate::config::{evaluate_policy, Config};
-use crate::engine::disk::{self, DiskState};
+use crate::engine::disk::DiskState;
 use crate::engine::journal::Journal;
 use crate::store::Store;
 
@@ -140,9 +140,11 @@ pub fn build(config: &Config, now: SystemTime) -> Result<Report, AuditError> {
     let store = Store::open_readonly(&config.daemon.state_dir);
     let mut credentials = Vec::new();
     for c in &config.certificates {
-        let (state, _) = disk::assess(c, now);
+        let state = crate::report::judge(config, &store, c, now);
         let age_seconds = match &state {
-            DiskState::Valid(info) | DiskState::Unusable(info, _) => now
+            DiskState::Valid(info)
+            | DiskState::Unusable(info, _)
+            | DiskState::Untrusted(info, _) => now
                 .duration_since(info.not_before)
                 .ok()
                 .map(|d| d.as_secs()),

@@ -12,6 +12,7 @@ use hyper::Method;
 
 use rekey::config::{Config, LogFormat};
 use rekey::metrics::Metrics;
+use rekey::safefile::{self, Guard};
 use rekey::status::CredentialStatus;
 use rekey::{cert, client, daemon, demo, notify, report, status};
 
@@ -472,10 +473,10 @@ fn admin_target(
 
 /// The admin token in `path`, trimmed like the daemon trims it.
 fn read_token(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?,
-    );
+    // A secret: bounded, never blocking, refused when other users can write it.
+    let text = safefile::read_guarded(path, "--token-file", Guard::Secret, safefile::MAX_SECRET)
+        .and_then(|b| safefile::text(path, b))
+        .context("--token-file")?;
     let token = zeroize::Zeroizing::new(text.trim().to_string());
     anyhow::ensure!(
         !token.is_empty(),

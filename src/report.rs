@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::cert::{self, CertInfo};
-use crate::config::Config;
+use crate::config::{CertificateConfig, Config};
 use crate::engine::disk::{self, DiskState};
 use crate::engine::journal::Journal;
+use crate::issuer;
 use crate::schedule;
 use crate::store::Store;
 
@@ -27,7 +28,7 @@ pub fn check(config: &Config, now: SystemTime) -> String {
     );
     let store = Store::open_readonly(&config.daemon.state_dir);
     for c in &config.certificates {
-        let (state, _) = disk::assess(c, now);
+        let state = judge(config, &store, c, now);
         let renew = match &state {
             DiskState::Valid(info) => {
                 let draw = store
@@ -75,6 +76,40 @@ pub fn check(config: &Config, now: SystemTime) -> String {
     out
 }
 
+/// What is published for `c`, judged the way `rekey run` judges it at
+/// start: a valid pair counts as valid only when the journal committed it,
+/// or when it chains to the issuer and passes `[policy]` (see
+/// [`disk::vouch`]); otherwise it is [`DiskState::Untrusted`].
+pub fn judge(config: &Config, store: &Store, c: &CertificateConfig, now: SystemTime) -> DiskState {
+    let (state, material) = disk::assess(c, now);
+    let (DiskState::Valid(info), Some(material)) = (state.clone(), material) else {
+        return state;
+    };
+    let cs = store.credential(&c.name);
+    let committed = cs
+        .load_journal::<Journal>()
+        .ok()
+        .flatten()
+        .and_then(|j| j.committed)
+        .and_then(|g| cs.load_cert_pem(g).ok())
+        .and_then(|pem| cert::pem_certs(pem.as_bytes(), "staged certificate").ok())
+        .and_then(|ders| ders.first().map(|d| cert::fingerprint(d)));
+    if committed.as_deref() == Some(info.fingerprint.as_str()) {
+        return state;
+    }
+    let anchors = match config.issuer(&c.issuer) {
+        Some(ic) => {
+            let ca_dir = config.daemon.state_dir.join("ca").join(&c.issuer);
+            issuer::anchors_of(ic, &ca_dir)
+        }
+        None => Err(format!("no issuer named {}", c.issuer)),
+    };
+    match anchors.and_then(|a| disk::vouch(c, &material, &info, &a, now)) {
+        Ok(()) => state,
+        Err(why) => DiskState::Untrusted(info, why),
+    }
+}
+
 fn describe_cert(out: &mut String, info: &CertInfo, now: SystemTime) {
     let _ = writeln!(out, "  subject:     {}", info.subject);
     let mut sans: Vec<String> = info.dns_names.clone();
@@ -114,10 +149,11 @@ pub fn inspect(files: &[impl AsRef<Path>], now: SystemTime) -> Result<String, St
     for f in files {
         let path = f.as_ref();
         let shown = path.display().to_string();
-        let bytes = match std::fs::read(path) {
-            Ok(b) => zeroize::Zeroizing::new(b),
+        // Never blocks on a FIFO, refuses devices, reads at most MAX_READ.
+        let bytes = match crate::safefile::read(path) {
+            Ok(b) => b,
             Err(e) => {
-                errors.push(format!("{shown}: {e}"));
+                errors.push(e.to_string());
                 continue;
             }
         };

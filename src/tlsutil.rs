@@ -13,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+use crate::safefile::{self, Guard, MAX_READ};
+
 /// Accepts any server certificate but still checks handshake signatures, so
 /// the peer proves it holds the key of the certificate it shows.
 #[derive(Debug)]
@@ -77,12 +79,15 @@ pub fn probe_config(client: Option<(&Path, &Path)>) -> Result<ClientConfig, Stri
     match client {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?
+            let cert_pem = safefile::read_guarded(cert, "client_cert", Guard::Trust, MAX_READ)
+                .map_err(|e| format!("client_cert: {e}"))?;
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("bad PEM in client_cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?;
+            let key_pem = safefile::read_guarded(key, "client_key", Guard::Secret, MAX_READ)
+                .map_err(|e| format!("client_key: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| format!("bad PEM in client_key {}: {e}", key.display()))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("unusable client certificate: {e}"))
@@ -125,30 +130,92 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
 /// the PEM certificates in `trust_bundle`. There is deliberately no way to
 /// turn verification off.
 pub fn verified_config(trust_bundle: Option<&Path>) -> Result<ClientConfig, TrustError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(native_roots().iter().cloned());
-    if let Some(path) = trust_bundle {
-        let err = |reason: String| TrustError::Bundle {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let certs = crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(err("holds no PEM certificate".to_string()));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| err(format!("a certificate is not a usable root: {e}")))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(TrustError::NoRoots);
-    }
+    let roots = root_store(trust_bundle)?;
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TrustError::Setup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// The platform roots plus the PEM certificates in `trust_bundle`, each a
+/// usable root (the bundle's certificates are checked like
+/// [`verified_config`] checks them).
+fn root_store(trust_bundle: Option<&Path>) -> Result<rustls::RootCertStore, TrustError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(native_roots().iter().cloned());
+    for c in bundle(trust_bundle)? {
+        roots.add(c).map_err(|e| TrustError::Bundle {
+            path: trust_bundle.unwrap_or(Path::new("")).to_path_buf(),
+            reason: format!("a certificate is not a usable root: {e}"),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TrustError::NoRoots);
+    }
+    Ok(roots)
+}
+
+/// The certificates of `trust_bundle` (none without one).
+fn bundle(trust_bundle: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let Some(path) = trust_bundle else {
+        return Ok(Vec::new());
+    };
+    let err = |reason: String| TrustError::Bundle {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // It decides whom rekey trusts: refused when other users can write it.
+    let pem = safefile::read_guarded(path, "trust_bundle", Guard::Trust, MAX_READ)
+        .map_err(|e| err(e.reason()))?;
+    let certs = crate::cert::pem_certs(&pem, "trust_bundle").map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("holds no PEM certificate".to_string()));
+    }
+    Ok(certs)
+}
+
+/// The anchors a certificate from an issuer with `trust_bundle` must chain
+/// to: the platform's roots plus the bundle's certificates.
+pub fn anchors(trust_bundle: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let mut out = native_roots().to_vec();
+    out.extend(bundle(trust_bundle)?);
+    Ok(out)
+}
+
+/// Whether `chain` (the leaf, then whatever intermediates came with it)
+/// chains to one of `anchors` and is valid for `name` at `now`: full path
+/// validation (signatures, validity, CA constraints, server-auth use) by
+/// rustls' own verifier on aws-lc-rs.
+pub fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    anchors: &[CertificateDer<'static>],
+    name: ServerName<'static>,
+    now: std::time::SystemTime,
+) -> Result<(), String> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("no certificate".into());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(anchors.iter().cloned());
+    if roots.is_empty() {
+        return Err("there is no trust anchor to check it against".into());
+    }
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| e.to_string())?;
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    verifier
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &name,
+            &[],
+            UnixTime::since_unix_epoch(since),
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

@@ -8,18 +8,20 @@
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{digest, SHA256};
-use zeroize::Zeroizing;
+
+use crate::safefile::{self, Guard, ReadError};
 
 /// Reading the token file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The file could not be read.
-    #[error("daemon.admin_token_file: cannot read {}: {source}", path.display())]
+    /// The file could not be read (missing, not a regular file, too large,
+    /// writable by other users).
+    #[error("daemon.admin_token_file: {source}")]
     Read {
         /// The token file.
         path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
+        /// Why; names the path.
+        source: ReadError,
     },
     /// The file holds nothing but whitespace.
     #[error("daemon.admin_token_file: {} is empty; write a long random token into it (e.g. `openssl rand -hex 32`)", path.display())]
@@ -43,12 +45,20 @@ impl std::fmt::Debug for AdminToken {
 
 impl AdminToken {
     /// The token in `path`: its contents without surrounding whitespace
-    /// (files written by `echo` end with a newline).
+    /// (files written by `echo` end with a newline). The file is read as a
+    /// secret (see [`crate::safefile::read_guarded`]): refused when other
+    /// users can write it, a WARN when they can read it.
     pub fn read(path: &Path) -> Result<AdminToken, TokenError> {
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| TokenError::Read {
+        let bytes = safefile::read_guarded(
+            path,
+            "daemon.admin_token_file",
+            Guard::Secret,
+            safefile::MAX_SECRET,
+        )
+        .map_err(|source| TokenError::Read {
             path: path.to_path_buf(),
             source,
-        })?);
+        })?;
         let token = bytes.trim_ascii();
         if token.is_empty() {
             return Err(TokenError::Empty {

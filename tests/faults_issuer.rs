@@ -409,8 +409,10 @@ fn acme_server(mode: Acme, tls: &acme_support::TestTls) -> std::net::SocketAddr 
     addr
 }
 
-/// A valid pair published before rekey starts, which it adopts.
-fn publish_valid_pair(env: &common::Env) {
+/// A valid pair published before rekey starts, which it adopts (it chains
+/// to the CA whose certificate is returned: the caller adds it to the
+/// issuer's trust_bundle). Returns that CA's PEM.
+fn publish_valid_pair(env: &common::Env) -> String {
     let ca = CertifiedIssuer::self_signed(ca_params("earlier CA"), KeyPair::generate().unwrap())
         .unwrap();
     let key = KeyPair::generate().unwrap();
@@ -423,6 +425,7 @@ fn publish_valid_pair(env: &common::Env) {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("cert.pem"), leaf.pem()).unwrap();
     std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+    ca.pem()
 }
 
 fn acme_fault(mode: Acme, name: &str, why: &str, min_wait: u64, attempts: usize) {
@@ -431,7 +434,12 @@ fn acme_fault(mode: Acme, name: &str, why: &str, min_wait: u64, attempts: usize)
     let tls = acme_support::test_tls(env.dir.path());
     let addr = acme_server(mode, &tls);
     let hook = support::Receiver::start(Some(200));
-    publish_valid_pair(&env);
+    // The bundle trusts the test TLS CA (for the server) and the CA of the
+    // pair already published (so rekey may adopt it).
+    let earlier_ca = publish_valid_pair(&env);
+    let bundle = env.path("bundle.pem");
+    let tls_ca = std::fs::read_to_string(&tls.ca_pem).unwrap();
+    std::fs::write(&bundle, format!("{tls_ca}{earlier_ca}")).unwrap();
     let d = env.path("tls/web");
     env.write_config(&format!(
         "[issuer.le]\ntype = \"acme\"\ndirectory = \"https://{addr}/dir\"\ntrust_bundle = \"{b}\"\n\
@@ -439,7 +447,7 @@ fn acme_fault(mode: Acme, name: &str, why: &str, min_wait: u64, attempts: usize)
          [[certificate]]\nname = \"web\"\nissuer = \"le\"\ndns_names = [\"localhost\"]\n\
          files = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n\n\
          [[alert]]\ntype = \"webhook\"\nurl = \"{u}\"\n",
-        b = tls.ca_pem.display(),
+        b = bundle.display(),
         l = common::free_addr(),
         d = d.display(),
         u = hook.url("/hook"),

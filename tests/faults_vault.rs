@@ -259,18 +259,22 @@ fn vault_fault(fault: Fault, name: &str, why: &str, min_wait: u64, attempts: usi
     let vault = FakeVault::start(fault);
     let hook = support::Receiver::start(Some(200));
     publish_earlier_pair(&env, &vault.pki);
+    // The PKI root in trust_bundle: what lets rekey adopt that pair.
+    let roots = env.path("vault-root.pem");
+    std::fs::write(&roots, vault.pki.root.pem()).unwrap();
     let token = env.path("vault-token");
     std::fs::write(&token, "s.faketoken\n").unwrap();
     let d = env.path("tls/web");
     // A 2 s request deadline keeps the stall scenario short.
     env.write_config(&format!(
         "[issuer.vault]\ntype = \"vault\"\naddress = \"http://{a}\"\npki_role = \"web\"\ntimeout = \"2s\"\n\
-         auth = {{ method = \"token\", token_file = \"{t}\" }}\n\n\
+         trust_bundle = \"{r}\"\nauth = {{ method = \"token\", token_file = \"{t}\" }}\n\n\
          [[certificate]]\nname = \"web\"\nissuer = \"vault\"\ndns_names = [\"localhost\"]\nlifetime = \"1h\"\n\
          files = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\", fullchain = \"{d}/fullchain.pem\", ca = \"{d}/ca.pem\" }}\n\n\
          [[alert]]\ntype = \"webhook\"\nurl = \"{u}\"\n",
         a = vault.addr,
         t = token.display(),
+        r = roots.display(),
         d = d.display(),
         u = hook.url("/hook"),
     ));

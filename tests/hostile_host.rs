@@ -9,5 +9,7 @@ mod common;
 mod endpoint;
 #[path = "hostile_host/exec.rs"]
 mod exec;
+#[path = "hostile_host/fs.rs"]
+mod fs;
 #[path = "hostile_host/pid.rs"]
 mod pid;

@@ -233,6 +233,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A file holding a secret (a header value, a URL with a token in it):
+/// bounded, never blocking, and refused when other users can write it.
+fn read_secret_file(
+    path: &Path,
+    key: &str,
+) -> Result<zeroize::Zeroizing<String>, crate::safefile::ReadError> {
+    use crate::safefile::{self, Guard};
+    let bytes = safefile::read_guarded(path, key, Guard::Secret, safefile::MAX_SECRET)?;
+    safefile::text(path, bytes)
+}
+
 /// The value of a header read from a file (trailing newline trimmed).
 fn header_file(sink: &str, name: &str, path: &Path) -> Result<HeaderValue, AlertError> {
     let err = |reason: String| AlertError::File {
@@ -241,7 +252,8 @@ fn header_file(sink: &str, name: &str, path: &Path) -> Result<HeaderValue, Alert
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = read_secret_file(path, &format!("alert {sink} header {name} file"))
+        .map_err(|e| err(e.reason()))?;
     let text = text.trim_end_matches(['\r', '\n']);
     let mut value = HeaderValue::from_str(text).map_err(|_| {
         err(
@@ -261,7 +273,8 @@ fn read_url(sink: &str, path: &Path) -> Result<Uri, AlertError> {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(&e.to_string()))?;
+    let text =
+        read_secret_file(path, &format!("alert {sink} url_file")).map_err(|e| err(&e.reason()))?;
     let uri: Uri = text
         .trim()
         .parse()

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{digest, SHA256};
 
+use super::file::{open_read, Lines, MAX_LINE};
 use super::{io_err, AuditError, Record};
 
 /// The first record's `prev` is the SHA-256 of this string.
@@ -61,12 +62,17 @@ fn decode(line: &str) -> Result<Record, String> {
 }
 
 /// The last line of the newest non-empty file, as (its hash, next seq).
+/// Only the end of the file is read, whatever its size.
 pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
     for p in files(path).iter().rev() {
-        let text = match std::fs::read_to_string(p) {
+        let text = match last_bytes(p) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(p)(e)),
+            Err(AuditError::Read { source, .. })
+                if source.io_kind() == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
         };
         if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
             // A damaged last line still anchors the chain; verify reports it.
@@ -79,6 +85,27 @@ pub(super) fn tail(path: &Path) -> Result<(String, u64), AuditError> {
         tracing::warn!(files = ?compressed, event = "audit_failed", "the audit log's newest records are only in compressed files, so its hash chain starts again at record 1 and `rekey audit verify` will say so; compress rotated audit files with logrotate's delaycompress");
     }
     Ok((genesis_hash(), 1))
+}
+
+/// The last two [`MAX_LINE`]s of the file at `path`, as text: enough to
+/// hold its last line whole.
+fn last_bytes(path: &Path) -> Result<String, AuditError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = open_read(path)?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let start = len.saturating_sub(2 * MAX_LINE as u64);
+    f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut buf = Vec::new();
+    f.take(2 * MAX_LINE as u64)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        // The first line is cut: keep only what follows it.
+        let cut = text.find('\n').map_or(text.len(), |i| i + 1);
+        text.drain(..cut);
+    }
+    Ok(text)
 }
 
 /// An intact chain.
@@ -167,10 +194,15 @@ pub fn compressed(path: &Path) -> Vec<PathBuf> {
 /// The `seq` of a file's first record; None when it has none or the first
 /// line is not a record.
 fn first_seq(path: &Path) -> Option<u64> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(path).ok()?;
+    use std::io::{BufRead, Read};
+    // Bounded and through safefile, like every other read of the log: a
+    // FIFO or a huge first line named like a rotated copy must not hang or
+    // fill memory.
+    let file = open_read(path).ok()?;
     let mut first = String::new();
-    std::io::BufReader::new(file).read_line(&mut first).ok()?;
+    std::io::BufReader::new(file.take(MAX_LINE as u64))
+        .read_line(&mut first)
+        .ok()?;
     decode(first.trim_end_matches('\n')).ok().map(|r| r.seq)
 }
 
@@ -199,8 +231,9 @@ pub fn verify(path: &Path) -> Result<Result<Verified, Broken>, AuditError> {
     let mut expected: Option<u64> = None;
     let mut records = 0;
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(io_err(file))?;
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in Lines::open(file)?.enumerate() {
+            let line = line?;
+            let line = line.as_str();
             let ln = i + 1;
             let broken = |why: String| Broken {
                 file: file.clone(),

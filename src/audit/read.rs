@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::chain::files;
-use super::{io_err, AuditError, Record};
+use super::file::Lines;
+use super::{AuditError, Record};
 
 /// Which records to show.
 #[derive(Debug, Clone, Default)]
@@ -33,9 +34,8 @@ impl Filter {
 pub fn read_all(path: &Path) -> Result<Vec<(PathBuf, usize, Record)>, AuditError> {
     let mut out = Vec::new();
     for file in files(path) {
-        let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
-        for (i, line) in text.lines().enumerate() {
-            if let Ok(r) = serde_json::from_str::<Record>(line) {
+        for (i, line) in Lines::open(&file)?.enumerate() {
+            if let Ok(r) = serde_json::from_str::<Record>(&line?) {
                 out.push((file.clone(), i + 1, r));
             }
         }

@@ -382,6 +382,8 @@ fn certificate(
             team,
             labels,
             policy_waiver,
+            // Set from [policy] once it is parsed (convert.rs).
+            policy_max_lifetime: None,
         },
         files_spans,
         swap_span: rc.swap.as_ref().map(Spanned::span),

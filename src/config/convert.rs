@@ -41,7 +41,15 @@ pub(super) fn parse(
     }
     // Shared with the engine's tasks: one copy of each credential's config
     // for the daemon's lifetime, not one per holder.
-    let parsed = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let mut parsed = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let policy = match raw.policy {
+        Some(t) => Some(super::policy::policy(&src, t)?),
+        None => None,
+    };
+    let max_lifetime = policy.as_ref().and_then(|p| p.max_lifetime);
+    for c in &mut parsed {
+        c.policy_max_lifetime = max_lifetime;
+    }
     let mut certificates: Vec<std::sync::Arc<super::CertificateConfig>> =
         Vec::with_capacity(parsed.len());
     // Not `into_iter().map(Arc::new).collect()`: that collects in place,
@@ -50,10 +58,6 @@ pub(super) fn parse(
     certificates.extend(parsed.into_iter().map(std::sync::Arc::new));
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
     let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
-    let policy = match raw.policy {
-        Some(t) => Some(super::policy::policy(&src, t)?),
-        None => None,
-    };
     let watches = super::watch::watches(&src, base, &certificates, &api_keys, raw.watch)?;
     let config = Config {
         path: path.to_path_buf(),

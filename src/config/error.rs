@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 /// A config problem, located as precisely as the source allows.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read at all.
-    #[error("{}: cannot read config file: {source}", file.display())]
+    /// The file could not be read at all (missing, not a regular file, too
+    /// large, writable by other users).
+    #[error("{}: cannot read config file: {}", file.display(), source.reason())]
     Read {
         /// The config file.
         file: PathBuf,
-        /// Why it could not be read.
-        source: std::io::Error,
+        /// Why it could not be read; names the path.
+        source: crate::safefile::ReadError,
     },
     /// The text is not valid TOML.
     #[error("{}: TOML syntax error: {message}", place(Some(file), *line, *column))]

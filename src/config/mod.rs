@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::safefile::{self, Guard};
+
 pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
 pub use alert::{
     AlertConfig, ExecConfig, HeaderConfig, HeaderSource, HttpConfig, SinkConfig, UrlSource,
@@ -73,10 +75,13 @@ pub struct Config {
 impl Config {
     /// Read, parse and validate a config file (also runs check_state_dir).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
-        })?;
+        };
+        let bytes = safefile::read_guarded(path, "config", Guard::Trust, MAX_CONFIG_SIZE)
+            .map_err(read_err)?;
+        let text = safefile::text(path, bytes).map_err(read_err)?;
         let (config, state_dir_span) = convert::parse(&text, path)?;
         check_state_dir(&config.daemon.state_dir)
             .map_err(|e| e.locate(path, &text, state_dir_span))?;
@@ -94,6 +99,9 @@ impl Config {
     }
 }
 
+/// The largest config file read: 10,000 credentials take about 2 MiB.
+pub const MAX_CONFIG_SIZE: u64 = 32 * 1024 * 1024;
+
 /// Default for `daemon.state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rekey";
 /// Default for `daemon.listen`.
@@ -105,10 +113,13 @@ pub const ADMIN_SOCKET: &str = "rekey.sock";
 /// `daemon.state_dir/rekey.sock`. Reads only that key, so `rekey rotate`
 /// still finds the daemon while the file holds edits not yet loaded.
 pub fn admin_socket(path: &Path) -> Result<PathBuf, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_err = |source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
-    })?;
+    };
+    let bytes =
+        safefile::read_guarded(path, "config", Guard::Trust, MAX_CONFIG_SIZE).map_err(read_err)?;
+    let text = safefile::text(path, bytes).map_err(read_err)?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
         file: path.to_path_buf(),
         line: None,
@@ -408,6 +419,9 @@ pub struct CertificateConfig {
     pub labels: BTreeMap<String, String>,
     /// Why this credential may break `[policy]` `require_verify`.
     pub policy_waiver: Option<String>,
+    /// `[policy] max_lifetime`, copied here at load: a certificate found on
+    /// disk that lives longer is reissued, never adopted.
+    pub policy_max_lifetime: Option<Duration>,
 }
 
 /// The files of one certificate; relative paths are already resolved.
@@ -480,9 +494,9 @@ impl FileKind {
     }
 }
 
-/// Check an existing state dir: a directory, readable, no group/other mode bits. A missing one is fine (it is created 0700 later).
+/// Check an existing state dir: a directory, readable, no group/other mode bits, owned by the user rekey runs as. A missing one is fine (it is created 0700 later).
 pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let bad = |message: String| ConfigError::state_dir(message);
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
@@ -499,6 +513,16 @@ pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
     if mode & 0o077 != 0 {
         return Err(bad(format!(
             "{} has mode {mode:04o}, but group and others must have no access (it holds private keys); fix: chmod 700 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    // Even root refuses another user's state dir: its owner could read and
+    // replace the keys rekey would write into it (the store checks it too).
+    let (owner, me) = (meta.uid(), nix::unistd::geteuid().as_raw());
+    if owner != me {
+        return Err(bad(format!(
+            "{} belongs to uid {owner}, not to uid {me} that rekey runs as: its owner could read and replace the keys in it; fix: chown -R {me} {}, or run rekey as its owner",
             path.display(),
             path.display()
         )));

@@ -28,12 +28,12 @@ pub struct AppOptions {
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, DemoError> {
     let bad = |why: String| DemoError::App(why);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(format!("{}: {e}", cert.display())))?
+    let read = |p: &Path| crate::safefile::read(p).map_err(|e| bad(e.to_string()));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(format!("{}: {e}", cert.display())))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| bad(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| bad(format!("{}: {e}", key.display())))?;
     let cfg = ServerConfig::builder_with_provider(crate::tlsutil::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(e.to_string()))?

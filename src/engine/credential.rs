@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Semaphore};
 
+mod adopt;
 mod ari;
 mod repair;
 
-use super::disk::{self, DiskState};
+use super::disk;
 use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::{Alert, Alerter, Event};
@@ -21,7 +22,7 @@ use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
-use crate::store::{CredentialStore, Expected, Material, Store, Target};
+use crate::store::{CredentialStore, Expected, Material, Pins, Store, Target};
 
 /// Background probing of a pending or failed handoff backs off up to this.
 pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
@@ -86,6 +87,9 @@ pub(super) struct Task {
     /// The files drifted and the committed generation could not be read
     /// back to restore them: rotate now (cleared on commit).
     pub(super) rotate_to_repair: bool,
+    /// The directories of the files, pinned when the task starts: writes go
+    /// only into these (see [`crate::store::Pins`]).
+    pub(super) pins: Pins,
 }
 
 impl Task {
@@ -137,6 +141,7 @@ impl Task {
             alerted_expired: None,
             last_handoff: None,
             rotate_to_repair: false,
+            pins: Pins::default(),
         }
     }
 
@@ -202,6 +207,9 @@ impl Task {
     /// adopt a valid pair found on disk, then repair drift.
     async fn start(&mut self) {
         let name = self.cfg.name.clone();
+        // Before anything is written: the directories as they are at load
+        // are the ones this credential's files go into.
+        self.pins.pin(&self.targets());
         self.journal = match self.store.load_journal::<Journal>() {
             Ok(Some(j)) => j,
             Ok(None) => Journal::default(),
@@ -284,26 +292,6 @@ impl Task {
         let der = ders.first().ok_or("staged certificate is empty")?;
         let info = cert::parse_der(der).map_err(|e| e.to_string())?;
         Ok((Current::new(g, info, &self.targets(), &material), material))
-    }
-
-    /// A valid pair already published (by an earlier install, or a state dir
-    /// that was lost) is adopted instead of reissued: reissuing on every
-    /// restart burns CA rate limits.
-    fn adopt(&mut self) {
-        let (state, material) = disk::assess(&self.cfg, SystemTime::now());
-        let (DiskState::Valid(info), Some(material)) = (state.clone(), material) else {
-            tracing::info!(credential = %self.cfg.name, on_disk = %state.describe(), "no usable credential on disk; will issue");
-            return;
-        };
-        let g = self.journal.allocate();
-        if let Err(e) = self.store.stage(g, &material) {
-            tracing::error!(credential = %self.cfg.name, error = %e, "cannot stage the adopted credential; will issue");
-            return;
-        }
-        self.journal.commit(g, fastrand::f64());
-        self.save_and_prune();
-        tracing::info!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, event = "adopted", "adopted the valid credential found on disk");
-        self.current = Some(Current::new(g, *info, &self.targets(), &material));
     }
 
     /// When the next rotation is due: now when there is no usable committed

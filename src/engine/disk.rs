@@ -1,10 +1,12 @@
 //! What is published on disk now, judged against what the config asks for.
 //! Used at start (adopt a valid pair instead of reissuing) and by
-//! `rekey check`.
+//! `rekey check`. A pair no journal committed must also chain to the issuer
+//! and pass `[policy]` ([`vouch`]) before it is adopted.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use rustls_pki_types::{CertificateDer, ServerName};
 use zeroize::Zeroizing;
 
 use crate::cert::{self, CertInfo, Invalid, Names};
@@ -22,6 +24,9 @@ pub enum DiskState {
     Unusable(Box<CertInfo>, Invalid),
     /// Valid now for the configured names, with a matching key.
     Valid(Box<CertInfo>),
+    /// Valid-looking, but no journal committed it and it does not chain to
+    /// the issuer or breaks `[policy]`: never adopted, reissued at start.
+    Untrusted(Box<CertInfo>, String),
 }
 
 impl DiskState {
@@ -35,8 +40,51 @@ impl DiskState {
             DiskState::Unusable(_, Invalid::MissingNames(n)) => format!("wrong names (lacks {n})"),
             DiskState::Unusable(_, other) => other.to_string(),
             DiskState::Valid(info) => format!("valid until {}", cert::rfc3339(info.not_after)),
+            DiskState::Untrusted(_, why) => {
+                format!("NOT trusted, will be reissued at start: {why}")
+            }
         }
     }
+}
+
+/// Whether a valid pair found on disk that no journal committed may be
+/// adopted: it must chain to `anchors` (the issuer's, see
+/// [`crate::issuer::Issuer::trust_anchors`]) through the chain published
+/// with it, and live no longer than `[policy] max_lifetime`. `Err` says why
+/// not, for the WARN, the audit record and `rekey check`.
+pub fn vouch(
+    cfg: &CertificateConfig,
+    material: &Material,
+    info: &CertInfo,
+    anchors: &[CertificateDer<'static>],
+    now: SystemTime,
+) -> Result<(), String> {
+    let mut chain =
+        cert::pem_certs(material.cert_pem.as_bytes(), "certificate").map_err(|e| e.to_string())?;
+    chain.extend(
+        cert::pem_certs(material.chain_pem.as_bytes(), "chain").map_err(|e| e.to_string())?,
+    );
+    let names = names_of(cfg);
+    let name = names
+        .dns_names
+        .first()
+        .and_then(|d| ServerName::try_from(d.clone()).ok())
+        .or_else(|| names.ip_addresses.first().map(|ip| ServerName::from(*ip)))
+        .ok_or("the certificate config names no DNS name or IP address")?;
+    crate::tlsutil::verify_chain(&chain, anchors, name, now).map_err(|e| {
+        format!(
+            "it does not chain to issuer \"{}\" ({e}); a certificate rekey did not record is adopted only when it verifies against the issuer",
+            cfg.issuer
+        )
+    })?;
+    if let Some(max) = cfg.policy_max_lifetime.filter(|m| info.lifetime() > *m) {
+        return Err(format!(
+            "it lives {}, longer than [policy] max_lifetime {}",
+            humantime::format_duration(std::time::Duration::from_secs(info.lifetime().as_secs())),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(())
 }
 
 /// The requested names of a certificate credential.
@@ -133,6 +181,23 @@ fn material_from(
             if let Ok(b) = store::read_published(p) {
                 chain_pem = String::from_utf8_lossy(&b).into_owned();
             }
+        }
+    }
+    // The leaf came from `cert` alone: the intermediates are in the
+    // fullchain (or the bundle) after its leaf.
+    for p in [&cfg.files.fullchain, &cfg.files.bundle]
+        .into_iter()
+        .flatten()
+    {
+        if !chain_pem.is_empty() {
+            break;
+        }
+        let rest = store::read_published(p)
+            .ok()
+            .and_then(|b| cert::pem_certs(&b, &p.display().to_string()).ok())
+            .filter(|all| all.first() == ders.first());
+        if let Some(all) = rest {
+            chain_pem = all[1..].iter().map(|d| pem_of(d)).collect();
         }
     }
     let ca_pem = cfg

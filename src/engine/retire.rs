@@ -172,11 +172,11 @@ impl Task {
             }
             self.audit.record(entry);
         }
-        let out = outcome(
-            &self.cfg.name,
-            &step,
-            store::unpublish(&self.targets(), self.cfg.swap),
-        );
+        let removed = store::unpublish(&self.targets(), self.cfg.swap, &self.pins);
+        if let Err(e) = &removed {
+            self.tampered_dir(e);
+        }
+        let out = outcome(&self.cfg.name, &step, removed);
         tracing::warn!(credential = %self.cfg.name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
         let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, &out.result)
             .reason(format!(

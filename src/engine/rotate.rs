@@ -241,12 +241,13 @@ impl Task {
         let published = Instant::now();
         self.set_pending(g, Step::Publishing)?;
         failpoint!("publish.before");
-        let result = store::publish(&self.targets(), self.cfg.swap, &material);
+        let result = store::publish(&self.targets(), self.cfg.swap, &material, &self.pins);
         drop(material); // zeroizes the new key: the state dir holds it
         if let Err(e) = result {
+            self.tampered_dir(&e);
             // Put the committed generation back in case some files had flipped.
             if let Some(prev) = &previous {
-                if let Err(e2) = store::publish(&self.targets(), self.cfg.swap, prev) {
+                if let Err(e2) = store::publish(&self.targets(), self.cfg.swap, prev, &self.pins) {
                     tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }

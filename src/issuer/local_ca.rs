@@ -9,6 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
+use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
 use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation};
@@ -47,19 +48,15 @@ impl LocalCa {
         if !key_path.exists() {
             Self::create(dir, cfg).map_err(setup)?;
         }
-        let key_pem = Zeroizing::new(std::fs::read_to_string(&key_path).map_err(|e| {
+        let key_pem = read_own(&key_path).map_err(|e| {
             setup(format!(
-                "cannot read the CA key {}: {e}; restore it or remove {} to create a new CA",
-                key_path.display(),
+                "the CA key: {e}; restore it or remove {} to create a new CA",
                 dir.display()
             ))
-        })?);
-        let ca_pem = std::fs::read_to_string(&cert_path).map_err(|e| {
-            setup(format!(
-                "cannot read the CA certificate {}: {e}",
-                cert_path.display()
-            ))
         })?;
+        let ca_pem = read_own(&cert_path)
+            .map_err(|e| setup(format!("the CA certificate: {e}")))?
+            .to_string();
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|e| setup(format!("{} is not a usable key: {e}", key_path.display())))?;
         let ca_der = cert::pem_certs(ca_pem.as_bytes(), &cert_path.display().to_string())
@@ -122,6 +119,37 @@ impl LocalCa {
     }
 }
 
+/// The root certificate of the local CA kept in `dir`, without its key
+/// (for `rekey check`): what its certificates chain to.
+pub fn root_in(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let path = dir.join("ca.pem");
+    let pem = read_own(&path).map_err(|e| match e.io_kind() {
+        Some(std::io::ErrorKind::NotFound) => format!(
+            "the local CA does not exist yet ({} is missing); it is created at the first `rekey run`",
+            path.display()
+        ),
+        _ => e.to_string(),
+    })?;
+    let certs =
+        cert::pem_certs(pem.as_bytes(), &path.display().to_string()).map_err(|e| e.to_string())?;
+    match certs.into_iter().next() {
+        Some(c) => Ok(vec![c]),
+        None => Err(format!("{} holds no certificate", path.display())),
+    }
+}
+
+/// A file of the CA's own, in the state dir: bounded, never blocking, and a
+/// symlink is not followed (rekey writes none there).
+fn read_own(path: &Path) -> Result<Zeroizing<String>, crate::safefile::ReadError> {
+    use crate::safefile;
+    let opts = safefile::Options {
+        follow: false,
+        max: safefile::MAX_READ,
+    };
+    let (bytes, _) = safefile::read_with(path, opts)?;
+    safefile::text(path, bytes)
+}
+
 /// 16 random bytes, high bit clear so the DER integer stays positive.
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
@@ -135,6 +163,19 @@ fn random_serial() -> SerialNumber {
 impl Issuer for LocalCa {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn trust_anchors(&self) -> Result<Vec<CertificateDer<'static>>, IssuerError> {
+        // Only its own root: a certificate from any other CA, however valid,
+        // was not issued here.
+        let ders =
+            cert::pem_certs(self.ca_pem.as_bytes(), "the local CA certificate").map_err(|e| {
+                IssuerError::Setup {
+                    issuer: self.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(ders.into_iter().take(1).collect())
     }
 
     async fn revoke(&self, _credential: &str, _cert_pem: &str) -> Result<Revocation, IssuerError> {

@@ -1,12 +1,16 @@
 //! Issuers mint certificates from a CSR. One file per backend behind
 //! [`Issuer`]; backends never import the engine.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::cert::Names;
+use crate::config::IssuerConfig;
 
 pub mod acme;
 pub mod keys;
@@ -28,6 +32,25 @@ pub struct IssueRequest {
     pub names: Names,
     /// Lifetime asked for; the issuer may shorten it.
     pub lifetime: Duration,
+}
+
+/// The trust anchors of the issuer `cfg` as [`Issuer::trust_anchors`] has
+/// them, without starting it (for `rekey check`, which contacts nobody): the
+/// local CA's root read from `ca_dir` (`STATE_DIR/ca/NAME`), else the
+/// platform's roots plus the issuer's `trust_bundle`.
+pub fn anchors_of(
+    cfg: &IssuerConfig,
+    ca_dir: &Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bundle = match cfg {
+        IssuerConfig::LocalCa(_) => return local_ca::root_in(ca_dir),
+        IssuerConfig::Acme(c) => c.trust_bundle.as_deref(),
+        IssuerConfig::Vault(c) => c.trust_bundle.as_deref(),
+        IssuerConfig::HttpKeys(_) | IssuerConfig::ExecKeys(_) => {
+            return Err("an API key issuer issues no certificates".into())
+        }
+    };
+    crate::tlsutil::anchors(bundle).map_err(|e| e.to_string())
 }
 
 /// What an issuer returned, before validation.
@@ -141,6 +164,17 @@ pub trait Issuer: Send + Sync {
     /// so the issuer can retire it (ACME revokes it with `revoke_replaced`).
     async fn replaced(&self, _credential: &str, _cert_pem: &str) -> Result<(), IssuerError> {
         Ok(())
+    }
+
+    /// What a certificate of this issuer chains to, for judging one found
+    /// on disk that no journal committed (adoption at a first start, `rekey
+    /// check`). The default, for issuers without a root of their own: the
+    /// platform's roots.
+    fn trust_anchors(&self) -> Result<Vec<CertificateDer<'static>>, IssuerError> {
+        crate::tlsutil::anchors(None).map_err(|e| IssuerError::Setup {
+            issuer: self.name().to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Revoke `cert_pem` (the leaf, PEM) of `credential` because it is being

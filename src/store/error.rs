@@ -26,6 +26,16 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The state dir belongs to another user than the one rekey runs as.
+    #[error("refusing state dir {}: it belongs to uid {owner}, not to uid {me} that rekey runs as, and its owner could read and replace the keys in it; run `chown -R {me} {}`, or run rekey as its owner", path.display(), path.display())]
+    ForeignStateDir {
+        /// The state dir.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        me: u32,
+    },
     /// A stored key file lets group or other users in.
     #[error("refusing key file {}: mode {mode:04o} gives group/other access; run `chmod 600 {}`", path.display(), path.display())]
     InsecureKeyFile {
@@ -51,6 +61,16 @@ pub enum StoreError {
     TargetIsDirectory {
         /// The target path.
         path: PathBuf,
+    },
+    /// A target's directory is not the one rekey loaded (see
+    /// [`crate::store::Pins`]): nothing was written; the engine raises
+    /// `tampered`.
+    #[error("refusing to write into {}: {reason}; nothing was written there. Put the directory back, or restart rekey (or reload it with SIGHUP after changing the credential) to accept the new location", dir.display())]
+    DirectoryReplaced {
+        /// The configured directory.
+        dir: PathBuf,
+        /// What changed.
+        reason: String,
     },
     /// A target path cannot be used (no file name, reserved name, ...).
     #[error("cannot publish to {}: {reason}", path.display())]
@@ -108,10 +128,12 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// A file to read is not a regular file (FIFO, device, directory, ...).
-    #[error("cannot read {}: not a regular file; point the path at a PEM file", path.display())]
+    #[error("cannot read {}: it is a {kind}, not a regular file; point the path at a PEM file", path.display())]
     NotRegularFile {
         /// The path.
         path: PathBuf,
+        /// What it is instead, in words ("FIFO", "directory"...).
+        kind: &'static str,
     },
     /// A file to read is far larger than any PEM file.
     #[error("refusing to read {}: {size} bytes is too large for a PEM file; check the path", path.display())]
@@ -133,6 +155,12 @@ impl StoreError {
             source,
             hint,
         }
+    }
+
+    /// Whether the write was refused because a target's directory was
+    /// replaced behind rekey's back: the engine raises `tampered` for it.
+    pub fn is_tamper(&self) -> bool {
+        matches!(self, StoreError::DirectoryReplaced { .. })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Low-level file helpers: umask-proof creation, fsync, bounded reads, temp names.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,12 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 
 /// The temp name for a file about to replace `dir/name`, hidden and recognisable for cleanup.
 pub(crate) fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.rekey-{}.tmp", random_suffix()))
+    dir.join(temp_name(name))
+}
+
+/// The temp name (no directory) for a file about to replace `name`.
+pub(crate) fn temp_name(name: &str) -> String {
+    format!(".{name}.rekey-{}.tmp", random_suffix())
 }
 
 /// Whether `name` is one of our temp names (left behind by a crash).
@@ -77,7 +82,12 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
 
 /// fsync a directory so renames and creations inside it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
+    // O_DIRECTORY: something else swapped in at `dir` (a FIFO would block
+    // a plain open forever) is an error, not a hang.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io("fsync", dir, e))
 }
@@ -150,11 +160,18 @@ pub(crate) fn read_file_meta(
     };
     safefile::read_with(path, opts).map_err(|e| match e {
         ReadError::Io { source, .. } => StoreError::io("read", path, source),
-        ReadError::NotRegular { .. } => StoreError::NotRegularFile { path: path.into() },
+        ReadError::NotRegular { kind, .. } => StoreError::NotRegularFile {
+            path: path.into(),
+            kind,
+        },
         ReadError::TooLarge { size, .. } => StoreError::TooLarge {
             path: path.into(),
             size,
         },
+        // Only read_guarded applies that rule.
+        e @ ReadError::WritableByOthers { .. } => {
+            StoreError::io("read", path, io::Error::other(e.to_string()))
+        }
     })
 }
 

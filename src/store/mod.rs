@@ -54,13 +54,24 @@
 //! The first symlink publish over pre-existing regular files converts them one
 //! by one. One directory holds the files of one credential only: the `..data`
 //! and `..rekey-*` names are per directory.
+//!
+//! **Directories** (both modes, and API key files): every write, drift
+//! check and removal goes through [`Pins`], which opens each target's
+//! directory, checks it is the one pinned when the credential was loaded,
+//! and does everything relative to that open directory (`openat`), never by
+//! path. A directory replaced since (or reached through a symlink swapped in
+//! since) is refused with [`StoreError::DirectoryReplaced`].
 
+mod dirfd;
+mod dirs;
 mod error;
 mod fsutil;
 mod publish;
 mod state;
 mod unpublish;
 
+#[cfg(test)]
+mod tests_dirs;
 #[cfg(test)]
 mod tests_publish;
 #[cfg(test)]
@@ -72,6 +83,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 pub use crate::config::{FileKind, SwapMode};
+pub use dirs::Pins;
 pub use error::StoreError;
 pub use publish::{diff_published, publish, read_published, sha256};
 pub use state::{CredentialStore, Store};
@@ -192,6 +204,9 @@ pub struct Drift {
     pub path: PathBuf,
     /// What differs, short, for logs and alerts (never file contents).
     pub reason: String,
+    /// The file's directory is not the one rekey loaded (see [`Pins`]):
+    /// nothing is written there, so the file cannot be restored.
+    pub directory_replaced: bool,
 }
 
 /// Run blocking disk I/O. An fsync can take seconds when the disk is busy;
@@ -223,8 +238,62 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Sto
     fsutil::replace_file(&dir, &name, bytes, mode)
 }
 
+/// Atomically replace the application's file `path` with `bytes`, owner
+/// and mode set before any byte is written (temp, fsync, rename, dir fsync),
+/// inside the directory `pins` holds (see [`Pins`]): for API key files.
+pub fn publish_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    pins: &Pins,
+) -> Result<(), StoreError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or(StoreError::BadTarget {
+            path: path.to_path_buf(),
+            reason: "the path has no UTF-8 file name; give a file path",
+        })?;
+    blocking(|| {
+        let dir = pins.open(&fsutil::parent_dir(path))?;
+        if dir.is_dir(name)? {
+            return Err(StoreError::TargetIsDirectory { path: path.into() });
+        }
+        let tmp = fsutil::temp_name(name);
+        let result = dir
+            .create_file(&tmp, bytes, mode, uid, gid)
+            .and_then(|()| dir.rename(&tmp, name));
+        if let Err(e) = result {
+            let _ = dir.remove(&tmp); // best effort
+            return Err(e);
+        }
+        dir.fsync()
+    })
+}
+
+/// Remove the application's file `path` inside the directory `pins` holds;
+/// `Ok(false)` when there was nothing to remove.
+pub fn remove_file(path: &Path, pins: &Pins) -> Result<bool, StoreError> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(false);
+    };
+    blocking(|| {
+        let Some(dir) = pins.open_existing(&fsutil::parent_dir(path))? else {
+            return Ok(false);
+        };
+        if dir.lstat(name)?.is_none() || dir.is_dir(name)? {
+            return Ok(false);
+        }
+        dir.unlink(name)?;
+        dir.fsync()?;
+        Ok(true)
+    })
+}
+
 /// Atomically replace `path` with `bytes`, owner and mode set before any byte
-/// is written (temp, fsync, rename, dir fsync): for API key files.
+/// is written (temp, fsync, rename, dir fsync): for files in the state dir.
 pub fn write_secret_file(
     path: &Path,
     bytes: &[u8],

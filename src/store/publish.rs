@@ -2,19 +2,16 @@
 //! detection and reading back. The semantics are documented on the module
 //! [`crate::store`].
 
-use std::collections::BTreeSet;
-use std::fs;
-use std::io;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::fsutil::{self, Cleanup};
+use super::dirs::{Dir, Pins, TARGET_DIR_MODE};
+use super::fsutil;
 use super::{Drift, Expected, Material, StoreError, SwapMode, Target};
+use crate::safefile::ReadError;
 
-/// Mode of target directories rekey creates: the app must traverse them.
-const TARGET_DIR_MODE: u32 = 0o755;
 /// The symlink that selects the live generation in symlink mode.
 pub(super) const DATA: &str = "..data";
 /// Its temp name while being replaced.
@@ -22,21 +19,32 @@ pub(super) const DATA_TMP: &str = "..data_tmp";
 /// Prefix of generation directories in symlink mode.
 pub(super) const GEN_PREFIX: &str = "..rekey-";
 
-/// Publish `material` to `targets` atomically per `swap`.
-pub fn publish(targets: &[Target], swap: SwapMode, material: &Material) -> Result<(), StoreError> {
-    super::blocking(|| publish_now(targets, swap, material))
+/// Publish `material` to `targets` atomically per `swap`, writing only into
+/// the directories `pins` holds (see [`Pins`]).
+pub fn publish(
+    targets: &[Target],
+    swap: SwapMode,
+    material: &Material,
+    pins: &Pins,
+) -> Result<(), StoreError> {
+    super::blocking(|| publish_now(targets, swap, material, pins))
 }
 
 // The blocking body of the function above.
-fn publish_now(targets: &[Target], swap: SwapMode, material: &Material) -> Result<(), StoreError> {
+fn publish_now(
+    targets: &[Target],
+    swap: SwapMode,
+    material: &Material,
+    pins: &Pins,
+) -> Result<(), StoreError> {
     match swap {
-        SwapMode::Rename => publish_rename(targets, material),
-        SwapMode::Symlink => publish_symlink(targets, material),
+        SwapMode::Rename => publish_rename(targets, material, pins),
+        SwapMode::Symlink => publish_symlink(targets, material, pins),
     }
 }
 
 /// The file name of a target, as UTF-8 (config paths are UTF-8).
-fn base_name(t: &Target) -> Result<&str, StoreError> {
+pub(super) fn base_name(t: &Target) -> Result<&str, StoreError> {
     t.path
         .file_name()
         .and_then(|n| n.to_str())
@@ -46,65 +54,107 @@ fn base_name(t: &Target) -> Result<&str, StoreError> {
         })
 }
 
-/// Refuse a directory at a target path up front, before anything is written.
-fn refuse_directory(path: &Path) -> Result<(), StoreError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(StoreError::TargetIsDirectory { path: path.into() }),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io("stat", path, e)),
+/// Refuse a directory at a target path, before anything is written.
+fn refuse_directory(dir: &Dir, t: &Target, name: &str) -> Result<(), StoreError> {
+    if dir.is_dir(name)? {
+        return Err(StoreError::TargetIsDirectory {
+            path: t.path.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Temp entries to remove (relative to their directory) unless forgotten:
+/// cleanup on every early return.
+struct Temps<'a> {
+    dirs: &'a [Dir],
+    names: Vec<(usize, String)>,
+}
+
+impl<'a> Temps<'a> {
+    fn new(dirs: &'a [Dir]) -> Temps<'a> {
+        Temps {
+            dirs,
+            names: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, dir: usize, name: &str) {
+        self.names.push((dir, name.to_string()));
+    }
+
+    fn forget(&mut self, dir: usize, name: &str) {
+        self.names.retain(|(d, n)| !(*d == dir && n == name));
+    }
+}
+
+impl Drop for Temps<'_> {
+    fn drop(&mut self) {
+        for (d, n) in &self.names {
+            if let Err(e) = self.dirs[*d].remove(n) {
+                tracing::warn!(error = %e, "cannot remove temporary file");
+            }
+        }
     }
 }
 
 /// Per-file temp + fsync, then all renames, then directory fsyncs.
-fn publish_rename(targets: &[Target], material: &Material) -> Result<(), StoreError> {
+fn publish_rename(targets: &[Target], material: &Material, pins: &Pins) -> Result<(), StoreError> {
     // Validate and render everything before the first byte hits the disk.
     let mut rendered = Vec::with_capacity(targets.len());
     for t in targets {
-        let name = base_name(t)?;
-        refuse_directory(&t.path)?;
-        rendered.push((t, name, material.render(t.kind)?));
+        rendered.push((t, base_name(t)?, material.render(t.kind)?));
     }
-    let mut cleanup = Cleanup::default();
-    let mut staged = Vec::with_capacity(targets.len());
-    let mut dirs = BTreeSet::new();
-    for (t, name, bytes) in &rendered {
-        let dir = fsutil::parent_dir(&t.path);
-        fsutil::create_dir_all_mode(&dir, TARGET_DIR_MODE)?;
-        let tmp = fsutil::temp_path(&dir, name);
-        cleanup.add(tmp.clone());
-        fsutil::write_new_file(&tmp, bytes, t.mode, t.uid, t.gid)?;
-        failpoint!("publish.file");
-        staged.push((tmp, &t.path));
-        dirs.insert(dir);
-    }
-    for (tmp, path) in &staged {
-        // rename(2) replaces a symlink at `path` itself; it never writes through it.
-        failpoint!("publish.rename");
-        fs::rename(tmp, path).map_err(|e| StoreError::io("rename into place", *path, e))?;
-        cleanup.forget(tmp);
-    }
-    failpoint!("publish.fsync");
-    for dir in &dirs {
-        fsutil::fsync_dir(dir)?;
-    }
+    // Each distinct directory, opened and checked against its pin once.
+    let mut dirs: Vec<Dir> = Vec::new();
+    let mut at = Vec::with_capacity(rendered.len());
     for (t, name, _) in &rendered {
-        remove_stale_temps(&fsutil::parent_dir(&t.path), name);
+        let path = fsutil::parent_dir(&t.path);
+        let i = match dirs.iter().position(|d| d.path() == path) {
+            Some(i) => i,
+            None => {
+                dirs.push(pins.open(&path)?);
+                dirs.len() - 1
+            }
+        };
+        refuse_directory(&dirs[i], t, name)?;
+        at.push(i);
+    }
+    let mut temps = Temps::new(&dirs);
+    let mut staged = Vec::with_capacity(rendered.len());
+    for ((t, name, bytes), &i) in rendered.iter().zip(&at) {
+        let tmp = fsutil::temp_name(name);
+        temps.add(i, &tmp);
+        dirs[i].create_file(&tmp, bytes, t.mode, t.uid, t.gid)?;
+        failpoint!("publish.file");
+        staged.push((i, tmp, *name));
+    }
+    for (i, tmp, name) in &staged {
+        // rename(2) replaces a symlink at the target itself; it never writes through it.
+        failpoint!("publish.rename");
+        dirs[*i].rename(tmp, name)?;
+        temps.forget(*i, tmp);
+    }
+    drop(temps);
+    failpoint!("publish.fsync");
+    for d in &dirs {
+        d.fsync()?;
+    }
+    for ((_, name, _), &i) in rendered.iter().zip(&at) {
+        remove_stale_temps(&dirs[i], name);
     }
     Ok(())
 }
 
 /// Best effort: remove `.<name>.rekey-*.tmp` files a crash left next to a target.
-fn remove_stale_temps(dir: &Path, name: &str) {
+fn remove_stale_temps(dir: &Dir, name: &str) {
     let prefix = format!(".{name}.rekey-");
-    let Ok(entries) = fs::read_dir(dir) else {
+    let Ok(names) = dir.names() else {
         return;
     };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(file) = file.to_str() else { continue };
+    for file in names {
         if file.starts_with(&prefix) && file.ends_with(".tmp") {
-            if let Err(e) = fsutil::remove_any(&entry.path()) {
+            if let Err(e) = dir.remove(&file) {
                 tracing::warn!(error = %e, "cannot remove a stale temp file");
             }
         }
@@ -112,11 +162,11 @@ fn remove_stale_temps(dir: &Path, name: &str) {
 }
 
 /// Kubernetes-style `..data` swap in the targets' common directory.
-fn publish_symlink(targets: &[Target], material: &Material) -> Result<(), StoreError> {
+fn publish_symlink(targets: &[Target], material: &Material, pins: &Pins) -> Result<(), StoreError> {
     let Some(first) = targets.first() else {
         return Ok(());
     };
-    let dir = fsutil::parent_dir(&first.path);
+    let dir_path = fsutil::parent_dir(&first.path);
     let mut rendered = Vec::with_capacity(targets.len());
     for t in targets {
         let name = base_name(t)?;
@@ -127,91 +177,91 @@ fn publish_symlink(targets: &[Target], material: &Material) -> Result<(), StoreE
                     "names starting with '..' are reserved for the symlink swap; rename the file",
             });
         }
-        if fsutil::parent_dir(&t.path) != dir {
+        if fsutil::parent_dir(&t.path) != dir_path {
             return Err(StoreError::SymlinkSplit {
                 first: first.path.clone(),
                 other: t.path.clone(),
             });
         }
-        refuse_directory(&t.path)?;
         rendered.push((t, name, material.render(t.kind)?));
     }
-    fsutil::create_dir_all_mode(&dir, TARGET_DIR_MODE)?;
+    let dirs = [pins.open(&dir_path)?];
+    let dir = &dirs[0];
+    for (t, name, _) in &rendered {
+        refuse_directory(dir, t, name)?;
+    }
 
     // 1. The new generation directory, complete and durable under its final name.
     let gen = format!("{GEN_PREFIX}{}", fsutil::random_suffix());
-    let gen_tmp = dir.join(format!("{gen}.tmp"));
-    let gen_dir = dir.join(&gen);
-    let mut cleanup = Cleanup::default();
-    fs::create_dir(&gen_tmp).map_err(|e| StoreError::io("create directory", &gen_tmp, e))?;
-    cleanup.add(gen_tmp.clone());
-    fsutil::set_mode(&gen_tmp, TARGET_DIR_MODE)?;
+    let gen_tmp = format!("{gen}.tmp");
+    let mut temps = Temps::new(&dirs);
+    let sub = dir.mkdir(&gen_tmp, TARGET_DIR_MODE)?;
+    temps.add(0, &gen_tmp);
     for (t, name, bytes) in &rendered {
-        fsutil::write_new_file(&gen_tmp.join(name), bytes, t.mode, t.uid, t.gid)?;
+        sub.create_file(name, bytes, t.mode, t.uid, t.gid)?;
     }
-    fsutil::fsync_dir(&gen_tmp)?;
-    fs::rename(&gen_tmp, &gen_dir).map_err(|e| StoreError::io("rename into place", &gen_dir, e))?;
-    cleanup.forget(&gen_tmp);
-    cleanup.add(gen_dir.clone());
-    fsutil::fsync_dir(&dir)?;
+    sub.fsync()?;
+    drop(sub);
+    dir.rename(&gen_tmp, &gen)?;
+    temps.forget(0, &gen_tmp);
+    temps.add(0, &gen);
+    dir.fsync()?;
 
     failpoint!("publish.gen_dir");
     // 2. Flip `..data`: the single atomic step that switches every file at once.
-    let data = dir.join(DATA);
-    let previous = fs::read_link(&data)
-        .ok()
+    let previous = dir
+        .read_link(DATA)
         .and_then(|p| p.to_str().map(str::to_owned))
         .filter(|p| p.starts_with(GEN_PREFIX) && !p.contains('/'));
-    let data_tmp = dir.join(DATA_TMP);
-    fsutil::remove_any(&data_tmp)?; // left by a crash mid-flip
-    symlink(&gen, &data_tmp).map_err(|e| StoreError::io("create symlink", &data_tmp, e))?;
+    dir.remove(DATA_TMP)?; // left by a crash mid-flip
+    dir.symlink(Path::new(&gen), DATA_TMP)?;
     failpoint!("publish.swap.before");
-    if let Err(e) = fs::rename(&data_tmp, &data) {
-        let _ = fs::remove_file(&data_tmp); // best effort; the next publish removes it too
-        return Err(StoreError::io("rename into place", &data, e));
+    if let Err(e) = dir.rename(DATA_TMP, DATA) {
+        let _ = dir.remove(DATA_TMP); // best effort; the next publish removes it too
+        return Err(e);
     }
     failpoint!("publish.swap.after");
-    cleanup.forget(&gen_dir);
-    fsutil::fsync_dir(&dir)?;
+    temps.forget(0, &gen);
+    drop(temps);
+    dir.fsync()?;
 
     failpoint!("publish.link");
     // 3. Each target must be our symlink into `..data`.
-    for (t, name, _) in &rendered {
+    for (_, name, _) in &rendered {
         let want = Path::new(DATA).join(name);
-        if fs::read_link(&t.path).is_ok_and(|p| p == want) {
+        if dir.read_link(name).is_some_and(|p| p == want) {
             continue;
         }
-        let tmp = fsutil::temp_path(&dir, name);
-        symlink(&want, &tmp).map_err(|e| StoreError::io("create symlink", &tmp, e))?;
-        if let Err(e) = fs::rename(&tmp, &t.path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::io("rename into place", &t.path, e));
+        let tmp = fsutil::temp_name(name);
+        dir.symlink(&want, &tmp)?;
+        if let Err(e) = dir.rename(&tmp, name) {
+            let _ = dir.remove(&tmp);
+            return Err(e);
         }
     }
-    fsutil::fsync_dir(&dir)?;
+    dir.fsync()?;
 
     // 4. Old generations: keep the new one and the previous (rollback, readers mid-read).
-    remove_old_generations(&dir, &gen, previous.as_deref());
+    remove_old_generations(dir, &gen, previous.as_deref());
     Ok(())
 }
 
 /// Best effort: a leftover directory wastes space but breaks nothing, so a
 /// failure here must not turn a successful swap into a reported failure.
-fn remove_old_generations(dir: &Path, current: &str, previous: Option<&str>) {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
+fn remove_old_generations(dir: &Dir, current: &str, previous: Option<&str>) {
+    let names = match dir.names() {
+        Ok(names) => names,
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot list old generations");
+            tracing::warn!(dir = %dir.path().display(), error = %e, "cannot list old generations");
             return;
         }
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let stale_temp = fsutil::is_temp_name(name);
-        let old_gen = name.starts_with(GEN_PREFIX) && name != current && Some(name) != previous;
+    for name in names {
+        let stale_temp = fsutil::is_temp_name(&name);
+        let old_gen =
+            name.starts_with(GEN_PREFIX) && name != current && Some(name.as_str()) != previous;
         if stale_temp || old_gen {
-            if let Err(e) = fsutil::remove_any(&entry.path()) {
+            if let Err(e) = dir.remove(&name) {
                 tracing::warn!(error = %e, "cannot remove an old generation");
             }
         }
@@ -222,62 +272,99 @@ fn remove_old_generations(dir: &Path, current: &str, previous: Option<&str>) {
 /// material wrote (`expected`, see [`Expected::of`]): the targets that differ
 /// or are missing/unreadable, with a short reason; empty = all match. For
 /// symlink mode also report a target that is not our symlink into `..data`.
-pub fn diff_published(targets: &[Target], swap: SwapMode, expected: &Expected) -> Vec<Drift> {
-    super::blocking(|| diff_published_now(targets, swap, expected))
+/// A target whose directory is not the pinned one is reported as such, and
+/// nothing in that directory is read.
+pub fn diff_published(
+    targets: &[Target],
+    swap: SwapMode,
+    expected: &Expected,
+    pins: &Pins,
+) -> Vec<Drift> {
+    super::blocking(|| diff_published_now(targets, swap, expected, pins))
 }
 
 // The blocking body of the function above.
-fn diff_published_now(targets: &[Target], swap: SwapMode, expected: &Expected) -> Vec<Drift> {
-    targets
-        .iter()
-        .filter_map(|t| {
-            check_target(t, swap, expected).err().map(|reason| Drift {
+fn diff_published_now(
+    targets: &[Target],
+    swap: SwapMode,
+    expected: &Expected,
+    pins: &Pins,
+) -> Vec<Drift> {
+    // Per directory: opened, absent, or (why it is) refused.
+    type Opened = Result<Option<Dir>, (String, bool)>;
+    let mut dirs: Vec<(std::path::PathBuf, Opened)> = Vec::new();
+    let mut out = Vec::new();
+    for t in targets {
+        let path = fsutil::parent_dir(&t.path);
+        let i = match dirs.iter().position(|(p, _)| *p == path) {
+            Some(i) => i,
+            None => {
+                let opened = pins.open_existing(&path).map_err(|e| match e {
+                    StoreError::DirectoryReplaced { reason, .. } => {
+                        (format!("its directory was replaced: {reason}"), true)
+                    }
+                    other => (format!("unreadable: {other}"), false),
+                });
+                dirs.push((path, opened));
+                dirs.len() - 1
+            }
+        };
+        let verdict = match &dirs[i].1 {
+            Err(why) => Err(why.clone()),
+            Ok(None) => Err(("missing".to_string(), false)),
+            Ok(Some(dir)) => check_target(dir, t, swap, expected).map_err(|r| (r, false)),
+        };
+        if let Err((reason, directory_replaced)) = verdict {
+            out.push(Drift {
                 kind: t.kind,
                 path: t.path.clone(),
                 reason,
-            })
-        })
-        .collect()
+                directory_replaced,
+            });
+        }
+    }
+    out
 }
 
 /// Ok when the target holds exactly the bytes whose digest is expected.
-fn check_target(t: &Target, swap: SwapMode, expected: &Expected) -> Result<(), String> {
-    let link = match fs::symlink_metadata(&t.path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err("missing".into()),
+fn check_target(dir: &Dir, t: &Target, swap: SwapMode, expected: &Expected) -> Result<(), String> {
+    let name = base_name(t).map_err(|e| e.to_string())?;
+    let link = match dir.lstat(name) {
+        Ok(Some(st)) => st,
+        Ok(None) => return Err("missing".into()),
         Err(e) => return Err(format!("unreadable: {e}")),
     };
-    let is_link = link.file_type().is_symlink();
+    let is_link = link.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK;
     match swap {
         SwapMode::Rename if is_link => return Err("is a symlink, not a regular file".into()),
         SwapMode::Rename => {}
         SwapMode::Symlink => {
-            let name = t.path.file_name().unwrap_or_default();
             let want = Path::new(DATA).join(name);
             if !is_link {
                 return Err("not rekey's symlink into ..data (replaced by a file?)".into());
             }
-            match fs::read_link(&t.path) {
-                Ok(p) if p == want => {}
-                Ok(p) => {
+            match dir.read_link(name) {
+                Some(p) if p == want => {}
+                Some(p) => {
                     return Err(format!(
                         "symlink points to {}, not {}",
                         p.display(),
                         want.display()
                     ))
                 }
-                Err(e) => return Err(format!("unreadable symlink: {e}")),
+                None => return Err("unreadable symlink".into()),
             }
         }
     }
     let want = expected
         .digest(t.kind)
         .ok_or("no content to compare: the material has no CA certificate")?;
-    let (have, meta) =
-        fsutil::read_file_meta(&t.path, swap == SwapMode::Symlink).map_err(|e| match e {
-            StoreError::Io { source, .. } => format!("unreadable: {source}"),
-            StoreError::NotRegularFile { .. } => "not a regular file".into(),
-            StoreError::TooLarge { size, .. } => format!("unexpectedly large ({size} bytes)"),
+    let (have, meta) = dir
+        .read(name, swap == SwapMode::Symlink)
+        .map_err(|e| match e {
+            ReadError::Io { source, .. } => format!("unreadable: {source}"),
+            ReadError::NotRegular { .. } => "not a regular file".into(),
+            ReadError::TooLarge { size, .. } => format!("unexpectedly large ({size} bytes)"),
             other => other.to_string(),
         })?;
     if sha256(&have) != *want {

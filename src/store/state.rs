@@ -20,6 +20,15 @@ const GEN_FILE_MODE: u32 = 0o600;
 /// The journal file's name in a credential's directory.
 const JOURNAL: &str = "journal.json";
 
+/// The owner of a state dir that does not belong to the user rekey runs as
+/// (`None` when it does). Even root refuses one: whoever owns it can read
+/// and replace the keys rekey would write into it.
+fn foreign_owner(meta: &fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    (meta.uid() != me).then_some(meta.uid())
+}
+
 /// The state dir, locked against a second rekey for as long as this lives.
 pub struct Store {
     root: PathBuf,
@@ -52,6 +61,13 @@ impl Store {
             return Err(StoreError::InsecureStateDir {
                 path: state_dir.into(),
                 mode,
+            });
+        }
+        if let Some(owner) = foreign_owner(&meta) {
+            return Err(StoreError::ForeignStateDir {
+                path: state_dir.into(),
+                owner,
+                me: nix::unistd::geteuid().as_raw(),
             });
         }
         let lock_path = state_dir.join("lock");

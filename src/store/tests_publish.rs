@@ -11,6 +11,17 @@ use zeroize::Zeroizing;
 
 use super::*;
 
+/// Publish with pins taken at this call: these tests are about the files;
+/// the directory rule has its own tests (tests_dirs.rs).
+fn publish(t: &[Target], swap: SwapMode, m: &Material) -> Result<(), StoreError> {
+    super::publish(t, swap, m, &Pins::default())
+}
+
+/// [`super::diff_published`] with pins taken at this call.
+fn diff_published(t: &[Target], swap: SwapMode, e: &Expected) -> Vec<Drift> {
+    super::diff_published(t, swap, e, &Pins::default())
+}
+
 /// A dummy generation `n`, large enough that a torn write would be visible.
 pub(super) fn mat(n: u32) -> Material {
     let body = |tag: &str| format!("{tag}-{n}\n{}\nEND-{tag}-{n}\n", "x".repeat(16 * 1024));

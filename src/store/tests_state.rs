@@ -56,6 +56,34 @@ fn open_refuses_a_state_dir_others_can_enter() {
 }
 
 #[test]
+fn open_refuses_a_state_dir_another_user_owns() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to give the state dir to another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let err = Store::open(&dir).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::ForeignStateDir {
+                owner: 65534,
+                me: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chown -R 0"), "{err}");
+    // Nothing was written into it.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
 fn ca_dir_is_created_0700() {
     let (_tmp, store) = state();
     let ca = store.ca_dir().unwrap();

@@ -1,49 +1,64 @@
 //! Removing a retired credential's published files.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::dirs::{Dir, Pins};
 use super::fsutil;
-use super::publish::{DATA, DATA_TMP, GEN_PREFIX};
+use super::publish::{base_name, DATA, DATA_TMP, GEN_PREFIX};
 use super::{StoreError, SwapMode, Target};
 
 /// Remove every target (and, for a symlink swap, `..data` and the
-/// generation directories beside them); returns the paths removed.
-pub fn unpublish(targets: &[Target], swap: SwapMode) -> Result<Vec<PathBuf>, StoreError> {
+/// generation directories beside them); returns the paths removed. Only in
+/// the directories `pins` holds: one that was replaced is refused
+/// ([`StoreError::DirectoryReplaced`]) and nothing in it is removed.
+pub fn unpublish(
+    targets: &[Target],
+    swap: SwapMode,
+    pins: &Pins,
+) -> Result<Vec<PathBuf>, StoreError> {
+    super::blocking(|| unpublish_now(targets, swap, pins))
+}
+
+// The blocking body of the function above.
+fn unpublish_now(
+    targets: &[Target],
+    swap: SwapMode,
+    pins: &Pins,
+) -> Result<Vec<PathBuf>, StoreError> {
+    let mut dirs: Vec<Dir> = Vec::new();
     let mut removed = Vec::new();
     for t in targets {
-        if fs::symlink_metadata(&t.path).is_ok() {
-            // A directory at a target path is not ours to delete.
-            if fs::symlink_metadata(&t.path).is_ok_and(|m| m.is_dir()) {
-                continue;
-            }
-            fs::remove_file(&t.path).map_err(|e| StoreError::io("remove", &t.path, e))?;
-            removed.push(t.path.clone());
+        let path = fsutil::parent_dir(&t.path);
+        let i = match dirs.iter().position(|d| d.path() == path) {
+            Some(i) => i,
+            None => match pins.open_existing(&path)? {
+                Some(d) => {
+                    dirs.push(d);
+                    dirs.len() - 1
+                }
+                None => continue, // no directory, no files
+            },
+        };
+        let name = base_name(t)?;
+        // A directory at a target path is not ours to delete.
+        if dirs[i].lstat(name)?.is_none() || dirs[i].is_dir(name)? {
+            continue;
         }
+        dirs[i].unlink(name)?;
+        removed.push(t.path.clone());
     }
     if swap == SwapMode::Symlink {
         // Config validation puts all files of a symlink swap in one directory.
-        if let Some(dir) = targets.first().and_then(|t| t.path.parent()) {
-            remove_generations(dir)?;
+        if let Some(dir) = dirs.first() {
+            for name in dir.names()? {
+                if name == DATA || name == DATA_TMP || name.starts_with(GEN_PREFIX) {
+                    dir.remove(&name)?;
+                }
+            }
         }
     }
-    for dir in targets.iter().filter_map(|t| t.path.parent()) {
-        fsutil::fsync_dir(dir).ok();
+    for d in &dirs {
+        d.fsync().ok();
     }
     Ok(removed)
-}
-
-fn remove_generations(dir: &Path) -> Result<(), StoreError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(_) => return Ok(()),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name == DATA || name == DATA_TMP || name.starts_with(GEN_PREFIX) {
-            fsutil::remove_any(&entry.path())?;
-        }
-    }
-    Ok(())
 }

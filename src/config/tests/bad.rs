@@ -385,6 +385,30 @@ fn state_dir_readable_by_others() {
 }
 
 #[test]
+fn state_dir_owned_by_another_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to give the state dir to another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let text = format!("[daemon]\nstate_dir = \"{}\"\n", state.display());
+    let err = load_in(tmp.path(), &text).unwrap_err();
+    assert_eq!(err.key(), "daemon.state_dir");
+    let msg = err.to_string();
+    assert!(msg.contains("belongs to uid 65534, not to uid 0"), "{msg}");
+    assert!(
+        msg.contains(&format!("chown -R 0 {}", state.display())),
+        "{msg}"
+    );
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
+    assert!(load_in(tmp.path(), &text).is_ok());
+}
+
+#[test]
 fn load_of_a_missing_file_names_it() {
     let err = Config::load(Path::new("/nonexistent/rekey.toml")).unwrap_err();
     assert!(err

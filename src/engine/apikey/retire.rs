@@ -76,10 +76,13 @@ impl KeyTask {
                 );
             }
         }
-        let removed = match std::fs::remove_file(&self.cfg.file) {
-            Ok(()) => Ok(vec![self.cfg.file.clone()]),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(crate::store::StoreError::io("remove", &self.cfg.file, e)),
+        let removed = match crate::store::remove_file(&self.cfg.file, &self.pins) {
+            Ok(true) => Ok(vec![self.cfg.file.clone()]),
+            Ok(false) => Ok(Vec::new()),
+            Err(e) => {
+                self.tampered_dir(&e);
+                Err(e)
+            }
         };
         let mut out = outcome(&name, &step, removed);
         out.detail.push_str(&detail_extra);

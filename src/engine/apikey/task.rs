@@ -16,6 +16,7 @@ use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
 use crate::issuer::keys::KeyIssuer;
 use crate::metrics::Metrics;
+use crate::safefile;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Store};
 use crate::{cert, schedule};
@@ -62,6 +63,17 @@ pub(super) enum KeyRotateError {
     },
 }
 
+/// A key file rekey wrote (the staged copy or the app's file): bounded, never
+/// blocking, and a symlink is not followed (rekey writes none there, and one
+/// found is replaced by the next write, never written through).
+fn read_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, safefile::ReadError> {
+    let opts = safefile::Options {
+        follow: false,
+        max: safefile::MAX_SECRET,
+    };
+    safefile::read_with(path, opts).map(|(bytes, _)| bytes)
+}
+
 pub(super) struct KeyTask {
     pub(super) cfg: ApiKeyConfig,
     pub(super) issuer: Arc<dyn KeyIssuer>,
@@ -80,6 +92,9 @@ pub(super) struct KeyTask {
     pub(super) last_error: Option<String>,
     pub(super) renewing: bool,
     pub(super) handoff: Handoff,
+    /// The key file's directory, pinned when the task starts (see
+    /// [`crate::store::Pins`]).
+    pub(super) pins: store::Pins,
 }
 
 impl KeyTask {
@@ -109,6 +124,7 @@ impl KeyTask {
             last_error: None,
             renewing: false,
             handoff: Handoff::Pending,
+            pins: store::Pins::default(),
         }
     }
 
@@ -167,10 +183,9 @@ impl KeyTask {
     }
 
     pub(super) fn load_secret(&self, generation: u64) -> Option<Zeroizing<String>> {
-        let bytes = Zeroizing::new(std::fs::read(self.secret_path(generation)).ok()?);
-        std::str::from_utf8(&bytes)
-            .ok()
-            .map(|s| Zeroizing::new(s.to_string()))
+        let path = self.secret_path(generation);
+        let bytes = read_key_file(&path).ok()?;
+        safefile::text(&path, bytes).ok()
     }
 
     pub(super) fn unstage(&self, generation: u64) {
@@ -212,13 +227,37 @@ impl KeyTask {
 
     pub(super) fn publish(&self, key: &KeyRecord, secret: &str) -> Result<(), store::StoreError> {
         let bytes = self.render(key, secret);
-        store::write_secret_file(
+        let result = store::publish_file(
             &self.cfg.file,
             &bytes,
             self.cfg.key_mode,
             self.cfg.uid,
             self.cfg.gid,
+            &self.pins,
+        );
+        if let Err(e) = &result {
+            self.tampered_dir(e);
+        }
+        result
+    }
+
+    /// A write refused because the key file's directory was replaced behind
+    /// rekey's back: say so as `tampered` (WARN, alert, audit record).
+    pub(super) fn tampered_dir(&self, e: &store::StoreError) {
+        if !e.is_tamper() {
+            return;
+        }
+        tracing::warn!(credential = %self.cfg.name, event = "tampered", error = %e, "refusing to write: the key file's directory was replaced behind rekey's back");
+        let a = Alert::new(Event::Tampered, &self.cfg.name, "api_key", e.to_string());
+        self.alerter.raise(a);
+        let entry = crate::audit::Entry::key(
+            &self.cfg,
+            crate::audit::AuditEvent::Tampered,
+            "refused",
+            None,
         )
+        .reason(e.to_string());
+        self.audit.record(entry);
     }
 
     pub(super) fn generation_of(
@@ -243,6 +282,8 @@ impl KeyTask {
     /// committed yet, finish it: the app has no other key).
     pub(super) async fn start(&mut self) {
         let name = self.cfg.name.clone();
+        // Before anything is written: the key file goes into this directory.
+        self.pins.pin_file(&self.cfg.file);
         self.journal = match self.store.load_journal::<KeyJournal>() {
             Ok(Some(j)) => j,
             Ok(None) => KeyJournal::default(),
@@ -306,7 +347,7 @@ impl KeyTask {
             return;
         };
         let want = self.render(&k, &secret);
-        let have = std::fs::read(&self.cfg.file).map(Zeroizing::new).ok();
+        let have = read_key_file(&self.cfg.file).ok();
         if have.as_deref().map(|h| h.as_slice()) != Some(want.as_slice()) {
             self.restore("the key file differs from the committed key")
                 .await;

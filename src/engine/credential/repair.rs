@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use super::{Current, Task};
 use crate::alert::{Alert, Event};
+use crate::audit::AuditEvent;
 use crate::cert;
 use zeroize::Zeroizing;
 
@@ -87,10 +88,13 @@ impl Task {
     /// back if something else changed them and it is still valid.
     pub(in crate::engine) async fn check_files(&mut self, reason: &str) {
         let Some(cur) = &self.current else { return };
-        let drift = store::diff_published(&self.targets(), self.cfg.swap, &cur.expected);
+        let drift =
+            store::diff_published(&self.targets(), self.cfg.swap, &cur.expected, &self.pins);
         if drift.is_empty() {
             return;
         }
+        // A replaced directory is not written into: nothing to restore.
+        let refused = drift.iter().any(|d| d.directory_replaced);
         let what: Vec<String> = drift
             .iter()
             .map(|d| format!("{} ({})", d.path.display(), d.reason))
@@ -108,12 +112,49 @@ impl Task {
         );
         alert.generation = Some(generation);
         self.alerter.raise(alert);
+        if refused {
+            let why = format!("{}; not restored: rekey writes nothing into a replaced directory (put it back, or restart rekey to accept the new one)", what.join(", "));
+            self.audit.gen(
+                &self.cfg,
+                AuditEvent::Tampered,
+                generation,
+                &cur.info.fingerprint,
+                "refused",
+                Some(&why),
+            );
+            return;
+        }
         self.audit
             .tampered(&self.cfg, generation, &cur.info.fingerprint, &what);
         if cur.info.not_after <= SystemTime::now() {
             return; // expired: the due logic rotates instead
         }
         self.restore_committed("tampering").await;
+    }
+
+    /// A write refused because a target's directory was replaced behind
+    /// rekey's back (see [`crate::store::Pins`]): say so as `tampered`
+    /// (WARN, alert, audit record). Other errors are the caller's to report.
+    pub(in crate::engine) fn tampered_dir(&self, e: &store::StoreError) {
+        if !e.is_tamper() {
+            return;
+        }
+        let generation = self.current.as_ref().map(|c| c.generation);
+        tracing::warn!(credential = %self.cfg.name, generation, event = "tampered", error = %e, "refusing to write: a target directory was replaced behind rekey's back");
+        let mut alert = Alert::new(
+            Event::Tampered,
+            &self.cfg.name,
+            "certificate",
+            e.to_string(),
+        );
+        alert.generation = generation;
+        self.alerter.raise(alert);
+        self.audit.cert(
+            &self.cfg,
+            AuditEvent::Tampered,
+            "refused",
+            Some(&e.to_string()),
+        );
     }
 
     /// Publish the committed generation again and reload the app. When it
@@ -134,7 +175,7 @@ impl Task {
     /// reload the app.
     pub(in crate::engine) async fn republish(&mut self, material: &Material, why: &str) {
         let Some(cur) = &self.current else { return };
-        match store::publish(&self.targets(), self.cfg.swap, material) {
+        match store::publish(&self.targets(), self.cfg.swap, material, &self.pins) {
             Ok(()) => {
                 let g = self.generation_of(cur);
                 tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", reason = why, "restored the committed generation");
@@ -143,7 +184,8 @@ impl Task {
                 }
             }
             Err(e) => {
-                tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed generation")
+                tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed generation");
+                self.tampered_dir(&e);
             }
         }
     }
@@ -258,7 +300,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let t = targets(dir.path(), layout);
             let m = material();
-            store::publish(&t, SwapMode::Rename, &m).unwrap();
+            store::publish(&t, SwapMode::Rename, &m, &store::Pins::default()).unwrap();
             let expected = Expected::of(&t, &m);
             let back = from_published(&t).unwrap();
             assert!(expected.matches(&back), "{layout:?}");
@@ -274,7 +316,7 @@ mod tests {
             &[(Fullchain, "fullchain.pem"), (Key, "key.pem")],
         );
         let m = material();
-        store::publish(&t, SwapMode::Rename, &m).unwrap();
+        store::publish(&t, SwapMode::Rename, &m, &store::Pins::default()).unwrap();
         let expected = Expected::of(&t, &m);
         // Another valid-looking key: the digests tell it apart.
         std::fs::write(dir.path().join("key.pem"), block("PRIVATE KEY", "other")).unwrap();

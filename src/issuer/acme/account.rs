@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use super::http::Http;
 use super::{AcmeError, Directory};
 use crate::config::EabConfig;
+use crate::safefile::{self, Guard};
 use crate::store;
 
 /// How often one request is re-sent after `badNonce`.
@@ -94,9 +95,7 @@ impl AccountFiles {
                 .map_err(|e| state(e.to_string()))?;
             tracing::info!(path = %path.display(), "created the ACME account key");
         }
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&path).map_err(|e| state(format!("cannot read: {e}")))?,
-        );
+        let text = read_state(&path).map_err(|e| state(e.to_string()))?;
         let parsed = pem::parse(text.as_bytes()).map_err(|_| {
             state("not a PEM private key; remove it to create a new account".into())
         })?;
@@ -110,7 +109,7 @@ impl AccountFiles {
 
     /// The stored registration, if it is for `directory`.
     pub(super) fn registration(&self, directory: &str) -> Option<Registration> {
-        let text = std::fs::read_to_string(self.reg_path()).ok()?;
+        let text = read_state(&self.reg_path()).ok()?;
         let reg: Registration = serde_json::from_str(&text).ok()?;
         (reg.directory == directory).then_some(reg)
     }
@@ -135,7 +134,7 @@ impl AccountFiles {
 
     /// The ARI id of the last certificate issued here for `credential`.
     pub(super) fn last_issued(&self, credential: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.dir.join("issued").join(credential)).ok()?;
+        let text = read_state(&self.dir.join("issued").join(credential)).ok()?;
         Some(text.trim().to_string()).filter(|s| !s.is_empty())
     }
 
@@ -159,13 +158,29 @@ impl AccountFiles {
     }
 }
 
+/// A file of the account's own (in the state dir): bounded, never blocking,
+/// and a symlink is not followed (rekey writes none there).
+fn read_state(path: &std::path::Path) -> Result<Zeroizing<String>, safefile::ReadError> {
+    let opts = safefile::Options {
+        follow: false,
+        max: safefile::MAX_SECRET,
+    };
+    let (bytes, _) = safefile::read_with(path, opts)?;
+    safefile::text(path, bytes)
+}
+
 /// The EAB HMAC key from its file: base64url, as CAs hand it out.
 pub(super) fn eab_key(eab: &EabConfig) -> Result<Zeroizing<Vec<u8>>, String> {
     let path = &eab.hmac_key_file;
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read eab.hmac_key_file {}: {e}", path.display()))?,
-    );
+    // A secret: bounded, never blocking, refused when other users can write it.
+    let text = safefile::read_guarded(
+        path,
+        "eab.hmac_key_file",
+        Guard::Secret,
+        safefile::MAX_SECRET,
+    )
+    .and_then(|b| safefile::text(path, b))
+    .map_err(|e| format!("eab.hmac_key_file: {e}"))?;
     let trimmed = text.trim().trim_end_matches('=');
     let key = base64::prelude::BASE64_URL_SAFE_NO_PAD
         .decode(trimmed)

@@ -404,6 +404,15 @@ impl Issuer for Acme {
         &self.name
     }
 
+    fn trust_anchors(&self) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, IssuerError> {
+        // Public ACME CAs chain to the platform's roots; a private one's
+        // root goes into trust_bundle.
+        crate::tlsutil::anchors(self.cfg.trust_bundle.as_deref()).map_err(|e| IssuerError::Setup {
+            issuer: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
     async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssuerError> {
         let started = std::time::Instant::now();
         let result = with_hints(self.issue_inner(req)).await;

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::{fill, read_answer, KeyError, KeyIssuer, MintedKey};
 use crate::config::{HeaderSource, HttpKeysConfig, MintConfig, RevokeConfig};
 use crate::httpc;
+use crate::safefile::{self, Guard};
 
 /// One `[[api_key]]` minted by a `type = "http"` issuer.
 pub struct HttpKeys {
@@ -65,9 +66,12 @@ impl HttpKeys {
             let v = match &h.value {
                 HeaderSource::Inline(v) => v.clone(),
                 HeaderSource::File(p) => {
-                    let raw = Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
-                        format!("header {}: cannot read {}: {e}", h.name, p.display())
-                    })?);
+                    // A secret: bounded, never blocking, refused when other
+                    // users can write it.
+                    let key = format!("issuer.{}.headers.{}", self.name, h.name);
+                    let raw = safefile::read_guarded(p, &key, Guard::Secret, safefile::MAX_SECRET)
+                        .and_then(|b| safefile::text(p, b))
+                        .map_err(|e| format!("header {}: {e}", h.name))?;
                     raw.trim_end_matches(['\r', '\n']).to_string()
                 }
             };

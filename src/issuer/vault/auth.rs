@@ -19,6 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::client::{AbortOnDrop, Inner};
 use super::error::VaultError;
 use crate::config::VaultAuth;
+use crate::safefile::{self, Guard};
 
 /// A token in memory. Its secret is zeroized on drop and never printed.
 pub(crate) struct Token {
@@ -155,7 +156,11 @@ pub(crate) fn read_secret(
         path: path.to_path_buf(),
         reason,
     };
-    let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+    // A secret: refused when other users can write it, a WARN when they can
+    // read it; never blocks on a FIFO, never reads past the cap.
+    let raw = safefile::read_guarded(path, what, Guard::Secret, safefile::MAX_SECRET)
+        .and_then(|b| safefile::text(path, b))
+        .map_err(|e| err(e.reason()))?;
     let trimmed = Zeroizing::new(raw.trim().to_string());
     if trimmed.is_empty() {
         return Err(err("the file is empty".to_string()));

@@ -30,6 +30,9 @@ pub struct VaultIssuer {
     pki_mount: String,
     pki_role: String,
     server_keygen: bool,
+    /// Extra roots: what a certificate found on disk must chain to (with
+    /// the platform's) to be adopted without a journal.
+    trust_bundle: Option<std::path::PathBuf>,
 }
 
 impl VaultIssuer {
@@ -48,6 +51,7 @@ impl VaultIssuer {
             pki_mount: cfg.pki_mount.clone(),
             pki_role: cfg.pki_role.clone(),
             server_keygen: cfg.server_keygen,
+            trust_bundle: cfg.trust_bundle.clone(),
         })
     }
 
@@ -96,6 +100,15 @@ impl VaultIssuer {
 impl Issuer for VaultIssuer {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn trust_anchors(&self) -> Result<Vec<CertificateDer<'static>>, IssuerError> {
+        // Offline: the platform's roots and trust_bundle (put the PKI
+        // mount's root there to have its certificates adopted).
+        crate::tlsutil::anchors(self.trust_bundle.as_deref()).map_err(|e| IssuerError::Setup {
+            issuer: self.name.clone(),
+            message: e.to_string(),
+        })
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssuerError> {
