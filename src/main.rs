@@ -206,10 +206,18 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("rekey: invalid config: {e}");
-        ExitCode::from(2)
-    })
+    Config::load(path).map_err(invalid)
+}
+
+/// [`load`] for commands that only read the state dir (root may inspect
+/// rekey's).
+fn load_to_inspect(path: &Path) -> Result<Config, ExitCode> {
+    Config::load_to_inspect(path).map_err(invalid)
+}
+
+fn invalid(e: rekey::config::ConfigError) -> ExitCode {
+    eprintln!("rekey: invalid config: {e}");
+    ExitCode::from(2)
 }
 
 fn init_logging(format: LogFormat) {
@@ -282,7 +290,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
-            let config = match load(&config) {
+            let config = match load_to_inspect(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
@@ -385,7 +393,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(retire(&target, &name, token.as_deref().map(|t| t.as_str())))
         }
         Command::Report { config, json } => {
-            let config = match load(&config) {
+            let config = match load_to_inspect(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
@@ -578,7 +586,7 @@ fn audit_path(config: &Path, file: Option<PathBuf>) -> Result<PathBuf, ExitCode>
     if let Some(f) = file {
         return Ok(f);
     }
-    let config = load(config)?;
+    let config = load_to_inspect(config)?;
     config.daemon.audit_log.ok_or_else(|| {
         eprintln!(
             "rekey: {} sets no daemon.audit_log; set it, or pass --file PATH",

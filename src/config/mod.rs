@@ -73,8 +73,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Read, parse and validate a config file (also runs check_state_dir).
+    /// Read, parse and validate a config file for the daemon (also runs
+    /// [`check_state_dir`] with [`StateDirUse::Daemon`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, StateDirUse::Daemon)
+    }
+
+    /// [`Config::load`] for the commands that only read the state dir
+    /// (`check`, `report`, `audit`): root may inspect a state dir that
+    /// belongs to rekey's user (`sudo rekey check`).
+    pub fn load_to_inspect(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, StateDirUse::Inspect)
+    }
+
+    fn load_for(path: &Path, usage: StateDirUse) -> Result<Config, ConfigError> {
         let read_err = |source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
@@ -83,7 +95,7 @@ impl Config {
             .map_err(read_err)?;
         let text = safefile::text(path, bytes).map_err(read_err)?;
         let (config, state_dir_span) = convert::parse(&text, path)?;
-        check_state_dir(&config.daemon.state_dir)
+        check_state_dir_for(&config.daemon.state_dir, usage)
             .map_err(|e| e.locate(path, &text, state_dir_span))?;
         Ok(config)
     }
@@ -496,6 +508,22 @@ impl FileKind {
 
 /// Check an existing state dir: a directory, readable, no group/other mode bits, owned by the user rekey runs as. A missing one is fine (it is created 0700 later).
 pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
+    check_state_dir_for(path, StateDirUse::Daemon)
+}
+
+/// Who is about to use the state dir: the daemon writes keys into it; the
+/// inspecting commands only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateDirUse {
+    /// `rekey run`: the dir must belong to the user rekey runs as.
+    Daemon,
+    /// `check`, `report`, `audit`: root may also read another user's dir,
+    /// since it writes nothing there and could read it anyway.
+    Inspect,
+}
+
+/// [`check_state_dir`] for a given use.
+pub fn check_state_dir_for(path: &Path, usage: StateDirUse) -> Result<(), ConfigError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let bad = |message: String| ConfigError::state_dir(message);
     let meta = match std::fs::metadata(path) {
@@ -520,7 +548,8 @@ pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
     // Even root refuses another user's state dir: its owner could read and
     // replace the keys rekey would write into it (the store checks it too).
     let (owner, me) = (meta.uid(), nix::unistd::geteuid().as_raw());
-    if owner != me {
+    let root_inspects = usage == StateDirUse::Inspect && me == 0;
+    if owner != me && !root_inspects {
         return Err(bad(format!(
             "{} belongs to uid {owner}, not to uid {me} that rekey runs as: its owner could read and replace the keys in it; fix: chown -R {me} {}, or run rekey as its owner",
             path.display(),
