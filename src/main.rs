@@ -87,6 +87,10 @@ enum Command {
         /// File holding the admin token (the daemon's daemon.admin_token_file).
         #[arg(long, env = "REKEY_ADMIN_TOKEN_FILE")]
         token_file: Option<PathBuf>,
+        /// Issue a new credential even when a staged one waits for its
+        /// handoff (counts against the issuance budget).
+        #[arg(long)]
+        reissue: bool,
     },
     /// A self-contained tour: local CA, a tiny TLS app, live rotations, one rollback.
     Demo {
@@ -350,12 +354,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             addr,
             token_file,
+            reissue,
         } => {
             let token = match token_file {
                 Some(path) => Some(read_token(&path)?),
                 None => None,
             };
-            runtime()?.block_on(rotate(addr, &name, token.as_deref().map(|t| t.as_str())))
+            let token = token.as_deref().map(|t| t.as_str());
+            runtime()?.block_on(rotate(addr, &name, token, reissue))
         }
     }
 }
@@ -432,8 +438,17 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
     out
 }
 
-async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/rotate/{name}");
+async fn rotate(
+    addr: SocketAddr,
+    name: &str,
+    token: Option<&str>,
+    reissue: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = if reissue {
+        format!("/v1/rotate/{name}?reissue=1")
+    } else {
+        format!("/v1/rotate/{name}")
+    };
     let reply =
         client::request_with_token(addr, Method::POST, &path, Duration::from_secs(130), token)
             .await?;
@@ -454,6 +469,16 @@ async fn rotate(addr: SocketAddr, name: &str, token: Option<&str>) -> anyhow::Re
                 v["error"].as_str().unwrap_or("unknown credential")
             );
             Ok(ExitCode::from(2))
+        }
+        // The issuance budget is used up: nothing was asked of the issuer.
+        429 => {
+            eprintln!(
+                "rekey: {name}: refused: {}",
+                v["error"]
+                    .as_str()
+                    .unwrap_or("the issuance budget is used up")
+            );
+            Ok(ExitCode::from(1))
         }
         // Missing or wrong token, or not from loopback: a usage problem.
         401 | 403 => {

@@ -42,7 +42,7 @@ pub const SUCCESS: &str = "success";
 pub const FAILURE: &str = "failure";
 
 /// The alert events of DESIGN.md, used to pre-create series per sink.
-pub const ALERT_EVENTS: [&str; 7] = [
+pub const ALERT_EVENTS: [&str; 8] = [
     "renewal_failed",
     "handoff_failed",
     "expiring",
@@ -50,6 +50,7 @@ pub const ALERT_EVENTS: [&str; 7] = [
     "tampered",
     "recovered",
     "retired",
+    "budget_exhausted",
 ];
 
 /// Upper bounds of the rotation duration buckets, in seconds: a local CA
@@ -137,6 +138,8 @@ struct Inner {
     last_success: Family<CredentialLabels, F64Gauge>,
     consecutive_failures: Family<CredentialLabels, Gauge>,
     handoff_verified: Family<CredentialLabels, Gauge>,
+    budget_exhausted: Family<CredentialLabels, Gauge>,
+    budget_remaining: Family<CredentialLabels, Gauge>,
     rotations: Family<RotationLabels, Counter>,
     rotation_duration: HistogramFamily<CredentialLabels>,
     issuer_requests: Family<IssuerLabels, Counter>,
@@ -160,6 +163,8 @@ impl Metrics {
         let last_success = Family::<CredentialLabels, F64Gauge>::default();
         let consecutive_failures = Family::<CredentialLabels, Gauge>::default();
         let handoff_verified = Family::<CredentialLabels, Gauge>::default();
+        let budget_exhausted = Family::<CredentialLabels, Gauge>::default();
+        let budget_remaining = Family::<CredentialLabels, Gauge>::default();
         let rotations = Family::<RotationLabels, Counter>::default();
         let rotation_duration: HistogramFamily<CredentialLabels> =
             Family::new_with_constructor(duration_histogram);
@@ -189,6 +194,16 @@ impl Metrics {
             "rekey_handoff_verified",
             "1 when the last probe saw the application use the current generation",
             handoff_verified.clone(),
+        );
+        registry.register(
+            "rekey_issuance_budget_exhausted",
+            "1 while an exhausted issuance budget holds the credential's issuance back",
+            budget_exhausted.clone(),
+        );
+        registry.register(
+            "rekey_issuance_budget_remaining",
+            "Issuances the credential's own budget still allows in its window (absent when unlimited)",
+            budget_remaining.clone(),
         );
         // The encoder appends `_total` to counters.
         registry.register(
@@ -225,6 +240,8 @@ impl Metrics {
                 last_success,
                 consecutive_failures,
                 handoff_verified,
+                budget_exhausted,
+                budget_remaining,
                 rotations,
                 rotation_duration,
                 issuer_requests,
@@ -345,6 +362,8 @@ impl Metrics {
         }
         m.consecutive_failures.clear();
         m.handoff_verified.clear();
+        m.budget_exhausted.clear();
+        m.budget_remaining.clear();
         for c in snapshot.values() {
             let labels = CredentialLabels {
                 credential: c.name.clone(),
@@ -370,6 +389,16 @@ impl Metrics {
             m.handoff_verified
                 .get_or_create(&labels)
                 .set(i64::from(c.handoff == Handoff::Verified));
+            if let Some(b) = &c.issuance_budget {
+                m.budget_exhausted
+                    .get_or_create(&labels)
+                    .set(i64::from(b.exhausted.is_some()));
+                if let Some(left) = b.remaining {
+                    m.budget_remaining
+                        .get_or_create(&labels)
+                        .set(i64::from(left));
+                }
+            }
             for result in [ROTATION_SUCCESS, ROTATION_ROLLED_BACK, ROTATION_FAILED] {
                 let _ = m.rotations.get_or_create(&RotationLabels {
                     credential: c.name.clone(),

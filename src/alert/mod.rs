@@ -57,11 +57,14 @@ pub enum Event {
     Recovered,
     /// The credential was decommissioned (`rekey retire`).
     Retired,
+    /// Its issuance budget is used up: no new certificate or key is asked
+    /// for until it frees up (unless the current one would expire).
+    BudgetExhausted,
 }
 
 impl Event {
     /// Every event, in the order shown to users.
-    pub const ALL: [Event; 7] = [
+    pub const ALL: [Event; 8] = [
         Event::RenewalFailed,
         Event::HandoffFailed,
         Event::Expiring,
@@ -69,6 +72,7 @@ impl Event {
         Event::Tampered,
         Event::Recovered,
         Event::Retired,
+        Event::BudgetExhausted,
     ];
 
     /// The wire and config spelling, e.g. "handoff_failed".
@@ -81,6 +85,7 @@ impl Event {
             Event::Tampered => "tampered",
             Event::Recovered => "recovered",
             Event::Retired => "retired",
+            Event::BudgetExhausted => "budget_exhausted",
         }
     }
 
@@ -93,7 +98,9 @@ impl Event {
     pub fn severity(&self) -> Severity {
         match self {
             Event::HandoffFailed | Event::Expired => Severity::Critical,
-            Event::RenewalFailed | Event::Tampered | Event::Expiring => Severity::Warning,
+            Event::RenewalFailed | Event::Tampered | Event::Expiring | Event::BudgetExhausted => {
+                Severity::Warning
+            }
             Event::Recovered | Event::Retired => Severity::Info,
         }
     }

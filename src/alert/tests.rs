@@ -80,6 +80,7 @@ fn severity_follows_the_event() {
         (Event::Tampered, "tampered", "warning"),
         (Event::Recovered, "recovered", "info"),
         (Event::Retired, "retired", "info"),
+        (Event::BudgetExhausted, "budget_exhausted", "warning"),
     ];
     for (event, name, severity) in table {
         let a = Alert::new(event, "c", "certificate", "m");
@@ -135,7 +136,8 @@ fn alertmanager_payload_has_the_identifying_labels() {
             "RekeyExpired",
             "RekeyTampered",
             "RekeyRecovered",
-            "RekeyRetired"
+            "RekeyRetired",
+            "RekeyBudgetExhausted"
         ]
     );
 }
