@@ -434,6 +434,25 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             next,
             c.last_error.as_deref().unwrap_or("-")
         );
+        // What waits, under the row: a staged handoff, a used-up budget.
+        if let Some(st) = &c.staged {
+            let _ = writeln!(
+                out,
+                "  staged: generation {} ({}) waits for its handoff; {} failed so far, retried without a new issuance",
+                st.generation, st.fingerprint, st.attempts
+            );
+        }
+        if let Some(x) = c
+            .issuance_budget
+            .as_ref()
+            .and_then(|b| b.exhausted.as_ref())
+        {
+            let _ = writeln!(
+                out,
+                "  issuance budget exhausted: {}; frees up at {}",
+                x.budget, x.frees_at
+            );
+        }
     }
     out
 }

@@ -36,7 +36,7 @@ use crate::status::RotateOutcome;
 pub(crate) const MAX_REQUESTS: usize = 8;
 /// At most this many callers wait for one task's rotations (queued and
 /// running together); each costs one reply sender.
-pub(crate) const MAX_WAITERS: usize = 256;
+pub(crate) const MAX_WAITERS: usize = 1024;
 
 /// Why a request was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

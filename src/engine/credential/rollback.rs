@@ -30,11 +30,13 @@ impl Task {
             None => why,
         };
         let now = SystemTime::now();
+        // A retried handoff of the committed generation itself has nothing
+        // else to go back to.
         let wants_roll_back = self.cfg.on_failure == OnFailure::Rollback
             && self
                 .current
                 .as_ref()
-                .is_some_and(|c| c.info.not_after > now);
+                .is_some_and(|c| c.info.not_after > now && c.generation != next.generation);
         // Without the old material (logged in hand_over) the new generation
         // stays: publishing anything unchecked would be worse.
         let previous = previous.filter(|_| wants_roll_back);
