@@ -221,7 +221,7 @@ pub fn give_way_at(not_before: u64, not_after: u64) -> u64 {
 }
 
 /// `7d`, `3h`, `90s`: the shortest exact spelling of `d`.
-fn short_duration(d: Duration) -> String {
+pub fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
         if s >= size && s % size == 0 {

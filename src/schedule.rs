@@ -93,9 +93,10 @@ fn equal_jitter(base: Duration, attempt: u32, cap: Duration, draw: f64) -> Durat
 /// `staged = [not_before, not_after]`, issued at `staged_issued`) is still
 /// the one to hand over at `now`, rather than asking the issuer again. It is,
 /// until it is itself due for renewal, or until the credential in place
-/// (`committed`, if any) enters the last tenth of its lifetime while the
-/// staged one was issued before that: then one fresh issuance is worth it
-/// (the app may refuse this very credential), and it is staged in turn.
+/// (`committed`, if any) enters the last tenth of its lifetime (moved
+/// earlier by `draw` times the jitter share) while the staged one was issued
+/// before that: then one fresh issuance is worth it (the app may refuse this
+/// very credential), and it is staged in turn.
 pub fn retry_staged(
     staged: (SystemTime, SystemTime),
     staged_issued: SystemTime,
@@ -111,8 +112,12 @@ pub fn retry_staged(
     }
     match committed {
         Some((cnb, cna)) => {
+            // Moved earlier by the jitter draw, like the renewal point, so a
+            // fleet whose apps all broke does not reissue in lockstep.
             let lifetime = cna.duration_since(cnb).unwrap_or_default();
-            let last_tenth = cna - lifetime.mul_f64(crate::budget::EXPIRY_SHARE);
+            let ahead = lifetime.mul_f64(crate::budget::EXPIRY_SHARE)
+                + jitter.of(lifetime).mul_f64(draw.clamp(0.0, 1.0));
+            let last_tenth = cna - ahead.min(lifetime);
             now < last_tenth || staged_issued >= last_tenth
         }
         None => true,

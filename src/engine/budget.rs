@@ -166,7 +166,7 @@ impl Budgets<'_> {
     fn own_name(&self, b: Budget) -> String {
         match self.limits.per_credential {
             Limit::Default => format!(
-                "the default budget {b} (set max_issuances on issuer.{} to change it)",
+                "the default budget {b}; set max_issuances on issuer.{} to change it",
                 self.issuer
             ),
             _ => format!("max_issuances = \"{b}\" of issuer.{}", self.issuer),
@@ -240,7 +240,7 @@ impl Budgets<'_> {
             "{}: issuance budget exhausted: {used} of {} issuances in the last {} used ({name}); nothing is asked of issuer {} before {}",
             self.credential,
             b.count,
-            humantime::format_duration(b.window()),
+            budget::short_duration(b.window()),
             self.issuer,
             cert::rfc3339(at(frees_at)),
         );

@@ -104,6 +104,17 @@ impl Env {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// Add `line` (TOML, e.g. `max_issuances = "unlimited"`) to the
+    /// `[issuer.dev]` table that [`Env::write_config`] wrote.
+    pub fn dev_issuer(&self, line: &str) {
+        let p = self.path("rekey.toml");
+        let text = std::fs::read_to_string(&p).unwrap().replacen(
+            "[issuer.dev]\ntype = \"local-ca\"\n",
+            &format!("[issuer.dev]\ntype = \"local-ca\"\n{line}\n"),
+            1,
+        );
+        std::fs::write(&p, text).unwrap();
+    }
     /// Like [`Env::write_config`], with `daemon.audit_log` at `audit.log`.
     pub fn write_config_audited(&self, certs: &str) -> PathBuf {
         let p = self.write_config(certs);
