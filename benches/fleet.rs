@@ -392,7 +392,7 @@ fn budget_scenarios(n: usize) {
             );
         }
     }
-    println!("\nBoth issue once per sidecar; \"now\" sends a tenth of the requests to the dead CA and spreads the return over hours instead of one hour, which a 90-day certificate due 30 days before expiry can afford.");
+    println!("\nBoth issue once per sidecar. \"Now\" sends half the requests to the dead CA and spreads the return over hours instead of one hour (a lower peak), which a 90-day certificate due 30 days before it expires can afford; a CA that sends `Retry-After` is waited for as it asks.");
 }
 
 fn main() {
@@ -467,7 +467,7 @@ fn main() {
     }
 
     println!("\n### CA outage of 1 h, then recovery: attempts per second against the CA\n");
-    println!("Every attempt before the CA is back (t = 60 min) fails and is retried after `retry_delay` (no Retry-After; for 24 h certificates the backoff caps at 1 h). The first attempt after recovery succeeds.\n");
+    println!("Every attempt before the CA is back (t = 60 min) fails and is retried after `retry_delay` (no Retry-After; for 24 h certificates the backoff starts at 43 s and caps at 2.4 h). The first attempt after recovery succeeds.\n");
     let jitter_window = LIFETIME.mul_f64(0.05);
     let h = HOUR.as_secs() as usize;
     // (label, from, to) in seconds since the outage began.
@@ -525,7 +525,7 @@ fn main() {
         println!("{row}");
     }
     println!(
-        "\nOver time, all {n} first due at the same second (peak / p99 per second in each span; the 0-10 s row holds the first attempt of all and, with equal jitter, their first retry 0.5-1 s later, in the same second):\n"
+        "\nOver time, all {n} first due at the same second (peak / p99 per second in each span; the 0-10 s row holds the first attempt of all; with equal jitter their first retry comes 22-43 s later):\n"
     );
     println!("| since the outage began | no jitter | equal jitter (default) |");
     println!("|---|---|---|");
