@@ -343,7 +343,7 @@ fn thousands(x: u64) -> String {
 fn budget_scenarios(n: usize) {
     let days = 120u64;
     println!("\n### A broken reload: {n} sidecars whose app never reloads, 90-day certificates\n");
-    println!("Every sidecar got its certificate at day 0 (renew_before 33%, jitter 5%: renewals from day 55.8 to day 60.3) and its app never takes a new one. Issuances at the CA over the first {days} days. Before: every retry of the failed handoff issued anew (backoff of 1 s doublings, capped at 1 h). Now: the issued certificate stays staged and only its reload and verify are retried (no CA request); a new one is issued when the old one enters its last tenth (day 81) and when the staged one is itself due, within the default budget (5 in any 7 days).\n");
+    println!("Every sidecar got its certificate at day 0 (renew_before 33%, jitter 5%: renewals from day 55.8 to day 60.3) and its app never takes a new one. Issuances at the CA over the first {days} days. Before: every retry of the failed handoff issued anew (backoff of 1 s doublings, capped at 1 h). Now: the issued certificate stays staged and only its reload and verify are retried (no CA request); a new one is issued once when the old one enters its last tenth (between day 76.5 and day 81, jittered like renewals) and when the staged one is itself due, within the default budget (5 in any 7 days).\n");
     println!("| behaviour | issuances in {days} days | per sidecar | peak per day | peak per second | busiest day |");
     println!("|---|---|---|---|---|---|");
     for (label, before) in [
