@@ -238,7 +238,13 @@ impl Receiver {
     pub(crate) fn begin_rotation(&self) {
         let mut p = self.shared.lock();
         let rs = p.rotations.get_or_insert_with(Box::default);
-        rs.running.get_or_insert_with(Rotation::default);
+        // Plain requests already queued are answered by this rotation too,
+        // rather than by a second one right after it.
+        let queued = rs.next.take_if(|n| !n.reissue);
+        let running = rs.running.get_or_insert_with(Rotation::default);
+        if let Some(q) = queued {
+            running.replies.extend(q.replies);
+        }
     }
 
     /// The running rotation ended with `outcome`: every caller waiting for
@@ -448,11 +454,21 @@ mod tests {
     #[tokio::test]
     async fn a_due_rotation_is_joined_too() {
         let (tx, rx) = mailbox();
+        // Queued just before the task found the rotation due: answered by it.
+        let early = rotate(&tx, false);
         rx.begin_rotation();
         let w = rotate(&tx, false);
         assert!(rx.take().is_none());
         rx.finish_rotation(&outcome("success"));
         assert_eq!(w.await.unwrap().result, "success");
+        assert_eq!(early.await.unwrap().result, "success");
+        // A queued reissue still gets a rotation of its own.
+        let re = rotate(&tx, true);
+        rx.begin_rotation();
+        rx.finish_rotation(&outcome("success"));
+        assert!(matches!(rx.take(), Some(Command::Rotate { reissue: true })));
+        rx.finish_rotation(&outcome("issued"));
+        assert_eq!(re.await.unwrap().result, "issued");
     }
 
     #[tokio::test]
