@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Budget, Limit};
 use crate::safefile::{self, Guard};
 
 pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
@@ -60,6 +61,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// The `[issuer.NAME]` tables, by name.
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// Each issuer's `max_issuances` / `max_issuances_total`, by issuer name.
+    pub budgets: BTreeMap<String, IssuanceBudgets>,
     /// The `[[certificate]]` entries, in file order.
     pub certificates: Vec<std::sync::Arc<CertificateConfig>>,
     /// The `[[alert]]` sinks, in file order.
@@ -109,6 +112,52 @@ impl Config {
     pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
         self.issuers.get(name)
     }
+
+    /// The issuance budgets of issuer `name` (the defaults if it has none).
+    pub fn budget(&self, name: &str) -> IssuanceBudgets {
+        self.budgets.get(name).copied().unwrap_or_default()
+    }
+}
+
+/// An issuer's issuance budgets (`max_issuances`, `max_issuances_total`):
+/// see [`crate::budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IssuanceBudgets {
+    /// For each credential of this issuer; `Default` derives it from the
+    /// credential's lifetime ([`crate::budget::default_budget`]).
+    pub per_credential: Limit,
+    /// For all credentials of this issuer together; never `Default` once
+    /// parsed ([`IssuanceBudgets::for_type`] fills it in).
+    pub total: Limit,
+}
+
+/// The default `max_issuances_total` of an ACME issuer: Let's Encrypt's 50
+/// certificates per registered domain per week.
+pub const ACME_DEFAULT_TOTAL: Budget = Budget {
+    count: 50,
+    window_s: 7 * 86_400,
+};
+
+impl IssuanceBudgets {
+    /// The defaults for an issuer of `type_name`: per credential derived from
+    /// its lifetime; in total [`ACME_DEFAULT_TOTAL`] for ACME, else unlimited.
+    pub fn for_type(type_name: &str) -> IssuanceBudgets {
+        IssuanceBudgets {
+            per_credential: Limit::Default,
+            total: if type_name == "acme" {
+                Limit::Max(ACME_DEFAULT_TOTAL)
+            } else {
+                Limit::Unlimited
+            },
+        }
+    }
+
+    /// No budget at all (the handoff retry and backoff still apply): for
+    /// tests and benchmarks that rotate one credential many times.
+    pub const UNLIMITED: IssuanceBudgets = IssuanceBudgets {
+        per_credential: Limit::Unlimited,
+        total: Limit::Unlimited,
+    };
 }
 
 /// The largest config file read: 10,000 credentials take about 2 MiB.

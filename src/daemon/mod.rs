@@ -263,6 +263,7 @@ fn credentials(
             reload,
             probes,
             audit: audit.clone(),
+            budget: config.budget(&c.issuer),
         });
     }
     Ok(out)
@@ -318,6 +319,7 @@ fn key_credentials(config: &Config, audit: &Audit) -> Result<Vec<KeyCredential>,
             reload,
             probes,
             audit: audit.clone(),
+            budget: config.budget(&k.issuer),
         });
     }
     Ok(out)

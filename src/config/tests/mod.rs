@@ -3,6 +3,7 @@ use super::*;
 
 mod alert;
 mod bad;
+mod budget;
 mod governance;
 mod handoff;
 mod vault;
