@@ -194,7 +194,7 @@ impl Task {
                 // Requests that come meanwhile join this rotation.
                 rx.begin_rotation();
                 let outcome = Box::pin(self.rotate(false, false)).await;
-                rx.finish_rotation(&outcome);
+                rx.finish_rotation(&outcome, self.journal.staged.is_some());
                 continue;
             }
             // No per-task backstop timer: the engine's one backstop task
@@ -225,7 +225,7 @@ impl Task {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Rotate { reissue }) => {
                         let outcome = Box::pin(self.rotate(reissue, true)).await;
-                        rx.finish_rotation(&outcome);
+                        rx.finish_rotation(&outcome, self.journal.staged.is_some());
                     }
                     Some(Command::FilesChanged) => Box::pin(self.check_files("file event")).await,
                     Some(Command::Backstop) => Box::pin(self.check_files("backstop re-check")).await,

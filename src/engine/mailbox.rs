@@ -10,7 +10,11 @@
 //! - rotate requests coalesce: a request that comes while a rotation runs
 //!   joins it (a `--reissue` joins only a rotation that issues anew), and
 //!   requests that come before the next one starts share that one, so a
-//!   burst of requests is one rotation, whose outcome every waiter gets. At
+//!   burst of requests is one rotation, whose outcome every waiter gets. A
+//!   request that joined a rotation already under way, which then failed
+//!   its handoff and left the new generation staged, gets one more handoff
+//!   attempt of its own (the operator may have just fixed the app, after
+//!   that attempt had signalled it); a failed issuance is not repeated. At
 //!   most [`MAX_WAITERS`] callers wait at once; more are refused ([`Full`]);
 //! - `Retire` carries a reply and is queued in order, at most
 //!   [`MAX_REQUESTS`]; more are refused ([`Full`]) rather than awaited;
@@ -66,6 +70,8 @@ pub(crate) enum Poke {
 struct Rotation {
     reissue: bool,
     replies: Vec<oneshot::Sender<RotateOutcome>>,
+    /// Callers that joined after the rotation had started.
+    late: Vec<oneshot::Sender<RotateOutcome>>,
 }
 
 /// The rotations of one task that callers wait for.
@@ -150,14 +156,18 @@ impl Mailbox {
                 return Err(Closed);
             }
             let rs = p.rotations.get_or_insert_with(Box::default);
-            let waiting = rs.running.as_ref().map_or(0, |r| r.replies.len())
+            let waiting = rs
+                .running
+                .as_ref()
+                .map_or(0, |r| r.replies.len() + r.late.len())
                 + rs.next.as_ref().map_or(0, |r| r.replies.len());
             if waiting >= MAX_WAITERS {
                 return Err(Full);
             }
             if let Some(r) = rs.running.as_mut().filter(|r| r.reissue || !reissue) {
-                // Its outcome is this request's outcome: nothing to wake.
-                r.replies.push(reply);
+                // Its outcome is this request's outcome (see
+                // `finish_rotation` for a failed handoff): nothing to wake.
+                r.late.push(reply);
                 return Ok(());
             }
             let next = rs.next.get_or_insert_with(Rotation::default);
@@ -244,23 +254,42 @@ impl Receiver {
         let running = rs.running.get_or_insert_with(Rotation::default);
         if let Some(q) = queued {
             running.replies.extend(q.replies);
+            running.late.extend(q.late);
         }
     }
 
     /// The running rotation ended with `outcome`: every caller waiting for
-    /// it gets a copy.
-    pub(crate) fn finish_rotation(&self, outcome: &RotateOutcome) {
+    /// it gets a copy, except that with `staged_waits` (its handoff failed
+    /// and the new generation stays staged) the callers that joined after
+    /// it started are queued for one more handoff attempt instead.
+    pub(crate) fn finish_rotation(&self, outcome: &RotateOutcome, staged_waits: bool) {
         // Taken out under the lock and answered after it (see Drop).
-        let running = {
+        let (running, again) = {
             let mut p = self.shared.lock();
-            let running = p.rotations.as_mut().and_then(|rs| rs.running.take());
+            let mut running = p.rotations.as_mut().and_then(|rs| rs.running.take());
+            let late = running
+                .as_mut()
+                .filter(|_| staged_waits)
+                .map(|r| std::mem::take(&mut r.late))
+                .filter(|late| !late.is_empty());
+            if let (Some(late), Some(rs)) = (late, p.rotations.as_mut()) {
+                let next = rs.next.get_or_insert_with(Rotation::default);
+                next.replies.extend(late);
+            }
             if p.rotations.as_ref().is_some_and(|rs| rs.next.is_none()) {
                 // Nothing else waits: give the box back.
                 p.rotations = None;
             }
-            running
+            let again = p.rotations.as_ref().is_some_and(|rs| rs.next.is_some());
+            (running, again)
         };
-        for reply in running.into_iter().flat_map(|r| r.replies) {
+        if again {
+            self.shared.bell.notify_one();
+        }
+        for reply in running
+            .into_iter()
+            .flat_map(|r| r.replies.into_iter().chain(r.late))
+        {
             let _ = reply.send(outcome.clone());
         }
     }
@@ -282,6 +311,7 @@ impl Receiver {
                     Some(r) => {
                         r.reissue |= next.reissue;
                         r.replies.extend(next.replies);
+                        r.late.extend(next.late);
                     }
                     None => rs.running = Some(next),
                 }
@@ -409,7 +439,7 @@ mod tests {
         // Requests while it runs join it: no second rotation is queued.
         let late: Vec<_> = (0..50).map(|_| rotate(&tx, false)).collect();
         assert!(rx.take().is_none(), "a second rotation was queued");
-        rx.finish_rotation(&outcome("success"));
+        rx.finish_rotation(&outcome("success"), false);
         for w in waiters.into_iter().chain(late) {
             assert_eq!(w.await.unwrap().result, "success");
         }
@@ -431,7 +461,7 @@ mod tests {
         // A plain rotation (maybe a handoff retry) is running: a reissue waits for the next.
         let re = rotate(&tx, true);
         let plain2 = rotate(&tx, false);
-        rx.finish_rotation(&outcome("rolled_back"));
+        rx.finish_rotation(&outcome("rolled_back"), false);
         assert_eq!(plain.await.unwrap().result, "rolled_back");
         assert_eq!(
             plain2.await.unwrap().result,
@@ -445,10 +475,34 @@ mod tests {
         // Plain requests join a running reissue.
         let plain3 = rotate(&tx, false);
         assert!(rx.take().is_none());
-        rx.finish_rotation(&outcome("success"));
+        rx.finish_rotation(&outcome("success"), false);
         for w in [re, plain3] {
             assert_eq!(w.await.unwrap().result, "success");
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_joined_a_failed_handoff_gets_another_attempt() {
+        let (tx, rx) = mailbox();
+        // A timer-driven retry of a staged handoff is under way...
+        rx.begin_rotation();
+        // ...when the operator, who just fixed the app, asks again.
+        let late = rotate(&tx, false);
+        rx.finish_rotation(&outcome("rolled_back"), true);
+        // Not answered with the attempt that began before the fix:
+        assert!(matches!(
+            rx.take(),
+            Some(Command::Rotate { reissue: false })
+        ));
+        rx.finish_rotation(&outcome("success"), false);
+        assert_eq!(late.await.unwrap().result, "success");
+        assert!(tx.shared.lock().rotations.is_none());
+        // A failed issuance (nothing staged) is not repeated for it.
+        rx.begin_rotation();
+        let late = rotate(&tx, false);
+        rx.finish_rotation(&outcome("failed"), false);
+        assert_eq!(late.await.unwrap().result, "failed");
+        assert!(rx.take().is_none());
     }
 
     #[tokio::test]
@@ -459,15 +513,15 @@ mod tests {
         rx.begin_rotation();
         let w = rotate(&tx, false);
         assert!(rx.take().is_none());
-        rx.finish_rotation(&outcome("success"));
+        rx.finish_rotation(&outcome("success"), false);
         assert_eq!(w.await.unwrap().result, "success");
         assert_eq!(early.await.unwrap().result, "success");
         // A queued reissue still gets a rotation of its own.
         let re = rotate(&tx, true);
         rx.begin_rotation();
-        rx.finish_rotation(&outcome("success"));
+        rx.finish_rotation(&outcome("success"), false);
         assert!(matches!(rx.take(), Some(Command::Rotate { reissue: true })));
-        rx.finish_rotation(&outcome("issued"));
+        rx.finish_rotation(&outcome("issued"), false);
         assert_eq!(re.await.unwrap().result, "issued");
     }
 
@@ -491,7 +545,7 @@ mod tests {
         // Flags still get through when the queue is full.
         tx.poke(Poke::FilesChanged);
         assert!(matches!(rx.recv().await, Some(Command::Rotate { .. })));
-        rx.finish_rotation(&outcome("success"));
+        rx.finish_rotation(&outcome("success"), false);
         let (reply, _r) = oneshot::channel();
         tx.rotate(reply, false).unwrap();
     }

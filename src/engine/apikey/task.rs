@@ -160,10 +160,11 @@ impl KeyTask {
             self.budget_freed(now);
             let due = self.due_at(now);
             if due <= now {
-                // Requests that come meanwhile join this rotation.
+                // Requests that come meanwhile join this rotation (an API
+                // key keeps nothing staged to hand over again).
                 rx.begin_rotation();
                 let outcome = self.rotate(false).await;
-                rx.finish_rotation(&outcome);
+                rx.finish_rotation(&outcome, false);
                 continue;
             }
             let mut wake = due;
@@ -181,7 +182,7 @@ impl KeyTask {
                     // rotation mints, so `reissue` changes nothing.
                     Some(Command::Rotate { .. }) => {
                         let outcome = self.rotate(true).await;
-                        rx.finish_rotation(&outcome);
+                        rx.finish_rotation(&outcome, false);
                     }
                     Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
                     Some(Command::Retire(reply)) => return self.retire(reply).await,
