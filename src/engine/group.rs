@@ -251,10 +251,10 @@ async fn fire(group: Arc<Group>) {
     let waited_ms = batch.first.elapsed().as_millis() as u64;
     match &result {
         Ok(()) => {
-            tracing::info!(group = %group.label, credentials = joined.len(), restoring, waited_ms, event = "group_reload", "reloaded the app once for {} credentials", joined.len())
+            tracing::info!(group = %group.label, credentials = joined.len(), restoring, waited_ms, event = "group_reload", "one reload of the app for a batch of its group")
         }
         Err(e) => {
-            tracing::warn!(group = %group.label, credentials = joined.len(), restoring, waited_ms, error = %e, event = "group_reload_failed", "the one reload for {} credentials failed", joined.len())
+            tracing::warn!(group = %group.label, credentials = joined.len(), restoring, waited_ms, error = %e, event = "group_reload_failed", "the one reload of the app for a batch of its group failed")
         }
     }
     for j in joined {
