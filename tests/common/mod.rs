@@ -244,7 +244,8 @@ impl Daemon {
 
     /// Ask for a rotation of every credential in `names` at the same moment
     /// (one thread each, released together); each answer's status code and
-    /// JSON body, in the order of `names`.
+    /// JSON body, in the order of `names` (code 0 when there was no answer:
+    /// the daemon died).
     pub fn rotate_all(&self, names: &[String]) -> Vec<(u16, serde_json::Value)> {
         let start = std::sync::Arc::new(std::sync::Barrier::new(names.len()));
         let asks: Vec<_> = names
@@ -257,7 +258,7 @@ impl Daemon {
                 );
                 std::thread::spawn(move || {
                     start.wait();
-                    let (code, body) = http_unix(&socket, "POST", &path).unwrap();
+                    let (code, body) = http_unix(&socket, "POST", &path).unwrap_or_default();
                     (code, serde_json::from_str(&body).unwrap_or_default())
                 })
             })
