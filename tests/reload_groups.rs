@@ -200,3 +200,36 @@ fn an_api_key_and_a_certificate_of_one_app_share_its_reload() {
     }
     assert_eq!(reloads(&log), ["svc web", "svc web"], "{}", env.log());
 }
+
+#[test]
+fn rekey_check_lists_the_groups_that_share_a_reload() {
+    let env = Env::new();
+    let hup = "reload = { type = \"signal\", signal = \"HUP\", pid_file = \"/run/nginx.pid\" }";
+    let certs = [
+        env.cert_section("a", hup),
+        env.cert_section("b", hup),
+        env.cert_section("c", &format!("{hup}\nreload_group = false")),
+        env.cert_section(
+            "d",
+            "reload = { type = \"signal\", signal = \"HUP\", pid_file = \"/run/other.pid\" }",
+        ),
+    ]
+    .concat();
+    env.write_config(&certs);
+    let out = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(env.path("rekey.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let groups: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("handoff group"))
+        .collect();
+    assert_eq!(
+        groups,
+        ["  handoff group (SIGHUP to the process in /run/nginx.pid): a, b; one reload for the handoffs that fall within 200ms of each other (at most 2s wait)"],
+        "{text}"
+    );
+}
