@@ -53,11 +53,11 @@ fn bad_configs_exit_2_naming_the_key() {
         ),
         (
             "undeclared reload group",
-            web("reload_group = \"ngnix\""),
+            web("reload = { type = \"signal\", pid_file = \"/run/app.pid\" }\nreload_group = \"ngnix\""),
             vec![
                 "certificate[0].reload_group",
                 "\"ngnix\" is not declared",
-                ":13:",
+                ":14:",
             ],
         ),
         (

@@ -203,6 +203,13 @@ impl Resolver {
                 None => return Ok(None),
             },
             Some((toml::Value::Boolean(false), _)) => return Ok(None),
+            Some((toml::Value::String(name), span)) if target(reload).is_none() => {
+                return Err(src.err(
+                    key,
+                    Some(span),
+                    format!("reload group \"{name}\" shares a reload, but this credential has none (reload is \"none\"): give it the reload of the app, or leave reload_group out"),
+                ))
+            }
             Some((toml::Value::String(name), span)) => match self.declared.get(name) {
                 Some(t) => (
                     format!("group {name}"),

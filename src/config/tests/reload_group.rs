@@ -154,7 +154,10 @@ fn group_mistakes_name_the_key_and_line() {
     let cases: Vec<(&str, String, &str, &str, &str)> = vec![
         (
             "an undeclared group, none declared",
-            config("", &[cert("a", "reload_group = \"ngnix\"")]),
+            config(
+                "",
+                &[cert("a", &format!("{HUP_NGINX}\nreload_group = \"ngnix\""))],
+            ),
             "certificate[0].reload_group",
             "ngnix",
             "add a [reload_group.ngnix] table",
@@ -163,11 +166,21 @@ fn group_mistakes_name_the_key_and_line() {
             "an undeclared group, others declared",
             config(
                 "[reload_group.nginx]\n[reload_group.api]\n",
-                &[cert("a", "reload_group = \"ngnix\"")],
+                &[cert("a", &format!("{HUP_NGINX}\nreload_group = \"ngnix\""))],
             ),
             "certificate[0].reload_group",
             "\"ngnix\"",
             "declared groups: api, nginx",
+        ),
+        (
+            "a named group without a reload",
+            config(
+                "[reload_group.web]\n",
+                &[cert("a", "reload_group = \"web\"")],
+            ),
+            "certificate[0].reload_group",
+            "reload_group = \"web\"",
+            "this credential has none",
         ),
         (
             "reload_group = true",
