@@ -14,7 +14,8 @@ pid file and verified over TLS with its own SNI. Measured for N = 10 and 50:
     has answered, verified.
 
 Reloads are nginx's own count: its master's `reconfiguring` notices
-(SIGHUPs that arrive together count once, as they cost once). "one reload
+(SIGHUPs that arrive together count once, as they cost once); the SIGHUPs
+are rekey's own count (its debug line for each signal sent). "one reload
 each" is `daemon.reload_window = "0s"`, how every handoff went before
 handoff groups; "handoff groups" is the default (200 ms window, 2 s max
 wait). Medians of RUNS runs. Prints markdown table rows.
@@ -65,13 +66,19 @@ def reloads(d):
         return sum(1 for l in f if l.rstrip().endswith(": reconfiguring"))
 
 
+def signals(d):
+    with open(f"{d}/rekey.log") as f:
+        return sum(1 for l in f if "signalled the app" in l)
+
+
 def all_verified(base, n):
     st = get(base + "/status")
     return len(st) == n and all(c["handoff"] == "verified" for c in st)
 
 
 def run(rekey, nginx, n, grouped):
-    """One fresh host: (start reloads, start s, rotate reloads, rotate s)."""
+    """One fresh host: (start reloads, start s, rotate reloads, rotate s,
+    start signals, rotate signals)."""
     d = tempfile.mkdtemp(prefix="rekey-bench-groups-")
     procs = []
     try:
@@ -125,12 +132,12 @@ type = "local-ca"
         log = open(f"{d}/rekey.log", "w")
         t0 = time.monotonic()
         procs.append(subprocess.Popen([rekey, "run", "-c", f"{d}/rekey.toml"], stderr=log, stdout=log,
-                                      env={**os.environ, "REKEY_LOG": "info"}))
+                                      env={**os.environ, "REKEY_LOG": "info,rekey::handoff::reload=debug"}))
         wait("every first handoff verified", lambda: all_verified(base, n))
-        start_s, start_reloads = time.monotonic() - t0, reloads(d)
+        start_s, start_reloads, start_signals = time.monotonic() - t0, reloads(d), signals(d)
 
         sock = f"{d}/state/rekey.sock"
-        before, answers = reloads(d), [None] * n
+        before, sent, answers = reloads(d), signals(d), [None] * n
         go = threading.Barrier(n + 1)
 
         def ask(i):
@@ -147,7 +154,7 @@ type = "local-ca"
         bad = [(names[i], a) for i, a in enumerate(answers) if a[1].get("result") != "success"]
         if bad or not all_verified(base, n):
             sys.exit(f"bench_groups: rotations failed: {bad[:3]}")
-        return start_reloads, start_s, reloads(d) - before, rotate_s
+        return start_reloads, start_s, reloads(d) - before, rotate_s, start_signals, signals(d) - sent
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -169,15 +176,15 @@ def main():
         rows = {}
         for grouped in (False, True):
             r = [run(rekey, nginx, n, grouped) for _ in range(runs)]
-            rows[grouped] = [med([x[k] for x in r]) for k in range(4)]
+            rows[grouped] = [med([x[k] for x in r]) for k in range(6)]
         how = {False: 'one reload each (`reload_window = "0s"`, as before handoff groups)', True: "handoff groups (default: 200 ms window, 2 s max wait)"}
-        plural = lambda r: f"{r:.0f} nginx reload{'' if r == 1 else 's'}"
+        plural = lambda x, what: f"{x:.0f} {what}{'' if x == 1 else 's'}"
         for grouped in (False, True):
-            sr, ss, rr, rs = rows[grouped]
-            print(f"| {n} certificates of one nginx rotated at once, {how[grouped]} | {plural(rr)}, all verified in {rs:.1f} s |")
+            sr, ss, rr, rs, sg, rg = rows[grouped]
+            print(f"| {n} certificates of one nginx rotated at once, {how[grouped]} | {plural(rg, 'SIGHUP')}, {plural(rr, 'nginx reload')}, all verified in {rs:.1f} s |")
         for grouped in (False, True):
-            sr, ss, rr, rs = rows[grouped]
-            print(f"| first start of a fresh host, {n} certificates (nginx on a placeholder), {how[grouped]} | {plural(sr)}, all verified in {ss:.1f} s |")
+            sr, ss, rr, rs, sg, rg = rows[grouped]
+            print(f"| first start of a fresh host, {n} certificates (nginx on a placeholder), {how[grouped]} | {plural(sg, 'SIGHUP')}, {plural(sr, 'nginx reload')}, all verified in {ss:.1f} s |")
 
 
 main()
