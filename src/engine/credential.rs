@@ -16,12 +16,13 @@ mod staged;
 
 use super::budget::{Blocked, IssuerLedger};
 use super::disk;
+use super::group::Purpose;
 use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::Alerter;
 use crate::cert::{self, CertInfo, Names};
 use crate::config::{CertificateConfig, IssuanceBudgets};
-use crate::handoff::{self, Generation, Probe, Reload, Verdict};
+use crate::handoff::{self, Generation, HandoffError, Probe, Reload, Verdict};
 use crate::issuer::Issuer;
 use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
@@ -109,6 +110,11 @@ pub(super) struct Task {
     pub(super) issuer_failures: u32,
     /// When the generation being handed over was issued (this process).
     pub(super) issued_at: Option<SystemTime>,
+    /// Its place in the handoff group it shares its reload with, if any.
+    pub(super) group: Option<super::group::Member>,
+    /// The rotation slot (`max_concurrent_rotations`) held while rotating;
+    /// given up while waiting for a group's reload.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Task {
@@ -168,6 +174,8 @@ impl Task {
             budget_alerted: None,
             issuer_failures: 0,
             issued_at: None,
+            group: None,
+            permit: None,
         }
     }
 
@@ -452,9 +460,8 @@ impl Task {
     /// stays owed, so the next probe round tries again, and is logged as a
     /// warning when its cause changed.
     async fn reload_again(&mut self, g: &Generation, served_detail: &str) -> bool {
-        let result = self
-            .audit
-            .reloaded(&self.cfg, g, self.reload.reload(g).await);
+        let told = self.tell_app(g, Purpose::Handoff).await;
+        let result = self.audit.reloaded(&self.cfg, g, told);
         match result {
             Ok(()) => {
                 tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
@@ -470,6 +477,26 @@ impl Task {
                 self.reload_owed = true;
                 false
             }
+        }
+    }
+
+    /// Tell the app that the files of `g` are published: through the
+    /// credential's handoff group when it shares its reload (one reload for
+    /// every member whose handoff falls together), else at once.
+    pub(super) async fn tell_app(
+        &mut self,
+        g: &Generation,
+        purpose: Purpose,
+    ) -> Result<(), HandoffError> {
+        match &self.group {
+            Some(m) if !m.alone() => {
+                // The files are published: give the rotation slot to the next
+                // credential while waiting, so a batch can hold more members
+                // than max_concurrent_rotations.
+                self.permit = None;
+                m.reload(&self.reload, g, purpose).await
+            }
+            _ => self.reload.reload(g).await,
         }
     }
 

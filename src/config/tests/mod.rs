@@ -6,6 +6,7 @@ mod bad;
 mod budget;
 mod governance;
 mod handoff;
+mod reload_group;
 mod vault;
 mod watch;
 
