@@ -249,7 +249,7 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_once_and_clearly() {
     assert!(cred_status(d.addr, "web").is_some());
 }
 
-/// The committed generation's files in the state dir (issue #8: the daemon
+/// The committed generation's files in the state dir (the daemon
 /// keeps only digests in memory and reads these back to repair).
 fn staged_dir(env: &Env, generation: &serde_json::Value) -> std::path::PathBuf {
     env.path(&format!(

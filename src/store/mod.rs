@@ -157,7 +157,7 @@ impl fmt::Debug for Material {
 /// What each target of a committed generation must hold, as the SHA-256 of
 /// the bytes a publish writes there. Drift detection compares against this,
 /// so an idle credential keeps ~35 bytes a file instead of the PEM text, and
-/// its private key is not resident between repairs (issue #8).
+/// its private key is not resident between repairs (idle memory).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected(Box<[(FileKind, Option<[u8; 32]>)]>);
 
