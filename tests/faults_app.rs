@@ -28,7 +28,8 @@ struct App {
 
 impl App {
     fn start(cert: &Path, key: &Path, addr: SocketAddr, pid_file: &Path) -> App {
-        let child = Command::new(bin())
+        let log = pid_file.with_extension("log");
+        let mut child = Command::new(bin())
             .arg("demo-app")
             .arg("--cert")
             .arg(cert)
@@ -39,10 +40,16 @@ impl App {
             .arg(pid_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        wait_for(Duration::from_secs(10), "the app to serve TLS", || {
+        // A busy machine may be slow to start it; an app that exited (its
+        // port taken, its files unreadable) fails at once with its own words.
+        wait_for(Duration::from_secs(30), "the app to serve TLS", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let why = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the app exited ({status}) before serving TLS on {addr}: {why}");
+            }
             served_fingerprint(addr, "localhost")
         });
         App { child }
