@@ -3,7 +3,7 @@
 //! the app's file, not committed). The invariant, checked against the key
 //! backend itself: at most one unrevoked extra key ever exists, and the next
 //! start revokes it and serves the committed key again. Two backends: the
-//! generic HTTP key service (`common::keyservice`) and real OpenBao tokens.
+//! generic HTTP key service (`support::keyservice`) and real OpenBao tokens.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
