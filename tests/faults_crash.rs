@@ -70,7 +70,9 @@ fn reachable(swap: &str) -> Vec<String> {
     out
 }
 
-/// Wait for the daemon to die; Some(signal) when it did.
+/// Wait for the daemon to die; Some(signal) when it did. Its own loop,
+/// polling every 5 ms rather than `wait_until`'s 100 ms: every one of the
+/// hundreds of rounds waits here.
 fn died(d: &mut Daemon, within: Duration) -> Option<i32> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

@@ -7,6 +7,7 @@ use crate::support::alert as alert_support;
 use std::time::Duration;
 
 use common::*;
+use rekey::status::{Handoff, State};
 
 #[test]
 fn issues_rotates_on_request_and_adopts_on_restart() {
@@ -17,15 +18,13 @@ fn issues_rotates_on_request_and_adopts_on_restart() {
     let key = env.path("tls/web/key.pem");
 
     let d = env.start();
-    let first = wait_for(Duration::from_secs(10), "first issuance", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
+    let first = wait_valid(d.addr, "web", Duration::from_secs(10));
     let (fp1, ok) = pair(&cert, &key).unwrap();
     assert!(ok, "published key does not match the certificate");
-    assert_eq!(first["fingerprint"], fp1.as_str());
+    assert_eq!(first.fingerprint, Some(fp1.clone()));
     assert_eq!(
-        first["handoff"], "unverified",
+        first.handoff,
+        Handoff::Unverified,
         "verify = none is never verified"
     );
     assert_eq!(mode(&key), 0o640);
@@ -49,10 +48,13 @@ fn issues_rotates_on_request_and_adopts_on_restart() {
     let (fp2, ok) = pair(&cert, &key).unwrap();
     assert!(ok);
     assert_ne!(fp1, fp2, "rotate did not publish a new certificate");
-    let second = cred_status(d.addr, "web").unwrap();
-    assert_eq!(second["fingerprint"], fp2.as_str());
-    assert!(second["generation"].as_u64() > first["generation"].as_u64());
-    assert_eq!(second["last_rotation"]["result"], "success");
+    let second = cred(d.addr, "web").unwrap();
+    assert_eq!(second.fingerprint, Some(fp2.clone()));
+    assert!(second.generation > first.generation);
+    assert_eq!(
+        second.last_rotation.map(|r| r.result).as_deref(),
+        Some("success")
+    );
     assert_eq!(mode(&key), 0o640, "modes are applied on every write");
 
     // `rekey status` prints a table and exits 0 when all is well.
@@ -70,12 +72,9 @@ fn issues_rotates_on_request_and_adopts_on_restart() {
 
     // Restart: the valid pair is adopted, not reissued.
     let d = env.start();
-    let again = wait_for(Duration::from_secs(10), "restart", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
-    assert_eq!(again["fingerprint"], fp2.as_str(), "restart reissued");
-    assert_eq!(again["generation"], second["generation"]);
+    let again = wait_valid(d.addr, "web", Duration::from_secs(10));
+    assert_eq!(again.fingerprint, Some(fp2.clone()), "restart reissued");
+    assert_eq!(again.generation, second.generation);
     assert_eq!(pair(&cert, &key).unwrap().0, fp2);
 }
 
@@ -85,18 +84,14 @@ fn a_fresh_state_dir_adopts_a_valid_published_pair() {
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();
     let fp = wait_for(Duration::from_secs(10), "issuance", || {
-        let s = cred_status(d.addr, "web")?;
-        s["fingerprint"].as_str().map(str::to_owned)
+        cred(d.addr, "web")?.fingerprint
     });
     d.kill9();
     // Lose the state dir but keep the CA (the pair must still chain to it).
     std::fs::remove_dir_all(env.path("state/certs")).unwrap();
     let d = env.start();
-    let s = wait_for(Duration::from_secs(10), "adoption", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
-    assert_eq!(s["fingerprint"], fp.as_str());
+    let s = wait_valid(d.addr, "web", Duration::from_secs(10));
+    assert_eq!(s.fingerprint, Some(fp));
     assert!(env.log().contains("adopted"), "{}", env.log());
 }
 
@@ -108,9 +103,7 @@ fn deleted_or_overwritten_files_are_repaired_within_seconds() {
     let key = env.path("tls/web/key.pem");
     let d = env.start();
     let fp = wait_for(Duration::from_secs(10), "issuance", || {
-        cred_status(d.addr, "web")?["fingerprint"]
-            .as_str()
-            .map(str::to_owned)
+        cred(d.addr, "web")?.fingerprint
     });
 
     std::fs::remove_file(&key).unwrap();
@@ -128,10 +121,7 @@ fn deleted_or_overwritten_files_are_repaired_within_seconds() {
     );
     assert!(env.log().contains("tampered"));
     // Restoring is not rotating: the generation did not change.
-    assert_eq!(
-        cred_status(d.addr, "web").unwrap()["fingerprint"],
-        fp.as_str()
-    );
+    assert_eq!(cred(d.addr, "web").unwrap().fingerprint, Some(fp));
 }
 
 #[test]
@@ -157,9 +147,7 @@ fn an_idle_daemon_does_not_react_to_its_own_reads() {
     let env = Env::new();
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();
-    wait_for(Duration::from_secs(10), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(10));
     // Let the events of the first publish settle, then watch for activity.
     let count = || env.log().matches("file events dispatched").count();
     let settled = wait_for(Duration::from_secs(5), "publish events to settle", || {
@@ -195,9 +183,7 @@ fn a_hanging_alert_sink_delays_no_rotation() {
         hung.url("/hook")
     ));
     let d = env.start();
-    wait_for(Duration::from_secs(10), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(10));
     // Each of these raises handoff_failed; the sink would hold each for 30 s.
     for _ in 0..3 {
         let t = std::time::Instant::now();
@@ -219,9 +205,7 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_once_and_clearly() {
     let conf = env.write_config(&env.cert_section("web", ""));
     let d = env.start();
     wait_for(Duration::from_secs(10), "issuance", || {
-        cred_status(d.addr, "web")?["fingerprint"]
-            .as_str()
-            .map(str::to_owned)
+        cred(d.addr, "web")?.fingerprint
     });
     // Same state dir, its own port.
     let text = std::fs::read_to_string(&conf)
@@ -244,16 +228,13 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_once_and_clearly() {
         "{err}"
     );
     // The first daemon keeps running and answering.
-    assert!(cred_status(d.addr, "web").is_some());
+    assert!(cred(d.addr, "web").is_some());
 }
 
 /// The committed generation's files in the state dir (issue #8: the daemon
 /// keeps only digests in memory and reads these back to repair).
-fn staged_dir(env: &Env, generation: &serde_json::Value) -> std::path::PathBuf {
-    env.path(&format!(
-        "state/certs/web/gen-{}",
-        generation.as_u64().unwrap()
-    ))
+fn staged_dir(env: &Env, generation: Option<u64>) -> std::path::PathBuf {
+    env.path(&format!("state/certs/web/gen-{}", generation.unwrap()))
 }
 
 #[test]
@@ -263,23 +244,19 @@ fn a_tampered_file_is_replaced_by_a_rotation_when_the_staged_copy_is_lost() {
     let cert = env.path("tls/web/cert.pem");
     let key = env.path("tls/web/key.pem");
     let d = env.start();
-    let first = wait_for(Duration::from_secs(10), "issuance", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
-    std::fs::remove_dir_all(staged_dir(&env, &first["generation"])).unwrap();
+    let first = wait_valid(d.addr, "web", Duration::from_secs(10));
+    std::fs::remove_dir_all(staged_dir(&env, first.generation)).unwrap();
     // Nothing intact is left to restore: the only right answer is a new,
     // validated generation, never the garbage and never an unchecked copy.
     std::fs::write(&cert, "garbage").unwrap();
     let (fp, _) = wait_for(Duration::from_secs(10), "a new valid pair", || {
         pair(&cert, &key).ok().filter(|(_, ok)| *ok)
     });
-    assert_ne!(fp, first["fingerprint"].as_str().unwrap());
+    assert_ne!(Some(fp.clone()), first.fingerprint);
     let s = wait_for(Duration::from_secs(5), "the rotation to commit", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["fingerprint"] == fp.as_str() && s["state"] == "valid").then_some(s)
+        cred(d.addr, "web").filter(|s| s.fingerprint == Some(fp.clone()) && s.state == State::Valid)
     });
-    assert!(staged_dir(&env, &s["generation"]).is_dir());
+    assert!(staged_dir(&env, s.generation).is_dir());
     assert!(env.log().contains("repair_by_rotation"), "{}", env.log());
 }
 
@@ -291,12 +268,9 @@ fn a_mode_change_is_repaired_from_the_published_files_when_the_staged_copy_is_lo
     let cert = env.path("tls/web/cert.pem");
     let key = env.path("tls/web/key.pem");
     let d = env.start();
-    let first = wait_for(Duration::from_secs(10), "issuance", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
+    let first = wait_valid(d.addr, "web", Duration::from_secs(10));
     let want = mode(&key);
-    let staged = staged_dir(&env, &first["generation"]);
+    let staged = staged_dir(&env, first.generation);
     std::fs::remove_dir_all(&staged).unwrap();
     // The published files still hold exactly the committed generation: it
     // is staged again from them and the mode put back, with no reissue.
@@ -311,11 +285,11 @@ fn a_mode_change_is_repaired_from_the_published_files_when_the_staged_copy_is_lo
         "the committed generation was not staged again: {}",
         env.log()
     );
-    let s = cred_status(d.addr, "web").unwrap();
-    assert_eq!(s["fingerprint"], first["fingerprint"]);
-    assert_eq!(s["generation"], first["generation"]);
+    let s = cred(d.addr, "web").unwrap();
+    assert_eq!(s.fingerprint, first.fingerprint);
+    assert_eq!(s.generation, first.generation);
     let (fp, ok) = pair(&cert, &key).unwrap();
-    assert!(ok && fp == first["fingerprint"].as_str().unwrap());
+    assert!(ok && Some(fp.clone()) == first.fingerprint);
 }
 
 #[test]
@@ -326,11 +300,8 @@ fn a_failed_handoff_still_rolls_back_when_the_staged_copy_is_lost() {
     let cert = env.path("tls/web/cert.pem");
     let key = env.path("tls/web/key.pem");
     let d = env.start();
-    let first = wait_for(Duration::from_secs(10), "issuance", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
-    let staged = staged_dir(&env, &first["generation"]);
+    let first = wait_valid(d.addr, "web", Duration::from_secs(10));
+    let staged = staged_dir(&env, first.generation);
     std::fs::remove_dir_all(&staged).unwrap();
     // The reload fails, so the new generation must go: the old one is
     // taken from the published files (checked against its digests) before
@@ -339,9 +310,9 @@ fn a_failed_handoff_still_rolls_back_when_the_staged_copy_is_lost() {
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("rolled back"), "{body}");
     let (fp, ok) = pair(&cert, &key).unwrap();
-    assert!(ok && fp == first["fingerprint"].as_str().unwrap(), "{fp}");
-    let s = cred_status(d.addr, "web").unwrap();
-    assert_eq!(s["generation"], first["generation"]);
+    assert!(ok && Some(fp.clone()) == first.fingerprint, "{fp}");
+    let s = cred(d.addr, "web").unwrap();
+    assert_eq!(s.generation, first.generation);
     assert!(
         staged.is_dir(),
         "the committed generation was not staged again"

@@ -31,7 +31,7 @@ use serde_norway::Value;
 
 use super::rootfs;
 use crate::support::scorecard::Scenario;
-use crate::support::{bin, http, live_binary, served_fingerprint};
+use crate::support::{bin, http, live_binary, served_fingerprint, wait_until};
 
 const SUITE: &str = "deployment";
 
@@ -163,9 +163,8 @@ fn enter_net(pid: u32) {
 
 /// The first child of `parent`, waiting up to `timeout`.
 fn wait_child(parent: u32, timeout: Duration) -> Option<u32> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let found = std::fs::read_dir("/proc").ok()?.find_map(|e| {
+    wait_until(Instant::now() + timeout, || {
+        std::fs::read_dir("/proc").ok()?.find_map(|e| {
             let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let ppid: u32 = stat
@@ -176,13 +175,8 @@ fn wait_child(parent: u32, timeout: Duration) -> Option<u32> {
                 .parse()
                 .ok()?;
             (ppid == parent).then_some(pid)
-        });
-        if found.is_some() {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+        })
+    })
 }
 
 /// A volume's directory on the "node", with the kubelet's layout.
@@ -613,12 +607,10 @@ impl Container {
             nix::unistd::Pid::from_raw(self.pid as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.nsenter.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(st) = wait_until(Instant::now() + grace, || {
+            self.nsenter.try_wait().ok().flatten()
+        }) {
+            return st.code();
         }
         let _ = self.nsenter.kill();
         let _ = self.nsenter.wait();
@@ -832,14 +824,10 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
         })
     };
     let until = |secs: u64, f: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        wait_until(Instant::now() + Duration::from_secs(secs), || {
+            f().then_some(())
+        })
+        .is_some()
     };
     let verified = until(60, &mut || status(&sandbox)["handoff"] == "verified");
     let s = status(&sandbox);

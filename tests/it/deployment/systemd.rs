@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::rootfs;
 use crate::support::scorecard::Scenario;
-use crate::support::{bin, live_binary};
+use crate::support::{bin, live_binary, wait_until};
 
 const SUITE: &str = "deployment";
 /// How long the watchdog must stay quiet (WatchdogSec=30s: three periods).
@@ -75,19 +75,21 @@ impl Container {
             });
         }
         let mut nspawn = cmd.spawn().map_err(|e| format!("systemd-nspawn: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let pid1 = loop {
-            if let Some(p) = child_named(nspawn.id(), "systemd") {
-                break p;
-            }
-            if Instant::now() > deadline || nspawn.try_wait().ok().flatten().is_some() {
-                let _ = nspawn.kill();
-                return Err(format!(
-                    "the container did not start: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // None once nspawn has exited: no point waiting out the deadline.
+        let pid1 = wait_until(
+            Instant::now() + Duration::from_secs(60),
+            || match child_named(nspawn.id(), "systemd") {
+                Some(p) => Some(Some(p)),
+                None => nspawn.try_wait().ok().flatten().map(|_| None),
+            },
+        )
+        .flatten();
+        let Some(pid1) = pid1 else {
+            let _ = nspawn.kill();
+            return Err(format!(
+                "the container did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
         };
         let c = Container {
             nspawn,
@@ -98,7 +100,7 @@ impl Container {
         // Before systemd has set up its bus, is-system-running says
         // "offline" at once instead of waiting.
         let mut state = String::new();
-        let up = until(120, || {
+        let up = wait_until(Instant::now() + Duration::from_secs(120), || {
             let o = c.sh("timeout 120 systemctl is-system-running --wait");
             state = String::from_utf8_lossy(&o.stdout).trim().to_string();
             matches!(state.as_str(), "running" | "degraded").then_some(())
@@ -193,13 +195,9 @@ impl Drop for Container {
             nix::unistd::Pid::from_raw(self.nspawn.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.nspawn.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(Instant::now() + Duration::from_secs(30), || {
+            self.nspawn.try_wait().ok().flatten()
+        });
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
         let _ = std::fs::remove_dir_all(&self.root);
@@ -267,23 +265,11 @@ fn served(c: &Container) -> String {
     format!("sha256:{}", c.run(SERVED).unwrap_or_default().trim())
 }
 
-/// Poll `f` for up to `secs` seconds.
-fn until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Wait for a verified handoff; the status it settled on.
 fn verified(c: &Container) -> Option<serde_json::Value> {
-    until(60, || status(c).filter(|s| s["handoff"] == "verified"))
+    wait_until(Instant::now() + Duration::from_secs(60), || {
+        status(c).filter(|s| s["handoff"] == "verified")
+    })
 }
 
 #[test]
@@ -434,7 +420,9 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
         "systemctl reload rekey",
         c.run("systemctl reload rekey").map(|_| ()),
     );
-    let team = until(20, || status(&c).filter(|s| s["team"] == "web-ops"));
+    let team = wait_until(Instant::now() + Duration::from_secs(20), || {
+        status(&c).filter(|s| s["team"] == "web-ops")
+    });
     sc.check("the reload applied the new config", team.is_some(), || {
         journal(&c)
     });
@@ -565,7 +553,7 @@ fn honest_reporting_when_proc_hides_nginx(sc: &mut Scenario, c: &Container, comm
          chown -R rekey:rekey /etc/nginx/tls && systemctl reload nginx && systemctl start rekey"
     );
     sc.check_ok("reset to a fresh install", c.run(&reset).map(|_| ()));
-    let pending = until(30, || {
+    let pending = wait_until(Instant::now() + Duration::from_secs(30), || {
         status(c).filter(|s| {
             s["state"] == "valid"
                 && s["handoff"] == "pending"

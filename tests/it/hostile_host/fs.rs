@@ -140,17 +140,3 @@ fn inv_cred(env: &Env) -> (PathBuf, PathBuf) {
     let d = env.path("tls/web");
     (d.join("cert.pem"), d.join("key.pem"))
 }
-
-/// [`wait_for`] that returns None at the deadline instead of panicking.
-fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}

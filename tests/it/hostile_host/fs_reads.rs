@@ -248,13 +248,15 @@ fn a_secret_file_turned_into_a_fifo_while_running_hangs_nothing() {
     Special::Fifo.make(&token);
     // Tampering raises an alert, whose sink reads the header file.
     std::fs::remove_file(&c.0).unwrap();
-    let repaired = wait_for_opt(Duration::from_secs(20), || pair(&c.0, &c.1).ok());
+    let repaired = wait_until(Instant::now() + Duration::from_secs(20), || {
+        pair(&c.0, &c.1).ok()
+    });
     sc.check(
         "the engine still repairs the file",
         repaired.is_some(),
         || env.log(),
     );
-    let logged = wait_for_opt(Duration::from_secs(20), || {
+    let logged = wait_until(Instant::now() + Duration::from_secs(20), || {
         let log = env.log();
         (log.contains(&token.display().to_string()) && log.contains("FIFO")).then_some(())
     });

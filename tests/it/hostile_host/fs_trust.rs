@@ -58,7 +58,7 @@ fn directory_swapped_for_a_symlink(swap: &str) {
         std::fs::read(victim.join("key.pem")).unwrap() == b"VICTIM" && names.len() == 1,
         || format!("victim holds {names:?}"),
     );
-    let alert = wait_for_opt(Duration::from_secs(15), || {
+    let alert = wait_until(Instant::now() + Duration::from_secs(15), || {
         hook.requests()
             .iter()
             .map(|r| r.json())
@@ -293,7 +293,7 @@ fn a_state_dir_another_user_owns_and_an_admin_token_others_can_write_are_refused
     sc.round();
     set_mode(&token, 0o644);
     let d = env.start();
-    let warned = wait_for_opt(Duration::from_secs(10), || {
+    let warned = wait_until(Instant::now() + Duration::from_secs(10), || {
         let log = env.log();
         log.lines()
             .any(|l| {

@@ -33,14 +33,9 @@ fn config(env: &Env, pid_file: &Path, signal: &str) {
 
 /// Wait until the first certificate is issued (the bootstrap reload may fail).
 fn issued(env: &Env) -> Option<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if let Some(s) = cred_status(env.addr, "web").filter(|s| s["state"] == "valid") {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    wait_until(std::time::Instant::now() + Duration::from_secs(20), || {
+        cred_status(env.addr, "web").filter(|s| s["state"] == "valid")
+    })
 }
 
 /// `POST /v1/rotate/web` on the admin socket, or None when no answer came

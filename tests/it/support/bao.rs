@@ -111,12 +111,11 @@ impl Bao {
 
     /// Poll sys/health until it answers 200, or the process exits.
     fn wait_ready(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        super::wait_until(Instant::now() + timeout, || {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(_)) = child.try_wait() {
                     self.child = None;
-                    return false;
+                    return Some(false);
                 }
             }
             let ready = self.tls_file_ready()
@@ -124,12 +123,9 @@ impl Bao {
                     self.try_call("GET", "sys/health", None, None, None),
                     Ok((200, _))
                 );
-            if ready {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+            ready.then_some(true)
+        })
+        .unwrap_or(false)
     }
 
     fn tls_file_ready(&self) -> bool {
@@ -296,12 +292,11 @@ impl Bao {
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = super::wait_until(Instant::now() + Duration::from_secs(10), || {
+            child.try_wait().ok().flatten()
+        });
+        if exited.is_some() {
+            return;
         }
         let _ = child.kill();
         let _ = child.wait();

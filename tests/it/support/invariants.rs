@@ -236,25 +236,19 @@ pub fn converges(
     handoffs: &[&str],
     within: Duration,
 ) -> Result<serde_json::Value, String> {
-    let deadline = Instant::now() + within;
     let mut last = String::from("no status");
-    loop {
-        if let Some(s) = super::cred_status(addr, &c.name) {
-            let pending = c.journal().map(|j| j.pending).unwrap_or(None);
-            if s["state"] == "valid"
-                && handoffs.iter().any(|h| s["handoff"] == *h)
-                && pending.is_none()
-            {
-                return Ok(s);
-            }
-            last = format!(
-                "state={} handoff={} pending={pending:?}",
-                s["state"], s["handoff"]
-            );
+    super::wait_until(Instant::now() + within, || {
+        let s = super::cred_status(addr, &c.name)?;
+        let pending = c.journal().map(|j| j.pending).unwrap_or(None);
+        if s["state"] == "valid" && handoffs.iter().any(|h| s["handoff"] == *h) && pending.is_none()
+        {
+            return Some(s);
         }
-        if Instant::now() > deadline {
-            return Err(format!("not converged within {within:?}: {last}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        last = format!(
+            "state={} handoff={} pending={pending:?}",
+            s["state"], s["handoff"]
+        );
+        None
+    })
+    .ok_or_else(|| format!("not converged within {within:?}: {last}"))
 }

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rekey::status::{CredentialStatus, State};
+
 /// The rekey binary built for these tests.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rekey")
@@ -32,16 +34,24 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// Poll `f` until it returns Some or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
+/// Poll `f` until it returns Some or `timeout` passes; panics naming `what`
+/// on timeout.
+pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_until(Instant::now() + timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Poll `f` until it returns Some, or None once `deadline` passes (for
+/// waits whose timeout is an outcome, not a failure). The one polling loop:
+/// quick at first, then every 100 ms.
+pub fn wait_until<T>(deadline: Instant, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let mut pause = Duration::from_millis(5);
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
@@ -97,6 +107,24 @@ pub fn cred_status(addr: SocketAddr, name: &str) -> Option<serde_json::Value> {
         .iter()
         .find(|c| c["name"] == name)
         .cloned()
+}
+
+/// The status of credential `name`, typed as the daemon serialises it.
+pub fn cred(addr: SocketAddr, name: &str) -> Option<CredentialStatus> {
+    let (code, body) = http(addr, "GET", "/status").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let all: Vec<CredentialStatus> = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("/status does not parse as CredentialStatus: {e}: {body}"));
+    all.into_iter().find(|c| c.name == name)
+}
+
+/// Poll `/status` until credential `name` is `valid`; its status.
+pub fn wait_valid(addr: SocketAddr, name: &str, timeout: Duration) -> CredentialStatus {
+    wait_for(timeout, &format!("{name} to be valid"), || {
+        cred(addr, name).filter(|s| s.state == State::Valid)
+    })
 }
 
 /// A temp dir with a config file in it.
@@ -287,16 +315,10 @@ impl Daemon {
     pub fn terminate(mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(Instant::now() + Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        })?
+        .code()
     }
 }
 
@@ -477,12 +499,11 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let exited = wait_until(Instant::now() + Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if exited.is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
