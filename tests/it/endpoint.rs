@@ -129,9 +129,7 @@ fn a_non_loopback_listen_without_a_token_serves_reads_and_never_mutations() {
         String::from_utf8_lossy(&out.stderr)
     );
     let d = env.start();
-    wait_for(Duration::from_secs(10), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(10));
     assert_eq!(http(d.addr, "GET", "/readyz").unwrap().0, 200);
     for path in ["/v1/rotate/web", "/v1/retire/web"] {
         let (code, body) = http(d.addr, "POST", path).unwrap();
@@ -172,9 +170,7 @@ fn the_admin_token_guards_rotate() {
         );
     std::fs::write(env.path("rekey.toml"), text).unwrap();
     let d = env.start();
-    wait_for(Duration::from_secs(10), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(10));
     let post = |auth: &str| {
         let req = format!(
             "POST /v1/rotate/web HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"

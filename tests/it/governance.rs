@@ -7,7 +7,7 @@ use crate::support::alert as support;
 
 use std::time::Duration;
 
-use common::{cred_status, http, wait_for, Env};
+use common::{cred_status, http, wait_for, wait_valid, Env};
 use support::Receiver;
 
 #[test]
@@ -282,9 +282,7 @@ fn retire_over_http_reports_the_revocation_and_an_unknown_name_is_404() {
     let env = Env::new();
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();
-    wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(20));
     let (code, body) = d.post("/v1/retire/web").unwrap();
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -61,9 +61,7 @@ fn json_lines_with_stable_fields_and_no_secret_at_trace_level() {
         addr: env.addr,
         socket: env.socket(),
     };
-    wait_for(Duration::from_secs(20), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(20));
     let mut secrets = Vec::new();
     for _ in 0..2 {
         secrets.extend(key_bodies(

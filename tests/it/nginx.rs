@@ -147,9 +147,7 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
     }
     config(&env, addr, &reload, "2s", &alerts);
     let _d = env.start();
-    wait_for(Duration::from_secs(10), "first issuance", || {
-        (cred_status(env.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(env.addr, "web", Duration::from_secs(10));
     let _n = Nginx::start(&nginx, &prefix, &conf, addr);
     let good = handoff_is(&env, "verified");
     let old_fp = good["fingerprint"].as_str().unwrap().to_string();

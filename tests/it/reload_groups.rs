@@ -188,9 +188,7 @@ fn an_api_key_and_a_certificate_of_one_app_share_its_reload() {
     env.daemon_line("reload_window = \"2s\"\nreload_max_wait = \"20s\"");
     let d = env.start();
     for n in ["svc", "web"] {
-        wait_for(Duration::from_secs(30), &format!("{n} valid"), || {
-            (cred_status(env.addr, n)?["state"] == "valid").then_some(())
-        });
+        wait_valid(env.addr, n, Duration::from_secs(30));
     }
     assert_eq!(reloads(&log), ["svc web"], "{}", env.log());
     let answers = d.rotate_all(&["svc".to_string(), "web".to_string()]);

@@ -89,9 +89,7 @@ fn modes_and_no_secret_anywhere() {
     sc.round();
     let c = Cred::under(env.dir.path(), "web");
     inv::converges(daemon.addr, &c, &["unverified"], Duration::from_secs(15)).unwrap();
-    wait_for(Duration::from_secs(15), "api", || {
-        (cred_status(daemon.addr, "api")?["state"] == "valid").then_some(())
-    });
+    wait_valid(daemon.addr, "api", Duration::from_secs(15));
     // A rotation with the token, and a tampered file so alerts go out.
     let rotate = Command::new(bin())
         .args([
@@ -314,9 +312,7 @@ fn loopback_by_default_and_admin_token_enforced() {
         );
     std::fs::write(env.path("rekey.toml"), text).unwrap();
     let d = env.start();
-    wait_for(Duration::from_secs(15), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(15));
     let post = |auth: Option<&str>| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(d.addr).unwrap();

@@ -22,9 +22,7 @@ fn run(swap: &str) -> (usize, usize, usize) {
     // 200 rotations of one certificate: the issuance budget is not under test.
     env.dev_issuer("max_issuances = \"unlimited\"");
     let daemon = env.start();
-    wait_for(Duration::from_secs(10), "issuance", || {
-        (cred_status(daemon.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(daemon.addr, "web", Duration::from_secs(10));
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, mismatches, partial) = (
         Arc::new(AtomicUsize::new(0)),

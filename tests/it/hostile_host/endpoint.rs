@@ -84,9 +84,7 @@ fn one_peer_holding_hundreds_of_half_sent_requests_never_silences_the_probes() {
     let env = Env::new();
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();
-    wait_for(Duration::from_secs(20), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid").then_some(())
-    });
+    wait_valid(d.addr, "web", Duration::from_secs(20));
     let stop = Arc::new(AtomicBool::new(false));
     let reopened = Arc::new(AtomicU64::new(0));
     let attacker = {

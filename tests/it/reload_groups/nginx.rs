@@ -67,9 +67,7 @@ fn fifty_names_on_one_nginx_rotated_at_once_cost_at_most_three_reloads() {
     // handoffs pending until nginx runs.
     let d = env.start();
     for n in &names {
-        wait_for(Duration::from_secs(60), &format!("{n} issued"), || {
-            (cred_status(env.addr, n)?["state"] == "valid").then_some(())
-        });
+        wait_valid(env.addr, n, Duration::from_secs(60));
     }
     // The withheld site's server block reads a copy taken now.
     std::fs::create_dir_all(held(WITHHELD)).unwrap();
