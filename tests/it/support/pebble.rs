@@ -193,7 +193,6 @@ impl Pebble {
 
     /// What Pebble's management API says of the certificate with serial
     /// `serial` (hex, colons allowed): its JSON answer, or the error.
-    #[allow(dead_code)]
     pub fn cert_status(&self, serial: &str) -> Result<serde_json::Value, String> {
         let script = "import ssl,sys,urllib.request\n\
 ctx=ssl.create_default_context(cafile=sys.argv[2])\n\
