@@ -14,6 +14,7 @@ mod error;
 mod handoff;
 mod on_remove;
 mod policy;
+mod proxy;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
+pub use proxy::ProxyConfig;
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
 };

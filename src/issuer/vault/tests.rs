@@ -120,6 +120,7 @@ fn config(server_keygen: bool) -> (tempfile::TempDir, VaultConfig) {
     let cfg = VaultConfig {
         address: "http://127.0.0.1:1".into(),
         trust_bundle: None,
+        proxy: crate::config::ProxyConfig::Environment,
         namespace: Some("team".into()),
         pki_mount: "pki/int".into(),
         pki_role: "web".into(),
