@@ -439,6 +439,7 @@ impl Issuer for Acme {
                 credential: req.credential.clone(),
                 retry_after: e.retry_after(),
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             }),
         }
     }
@@ -448,6 +449,7 @@ impl Issuer for Acme {
             issuer: self.name.clone(),
             retry_after: e.retry_after(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         };
         let dir = with_hints(self.directory()).await.map_err(query)?;
         let Some(base) = dir.renewal_info.as_deref() else {
@@ -457,6 +459,7 @@ impl Issuer for Acme {
             issuer: self.name.clone(),
             retry_after: None,
             message: format!("renewal info: {m}"),
+            source: None,
         })?;
         ari::fetch(&self.http, base, &id, &self.ctx())
             .await
@@ -473,6 +476,7 @@ impl Issuer for Acme {
             credential: credential.to_string(),
             retry_after: e.retry_after(),
             message: format!("revoking the replaced certificate: {e}"),
+            source: Some(Box::new(e)),
         };
         with_hints(async {
             let account = self.account().await?;
@@ -507,6 +511,7 @@ impl Issuer for Acme {
             issuer: self.name.clone(),
             credential: credential.to_string(),
             message: format!("{e}; the certificate stays valid until it expires unless revoked by hand at the CA"),
+            source: Some(Box::new(e)),
         })?;
         tracing::info!(issuer = %self.name, credential, event = "revoked", "revoked the retired certificate at the CA");
         Ok(Revocation::Revoked(
