@@ -54,9 +54,10 @@ pub(super) fn parse(s: &str) -> Result<ProxyConfig, String> {
     };
     if authority.as_str().contains('@') {
         // The config is readable by more than rekey: no secrets in it.
+        let host = authority.as_str().rsplit_once('@').map_or("", |(_, h)| h);
         return Err(format!(
-            "\"{}\" holds user:password; give a proxy that needs credentials through HTTPS_PROXY in rekey's environment (e.g. a root-only systemd EnvironmentFile), not in the config",
-            super::super::httpc::redact(s)
+            "\"{}://***@{host}\" holds user:password; give a proxy that needs credentials through HTTPS_PROXY in rekey's environment (e.g. a root-only systemd EnvironmentFile), not in the config",
+            uri.scheme_str().unwrap_or("http")
         ));
     }
     if authority.host().is_empty() {

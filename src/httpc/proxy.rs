@@ -11,7 +11,7 @@ use crate::config::ProxyConfig;
 /// How one client routes its requests.
 pub(super) enum Route {
     /// The environment's proxies (what reqwest does by default).
-    Environment(Matcher),
+    Environment(Box<Matcher>),
     /// Always this proxy (the URL, and the same without credentials).
     Fixed(String, String),
     /// Never a proxy.
@@ -23,7 +23,7 @@ impl Route {
     pub(super) fn new(cfg: &ProxyConfig) -> Route {
         match cfg {
             // Read once, like reqwest reads them when the client is built.
-            ProxyConfig::Environment => Route::Environment(Matcher::from_env()),
+            ProxyConfig::Environment => Route::Environment(Box::new(Matcher::from_env())),
             ProxyConfig::Off => Route::Direct,
             ProxyConfig::Url(u) => Route::Fixed(u.clone(), redact(u)),
         }

@@ -277,7 +277,7 @@ fn environment_proxies_are_named_per_url() {
         .https("http://user:pw@proxy.internal:3128")
         .no("localhost, .internal")
         .build();
-    let route = Route::Environment(m);
+    let route = Route::Environment(Box::new(m));
     let url = |u: &str| reqwest::Url::parse(u).unwrap();
     assert_eq!(
         route

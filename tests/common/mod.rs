@@ -7,6 +7,7 @@ pub mod bao;
 pub mod invariants;
 pub mod keyservice;
 pub mod scorecard;
+pub mod tinyproxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -102,7 +102,7 @@ impl HttpKeys {
             issuer: self.name.clone(),
             op,
             path: path.to_string(),
-            source,
+            source: Box::new(source),
         };
         let mut call = Call::named(method, url, self.cfg.timeout).map_err(transport)?;
         for (name, value) in self.headers(headers).map_err(fail)? {

@@ -63,9 +63,10 @@ pub enum KeyError {
         op: &'static str,
         /// API path.
         path: String,
-        /// What failed (connection, TLS, proxy, deadline...).
+        /// What failed (connection, TLS, proxy, deadline...); boxed to
+        /// keep every `Result` of the key engine small.
         #[source]
-        source: crate::httpc::HttpError,
+        source: Box<crate::httpc::HttpError>,
     },
     /// Vault refused the request or could not be reached.
     #[error("issuer {issuer}: {op} via {path}: {source}")]
@@ -78,7 +79,7 @@ pub enum KeyError {
         path: String,
         /// Vault's answer or the transport failure.
         #[source]
-        source: crate::issuer::vault::VaultError,
+        source: Box<crate::issuer::vault::VaultError>,
     },
     /// The answer lacks a configured field.
     #[error("issuer {issuer}: mint via {path}: the answer has no {field} at \"{at}\"; check mint.{field}")]
@@ -236,7 +237,7 @@ impl KeyIssuer for VaultKeys {
                 issuer: self.name().to_string(),
                 op: "mint",
                 path: m.path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         read_answer(self.name(), m, &answer, lifetime)
     }
@@ -270,7 +271,7 @@ impl KeyIssuer for VaultKeys {
                 issuer: self.name().to_string(),
                 op: "revoke",
                 path,
-                source,
+                source: Box::new(source),
             })
     }
 }
