@@ -38,6 +38,7 @@ fn cred(dir: &std::path::Path, kt: KeyType, swap: SwapMode) -> CertificateConfig
         uid: None,
         gid: None,
         reload: ReloadConfig::None,
+        reload_group: None,
         verify: VerifyConfig::default(),
         on_failure: rekey::config::OnFailure::Rollback,
         on_remove: rekey::config::OnRemove::Keep,
@@ -76,6 +77,8 @@ fn main() {
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],
                 audit: rekey::audit::Audit::none(),
+                // Hundreds of rotations of one credential: no budget.
+                budget: rekey::config::IssuanceBudgets::UNLIMITED,
             })
             .collect();
         let engine = Engine::start(

@@ -280,6 +280,7 @@ fn main() {
             uid: None,
             gid: None,
             reload: ReloadConfig::None,
+            reload_group: None,
             verify: VerifyConfig::default(),
             on_failure: OnFailure::Rollback,
             on_remove: rekey::config::OnRemove::Keep,
@@ -296,6 +297,8 @@ fn main() {
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],
                 audit: rekey::audit::Audit::none(),
+                // Hundreds of rotations of one credential: no budget.
+                budget: rekey::config::IssuanceBudgets::UNLIMITED,
             }],
             Settings { max_concurrent_rotations: 1, backstop: Duration::from_secs(3600) },
             rekey::alert::Alerter::noop(),

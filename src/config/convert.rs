@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Src};
 use super::raw::{RawConfig, RawDaemon, RawTagged, TableReader};
-use super::{values, Config, DaemonConfig, IssuerConfig, LocalCaConfig};
+use super::{values, Config, DaemonConfig, IssuanceBudgets, IssuerConfig, LocalCaConfig};
 
 /// Shortest certificate lifetime: below this rotation would be a busy loop.
 /// The longest Unix socket path (sun_path holds 108 bytes with the NUL).
@@ -35,13 +35,17 @@ pub(super) fn parse(
         None => (DaemonConfig::default(), None),
     };
     let mut issuers = BTreeMap::new();
+    let mut budgets = BTreeMap::new();
     for (name, table) in raw.issuer {
-        let issuer = issuer(&src, base, &name, table)?;
-        issuers.insert(name, issuer);
+        let (issuer, budget) = issuer(&src, base, &name, table)?;
+        issuers.insert(name.clone(), issuer);
+        budgets.insert(name, budget);
     }
     // Shared with the engine's tasks: one copy of each credential's config
     // for the daemon's lifetime, not one per holder.
-    let mut parsed = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let mut groups = super::reload_group::Resolver::new(&src, &daemon, raw.reload_group)?;
+    let mut parsed =
+        super::certificate::certificates(&src, base, &issuers, &mut groups, raw.certificate)?;
     let policy = match raw.policy {
         Some(t) => Some(super::policy::policy(&src, t)?),
         None => None,
@@ -57,12 +61,20 @@ pub(super) fn parse(
     // for 8-byte pointers.
     certificates.extend(parsed.into_iter().map(std::sync::Arc::new));
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
-    let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
+    let api_keys = super::apikey::api_keys(
+        &src,
+        base,
+        &issuers,
+        &certificates,
+        &mut groups,
+        raw.api_key,
+    )?;
     let watches = super::watch::watches(&src, base, &certificates, &api_keys, raw.watch)?;
     let config = Config {
         path: path.to_path_buf(),
         daemon,
         issuers,
+        budgets,
         certificates,
         alerts,
         api_keys,
@@ -176,6 +188,12 @@ fn daemon(
             }
         }
     }
+    super::reload_group::daemon_timing(
+        src,
+        &mut d,
+        raw.reload_window.as_ref(),
+        raw.reload_max_wait.as_ref(),
+    )?;
     // The admin socket lives in the state dir, and a Unix socket path is
     // at most 107 bytes (sun_path).
     let socket = d.admin_socket();
@@ -193,13 +211,13 @@ fn daemon(
     Ok((d, state_dir_span))
 }
 
-/// `[issuer.NAME]`, dispatched on its `type`.
+/// `[issuer.NAME]`, dispatched on its `type`, with its issuance budgets.
 fn issuer(
     src: &Src<'_>,
     base: &Path,
     name: &str,
     table: Spanned<RawTagged>,
-) -> Result<IssuerConfig, ConfigError> {
+) -> Result<(IssuerConfig, IssuanceBudgets), ConfigError> {
     let mut t = TableReader::new(src, format!("issuer.{name}"), table);
     if name.is_empty() {
         return Err(src.err(
@@ -209,20 +227,37 @@ fn issuer(
         ));
     }
     let tag = t.tag(&["local-ca", "acme", "vault", "http", "exec"])?;
+    let mut budgets = IssuanceBudgets::for_type(tag.get_ref());
+    for key in ["max_issuances", "max_issuances_total"] {
+        let Some(s) = t.string(key)? else { continue };
+        let limit = value(src, &t.key_path(key), &s, crate::budget::parse)?;
+        if key == "max_issuances" {
+            budgets.per_credential = limit;
+        } else {
+            budgets.total = limit;
+        }
+    }
+    let issuer = issuer_of_type(src, base, &mut t, tag)?;
+    t.finish()?;
+    Ok((issuer, budgets))
+}
+
+/// The type-specific keys of an `[issuer.NAME]` table (`finish` is left to
+/// the caller).
+fn issuer_of_type(
+    src: &Src<'_>,
+    base: &Path,
+    t: &mut TableReader<'_, '_>,
+    tag: Spanned<String>,
+) -> Result<IssuerConfig, ConfigError> {
     if tag.get_ref() == "http" || tag.get_ref() == "exec" {
-        let i = super::apikey::key_issuer(src, base, &mut t, tag.get_ref())?;
-        t.finish()?;
-        return Ok(i);
+        return super::apikey::key_issuer(src, base, t, tag.get_ref());
     }
     if tag.get_ref() == "acme" {
-        let acme = super::acme::issuer(&mut t, base)?;
-        t.finish()?;
-        return Ok(IssuerConfig::Acme(acme));
+        return Ok(IssuerConfig::Acme(super::acme::issuer(t, base)?));
     }
     if tag.get_ref() == "vault" {
-        let v = super::vault::vault(src, base, &mut t)?;
-        t.finish()?;
-        return Ok(IssuerConfig::Vault(v));
+        return Ok(IssuerConfig::Vault(super::vault::vault(src, base, t)?));
     }
     let mut ca = LocalCaConfig::default();
     if let Some(s) = t.string("key_type")? {
@@ -240,6 +275,5 @@ fn issuer(
             return Err(t.err("ca_lifetime", Some(s.span()), "must be longer than 0s"));
         }
     }
-    t.finish()?;
     Ok(IssuerConfig::LocalCa(ca))
 }

@@ -7,16 +7,22 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Semaphore};
 
 mod adopt;
+mod alerts;
 mod ari;
+mod issue;
 mod repair;
+mod rollback;
+mod staged;
 
+use super::budget::{Blocked, IssuerLedger};
 use super::disk;
+use super::group::Purpose;
 use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
-use crate::alert::{Alert, Alerter, Event};
+use crate::alert::Alerter;
 use crate::cert::{self, CertInfo, Names};
-use crate::config::CertificateConfig;
-use crate::handoff::{self, Generation, Probe, Reload, Verdict};
+use crate::config::{CertificateConfig, IssuanceBudgets};
+use crate::handoff::{self, Generation, HandoffError, Probe, Reload, Verdict};
 use crate::issuer::Issuer;
 use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
@@ -90,6 +96,25 @@ pub(super) struct Task {
     /// The directories of the files, pinned when the task starts: writes go
     /// only into these (see [`crate::store::Pins`]).
     pub(super) pins: Pins,
+    /// Its issuer's issuance budgets, and the issuer's shared ledger when
+    /// `max_issuances_total` is limited.
+    pub(super) budget: IssuanceBudgets,
+    pub(super) issuer_ledger: Option<Arc<IssuerLedger>>,
+    /// What holds issuance back, while the budget does (boxed: rare).
+    pub(super) budget_blocked: Option<Box<Blocked>>,
+    /// When the budget of the last `budget_exhausted` alert frees up; the
+    /// `recovered` alert goes out then.
+    pub(super) budget_alerted: Option<SystemTime>,
+    /// Issuer errors in a row (the handoff retries have their own count in
+    /// the staged record), for the issuer backoff.
+    pub(super) issuer_failures: u32,
+    /// When the generation being handed over was issued (this process).
+    pub(super) issued_at: Option<SystemTime>,
+    /// Its place in the handoff group it shares its reload with, if any.
+    pub(super) group: Option<super::group::Member>,
+    /// The rotation slot (`max_concurrent_rotations`) held while rotating;
+    /// given up while waiting for a group's reload.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Task {
@@ -107,6 +132,7 @@ impl Task {
 
     pub(super) fn new(
         c: Credential,
+        issuer_ledger: Option<Arc<IssuerLedger>>,
         store: Arc<Store>,
         status_tx: watch::Sender<Snapshot>,
         permits: Arc<Semaphore>,
@@ -142,6 +168,14 @@ impl Task {
             last_handoff: None,
             rotate_to_repair: false,
             pins: Pins::default(),
+            budget: c.budget,
+            issuer_ledger,
+            budget_blocked: None,
+            budget_alerted: None,
+            issuer_failures: 0,
+            issued_at: None,
+            group: None,
+            permit: None,
         }
     }
 
@@ -162,18 +196,27 @@ impl Task {
             }
             let now = SystemTime::now();
             self.date_alerts(now);
+            self.budget_freed(now);
             let due = self.due_at(now);
             if due <= now {
-                let _ = Box::pin(self.rotate()).await;
+                // Requests that come meanwhile join this rotation.
+                rx.begin_rotation();
+                let outcome = Box::pin(self.rotate(false, false)).await;
+                rx.finish_rotation(&outcome, self.journal.staged.is_some());
                 continue;
             }
             // No per-task backstop timer: the engine's one backstop task
             // sends Command::Backstop to each credential in turn (mod.rs).
             let mut wake = due;
             let ari_at = self.journal.ari.map(|a| a.recheck_at);
-            for t in [self.probe_at, self.next_date_alert(), ari_at]
-                .into_iter()
-                .flatten()
+            for t in [
+                self.probe_at,
+                self.next_date_alert(),
+                ari_at,
+                self.budget_alerted,
+            ]
+            .into_iter()
+            .flatten()
             {
                 wake = wake.min(t);
             }
@@ -188,9 +231,9 @@ impl Task {
                     }
                 }
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Rotate(reply)) => {
-                        let outcome = Box::pin(self.rotate()).await;
-                        let _ = reply.send(outcome);
+                    Some(Command::Rotate { reissue }) => {
+                        let outcome = Box::pin(self.rotate(reissue, true)).await;
+                        rx.finish_rotation(&outcome, self.journal.staged.is_some());
                     }
                     Some(Command::FilesChanged) => Box::pin(self.check_files("file event")).await,
                     Some(Command::Backstop) => Box::pin(self.check_files("backstop re-check")).await,
@@ -270,6 +313,7 @@ impl Task {
             self.adopt();
         }
         self.check_files("start").await;
+        self.resume_staged();
         if self.journal.ari.is_none() {
             self.refresh_window_with(cert_pem).await;
         }
@@ -416,9 +460,8 @@ impl Task {
     /// stays owed, so the next probe round tries again, and is logged as a
     /// warning when its cause changed.
     async fn reload_again(&mut self, g: &Generation, served_detail: &str) -> bool {
-        let result = self
-            .audit
-            .reloaded(&self.cfg, g, self.reload.reload(g).await);
+        let told = self.tell_app(g, Purpose::Handoff).await;
+        let result = self.audit.reloaded(&self.cfg, g, told);
         match result {
             Ok(()) => {
                 tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
@@ -437,61 +480,23 @@ impl Task {
         }
     }
 
-    pub(super) fn raise_recovered(&self, g: &Generation) {
-        let mut a = Alert::new(
-            Event::Recovered,
-            &self.cfg.name,
-            "certificate",
-            format!("generation {} is published and in use", g.generation),
-        );
-        a.generation = Some(g.generation);
-        a.fingerprint = Some(g.fingerprint.clone());
-        a.not_after = Some(g.not_after.clone());
-        self.alerter.raise(a);
-    }
-
-    /// The next moment an `expiring` or `expired` alert is due, if any.
-    fn next_date_alert(&self) -> Option<SystemTime> {
-        let c = self.current.as_ref()?;
-        let expiring = c.info.not_after - c.info.lifetime().mul_f64(EXPIRING_SHARE);
-        if self.alerted_expiring != Some(c.generation) {
-            Some(expiring)
-        } else if self.alerted_expired != Some(c.generation) {
-            Some(c.info.not_after)
-        } else {
-            None
-        }
-    }
-
-    /// `expiring` (under 10% of lifetime left and no successful renewal) and
-    /// `expired`, driven by the certificate's own dates, once per generation.
-    fn date_alerts(&mut self, now: SystemTime) {
-        let Some(c) = &self.current else { return };
-        let (g, na) = (c.generation, c.info.not_after);
-        let expiring = na - c.info.lifetime().mul_f64(EXPIRING_SHARE);
-        let make = |event, msg: String| {
-            let mut a = Alert::new(event, &self.cfg.name, "certificate", msg);
-            a.generation = Some(g);
-            a.fingerprint = Some(c.info.fingerprint.clone());
-            a.not_after = Some(cert::rfc3339(na));
-            a
-        };
-        if now >= na && self.alerted_expired != Some(g) {
-            self.alerter.raise(make(
-                Event::Expired,
-                format!("the certificate expired at {}", cert::rfc3339(na)),
-            ));
-            self.alerted_expired = Some(g);
-            self.alerted_expiring = Some(g);
-        } else if now >= expiring && now < na && self.alerted_expiring != Some(g) {
-            self.alerter.raise(make(
-                Event::Expiring,
-                format!(
-                    "less than 10% of the lifetime left (expires {}) and no successful renewal",
-                    cert::rfc3339(na)
-                ),
-            ));
-            self.alerted_expiring = Some(g);
+    /// Tell the app that the files of `g` are published: through the
+    /// credential's handoff group when it shares its reload (one reload for
+    /// every member whose handoff falls together), else at once.
+    pub(super) async fn tell_app(
+        &mut self,
+        g: &Generation,
+        purpose: Purpose,
+    ) -> Result<(), HandoffError> {
+        match &self.group {
+            Some(m) if !m.alone() => {
+                // The files are published: give the rotation slot to the next
+                // credential while waiting, so a batch can hold more members
+                // than max_concurrent_rotations.
+                self.permit = None;
+                m.reload(&self.reload, g, purpose).await
+            }
+            _ => self.reload.reload(g).await,
         }
     }
 
@@ -529,6 +534,12 @@ impl Task {
             s.handoff_reason = self.handoff_reason.clone();
         }
         s.consecutive_failures = self.failures;
+        s.issuance_budget = Some(Box::new(self.budgets().status(
+            &self.journal.issuances,
+            self.budget_blocked.as_deref(),
+            super::budget::unix(now),
+        )));
+        s.staged = self.staged_status();
         let name = self.cfg.name.clone();
         self.status_tx.send_modify(|snap| {
             s.failing_since = crate::status::failing_since(snap.get(&name), self.failures, now);

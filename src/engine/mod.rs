@@ -19,8 +19,10 @@ use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
 
 pub mod apikey;
+mod budget;
 mod credential;
 pub mod disk;
+mod group;
 pub mod journal;
 mod mailbox;
 mod retire;
@@ -44,7 +46,7 @@ pub enum EngineError {
     #[error("credential {0:?} is not running (the daemon is shutting down)")]
     Stopped(String),
     /// Too many rotate/retire requests are already waiting for it.
-    #[error("credential {0:?} already has {max} rotate/retire requests waiting; try again when they have finished", max = mailbox::MAX_REQUESTS)]
+    #[error("credential {0:?} already has {waiters} rotate callers or {max} retire requests waiting; try again when they have finished", waiters = mailbox::MAX_WAITERS, max = mailbox::MAX_REQUESTS)]
     Busy(String),
 }
 
@@ -70,6 +72,8 @@ pub struct Credential {
     pub probes: Vec<Arc<dyn Probe>>,
     /// Where its events are recorded (a no-op when `daemon.audit_log` is unset).
     pub audit: crate::audit::Audit,
+    /// Its issuer's issuance budgets (`max_issuances`, `max_issuances_total`).
+    pub budget: crate::config::IssuanceBudgets,
 }
 
 /// Engine-wide settings.
@@ -88,8 +92,13 @@ pub struct Settings {
 /// each kind is queued).
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Rotate now and report the outcome.
-    Rotate(oneshot::Sender<RotateOutcome>),
+    /// Rotate now (the callers waiting for the outcome are kept in the
+    /// mailbox): retry a staged handoff, or issue anew; `reissue` asks for a
+    /// new issuance even when a staged credential waits.
+    Rotate {
+        /// Issue anew, even when a staged credential waits for its handoff.
+        reissue: bool,
+    },
     /// Something changed in a directory holding our files.
     FilesChanged,
     /// The periodic re-check of the published files came round to this credential.
@@ -132,13 +141,28 @@ impl Handle {
         map.get(name).cloned()
     }
 
-    /// Rotate `name` now; resolves when the rotation has finished.
+    /// Rotate `name` now; resolves when the rotation has finished. A staged
+    /// credential waiting for its handoff is handed over again (no new
+    /// issuance); otherwise a new one is issued, within the issuance budget.
+    /// Concurrent requests share one rotation.
     pub async fn rotate(&self, name: &str) -> Result<RotateOutcome, EngineError> {
+        self.rotate_with(name, false).await
+    }
+
+    /// [`Handle::rotate`], or with `reissue` a new issuance even when a
+    /// staged credential waits (`rekey rotate NAME --reissue`); refused with
+    /// result `refused` when the issuance budget is used up, unless it is
+    /// the renewal that keeps the credential from expiring.
+    pub async fn rotate_with(
+        &self,
+        name: &str,
+        reissue: bool,
+    ) -> Result<RotateOutcome, EngineError> {
         let tx = self
             .sender(name)
             .ok_or_else(|| EngineError::UnknownCredential(name.to_string()))?;
         let (reply, rx) = oneshot::channel();
-        tx.request(Command::Rotate(reply))
+        tx.rotate(reply, reissue)
             .map_err(|e| EngineError::refused(name, e))?;
         rx.await.map_err(|_| EngineError::Stopped(name.to_string()))
     }
@@ -157,6 +181,8 @@ impl Handle {
 /// One running credential task.
 struct Running {
     config: Arc<CertificateConfig>,
+    /// Its issuer's budgets: a reload that changes them restarts the task.
+    budget: crate::config::IssuanceBudgets,
     /// Kept here too: the sender map loses it first when the task is stopped.
     mailbox: mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
@@ -188,6 +214,10 @@ pub struct Engine {
     alerter: Alerter,
     metrics: Metrics,
     keys: apikey::KeyTasks,
+    /// The per-issuer issuance ledgers, shared by the tasks of each issuer.
+    budgets: budget::BudgetBook,
+    /// The handoff groups of the running credentials.
+    groups: group::Groups,
 }
 
 /// The files of a certificate credential, with modes and ownership.
@@ -232,6 +262,8 @@ impl Engine {
             alerter,
             metrics,
             keys: apikey::KeyTasks::default(),
+            budgets: budget::BudgetBook::default(),
+            groups: group::Groups::default(),
         };
         for c in credentials {
             engine.spawn(c);
@@ -250,15 +282,25 @@ impl Engine {
             s.insert(name.clone(), starting);
         });
         let (mailbox, rx) = mailbox::mailbox();
-        let task = credential::Task::new(
+        let ledger = self
+            .budgets
+            .ledger(&self.store, &c.config.issuer, c.budget.total);
+        let mut task = credential::Task::new(
             c,
+            ledger,
             self.store.clone(),
             self.status_tx.clone(),
             self.permits.clone(),
             self.alerter.clone(),
             self.metrics.clone(),
         );
+        task.group = task
+            .cfg
+            .reload_group
+            .as_ref()
+            .map(|g| self.groups.member(g));
         let config = task.cfg.clone();
+        let budget = task.budget;
         let join = tokio::spawn(Box::new(task).run(rx));
         self.handle
             .senders
@@ -269,6 +311,7 @@ impl Engine {
             name,
             Running {
                 config,
+                budget,
                 mailbox,
                 join,
             },
@@ -340,7 +383,7 @@ impl Engine {
         }
         for (name, c) in wanted {
             match self.tasks.get(&name) {
-                Some(r) if r.config == c.config => continue,
+                Some(r) if r.config == c.config && r.budget == c.budget => continue,
                 Some(_) => {
                     self.stop(&name).await;
                     out.changed.push(name);

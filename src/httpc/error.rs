@@ -8,10 +8,13 @@
 //! secret), a header value or a proxy's credentials.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Why an outbound HTTP request failed.
-#[derive(Debug, thiserror::Error)]
+/// Why an outbound HTTP request failed. `Clone` (the transport's error is
+/// shared) so that one outcome can be handed to every waiter, as a handoff
+/// group's one reload is to each member.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HttpError {
     /// The URL does not parse or is not http/https.
     #[error("invalid URL: {reason}")]
@@ -32,7 +35,7 @@ pub enum HttpError {
     Connect {
         /// The transport's error.
         #[source]
-        source: reqwest::Error,
+        source: Arc<reqwest::Error>,
     },
     /// The TLS handshake with the server failed (untrusted certificate,
     /// wrong name, no common protocol).
@@ -40,7 +43,7 @@ pub enum HttpError {
     Tls {
         /// The transport's error.
         #[source]
-        source: reqwest::Error,
+        source: Arc<reqwest::Error>,
     },
     /// The proxy could not be reached, or refused to open a tunnel.
     #[error("through proxy {proxy} (from {origin}): {}; is the proxy running, and does it let rekey through?", proxy_cause(source))]
@@ -52,7 +55,7 @@ pub enum HttpError {
         origin: &'static str,
         /// The transport's error.
         #[source]
-        source: reqwest::Error,
+        source: Arc<reqwest::Error>,
     },
     /// The whole exchange (connect, request, answer) did not finish in time.
     #[error("no complete answer within {after:?}")]
@@ -71,7 +74,7 @@ pub enum HttpError {
     Exchange {
         /// The transport's error.
         #[source]
-        source: reqwest::Error,
+        source: Arc<reqwest::Error>,
     },
 }
 
@@ -80,7 +83,7 @@ impl HttpError {
     /// through, if any (already without credentials).
     pub(super) fn classify(e: reqwest::Error, proxy: Option<(String, &'static str)>) -> HttpError {
         // The URL may hold a secret (a Slack-style webhook, url_file).
-        let e = e.without_url();
+        let e = Arc::new(e.without_url());
         if e.is_timeout() {
             // Only reqwest's own connect/read timers; rekey's deadline is
             // applied around the whole exchange and reported by the caller.
@@ -109,7 +112,7 @@ impl HttpError {
             HttpError::Connect { source }
             | HttpError::Tls { source }
             | HttpError::Proxy { source, .. }
-            | HttpError::Exchange { source } => source,
+            | HttpError::Exchange { source } => &**source,
             _ => return None,
         };
         chain(source).find_map(|e| e.downcast_ref::<std::io::Error>().map(|io| io.kind()))

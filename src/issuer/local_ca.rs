@@ -22,12 +22,20 @@ use crate::store;
 /// test certificates keep most of their span.
 const BACKDATE: Duration = Duration::from_secs(60);
 
+/// The record of every certificate the CA issued (`issued.log` in its
+/// directory) moves to `issued.log.1` past this size.
+pub const ISSUED_LOG_MAX: u64 = 1 << 20;
+
 /// The embedded CA.
 pub struct LocalCa {
     name: String,
     ca_pem: String,
     ca_not_after: SystemTime,
     issuer: rcgen::Issuer<'static, KeyPair>,
+    /// `issued.log`: one JSON line per certificate issued (time, credential,
+    /// serial, names, not_after), like an OpenSSL CA's index: what the CA
+    /// itself says it issued, whatever rekey's engine believes.
+    issued_log: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -80,6 +88,7 @@ impl LocalCa {
             ca_pem,
             ca_not_after: info.not_after,
             issuer,
+            issued_log: dir.join("issued.log"),
         })
     }
 
@@ -207,10 +216,12 @@ impl Issuer for LocalCa {
                 cert::rfc3339(self.ca_not_after)
             )));
         }
+        let serial = random_serial();
+        let serial_hex: String = serial.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let p = &mut csr.params;
         p.not_before = not_before.into();
         p.not_after = not_after.into();
-        p.serial_number = Some(random_serial());
+        p.serial_number = Some(serial);
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if csr.public_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
@@ -224,6 +235,19 @@ impl Issuer for LocalCa {
         let leaf = csr
             .signed_by(&self.issuer)
             .map_err(|e| fail(format!("signing failed: {e}")))?;
+        let record = serde_json::json!({
+            "time": cert::rfc3339(now),
+            "credential": req.credential,
+            "serial": serial_hex,
+            "names": req.names.dns_names,
+            "ips": req.names.ip_addresses,
+            "not_after": cert::rfc3339(not_after),
+        });
+        if let Err(e) = store::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
+        {
+            // The certificate is issued all the same; only the record is missing.
+            tracing::warn!(issuer = %self.name, credential = %req.credential, error = %e, "cannot record the issued certificate in the CA's issued.log");
+        }
         Ok(Issued {
             cert_pem: leaf.pem(),
             chain_pem: String::new(),
@@ -285,6 +309,21 @@ mod tests {
         // Reopening keeps the same root.
         let again = LocalCa::open("dev", &dir, &cfg()).unwrap();
         assert_eq!(again.ca_pem(), ca.ca_pem());
+        // Every certificate is on record at the CA, private to rekey.
+        let log = std::fs::read_to_string(dir.join("issued.log")).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), KeyType::ALL.len());
+        assert_eq!(lines[0]["credential"], "web");
+        assert_eq!(lines[0]["names"], serde_json::json!(["app.test"]));
+        assert_eq!(lines[0]["serial"].as_str().unwrap().len(), 32);
+        let mode = std::fs::metadata(dir.join("issued.log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[tokio::test]

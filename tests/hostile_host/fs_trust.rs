@@ -25,6 +25,12 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     let first = wait_for(Duration::from_secs(20), "issuance", || {
         pair(&cert, &key).ok().map(|p| p.0)
     });
+    // The first rotation has ended (a request sent while it runs would
+    // join it, and get its outcome).
+    wait_for(Duration::from_secs(20), "generation 1 committed", || {
+        cred_status(d.addr, "web")
+            .filter(|s| s["state"] == "valid" && s["fingerprint"] == first.as_str())
+    });
     // Someone moves the directory away and puts a symlink to another
     // directory (holding its own key.pem) in its place.
     sc.round();
@@ -34,7 +40,7 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     let dir = env.path("tls/web");
     std::fs::rename(&dir, env.path("tls/web.moved")).unwrap();
     symlink(&victim, &dir).unwrap();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check("the rotation is refused", code != 200, || {
         format!("{code} {body}")
     });
@@ -81,7 +87,7 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     // Put back: rotations work again.
     std::fs::remove_file(&dir).unwrap();
     std::fs::rename(env.path("tls/web.moved"), &dir).unwrap();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check(
         "rotates again once the directory is back",
         code == 200,

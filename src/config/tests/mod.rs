@@ -3,8 +3,10 @@ use super::*;
 
 mod alert;
 mod bad;
+mod budget;
 mod governance;
 mod handoff;
+mod reload_group;
 mod vault;
 mod watch;
 

@@ -10,7 +10,9 @@ use zeroize::Zeroizing;
 use super::journal::{KeyJournal, KeyRecord};
 use super::KeyCredential;
 use crate::alert::{Alert, Alerter, Event};
-use crate::config::{ApiKeyConfig, KeyFormat, Share};
+use crate::config::{ApiKeyConfig, IssuanceBudgets, KeyFormat, Share};
+use crate::engine::budget::{Blocked, IssuerLedger};
+use crate::engine::group::Purpose;
 use crate::engine::mailbox::Receiver;
 use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
@@ -61,6 +63,9 @@ pub(super) enum KeyRotateError {
         why: String,
         rolled_back: bool,
     },
+    /// An exhausted issuance budget held the mint back.
+    #[error("{message}")]
+    Budget { message: String },
 }
 
 /// A key file rekey wrote (the staged copy or the app's file): bounded, never
@@ -95,11 +100,24 @@ pub(super) struct KeyTask {
     /// The key file's directory, pinned when the task starts (see
     /// [`crate::store::Pins`]).
     pub(super) pins: store::Pins,
+    /// Its issuer's issuance budgets, the issuer's shared ledger when
+    /// `max_issuances_total` is limited, and what holds minting back.
+    pub(super) budget: IssuanceBudgets,
+    pub(super) issuer_ledger: Option<Arc<IssuerLedger>>,
+    pub(super) budget_blocked: Option<Box<Blocked>>,
+    /// When the budget of the last `budget_exhausted` alert frees up.
+    pub(super) budget_alerted: Option<SystemTime>,
+    /// Its place in the handoff group it shares its reload with, if any.
+    pub(super) group: Option<crate::engine::group::Member>,
+    /// The rotation slot held while rotating; given up while waiting for a
+    /// group's reload.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl KeyTask {
     pub(super) fn new(
         k: KeyCredential,
+        issuer_ledger: Option<Arc<IssuerLedger>>,
         store: &Arc<Store>,
         status_tx: watch::Sender<Snapshot>,
         permits: Arc<Semaphore>,
@@ -125,6 +143,12 @@ impl KeyTask {
             renewing: false,
             handoff: Handoff::Pending,
             pins: store::Pins::default(),
+            budget: k.budget,
+            issuer_ledger,
+            budget_blocked: None,
+            budget_alerted: None,
+            group: None,
+            permit: None,
         }
     }
 
@@ -141,22 +165,32 @@ impl KeyTask {
             }
             let now = SystemTime::now();
             self.revoke_due(now).await;
+            self.budget_freed(now);
             let due = self.due_at(now);
             if due <= now {
-                let _ = self.rotate().await;
+                // Requests that come meanwhile join this rotation (an API
+                // key keeps nothing staged to hand over again).
+                rx.begin_rotation();
+                let outcome = self.rotate(false).await;
+                rx.finish_rotation(&outcome, false);
                 continue;
             }
             let mut wake = due;
             if let Some(r) = self.journal.revokes.iter().map(|r| at(r.at)).min() {
                 wake = wake.min(r);
             }
+            if let Some(t) = self.budget_alerted {
+                wake = wake.min(t);
+            }
             // The engine's one backstop task sends Backstop; no timer here.
             tokio::select! {
                 _ = tokio::time::sleep(schedule::until(wake, now)) => {}
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Rotate(reply)) => {
-                        let outcome = self.rotate().await;
-                        let _ = reply.send(outcome);
+                    // An API key has no staged handoff to retry: every
+                    // rotation mints, so `reissue` changes nothing.
+                    Some(Command::Rotate { .. }) => {
+                        let outcome = self.rotate(true).await;
+                        rx.finish_rotation(&outcome, false);
                     }
                     Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
                     Some(Command::Retire(reply)) => return self.retire(reply).await,
@@ -354,6 +388,24 @@ impl KeyTask {
         }
     }
 
+    /// Tell the app that the key of `g` is published: through the key's
+    /// handoff group when it shares its reload, else at once (see
+    /// [`crate::engine::group`]).
+    pub(super) async fn tell_app(
+        &mut self,
+        g: &Generation,
+        purpose: Purpose,
+    ) -> Result<(), handoff::HandoffError> {
+        match &self.group {
+            Some(m) if !m.alone() => {
+                // Published: the rotation slot goes to the next credential.
+                self.permit = None;
+                m.reload(&self.reload, g, purpose).await
+            }
+            _ => self.reload.reload(g).await,
+        }
+    }
+
     /// Publish the committed key again and reload.
     pub(super) async fn restore(&mut self, why: &str) {
         let Some(k) = self.journal.committed.clone() else {
@@ -366,7 +418,7 @@ impl KeyTask {
             Ok(()) => {
                 tracing::info!(credential = %self.cfg.name, id = %k.id, event = "restored", reason = why, "restored the committed key");
                 let g = self.generation_of(&k, None);
-                if let Err(e) = self.reload.reload(&g).await {
+                if let Err(e) = self.tell_app(&g, Purpose::Restore).await {
                     tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
                 }
             }
@@ -473,6 +525,11 @@ impl KeyTask {
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
         s.consecutive_failures = self.failures;
+        s.issuance_budget = Some(Box::new(self.budgets().status(
+            &self.journal.issuances,
+            self.budget_blocked.as_deref(),
+            unix(now),
+        )));
         let name = self.cfg.name.clone();
         self.status_tx.send_modify(|snap| {
             s.failing_since = crate::status::failing_since(snap.get(&name), self.failures, now);
