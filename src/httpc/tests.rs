@@ -1,7 +1,7 @@
 //! The client against small loopback servers that misbehave on purpose
 //! (stall, oversize, redirect, untrusted TLS): no real server can be made
 //! to do that on cue. Proxies and issuers through real servers are in
-//! tests/proxy.rs.
+//! tests/it/proxy.rs.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
