@@ -48,7 +48,7 @@ pub enum AuditError {
         /// The file.
         path: PathBuf,
         /// Why; names the path.
-        source: crate::safefile::ReadError,
+        source: crate::fs::safefile::ReadError,
     },
     /// A record could not be encoded (never expected).
     #[error("audit record: {0}")]

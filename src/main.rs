@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 
 use rekey::config::{Config, LogFormat};
+use rekey::fs::safefile::{self, Guard};
 use rekey::metrics::Metrics;
-use rekey::safefile::{self, Guard};
 use rekey::status::CredentialStatus;
 use rekey::{cert, client, daemon, demo, notify, report, status};
 

@@ -184,7 +184,7 @@ pub fn inspect(files: &[impl AsRef<Path>], now: SystemTime) -> Result<String, St
         let path = f.as_ref();
         let shown = path.display().to_string();
         // Never blocks on a FIFO, refuses devices, reads at most MAX_READ.
-        let bytes = match crate::safefile::read(path) {
+        let bytes = match crate::fs::safefile::read(path) {
             Ok(b) => b,
             Err(e) => {
                 errors.push(e.to_string());

@@ -166,8 +166,8 @@ impl HttpClient {
 fn read_secret_file(
     path: &Path,
     key: &str,
-) -> Result<zeroize::Zeroizing<String>, crate::safefile::ReadError> {
-    use crate::safefile::{self, Guard};
+) -> Result<zeroize::Zeroizing<String>, crate::fs::safefile::ReadError> {
+    use crate::fs::safefile::{self, Guard};
     let bytes = safefile::read_guarded(path, key, Guard::Secret, safefile::MAX_SECRET)?;
     safefile::text(path, bytes)
 }

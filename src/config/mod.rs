@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::safefile::{self, Guard};
+use crate::fs::safefile::{self, Guard};
 pub use budget::{Budget, Limit};
 
 pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};

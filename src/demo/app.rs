@@ -28,7 +28,7 @@ pub struct AppOptions {
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, DemoError> {
     let bad = |why: String| DemoError::App(why);
-    let read = |p: &Path| crate::safefile::read(p).map_err(|e| bad(e.to_string()));
+    let read = |p: &Path| crate::fs::safefile::read(p).map_err(|e| bad(e.to_string()));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(format!("{}: {e}", cert.display())))?;

@@ -15,7 +15,6 @@ use zeroize::Zeroizing;
 use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation};
 use crate::cert;
 use crate::config::LocalCaConfig;
-use crate::store;
 
 /// Certificates are backdated by this much (at most) against clock skew on
 /// the clients that check them; capped at 5% of the lifetime so short-lived
@@ -116,12 +115,12 @@ impl LocalCa {
         let ca = params
             .self_signed(key.pair())
             .map_err(|e| format!("cannot create the CA certificate: {e}"))?;
-        store::write_private_dir(dir).map_err(|e| e.to_string())?;
+        crate::fs::write_private_dir(dir).map_err(|e| e.to_string())?;
         // Certificate first: a crash between the two writes leaves no key, and
         // the next start creates a fresh pair instead of a mismatched one.
-        store::write_file_atomic(&dir.join("ca.pem"), ca.pem().as_bytes(), 0o644)
+        crate::fs::write_file_atomic(&dir.join("ca.pem"), ca.pem().as_bytes(), 0o644)
             .map_err(|e| e.to_string())?;
-        store::write_file_atomic(&dir.join("ca.key"), key.pem().as_bytes(), 0o600)
+        crate::fs::write_file_atomic(&dir.join("ca.key"), key.pem().as_bytes(), 0o600)
             .map_err(|e| e.to_string())?;
         tracing::info!(dir = %dir.display(), "created the local CA");
         Ok(())
@@ -149,8 +148,8 @@ pub fn root_in(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// A file of the CA's own, in the state dir: bounded, never blocking, and a
 /// symlink is not followed (rekey writes none there).
-fn read_own(path: &Path) -> Result<Zeroizing<String>, crate::safefile::ReadError> {
-    use crate::safefile;
+fn read_own(path: &Path) -> Result<Zeroizing<String>, crate::fs::safefile::ReadError> {
+    use crate::fs::safefile;
     let opts = safefile::Options {
         follow: false,
         max: safefile::MAX_READ,
@@ -243,7 +242,8 @@ impl Issuer for LocalCa {
             "ips": req.names.ip_addresses,
             "not_after": cert::rfc3339(not_after),
         });
-        if let Err(e) = store::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
+        if let Err(e) =
+            crate::fs::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
         {
             // The certificate is issued all the same; only the record is missing.
             tracing::warn!(issuer = %self.name, credential = %req.credential, error = %e, "cannot record the issued certificate in the CA's issued.log");

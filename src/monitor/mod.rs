@@ -26,8 +26,8 @@ use crate::alert::Alerter;
 use crate::certview::ViewError;
 use crate::config::{CertificateConfig, WatchConfig, WatchSource};
 use crate::engine::Reconciled;
+use crate::fs::safefile::ReadError;
 use crate::handoff::probe::ChainError;
-use crate::safefile::ReadError;
 use crate::status::{CredentialStatus, Snapshot, WatchedCert, KIND_WATCH};
 
 pub use eval::{evaluate, Verdict};
@@ -354,7 +354,7 @@ pub async fn check_once(cfg: &WatchConfig) -> Result<CredentialStatus, WatchErro
 pub fn describe(cfg: &WatchConfig, now: std::time::SystemTime) -> String {
     let what = match &cfg.source {
         WatchSource::File(path) => {
-            let found = crate::safefile::read(path)
+            let found = crate::fs::safefile::read(path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| crate::certview::certificates(&b).map_err(|e| e.to_string()));
             match found {
