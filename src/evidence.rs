@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::audit::{self, AuditError, AuditEvent, Record};
-use crate::cert;
 use crate::config::{evaluate_policy, Config};
 use crate::engine::disk::DiskState;
 use crate::engine::journal::Journal;
@@ -219,7 +218,7 @@ pub fn text(r: &Report, now: SystemTime) -> String {
         out,
         "evidence report for {} at {}",
         r.config,
-        cert::rfc3339(now)
+        crate::rfc3339::format(now)
     );
     match (&r.audit_log, &r.audit_span) {
         (None, _) => {

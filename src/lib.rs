@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod report;
+pub mod rfc3339;
 pub mod schedule;
 pub mod server;
 pub mod status;

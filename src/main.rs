@@ -14,7 +14,7 @@ use rekey::config::{Config, LogFormat};
 use rekey::fs::safefile::{self, Guard};
 use rekey::metrics::Metrics;
 use rekey::status::CredentialStatus;
-use rekey::{cert, client, daemon, demo, notify, report, status};
+use rekey::{client, daemon, demo, notify, report, status};
 
 #[derive(Parser)]
 #[command(
@@ -522,7 +522,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
         "{:<16} {:<10} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
-    let parse = |s: &Option<String>| status::parse_time(s.as_deref());
+    let parse = |s: &Option<String>| rekey::rfc3339::parse(s.as_deref());
     for c in list {
         let expires = match parse(&c.not_after) {
             Some(t) => match t.duration_since(now) {
@@ -532,7 +532,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             None => "-".into(),
         };
         let next = parse(&c.next_renewal)
-            .map(cert::rfc3339)
+            .map(rekey::rfc3339::format)
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,

@@ -25,7 +25,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::status::{parse_time, Handoff, Snapshot};
+use crate::rfc3339::parse as parse_time;
+use crate::status::{Handoff, Snapshot};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

@@ -20,7 +20,8 @@ use prometheus_client::registry::Registry;
 use super::{unix_seconds, F64Gauge};
 use crate::certview::serial_decimal;
 use crate::monitor::View;
-use crate::status::{parse_time, State, WatchedCert};
+use crate::rfc3339::parse as parse_time;
+use crate::status::{State, WatchedCert};
 
 /// `{watch, source[, team]}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]

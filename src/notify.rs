@@ -209,7 +209,7 @@ pub fn summary(snapshot: &Snapshot, now: SystemTime) -> String {
     }
     let next = snapshot
         .values()
-        .filter_map(|c| Some((status::parse_time(c.next_renewal.as_deref())?, c)))
+        .filter_map(|c| Some((crate::rfc3339::parse(c.next_renewal.as_deref())?, c)))
         .min_by_key(|(t, _)| *t);
     if let Some((_, c)) = next {
         line.push_str(&format!(

@@ -16,7 +16,7 @@ fn snap(entries: &[(&str, State, Option<&str>, Option<&str>)]) -> Snapshot {
 }
 
 fn now() -> SystemTime {
-    status::parse_time(Some("2030-01-01T00:00:00Z")).unwrap()
+    crate::rfc3339::parse(Some("2030-01-01T00:00:00Z")).unwrap()
 }
 
 #[test]

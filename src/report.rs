@@ -47,11 +47,11 @@ pub fn check(config: &Config, now: SystemTime) -> String {
                     )
                 };
                 match draw {
-                    Some(d) => format!("renews at {}", cert::rfc3339(at(d))),
+                    Some(d) => format!("renews at {}", crate::rfc3339::format(at(d))),
                     None => format!(
                         "renews between {} and {}",
-                        cert::rfc3339(at(1.0)),
-                        cert::rfc3339(at(0.0))
+                        crate::rfc3339::format(at(1.0)),
+                        crate::rfc3339::format(at(0.0))
                     ),
                 }
             }
@@ -160,8 +160,8 @@ fn describe_cert(out: &mut String, info: &CertInfo, now: SystemTime) {
     let _ = writeln!(
         out,
         "  validity:    {} .. {} ({left})",
-        cert::rfc3339(info.not_before),
-        cert::rfc3339(info.not_after)
+        crate::rfc3339::format(info.not_before),
+        crate::rfc3339::format(info.not_after)
     );
     let _ = writeln!(out, "  serial:      {}", info.serial);
     let _ = writeln!(out, "  fingerprint: {}", info.fingerprint);

@@ -380,7 +380,7 @@ async fn rotate(handle: &Handle, name: &str, reissue: bool) -> Reply {
     let mut r = engine_reply(call, name, |o| match o.result.as_str() {
         "success" => StatusCode::OK,
         "refused" => {
-            let at = status::parse_time(o.retry_at.as_deref())
+            let at = crate::rfc3339::parse(o.retry_at.as_deref())
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             frees.store(at.map_or(0, |d| d.as_secs()), Ordering::Relaxed);
             StatusCode::TOO_MANY_REQUESTS

@@ -285,16 +285,12 @@ pub fn failing_since(
         return None;
     }
     prev.and_then(|p| p.failing_since.clone())
-        .or_else(|| Some(crate::cert::rfc3339(now)))
+        .or_else(|| Some(crate::rfc3339::format(now)))
 }
 
-/// Parse an RFC 3339 timestamp from the snapshot (`None` when absent or malformed).
-pub fn parse_time(s: Option<&str>) -> Option<SystemTime> {
-    let t = s?;
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(SystemTime::from)
-}
+/// Parse an RFC 3339 timestamp from the snapshot (see
+/// [`crate::rfc3339::parse`]); kept here for its callers in and out of the crate.
+pub use crate::rfc3339::parse as parse_time;
 
 /// One reason a credential makes the daemon not ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

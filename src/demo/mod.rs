@@ -37,7 +37,7 @@ pub struct DemoOptions {
 }
 
 fn say(msg: impl AsRef<str>) {
-    let t = crate::cert::rfc3339(SystemTime::now());
+    let t = crate::rfc3339::format(SystemTime::now());
     println!("[{}] {}", &t[11..19], msg.as_ref());
 }
 

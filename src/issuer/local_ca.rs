@@ -212,7 +212,7 @@ impl Issuer for LocalCa {
         if not_after <= now {
             return Err(fail(format!(
                 "the CA certificate expired at {}; remove its directory to create a new CA",
-                cert::rfc3339(self.ca_not_after)
+                crate::rfc3339::format(self.ca_not_after)
             )));
         }
         let serial = random_serial();
@@ -235,12 +235,12 @@ impl Issuer for LocalCa {
             .signed_by(&self.issuer)
             .map_err(|e| fail(format!("signing failed: {e}")))?;
         let record = serde_json::json!({
-            "time": cert::rfc3339(now),
+            "time": crate::rfc3339::format(now),
             "credential": req.credential,
             "serial": serial_hex,
             "names": req.names.dns_names,
             "ips": req.names.ip_addresses,
-            "not_after": cert::rfc3339(not_after),
+            "not_after": crate::rfc3339::format(not_after),
         });
         if let Err(e) =
             crate::fs::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)

@@ -369,7 +369,7 @@ pub fn describe(cfg: &WatchConfig, now: std::time::SystemTime) -> String {
                             v.state.as_str(),
                             c.subject_cn.as_deref().unwrap_or(&c.subject),
                             c.not_after,
-                            crate::cert::rfc3339(v.alert_at)
+                            crate::rfc3339::format(v.alert_at)
                         )
                     }
                     None => "file, no certificate".to_string(),

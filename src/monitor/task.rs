@@ -12,7 +12,6 @@ use tokio::sync::{watch, Notify};
 
 use super::{eval, View, WatchError};
 use crate::alert::{Alert, Alerter, Event};
-use crate::cert;
 use crate::certview::{self, Seen};
 use crate::config::{WatchConfig, WatchSource};
 use crate::status::{CredentialStatus, Handoff, State, WatchStatus, KIND_WATCH};
@@ -179,7 +178,7 @@ impl Task {
         s.labels = self.cfg.labels.clone();
         s.last_error = self.error.clone();
         s.consecutive_failures = self.failures;
-        s.failing_since = self.failing_since.map(cert::rfc3339);
+        s.failing_since = self.failing_since.map(crate::rfc3339::format);
         let (path, endpoint, server_name) = match &self.cfg.source {
             WatchSource::File(p) => (Some(p.display().to_string()), None, None),
             WatchSource::Endpoint {
@@ -194,8 +193,8 @@ impl Task {
             server_name,
             alert_before: self.cfg.alert_before_text(),
             alert_at: None,
-            last_checked: self.last_checked.map(cert::rfc3339),
-            next_check: Some(cert::rfc3339(self.next_check)),
+            last_checked: self.last_checked.map(crate::rfc3339::format),
+            next_check: Some(crate::rfc3339::format(self.next_check)),
             certificates: Vec::new(),
         };
         match (&verdict, &self.found) {
@@ -207,7 +206,7 @@ impl Task {
                 s.serial = Some(c.serial.clone());
                 s.not_before = Some(c.not_before.clone());
                 s.not_after = Some(c.not_after.clone());
-                w.alert_at = Some(cert::rfc3339(v.alert_at));
+                w.alert_at = Some(crate::rfc3339::format(v.alert_at));
                 w.certificates = found.iter().map(|f| f.cert.clone()).collect();
             }
             _ if self.error.is_some() => s.state = State::Unreadable,
