@@ -25,7 +25,6 @@ pub mod issuer;
 pub mod journald;
 pub mod metrics;
 pub mod monitor;
-pub mod notify;
 pub mod report;
 pub mod rfc3339;
 pub mod schedule;

@@ -11,10 +11,11 @@ use clap::{Parser, Subcommand};
 use hyper::Method;
 
 use rekey::config::{Config, LogFormat};
+use rekey::daemon::sdnotify;
 use rekey::fs::safefile::{self, Guard};
 use rekey::metrics::Metrics;
 use rekey::status::CredentialStatus;
-use rekey::{client, daemon, demo, notify, report, status};
+use rekey::{client, daemon, demo, report, status};
 
 #[derive(Parser)]
 #[command(
@@ -304,7 +305,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             init_logging(config.daemon.log_format);
             // Before the runtime starts threads: init edits the environment.
-            notify::init();
+            sdnotify::init();
             let metrics =
                 Metrics::with_compat(env!("CARGO_PKG_VERSION"), &config.daemon.compat_metrics);
             runtime()?.block_on(daemon::run(config, metrics))?;
