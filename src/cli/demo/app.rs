@@ -43,6 +43,12 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, DemoError> {
     Ok(Arc::new(cfg))
 }
 
+/// The hidden `rekey demo-app` the tour starts.
+pub fn command(opts: AppOptions) -> anyhow::Result<std::process::ExitCode> {
+    crate::cli::runtime()?.block_on(run(opts))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Serve until killed.
 pub async fn run(opts: AppOptions) -> Result<(), DemoError> {
     let current = Arc::new(RwLock::new(load(&opts.cert, &opts.key)?));

@@ -122,6 +122,13 @@ fn free_port() -> Result<u16, DemoError> {
         .map_err(|e| DemoError::Setup(format!("no free port on 127.0.0.1: {e}")))
 }
 
+/// `rekey demo`: the tour, logging only warnings.
+pub fn command(opts: DemoOptions) -> anyhow::Result<std::process::ExitCode> {
+    super::init_logging_level(crate::config::LogFormat::Text, "warn");
+    super::runtime()?.block_on(run(opts))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Run the tour.
 pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let dir: PathBuf = std::env::temp_dir().join(format!("rekey-demo-{}", std::process::id()));
