@@ -380,6 +380,11 @@ pub async fn start(
     ));
     let issuers = build_issuers(config, &store)?;
     let credentials = credentials(config, &issuers, &audit)?;
+    // Built before any task starts: a key issuer's HTTP client loads the
+    // platform's roots, and a certificate sharing a handoff group with a
+    // key must not finish its first issuance and reload alone while that
+    // key is still being set up.
+    let keys = key_credentials(config, &audit)?;
     alerter.set_owners(&config.certificates);
     metrics.set_teams(&config.certificates);
     let listener = match config.daemon.listen {
@@ -400,7 +405,7 @@ pub async fn start(
         metrics.clone(),
     );
     let mut engine = engine;
-    engine.start_keys(key_credentials(config, &audit)?);
+    engine.start_keys(keys);
     let settings = crate::monitor::Settings {
         recheck: config.daemon.backstop,
     };
