@@ -380,11 +380,6 @@ pub async fn start(
     ));
     let issuers = build_issuers(config, &store)?;
     let credentials = credentials(config, &issuers, &audit)?;
-    // Built before any task starts: a key issuer's HTTP client loads the
-    // platform's roots, and a certificate sharing a handoff group with a
-    // key must not finish its first issuance and reload alone while that
-    // key is still being set up.
-    let keys = key_credentials(config, &audit)?;
     alerter.set_owners(&config.certificates);
     metrics.set_teams(&config.certificates);
     let listener = match config.daemon.listen {
@@ -394,6 +389,11 @@ pub async fn start(
     // After Store::open: the state dir's lock is held, so a socket file
     // left there belongs to a dead daemon.
     let (admin, admin_socket) = server::bind_admin(&config.daemon.state_dir)?;
+    // Built before any task starts: building key issuers takes time (their
+    // HTTP clients load the platform's roots), and a certificate that shares
+    // a reload with an API key must find the key already in its handoff
+    // group, or its first handoff goes alone and the key's waits for it.
+    let keys = key_credentials(config, &audit)?;
     let engine = Engine::start(
         store.clone(),
         credentials,
