@@ -428,6 +428,13 @@ pub async fn start(
     }
     let watcher = watch_files(&engine);
     let monitor_watcher = watch_watches(&monitor);
+    // A watched file the engine wrote (a managed certificate's CA, say)
+    // between the monitor's first read and its directory watch raised no
+    // event it could see: read every watched file once more now.
+    if monitor_watcher.is_some() {
+        let names: Vec<String> = monitor.watched_dirs().into_values().flatten().collect();
+        monitor.handle().files_changed(names.iter());
+    }
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len() + config.api_keys.len(),
