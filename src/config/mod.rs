@@ -15,6 +15,7 @@ mod handoff;
 mod on_remove;
 mod policy;
 mod raw;
+mod starttls;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -43,6 +44,7 @@ pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
+pub use starttls::StartTls;
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
 };

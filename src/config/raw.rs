@@ -37,6 +37,7 @@ pub(super) struct RawWatch {
     pub file: Option<Spanned<String>>,
     pub endpoint: Option<Spanned<String>>,
     pub server_name: Option<Spanned<String>>,
+    pub starttls: Option<Spanned<String>>,
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub alert_before: Option<Spanned<String>>,

@@ -123,6 +123,7 @@ pub fn build_handoff_parts(
             ProbeConfig::Tls {
                 connect,
                 server_name,
+                starttls,
                 client_cert,
                 client_key,
             } => {
@@ -133,6 +134,7 @@ pub fn build_handoff_parts(
                 Arc::new(TlsProbe {
                     connect: connect.clone(),
                     server_name: server_name.clone(),
+                    starttls: *starttls,
                     tls,
                 })
             }

@@ -117,11 +117,13 @@ impl Task {
             WatchSource::Endpoint {
                 connect,
                 server_name,
+                starttls,
             } => {
                 probe(
                     &self.cfg.name,
                     connect,
                     server_name,
+                    *starttls,
                     self.tls.clone(),
                     self.cfg.timeout,
                 )
@@ -185,6 +187,7 @@ impl Task {
             WatchSource::Endpoint {
                 connect,
                 server_name,
+                ..
             } => (None, Some(connect.clone()), Some(server_name.clone())),
         };
         let mut w = WatchStatus {
@@ -323,11 +326,12 @@ pub(super) async fn probe(
     watch: &str,
     connect: &str,
     server_name: &str,
+    starttls: Option<crate::config::StartTls>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<Vec<Seen>, WatchError> {
     let endpoint = || format!("{connect} (SNI {server_name})");
-    let ders = crate::handoff::probe::served_chain(connect, server_name, tls, timeout)
+    let ders = crate::handoff::probe::served_chain(connect, server_name, starttls, tls, timeout)
         .await
         .map_err(|source| WatchError::Probe {
             watch: watch.to_string(),
