@@ -135,6 +135,10 @@ impl PrivateKey {
     pub fn pair(&self) -> &KeyPair {
         &self.pair
     }
+    /// The PKCS#8 DER of the key (the `key_der` file, PKCS#12 key bags).
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.pair.serialize_der())
+    }
 }
 
 /// Generate a private key of the given type, locally.

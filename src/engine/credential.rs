@@ -8,6 +8,7 @@ use tokio::sync::{watch, Semaphore};
 
 mod adopt;
 mod ari;
+mod encode;
 mod repair;
 
 use super::disk;
@@ -224,10 +225,13 @@ impl Task {
             match self.load_current(g) {
                 // The rest of the material (the key) is dropped here: only
                 // digests stay resident.
-                Ok((c, material)) => {
+                Ok((c, material, reencoded)) => {
+                    self.current = Some(c);
+                    if reencoded {
+                        self.republish(&material, "keystore encoded again").await;
+                    }
                     let Material { cert_pem: pem, .. } = material;
                     cert_pem = Some((g, pem));
-                    self.current = Some(c);
                 }
                 Err(e) => {
                     tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
@@ -246,7 +250,7 @@ impl Task {
                 self.save_and_prune();
             }
             Recovery::RollForward(g) => match self.load_current(g) {
-                Ok((next, material)) => {
+                Ok((next, material, _)) => {
                     tracing::info!(credential = %name, generation = g, event = "recovered", "finishing a rotation interrupted during publish or handoff");
                     if let Err(e) = self.hand_over(next, material).await {
                         tracing::warn!(credential = %name, error = %e, "the interrupted rotation did not complete");
@@ -285,13 +289,17 @@ impl Task {
 
     /// Load staged generation `g`: its in-memory record, and its material
     /// for a caller that must publish it (others drop it at once).
-    pub(super) fn load_current(&self, g: u64) -> Result<(Current, Material), String> {
-        let material = self.store.load_generation(g).map_err(|e| e.to_string())?;
+    /// Its keystore is encoded again first when it no longer fits
+    /// ([`Task::refresh_keystore`]); `reencoded` says so.
+    pub(super) fn load_current(&self, g: u64) -> Result<(Current, Material, bool), String> {
+        let mut material = self.store.load_generation(g).map_err(|e| e.to_string())?;
+        let reencoded = self.refresh_keystore(g, &mut material)?;
         let ders = cert::pem_certs(material.cert_pem.as_bytes(), "staged certificate")
             .map_err(|e| e.to_string())?;
         let der = ders.first().ok_or("staged certificate is empty")?;
         let info = cert::parse_der(der).map_err(|e| e.to_string())?;
-        Ok((Current::new(g, info, &self.targets(), &material), material))
+        let current = Current::new(g, info, &self.targets(), &material);
+        Ok((current, material, reencoded))
     }
 
     /// When the next rotation is due: now when there is no usable committed

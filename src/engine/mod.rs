@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::alert::Alerter;
-use crate::config::{CertificateConfig, FileKind, OnRemove};
+use crate::config::{CertificateConfig, OnRemove};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
@@ -198,9 +198,10 @@ pub fn targets(cfg: &CertificateConfig) -> Vec<Target> {
         .map(|(kind, path)| Target {
             kind,
             path: path.to_path_buf(),
-            mode: match kind {
-                FileKind::Key | FileKind::Bundle => cfg.key_mode,
-                _ => cfg.cert_mode,
+            mode: if kind.holds_key() {
+                cfg.key_mode
+            } else {
+                cfg.cert_mode
             },
             uid: cfg.uid,
             gid: cfg.gid,

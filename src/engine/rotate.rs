@@ -42,6 +42,15 @@ pub enum RotateError {
         /// What was wrong.
         why: cert::Invalid,
     },
+    /// The PKCS#12 keystore could not be encoded (password file gone,
+    /// unreadable or empty); nothing was published.
+    #[error("{credential}: {source}; the old credential stays in place")]
+    Keystore {
+        /// Credential name.
+        credential: String,
+        /// Cause.
+        source: crate::keystore::KeystoreError,
+    },
     /// A disk operation failed; the old credential stays in place.
     #[error("{credential}: {source}")]
     Store {
@@ -187,7 +196,7 @@ impl Task {
     async fn try_rotate(&mut self) -> Result<(), RotateError> {
         let g = self.journal.allocate();
         self.set_pending(g, Step::Issuing)?;
-        let (material, info) = match self.issue(g).await {
+        let (mut material, info) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
                 self.audit.issue_failed(&self.cfg, &e);
@@ -197,6 +206,14 @@ impl Task {
             }
         };
         self.audit.issued(&self.cfg, g, &info.fingerprint);
+        if let Err(source) = self.encode(&mut material) {
+            self.journal.pending = None;
+            self.save_and_prune();
+            return Err(RotateError::Keystore {
+                credential: self.cfg.name.clone(),
+                source,
+            });
+        }
         self.set_pending(g, Step::Staging)?;
         failpoint!("stage.before");
         if let Err(e) = self.store.stage(g, &material) {
@@ -502,6 +519,7 @@ impl Task {
                 chain_pem: issued.chain_pem,
                 key_pem: key.pem().clone(),
                 ca_pem: issued.ca_pem,
+                pkcs12: None,
             },
             info,
         ))

@@ -3,6 +3,7 @@ use super::*;
 
 mod alert;
 mod bad;
+mod files;
 mod governance;
 mod handoff;
 mod vault;
