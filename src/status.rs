@@ -112,6 +112,11 @@ pub struct CredentialStatus {
     /// What a watch (`kind = "watch"`) found; absent for credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchStatus>,
+    /// Why the current certificate lives shorter than its `lifetime`, when
+    /// its CA ends sooner (the local CA near its end, before its rollover
+    /// could complete); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortened_by_ca: Option<String>,
 }
 
 /// The `kind` of a watched certificate in `/status` (never a credential:
@@ -191,6 +196,7 @@ impl CredentialStatus {
             labels: BTreeMap::new(),
             failing_since: None,
             watch: None,
+            shortened_by_ca: None,
         }
     }
 

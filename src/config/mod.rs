@@ -255,7 +255,15 @@ pub struct LocalCaConfig {
     pub common_name: String,
     /// Validity of the CA certificate.
     pub ca_lifetime: Duration,
+    /// When the next CA is created: this share (or span) of a CA's life
+    /// before it ends (see [`crate::issuer::local_ca`]).
+    pub ca_renew_before: Share,
 }
+
+/// Default `ca_renew_before`: the next CA exists for the last fifth of the
+/// current one's life (two years of a ten-year CA), far longer than any
+/// leaf lives, so apps get the new root long before a leaf signed by it.
+pub const DEFAULT_CA_RENEW_BEFORE: f64 = 0.20;
 
 impl Default for LocalCaConfig {
     fn default() -> Self {
@@ -263,6 +271,7 @@ impl Default for LocalCaConfig {
             key_type: KeyType::EcdsaP256,
             common_name: "rekey local CA".to_string(),
             ca_lifetime: Duration::from_secs(3650 * 86400),
+            ca_renew_before: Share::Fraction(DEFAULT_CA_RENEW_BEFORE),
         }
     }
 }

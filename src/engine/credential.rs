@@ -10,6 +10,7 @@ mod adopt;
 mod ari;
 mod encode;
 mod repair;
+mod trust;
 
 use super::disk;
 use super::journal::{recovery, Journal, Recovery};
@@ -37,6 +38,8 @@ pub(super) struct Current {
     /// Digests of what each target must hold.
     pub(super) expected: Expected,
     pub(super) info: CertInfo,
+    /// Why the issuer made the certificate shorter than asked, if it said.
+    pub(super) shortened: Option<String>,
 }
 
 impl Current {
@@ -45,6 +48,7 @@ impl Current {
             generation,
             expected: Expected::of(targets, m),
             info,
+            shortened: None,
         }
     }
 }
@@ -91,6 +95,9 @@ pub(super) struct Task {
     /// The directories of the files, pinned when the task starts: writes go
     /// only into these (see [`crate::store::Pins`]).
     pub(super) pins: Pins,
+    /// The issuer's trust bundle, when it rolls one over and this
+    /// credential publishes it (a `ca` file); see trust.rs.
+    pub(super) trust: Option<tokio::sync::watch::Receiver<Arc<crate::issuer::TrustBundle>>>,
 }
 
 impl Task {
@@ -114,7 +121,9 @@ impl Task {
         alerter: Alerter,
         metrics: Metrics,
     ) -> Task {
+        let trust = c.config.files.ca.as_ref().and_then(|_| c.issuer.trust());
         Task {
+            trust,
             store: store.credential(&c.config.name),
             cfg: c.config,
             issuer: c.issuer,
@@ -163,9 +172,18 @@ impl Task {
             }
             let now = SystemTime::now();
             self.date_alerts(now);
+            // Seen now (due_at reads it); a change from here on wakes the loop.
+            let mut trust = self.trust.clone();
+            if let Some(t) = trust.as_mut() {
+                t.borrow_and_update();
+            }
             let due = self.due_at(now);
             if due <= now {
-                let _ = Box::pin(self.rotate()).await;
+                if self.trust_only(now) {
+                    let _ = Box::pin(self.rotate_trust()).await;
+                } else {
+                    let _ = Box::pin(self.rotate()).await;
+                }
                 continue;
             }
             // No per-task backstop timer: the engine's one backstop task
@@ -179,6 +197,7 @@ impl Task {
                 wake = wake.min(t);
             }
             tokio::select! {
+                _ = trust_changed(trust.as_mut()) => {}
                 _ = tokio::time::sleep(schedule::until(wake, now)) => {
                     let now = SystemTime::now();
                     if self.probe_at.is_some_and(|t| t <= now) {
@@ -225,7 +244,8 @@ impl Task {
             match self.load_current(g) {
                 // The rest of the material (the key) is dropped here: only
                 // digests stay resident.
-                Ok((c, material, reencoded)) => {
+                Ok((mut c, material, reencoded)) => {
+                    c.shortened = self.journal.shortened_by_ca.clone();
                     self.current = Some(c);
                     if reencoded {
                         self.republish(&material, "keystore encoded again").await;
@@ -303,9 +323,22 @@ impl Task {
     }
 
     /// When the next rotation is due: now when there is no usable committed
-    /// credential, else its jittered renewal point; a pending retry wins.
+    /// credential, else its jittered renewal point; a pending retry wins,
+    /// and a trust bundle the `ca` file lacks is due at once.
     pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
-        let natural = match &self.current {
+        let natural = self.natural_due(now);
+        match self.retry_at {
+            Some(r) if self.failures > 0 => r,
+            _ if self.rotate_to_repair => now,
+            _ if self.trust_owed() => now.min(natural),
+            _ => natural,
+        }
+    }
+
+    /// When the certificate itself is due: now when there is no usable
+    /// committed one, else its jittered renewal point (or the CA's ARI window).
+    pub(super) fn natural_due(&self, now: SystemTime) -> SystemTime {
+        match &self.current {
             Some(c) if self.usable(&c.info, now) => {
                 let own = schedule::renewal_point(
                     c.info.not_before,
@@ -330,11 +363,6 @@ impl Task {
                 ari.map_or(own, |t| t.min(c.info.not_after))
             }
             _ => now,
-        };
-        match self.retry_at {
-            Some(r) if self.failures > 0 => r,
-            _ if self.rotate_to_repair => now,
-            _ => natural,
         }
     }
 
@@ -397,6 +425,7 @@ impl Task {
                 if was_failed {
                     self.raise_recovered(&g);
                 }
+                self.report_trust();
             }
             other => {
                 let mut pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
@@ -530,6 +559,7 @@ impl Task {
                 };
         }
         s.served_fingerprint = self.served.clone();
+        s.shortened_by_ca = self.current.as_ref().and_then(|c| c.shortened.clone());
         s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
@@ -543,4 +573,17 @@ impl Task {
             snap.insert(name, s);
         });
     }
+}
+
+/// Resolves when the trust bundle changes; never without one (or once its
+/// issuer is gone).
+async fn trust_changed(
+    rx: Option<&mut tokio::sync::watch::Receiver<Arc<crate::issuer::TrustBundle>>>,
+) {
+    if let Some(rx) = rx {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }

@@ -58,6 +58,10 @@ pub struct Journal {
     /// The CA's renewal window for the committed generation, if it has one.
     #[serde(default)]
     pub ari: Option<Ari>,
+    /// Why the committed certificate is shorter than asked, when its issuer
+    /// said (the local CA ends sooner); shown in `/status`.
+    #[serde(default)]
+    pub shortened_by_ca: Option<String>,
 }
 
 impl Default for Journal {
@@ -69,6 +73,7 @@ impl Default for Journal {
             pending: None,
             jitter_draw: fastrand::f64(),
             ari: None,
+            shortened_by_ca: None,
         }
     }
 }

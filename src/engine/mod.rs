@@ -157,6 +157,8 @@ impl Handle {
 /// One running credential task.
 struct Running {
     config: Arc<CertificateConfig>,
+    /// Its issuer, to tell it which credentials publish its trust bundle.
+    issuer: Arc<dyn Issuer>,
     /// Kept here too: the sender map loses it first when the task is stopped.
     mailbox: mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
@@ -234,6 +236,9 @@ impl Engine {
             metrics,
             keys: apikey::KeyTasks::default(),
         };
+        // Before any task can issue: an issuer that rolls its CA over must
+        // know every credential it waits for.
+        announce_trust_consumers(credentials.iter().map(|c| (&c.config, &c.issuer)));
         for c in credentials {
             engine.spawn(c);
         }
@@ -260,6 +265,7 @@ impl Engine {
             self.metrics.clone(),
         );
         let config = task.cfg.clone();
+        let issuer = task.issuer.clone();
         let join = tokio::spawn(Box::new(task).run(rx));
         self.handle
             .senders
@@ -270,6 +276,7 @@ impl Engine {
             name,
             Running {
                 config,
+                issuer,
                 mailbox,
                 join,
             },
@@ -350,6 +357,7 @@ impl Engine {
             }
             self.spawn(c);
         }
+        announce_trust_consumers(self.tasks.values().map(|r| (&r.config, &r.issuer)));
         out
     }
 
@@ -412,6 +420,25 @@ impl Drop for Engine {
         if let Some(b) = self.backstop.take() {
             b.abort();
         }
+    }
+}
+
+/// Tell each issuer which of its credentials publish its trust bundle (a
+/// `ca` file): see [`Issuer::trust_consumers`].
+fn announce_trust_consumers<'a>(
+    credentials: impl Iterator<Item = (&'a Arc<CertificateConfig>, &'a Arc<dyn Issuer>)>,
+) {
+    let mut by_issuer: BTreeMap<&str, (&Arc<dyn Issuer>, Vec<String>)> = BTreeMap::new();
+    for (cfg, issuer) in credentials {
+        let entry = by_issuer
+            .entry(cfg.issuer.as_str())
+            .or_insert_with(|| (issuer, Vec::new()));
+        if cfg.files.ca.is_some() {
+            entry.1.push(cfg.name.clone());
+        }
+    }
+    for (issuer, names) in by_issuer.into_values() {
+        issuer.trust_consumers(names);
     }
 }
 

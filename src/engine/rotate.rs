@@ -51,6 +51,15 @@ pub enum RotateError {
         /// Cause.
         source: crate::keystore::KeystoreError,
     },
+    /// A new trust bundle could not be published with the committed
+    /// certificate (it cannot be read back); the old files stay.
+    #[error("{credential}: cannot publish the issuer's new trust bundle: {why}")]
+    Trust {
+        /// Credential name.
+        credential: String,
+        /// Why.
+        why: String,
+    },
     /// A disk operation failed; the old credential stays in place.
     #[error("{credential}: {source}")]
     Store {
@@ -83,7 +92,7 @@ impl RotateError {
 }
 
 impl Task {
-    fn store_err(&self, source: store::StoreError) -> RotateError {
+    pub(super) fn store_err(&self, source: store::StoreError) -> RotateError {
         RotateError::Store {
             credential: self.cfg.name.clone(),
             source,
@@ -92,12 +101,26 @@ impl Task {
 
     /// Rotate now (bounded concurrency), record the outcome, update status.
     pub(super) async fn rotate(&mut self) -> RotateOutcome {
+        self.run_rotation(false).await
+    }
+
+    /// Publish the issuer's new trust bundle with the committed certificate
+    /// (trust.rs), recorded like a rotation.
+    pub(super) async fn rotate_trust(&mut self) -> RotateOutcome {
+        self.run_rotation(true).await
+    }
+
+    async fn run_rotation(&mut self, trust_only: bool) -> RotateOutcome {
         let _permit = self.permits.clone().acquire_owned().await;
         self.renewing = true;
         self.publish_status();
         let started = Instant::now();
         self.last_handoff = None;
-        let result = self.try_rotate().await;
+        let result = if trust_only {
+            self.try_refresh_trust().await
+        } else {
+            self.try_rotate().await
+        };
         let handoff_ms = self.last_handoff.map(|d| d.as_millis() as u64);
         self.renewing = false;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -196,7 +219,7 @@ impl Task {
     async fn try_rotate(&mut self) -> Result<(), RotateError> {
         let g = self.journal.allocate();
         self.set_pending(g, Step::Issuing)?;
-        let (mut material, info) = match self.issue(g).await {
+        let (mut material, info, shortened) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
                 self.audit.issue_failed(&self.cfg, &e);
@@ -222,11 +245,12 @@ impl Task {
             return Err(self.store_err(e));
         }
         failpoint!("stage.after");
-        let next = Current::new(g, info, &self.targets(), &material);
+        let mut next = Current::new(g, info, &self.targets(), &material);
+        next.shortened = shortened;
         self.hand_over(next, material).await
     }
 
-    fn set_pending(&mut self, generation: u64, step: Step) -> Result<(), RotateError> {
+    pub(super) fn set_pending(&mut self, generation: u64, step: Step) -> Result<(), RotateError> {
         self.journal.pending = Some(Pending { generation, step });
         self.store
             .save_journal(&self.journal)
@@ -339,6 +363,7 @@ impl Task {
                     }
                 }
                 failpoint!("revoke.after");
+                self.report_trust();
                 self.refresh_window().await;
                 Ok(())
             }
@@ -351,6 +376,8 @@ impl Task {
                         + super::credential::MAX_PROBE_PAUSE.min(Duration::from_millis(100)),
                 );
                 self.commit(next);
+                // The app reads the files when it starts.
+                self.report_trust();
                 Ok(())
             }
             Verdict::Unreachable(why) => self.fail_handoff(next, gen, why, None, previous).await,
@@ -363,6 +390,7 @@ impl Task {
     fn commit(&mut self, next: Current) {
         failpoint!("commit.before");
         self.journal.commit(next.generation, fastrand::f64());
+        self.journal.shortened_by_ca = next.shortened.clone();
         self.save_and_prune();
         self.current = Some(next);
         self.rotate_to_repair = false;
@@ -458,7 +486,7 @@ impl Task {
     }
 
     /// Generate the key locally, send only the CSR, validate the answer.
-    async fn issue(&self, g: u64) -> Result<(Material, CertInfo), RotateError> {
+    async fn issue(&self, g: u64) -> Result<(Material, CertInfo, Option<String>), RotateError> {
         let key_type = self.cfg.key_type;
         let cert_err = |source| RotateError::Cert {
             credential: self.cfg.name.clone(),
@@ -513,6 +541,9 @@ impl Task {
             })?;
         failpoint!("validate.after");
         tracing::debug!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, "issued and validated");
+        if let Some(why) = &issued.shortened {
+            tracing::warn!(credential = %self.cfg.name, generation = g, not_after = %cert::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
+        }
         Ok((
             Material {
                 cert_pem: issued.cert_pem,
@@ -522,6 +553,7 @@ impl Task {
                 pkcs12: None,
             },
             info,
+            issued.shortened,
         ))
     }
 }

@@ -257,6 +257,72 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Sto
     fsutil::replace_file(&dir, &name, bytes, mode)
 }
 
+/// Create directory `parent/name` (0700) holding `files` (name, bytes,
+/// mode) complete or not at all: written and fsynced in a hidden temp
+/// directory that is renamed into place, then `parent` is fsynced. Fails if
+/// `parent/name` exists. For state-dir data that must never be seen half
+/// written (the local CA's generations).
+pub fn write_dir_atomic(
+    parent: &Path,
+    name: &str,
+    files: &[(&str, &[u8], u32)],
+) -> Result<(), StoreError> {
+    let tmp = fsutil::temp_path(parent, name);
+    let mut cleanup = fsutil::Cleanup::default();
+    fsutil::create_dir_all_mode(&tmp, 0o700)?;
+    cleanup.add(tmp.clone());
+    for (file, bytes, mode) in files {
+        fsutil::write_new_file(&tmp.join(file), bytes, *mode, None, None)?;
+    }
+    fsutil::fsync_dir(&tmp)?;
+    let dest = parent.join(name);
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        return Err(StoreError::io(
+            "create",
+            &dest,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    std::fs::rename(&tmp, &dest).map_err(|e| StoreError::io("rename into place", &dest, e))?;
+    cleanup.forget(&tmp);
+    fsutil::fsync_dir(parent)
+}
+
+/// Remove `path` (a file or a directory tree) so that it is gone in one
+/// step: a directory is first renamed to a hidden temp name (which
+/// [`remove_temps`] finds after a crash), then deleted; `path`'s directory
+/// is fsynced. A missing path is fine.
+pub fn remove_atomic(path: &Path) -> Result<(), StoreError> {
+    let parent = fsutil::parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = fsutil::temp_path(&parent, &name);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("rename aside", path, e)),
+    }
+    fsutil::fsync_dir(&parent)?;
+    fsutil::remove_any(&aside)
+}
+
+/// Remove the temp files and directories a crash left in `dir` (names made
+/// by this module's atomic writes); best effort.
+pub fn remove_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(fsutil::is_temp_name) {
+            if let Err(err) = fsutil::remove_any(&e.path()) {
+                tracing::warn!(error = %err, "cannot remove a leftover temp file");
+            }
+        }
+    }
+}
+
 /// Atomically replace the application's file `path` with `bytes`, owner
 /// and mode set before any byte is written (temp, fsync, rename, dir fsync),
 /// inside the directory `pins` holds (see [`Pins`]): for API key files.
