@@ -137,6 +137,9 @@ pub struct WatchStatus {
     /// The SNI sent to the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// The protocol negotiated before the endpoint's handshake (`starttls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<String>,
     /// `alert_before` in words.
     pub alert_before: String,
     /// RFC 3339: when the first certificate enters its `alert_before` window.

@@ -2,7 +2,8 @@
 //! whole time: a CA that lives two minutes, leaves of thirty seconds, and
 //! two rollovers in a row (next CA created, bundle with both delivered to
 //! nginx and to the client, leaves from the new CA, old CA dropped after its
-//! last leaf expired). Every handshake is counted; none may fail.
+//! last leaf expired), with rekey killed (-9) and restarted in the middle
+//! of each. Every handshake is counted; none may fail.
 
 mod common;
 
@@ -91,7 +92,9 @@ fn exchange(client_dir: &Path, addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("client chain: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     let cfg = rustls::ClientConfig::builder_with_provider(rekey::tlsutil::provider())
         .with_safe_default_protocol_versions()
@@ -101,7 +104,8 @@ fn exchange(client_dir: &Path, addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -123,7 +127,7 @@ fn exchange(client_dir: &Path, addr: SocketAddr) -> Result<(), String> {
 }
 
 #[test]
-fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers() {
+fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers_and_two_kills() {
     let Some(nginx) = live_binary("nginx", "Debian package nginx-light") else {
         return;
     };
@@ -132,7 +136,7 @@ fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers() {
     let (server_tls, client_tls) = (env.path("tls/server"), env.path("tls/client"));
     let (conf, addr) = nginx_conf(&prefix, &server_tls);
     config(&env, addr, &prefix.join("nginx.pid"));
-    let _d = env.start();
+    let mut daemon = Some(env.start());
     wait_for(Duration::from_secs(30), "both first certificates", || {
         let s = cred_status(env.addr, "server")?;
         let c = cred_status(env.addr, "client")?;
@@ -161,7 +165,9 @@ fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers() {
     };
 
     // Watch nginx's trust bundle go through two rollovers:
-    // G1 -> G1+G2 -> G2 -> G2+G3 -> G3.
+    // G1 -> G1+G2 -> G2 -> G2+G3 -> G3. Each time a new CA appears, rekey
+    // is killed (-9) and started again: the rollover goes on from its
+    // journal.
     let started = Instant::now();
     let mut seen: Vec<Vec<String>> = Vec::new();
     let want = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -169,8 +175,21 @@ fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers() {
     wait_for(Duration::from_secs(300), "two CA rollovers", || {
         let now = bundle_names(&server_tls.join("ca.pem"));
         if !now.is_empty() && seen.last() != Some(&now) {
-            eprintln!("{:>5.1}s  nginx trusts {now:?}", started.elapsed().as_secs_f64());
+            eprintln!(
+                "{:>5.1}s  nginx trusts {now:?}",
+                started.elapsed().as_secs_f64()
+            );
             seen.push(now.clone());
+            if now.len() == 2 {
+                if let Some(d) = daemon.take() {
+                    d.kill9();
+                }
+                daemon = Some(env.start());
+                eprintln!(
+                    "{:>5.1}s  rekey killed and started again",
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         (now == last).then_some(())
     });
@@ -202,11 +221,15 @@ fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers() {
         assert!(s.get("shortened_by_ca").is_none(), "{name}: {s}");
     }
     let fullchain = std::fs::read(server_tls.join("fullchain.pem")).unwrap();
-    let leaf = rekey::cert::parse_der(&rekey::cert::pem_certs(&fullchain, "leaf").unwrap()[0]).unwrap();
+    let leaf =
+        rekey::cert::parse_der(&rekey::cert::pem_certs(&fullchain, "leaf").unwrap()[0]).unwrap();
     assert!(leaf.issuer.contains("G3"), "{}", leaf.issuer);
     let log = env.log();
     assert_eq!(log.matches("event=\"ca_created\"").count(), 2, "{log}");
     assert_eq!(log.matches("event=\"ca_dropped\"").count(), 2, "{log}");
-    assert!(!log.contains("can no longer sign"), "a switch was forced: {log}");
+    assert!(
+        !log.contains("can no longer sign"),
+        "a switch was forced: {log}"
+    );
     assert!(!log.contains("event=\"handoff_failed\""), "{log}");
 }
