@@ -8,7 +8,9 @@ use tokio::sync::{watch, Semaphore};
 
 mod adopt;
 mod ari;
+mod dates;
 mod encode;
+mod probe;
 mod repair;
 mod trust;
 
@@ -18,7 +20,7 @@ use super::{Command, Credential};
 use crate::alert::{Alert, Alerter, Event};
 use crate::cert::{self, CertInfo, Names};
 use crate::config::CertificateConfig;
-use crate::handoff::{self, Generation, Probe, Reload, Verdict};
+use crate::handoff::{Generation, Probe, Reload};
 use crate::issuer::Issuer;
 use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
@@ -399,81 +401,6 @@ impl Task {
         }
     }
 
-    /// One round of probing for a pending or failed handoff; it turns
-    /// verified when the app starts serving the committed generation. When
-    /// the app was maybe never told (`reload_owed`) and answers with another
-    /// certificate, it is reloaded again.
-    async fn probe_in_background(&mut self) {
-        let Some(cur) = &self.current else {
-            self.probe_at = None;
-            return;
-        };
-        let g = self.generation_of(cur);
-        let budget = self.cfg.verify.settle + Duration::from_millis(500);
-        match handoff::await_generation(&self.probes, &g, budget, self.cfg.verify.settle, true)
-            .await
-        {
-            Verdict::Verified => {
-                tracing::info!(credential = %self.cfg.name, generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
-                let was_failed = self.handoff == Handoff::Failed;
-                self.handoff = Handoff::Verified;
-                self.served = Some(g.fingerprint.clone());
-                self.probe_at = None;
-                self.probe_pause = Duration::from_millis(50);
-                self.handoff_reason = None;
-                self.reload_owed = false;
-                if was_failed {
-                    self.raise_recovered(&g);
-                }
-                self.report_trust();
-            }
-            other => {
-                let mut pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
-                if let Verdict::Failed { served, detail } = &other {
-                    self.served = served.clone();
-                    if self.reload_owed {
-                        self.reload_owed = false;
-                        if self.reload_again(&g, detail).await {
-                            // Look again soon: the app is reloading.
-                            pause = Duration::from_millis(50);
-                        }
-                    } else if self.handoff == Handoff::Pending {
-                        self.handoff_reason = Some(detail.clone());
-                    }
-                }
-                self.probe_pause = pause;
-                self.probe_at = Some(SystemTime::now() + self.probe_pause);
-            }
-        }
-        self.publish_status();
-    }
-
-    /// Tell an app that answers with `served_detail` (not the committed
-    /// generation) to reload; true when the reload was delivered. A failure
-    /// stays owed, so the next probe round tries again, and is logged as a
-    /// warning when its cause changed.
-    async fn reload_again(&mut self, g: &Generation, served_detail: &str) -> bool {
-        let result = self
-            .audit
-            .reloaded(&self.cfg, g, self.reload.reload(g).await);
-        match result {
-            Ok(()) => {
-                tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
-                self.handoff_reason = None;
-                true
-            }
-            Err(e) => {
-                let why = e.to_string();
-                if self.handoff_reason.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(credential = %self.cfg.name, generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
-                }
-                self.handoff_reason = Some(why);
-                self.reload_owed = true;
-                false
-            }
-        }
-    }
-
     pub(super) fn raise_recovered(&self, g: &Generation) {
         let mut a = Alert::new(
             Event::Recovered,
@@ -485,51 +412,6 @@ impl Task {
         a.fingerprint = Some(g.fingerprint.clone());
         a.not_after = Some(g.not_after.clone());
         self.alerter.raise(a);
-    }
-
-    /// The next moment an `expiring` or `expired` alert is due, if any.
-    fn next_date_alert(&self) -> Option<SystemTime> {
-        let c = self.current.as_ref()?;
-        let expiring = c.info.not_after - c.info.lifetime().mul_f64(EXPIRING_SHARE);
-        if self.alerted_expiring != Some(c.generation) {
-            Some(expiring)
-        } else if self.alerted_expired != Some(c.generation) {
-            Some(c.info.not_after)
-        } else {
-            None
-        }
-    }
-
-    /// `expiring` (under 10% of lifetime left and no successful renewal) and
-    /// `expired`, driven by the certificate's own dates, once per generation.
-    fn date_alerts(&mut self, now: SystemTime) {
-        let Some(c) = &self.current else { return };
-        let (g, na) = (c.generation, c.info.not_after);
-        let expiring = na - c.info.lifetime().mul_f64(EXPIRING_SHARE);
-        let make = |event, msg: String| {
-            let mut a = Alert::new(event, &self.cfg.name, "certificate", msg);
-            a.generation = Some(g);
-            a.fingerprint = Some(c.info.fingerprint.clone());
-            a.not_after = Some(cert::rfc3339(na));
-            a
-        };
-        if now >= na && self.alerted_expired != Some(g) {
-            self.alerter.raise(make(
-                Event::Expired,
-                format!("the certificate expired at {}", cert::rfc3339(na)),
-            ));
-            self.alerted_expired = Some(g);
-            self.alerted_expiring = Some(g);
-        } else if now >= expiring && now < na && self.alerted_expiring != Some(g) {
-            self.alerter.raise(make(
-                Event::Expiring,
-                format!(
-                    "less than 10% of the lifetime left (expires {}) and no successful renewal",
-                    cert::rfc3339(na)
-                ),
-            ));
-            self.alerted_expiring = Some(g);
-        }
     }
 
     pub(super) fn publish_status(&self) {

@@ -21,6 +21,7 @@ use crate::store::{Store, Target};
 pub mod apikey;
 mod credential;
 pub mod disk;
+mod issue;
 pub mod journal;
 mod mailbox;
 mod retire;

@@ -153,9 +153,7 @@ async fn mysql_ssl_request_after_the_greeting() {
     let e = refused(
         |mut t| {
             Box::pin(async move {
-                t.write_all(&greeting(0xffff & !(CLIENT_SSL as u16)))
-                    .await
-                    .unwrap();
+                t.write_all(&greeting(!(CLIENT_SSL as u16))).await.unwrap();
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 None
             })

@@ -1,0 +1,55 @@
+//! `expiring` and `expired`, driven by the committed certificate's own
+//! dates, once per generation.
+
+use std::time::SystemTime;
+
+use super::{Task, EXPIRING_SHARE};
+use crate::alert::{Alert, Event};
+use crate::cert;
+
+impl Task {
+    /// The next moment an `expiring` or `expired` alert is due, if any.
+    pub(super) fn next_date_alert(&self) -> Option<SystemTime> {
+        let c = self.current.as_ref()?;
+        let expiring = c.info.not_after - c.info.lifetime().mul_f64(EXPIRING_SHARE);
+        if self.alerted_expiring != Some(c.generation) {
+            Some(expiring)
+        } else if self.alerted_expired != Some(c.generation) {
+            Some(c.info.not_after)
+        } else {
+            None
+        }
+    }
+
+    /// `expiring` (under 10% of lifetime left and no successful renewal) and
+    /// `expired`, driven by the certificate's own dates, once per generation.
+    pub(super) fn date_alerts(&mut self, now: SystemTime) {
+        let Some(c) = &self.current else { return };
+        let (g, na) = (c.generation, c.info.not_after);
+        let expiring = na - c.info.lifetime().mul_f64(EXPIRING_SHARE);
+        let make = |event, msg: String| {
+            let mut a = Alert::new(event, &self.cfg.name, "certificate", msg);
+            a.generation = Some(g);
+            a.fingerprint = Some(c.info.fingerprint.clone());
+            a.not_after = Some(cert::rfc3339(na));
+            a
+        };
+        if now >= na && self.alerted_expired != Some(g) {
+            self.alerter.raise(make(
+                Event::Expired,
+                format!("the certificate expired at {}", cert::rfc3339(na)),
+            ));
+            self.alerted_expired = Some(g);
+            self.alerted_expiring = Some(g);
+        } else if now >= expiring && now < na && self.alerted_expiring != Some(g) {
+            self.alerter.raise(make(
+                Event::Expiring,
+                format!(
+                    "less than 10% of the lifetime left (expires {}) and no successful renewal",
+                    cert::rfc3339(na)
+                ),
+            ));
+            self.alerted_expiring = Some(g);
+        }
+    }
+}
