@@ -45,6 +45,20 @@ fn bad_configs_name_key_and_line() {
             "did you mean `ca_lifetime`?",
         ),
         (
+            "a CA renewed too late",
+            "[issuer.dev]\ntype = \"local-ca\"\nca_renew_before = \"95%\"\n".into(),
+            "issuer.dev.ca_renew_before",
+            "ca_renew_before",
+            "at most 90% of ca_lifetime",
+        ),
+        (
+            "a CA renewed before it exists",
+            "[issuer.dev]\ntype = \"local-ca\"\nca_lifetime = \"30d\"\nca_renew_before = \"30d\"\n".into(),
+            "issuer.dev.ca_renew_before",
+            "ca_renew_before",
+            "at most 90% of ca_lifetime (30days)",
+        ),
+        (
             "unknown top-level table",
             "[deamon]\n".into(),
             "deamon",
