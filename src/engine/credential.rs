@@ -11,8 +11,8 @@ mod ari;
 mod dates;
 mod encode;
 mod probe;
+mod refresh;
 mod repair;
-mod trust;
 
 use super::disk;
 use super::journal::{recovery, Journal, Recovery};
@@ -97,8 +97,12 @@ pub(super) struct Task {
     /// The directories of the files, pinned when the task starts: writes go
     /// only into these (see [`crate::store::Pins`]).
     pub(super) pins: Pins,
+    /// The committed generation's keystore is missing (a `pkcs12` file was
+    /// added) or does not open with the password configured now: a new
+    /// generation with the same certificate is due (refresh.rs).
+    pub(super) keystore_owed: bool,
     /// The issuer's trust bundle, when it rolls one over and this
-    /// credential publishes it (a `ca` file); see trust.rs.
+    /// credential publishes it (a `ca` file); see refresh.rs.
     pub(super) trust: Option<tokio::sync::watch::Receiver<Arc<crate::issuer::TrustBundle>>>,
 }
 
@@ -126,6 +130,7 @@ impl Task {
         let trust = c.config.files.ca.as_ref().and_then(|_| c.issuer.trust());
         Task {
             trust,
+            keystore_owed: false,
             store: store.credential(&c.config.name),
             cfg: c.config,
             issuer: c.issuer,
@@ -181,8 +186,8 @@ impl Task {
             }
             let due = self.due_at(now);
             if due <= now {
-                if self.trust_only(now) {
-                    let _ = Box::pin(self.rotate_trust()).await;
+                if self.refresh_only(now) {
+                    let _ = Box::pin(self.rotate_refresh()).await;
                 } else {
                     let _ = Box::pin(self.rotate()).await;
                 }
@@ -246,12 +251,10 @@ impl Task {
             match self.load_current(g) {
                 // The rest of the material (the key) is dropped here: only
                 // digests stay resident.
-                Ok((mut c, material, reencoded)) => {
+                Ok((mut c, material)) => {
                     c.shortened = self.journal.shortened_by_ca.clone();
                     self.current = Some(c);
-                    if reencoded {
-                        self.republish(&material, "keystore encoded again").await;
-                    }
+                    self.keystore_owed = !self.keystore_fits(&material);
                     let Material { cert_pem: pem, .. } = material;
                     cert_pem = Some((g, pem));
                 }
@@ -272,7 +275,7 @@ impl Task {
                 self.save_and_prune();
             }
             Recovery::RollForward(g) => match self.load_current(g) {
-                Ok((next, material, _)) => {
+                Ok((next, material)) => {
                     tracing::info!(credential = %name, generation = g, event = "recovered", "finishing a rotation interrupted during publish or handoff");
                     if let Err(e) = self.hand_over(next, material).await {
                         tracing::warn!(credential = %name, error = %e, "the interrupted rotation did not complete");
@@ -311,28 +314,26 @@ impl Task {
 
     /// Load staged generation `g`: its in-memory record, and its material
     /// for a caller that must publish it (others drop it at once).
-    /// Its keystore is encoded again first when it no longer fits
-    /// ([`Task::refresh_keystore`]); `reencoded` says so.
-    pub(super) fn load_current(&self, g: u64) -> Result<(Current, Material, bool), String> {
-        let mut material = self.store.load_generation(g).map_err(|e| e.to_string())?;
-        let reencoded = self.refresh_keystore(g, &mut material)?;
+    pub(super) fn load_current(&self, g: u64) -> Result<(Current, Material), String> {
+        let material = self.store.load_generation(g).map_err(|e| e.to_string())?;
         let ders = cert::pem_certs(material.cert_pem.as_bytes(), "staged certificate")
             .map_err(|e| e.to_string())?;
         let der = ders.first().ok_or("staged certificate is empty")?;
         let info = cert::parse_der(der).map_err(|e| e.to_string())?;
         let current = Current::new(g, info, &self.targets(), &material);
-        Ok((current, material, reencoded))
+        Ok((current, material))
     }
 
     /// When the next rotation is due: now when there is no usable committed
     /// credential, else its jittered renewal point; a pending retry wins,
-    /// and a trust bundle the `ca` file lacks is due at once.
+    /// and a trust bundle the `ca` file lacks, or a keystore that no longer
+    /// fits, is due at once.
     pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
         let natural = self.natural_due(now);
         match self.retry_at {
             Some(r) if self.failures > 0 => r,
             _ if self.rotate_to_repair => now,
-            _ if self.trust_owed() => now.min(natural),
+            _ if self.trust_owed() || self.keystore_owed => now.min(natural),
             _ => natural,
         }
     }

@@ -50,10 +50,10 @@ pub enum RotateError {
         /// Cause.
         source: crate::keystore::KeystoreError,
     },
-    /// A new trust bundle could not be published with the committed
-    /// certificate (it cannot be read back); the old files stay.
-    #[error("{credential}: cannot publish the issuer's new trust bundle: {why}")]
-    Trust {
+    /// The committed certificate could not be republished with a new trust
+    /// bundle or keystore (it cannot be read back); the old files stay.
+    #[error("{credential}: cannot republish the committed certificate with a new trust bundle or keystore: {why}")]
+    Refresh {
         /// Credential name.
         credential: String,
         /// Why.
@@ -103,20 +103,20 @@ impl Task {
         self.run_rotation(false).await
     }
 
-    /// Publish the issuer's new trust bundle with the committed certificate
-    /// (trust.rs), recorded like a rotation.
-    pub(super) async fn rotate_trust(&mut self) -> RotateOutcome {
+    /// Republish the committed certificate with a new trust bundle or
+    /// keystore (refresh.rs), recorded like a rotation.
+    pub(super) async fn rotate_refresh(&mut self) -> RotateOutcome {
         self.run_rotation(true).await
     }
 
-    async fn run_rotation(&mut self, trust_only: bool) -> RotateOutcome {
+    async fn run_rotation(&mut self, refresh_only: bool) -> RotateOutcome {
         let _permit = self.permits.clone().acquire_owned().await;
         self.renewing = true;
         self.publish_status();
         let started = Instant::now();
         self.last_handoff = None;
-        let result = if trust_only {
-            self.try_refresh_trust().await
+        let result = if refresh_only {
+            self.try_refresh().await
         } else {
             self.try_rotate().await
         };
@@ -390,6 +390,9 @@ impl Task {
         failpoint!("commit.before");
         self.journal.commit(next.generation, fastrand::f64());
         self.journal.shortened_by_ca = next.shortened.clone();
+        // Every committed generation carries a keystore that fits (encoded
+        // at issuance, adoption or refresh).
+        self.keystore_owed = false;
         self.save_and_prune();
         self.current = Some(next);
         self.rotate_to_repair = false;

@@ -274,7 +274,7 @@ fn keystores_and_der_files_are_read_by_openssl_and_keytool_and_rotate_with_the_s
     assert_eq!(
         openssl_reads(&openssl, &web.join("web.p12"), &pw).0,
         fp2,
-        "same generation"
+        "the same certificate, in a new generation"
     );
     assert!(env.log().contains("keystore_encoded"), "{}", env.log());
 

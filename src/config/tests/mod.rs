@@ -86,7 +86,10 @@ verify = { type = "none" }
     assert_eq!(ca.key_type, KeyType::EcdsaP384);
     assert_eq!(ca.common_name, "Test CA");
     assert_eq!(ca.ca_lifetime, Duration::from_secs(365 * 86400));
-    assert_eq!(ca.ca_renew_before, Share::Duration(Duration::from_secs(30 * 86400)));
+    assert_eq!(
+        ca.ca_renew_before,
+        Share::Duration(Duration::from_secs(30 * 86400))
+    );
     assert!(c.issuer("nope").is_none());
 
     let w = &c.certificates[0];

@@ -33,23 +33,19 @@ impl Task {
         })
     }
 
-    /// A loaded generation `g` whose keystore is missing (a keystore file
-    /// added to the config) or no longer opens with the password configured
-    /// now (the password file changed) is encoded again and staged again in
-    /// place. True when that happened: the published keystore must then be
-    /// replaced (the caller republishes).
-    pub(in crate::engine) fn refresh_keystore(
-        &self,
-        g: u64,
-        material: &mut Material,
-    ) -> Result<bool, String> {
-        let encoded = self.encode(material).map_err(|e| e.to_string())?;
-        if encoded {
-            self.store
-                .stage(g, material)
-                .map_err(|e| format!("cannot stage the re-encoded keystore: {e}"))?;
-            tracing::info!(credential = %self.cfg.name, generation = g, event = "keystore_encoded", "encoded the PKCS#12 keystore again for the password configured now");
-        }
-        Ok(encoded)
+    /// Whether `material` carries the keystore its files need, holding its
+    /// certificate and key and opening with the password configured now
+    /// (trivially true without a `pkcs12` file). A password file that
+    /// cannot be read counts as not fitting: the refresh then says why.
+    pub(in crate::engine) fn keystore_fits(&self, material: &Material) -> bool {
+        let Some(opts) = self.cfg.files.pkcs12_options.as_ref() else {
+            return true;
+        };
+        material.pkcs12.as_ref().is_some_and(|p12| {
+            crate::store::blocking(|| {
+                keystore::pkcs12_holds(p12, &material.cert_pem, &material.key_pem, opts)
+                    .unwrap_or(false)
+            })
+        })
     }
 }
