@@ -233,3 +233,39 @@ fn an_mtls_client_never_fails_a_handshake_through_two_ca_rollovers_and_two_kills
     );
     assert!(!log.contains("event=\"handoff_failed\""), "{log}");
 }
+
+#[test]
+fn a_certificate_the_ca_would_outlive_is_shortened_with_a_warning_and_a_status_field() {
+    let env = Env::new();
+    let d = env.path("tls/web");
+    let text = format!(
+        "[daemon]\nstate_dir = \"{state}\"\nlisten = \"{addr}\"\n\n\
+         [issuer.dev]\ntype = \"local-ca\"\nca_lifetime = \"10m\"\n\n\
+         [[certificate]]\nname = \"web\"\nissuer = \"dev\"\ndns_names = [\"localhost\"]\nlifetime = \"1h\"\n\
+         files = {{ fullchain = \"{d}/fullchain.pem\", key = \"{d}/key.pem\" }}\n",
+        state = env.path("state").display(),
+        addr = env.addr,
+        d = d.display(),
+    );
+    std::fs::write(env.path("rekey.toml"), text).unwrap();
+    let _d = env.start();
+    let s = wait_for(Duration::from_secs(20), "the first certificate", || {
+        cred_status(env.addr, "web").filter(|s| s["state"] == "valid")
+    });
+    let why = s["shortened_by_ca"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(
+        why.contains("local CA \"dev\"") && why.contains("ends at"),
+        "{why}"
+    );
+    let log = env.log();
+    assert!(log.contains("event=\"shortened_by_ca\""), "{log}");
+    let out = std::process::Command::new(bin())
+        .args(["status", "--addr"])
+        .arg(env.addr.to_string())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("shortened by its CA"), "{table}");
+}
