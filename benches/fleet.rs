@@ -1,16 +1,25 @@
 //! Fleet behaviour: 10,000 sidecars started at the same moment with
 //! certificates of the same lifetime, replayed through the real scheduling
 //! functions (`schedule::renewal_point`, `schedule::retry_delay`,
-//! `issuer::pick_in_window`, `schedule::ari_recheck`), no network and no clock. It counts requests
-//! per second against the CA and prints markdown tables (scripts/bench puts
-//! them in BENCHMARKS.md). Draws come from a seeded generator, so a run is
-//! reproducible. `cargo bench --bench fleet`; FLEET_CLIENTS changes the size.
+//! `schedule::handoff_backoff`, `schedule::retry_staged`,
+//! `issuer::pick_in_window`, `schedule::ari_recheck`, and the issuance
+//! budget's `budget::default_budget`, `budget::frees_at` and `budget::gate`),
+//! no network and no clock. It counts requests per second against the CA
+//! and prints markdown tables (scripts/bench puts them in BENCHMARKS.md).
+//! Draws come from a seeded generator, so a run is reproducible.
+//! `cargo bench --bench fleet`; FLEET_CLIENTS changes the size.
+//!
+//! The broken-reload and CA-outage scenarios also replay the behaviour
+//! before the handoff retry and the budget (every retry re-issued, backoff
+//! of 1 s doublings capped at 1 h), with that formula kept here
+//! ([`backoff_before`]) since the library no longer has it.
 
 use std::time::{Duration, SystemTime};
 
+use rekey::budget::{self, Gate};
 use rekey::config::Share;
 use rekey::issuer::{pick_in_window, RenewalWindow};
-use rekey::schedule::{ari_recheck, renewal_point, retry_delay};
+use rekey::schedule::{ari_recheck, handoff_backoff, renewal_point, retry_delay, retry_staged};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -148,6 +157,244 @@ fn outage(
     (rate, last_ok)
 }
 
+/// Let's Encrypt's lifetime, for the broken-reload and outage scenarios.
+const LE_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+const DAY: u64 = 86_400;
+
+/// The retry delay before the handoff retry and the issuance budget: 1 s
+/// doubling, capped at a tenth of the lifetime within 5 s..1 h, equal
+/// jitter; every retry (also of a failed handoff) asked the CA again.
+fn backoff_before(attempt: u32, lifetime: Duration, draw: f64) -> Duration {
+    let cap = (lifetime / 10).clamp(Duration::from_secs(5), HOUR);
+    let full = Duration::from_secs(1)
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(cap);
+    full / 2 + (full / 2).mul_f64(draw)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn at_unix(s: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// Issuances per day over `days` since t0, and the peak per second.
+struct Issued {
+    rate: Rate,
+}
+
+impl Issued {
+    fn per_day(&self, days: usize) -> Vec<u64> {
+        (0..days)
+            .map(|d| {
+                self.rate
+                    .span(d * DAY as usize, (d + 1) * DAY as usize)
+                    .iter()
+                    .map(|&c| c as u64)
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// `n` sidecars with 90-day certificates issued at t0 (renew_before 33%,
+/// jitter 5%) whose app never reloads. `before`: every retry issues anew,
+/// paced by [`backoff_before`]. Otherwise as the engine does it: the
+/// issued certificate is staged and only its handoff is retried
+/// (`handoff_backoff`, no CA request) while `retry_staged` says so; a new
+/// issuance goes through the default budget's `gate`; when the old
+/// certificate has expired, the new one is kept (nothing to roll back to)
+/// and its reload retried. Returns the CA's issuances over `days`.
+fn broken_reload(n: usize, before: bool, days: u64, rng: &mut fastrand::Rng) -> Issued {
+    let (rb, jitter) = (Share::Fraction(0.33), Share::Fraction(0.05));
+    let end = t0() + Duration::from_secs(days * DAY);
+    let mut rate = Rate::new();
+    let budget = budget::default_budget(LE_LIFETIME, rb, jitter);
+    for _ in 0..n {
+        let draw = rng.f64();
+        // The committed certificate, the staged one (validity, when issued,
+        // failed handoffs) and the budget's ledger.
+        let mut committed = (t0(), t0() + LE_LIFETIME);
+        let mut staged: Option<((SystemTime, SystemTime), SystemTime, u32)> = None;
+        let mut ledger: Vec<u64> = vec![unix(t0())];
+        let mut t = renewal_point(committed.0, committed.1, rb, jitter, draw);
+        let mut attempt = 0u32;
+        while t < end {
+            if before {
+                rate.add(t);
+                t += backoff_before(attempt, LE_LIFETIME, rng.f64());
+                attempt += 1;
+                continue;
+            }
+            let is_committed = staged.is_some_and(|s| s.0 == committed);
+            let other = (!is_committed).then_some(committed);
+            if let Some((dates, issued, attempts)) = staged {
+                if retry_staged(dates, issued, other, rb, jitter, draw, t) {
+                    // A handoff retry: the CA is not asked. Once the steps
+                    // are capped (2.5-5 min), skip to the first step after
+                    // the staged certificate stops being the one to retry.
+                    let step = handoff_backoff(attempts, LE_LIFETIME, rng.f64());
+                    let still = |x| retry_staged(dates, issued, other, rb, jitter, draw, x);
+                    let mut next = t + step;
+                    if attempts > 12 && still(next) {
+                        let (mut lo, mut hi) = (next, end);
+                        if still(hi) {
+                            next = end;
+                        } else {
+                            while hi.duration_since(lo).unwrap_or_default() > Duration::from_secs(1)
+                            {
+                                let mid = lo + hi.duration_since(lo).unwrap_or_default() / 2;
+                                if still(mid) {
+                                    lo = mid;
+                                } else {
+                                    hi = mid;
+                                }
+                            }
+                            next = hi + step.mul_f64(rng.f64());
+                        }
+                    }
+                    staged = Some((dates, issued, attempts + 1));
+                    t = next;
+                    continue;
+                }
+            }
+            let current = (t < committed.1).then(|| (unix(committed.0), unix(committed.1)));
+            let now = unix(t);
+            match budget::gate(budget::frees_at(&ledger, budget, now), current, now) {
+                Gate::Closed { until, .. } => {
+                    t = at_unix(until);
+                    continue;
+                }
+                Gate::Open | Gate::Override => {}
+            }
+            budget::record(&mut ledger, now, budget.window());
+            rate.add(t);
+            let new = (t, t + LE_LIFETIME);
+            if t >= committed.1 {
+                // Nothing valid to roll back to: the new one stays, and its
+                // reload is what is retried.
+                committed = new;
+            }
+            staged = Some((new, t, 1));
+            t += handoff_backoff(0, LE_LIFETIME, rng.f64());
+        }
+    }
+    Issued { rate }
+}
+
+/// `n` sidecars with 90-day certificates, all due when their CA goes down
+/// for `outage` (from t0; `spread`: due times spread over the first hour
+/// instead). Attempts before it is back fail (and issue nothing); the first
+/// attempt after succeeds. `before`: [`backoff_before`]; otherwise the
+/// issuer backoff (`retry_delay`). Returns requests to the CA, issuances, and
+/// the second the last one got through.
+fn ca_down(
+    n: usize,
+    outage: Duration,
+    before: bool,
+    spread: bool,
+    rng: &mut fastrand::Rng,
+) -> (Rate, Rate, usize) {
+    let back = t0() + outage;
+    let (mut requests, mut issued) = (Rate::new(), Rate::new());
+    let mut last = 0;
+    for _ in 0..n {
+        let mut t = t0()
+            + if spread {
+                HOUR.mul_f64(rng.f64())
+            } else {
+                Duration::ZERO
+            };
+        let mut attempt = 0u32;
+        loop {
+            requests.add(t);
+            if t >= back {
+                issued.add(t);
+                last = last.max(sec(t));
+                break;
+            }
+            t += if before {
+                backoff_before(attempt, LE_LIFETIME, rng.f64())
+            } else {
+                retry_delay(attempt, LE_LIFETIME, rng.f64(), None)
+            };
+            attempt += 1;
+        }
+    }
+    (requests, issued, last)
+}
+
+fn thousands(x: u64) -> String {
+    let s = x.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The two failure scenarios of the issuance budget, before and now.
+fn budget_scenarios(n: usize) {
+    let days = 120u64;
+    println!("\n### A broken reload: {n} sidecars whose app never reloads, 90-day certificates\n");
+    println!("Every sidecar got its certificate at day 0 (renew_before 33%, jitter 5%: renewals from day 55.8 to day 60.3) and its app never takes a new one. Issuances at the CA over the first {days} days. Before: every retry of the failed handoff issued anew (backoff of 1 s doublings, capped at 1 h). Now: the issued certificate stays staged and only its reload and verify are retried (no CA request); a new one is issued once when the old one enters its last tenth (between day 76.5 and day 81, jittered like renewals) and when the staged one is itself due, within the default budget (5 in any 7 days).\n");
+    println!("| behaviour | issuances in {days} days | per sidecar | peak per day | peak per second | busiest day |");
+    println!("|---|---|---|---|---|---|");
+    for (label, before) in [
+        ("before: every retry issues anew", true),
+        ("now: the handoff is retried, not the issuance", false),
+    ] {
+        let mut rng = fastrand::Rng::with_seed(91);
+        let issued = broken_reload(n, before, days, &mut rng);
+        let per_day = issued.per_day(days as usize);
+        let (busiest, peak_day) = per_day
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, c)| **c)
+            .map_or((0, 0), |(d, c)| (d, *c));
+        let (a, b) = issued.rate.busy();
+        let (peak, _, _) = stats(issued.rate.span(a, b));
+        let total = issued.rate.total();
+        println!(
+            "| {label} | {} | {:.1} | {} | {peak} | day {busiest} |",
+            thousands(total),
+            total as f64 / n as f64,
+            thousands(peak_day),
+        );
+    }
+    println!("\nLet's Encrypt would have refused most of the \"before\" issuances (5 per exact set of names per 7 days), locking each name out for a week; \"now\" stays within that limit by itself.\n");
+
+    println!("### The CA down for 6 hours, then back: {n} sidecars with 90-day certificates\n");
+    println!("Every sidecar is due when the CA goes down (or within its first hour). Attempts while it is down fail and issue nothing (they are not counted against the budget); the first attempt after it is back succeeds. Before: 1 s doublings capped at 1 h. Now: the issuer backoff for a 90-day lifetime, 1 min doublings capped at a day.\n");
+    println!("| due | behaviour | requests to the dead CA | issuances | peak issuances per second after recovery | issuances on the day of recovery | last sidecar through |");
+    println!("|---|---|---|---|---|---|---|");
+    let outage = 6 * HOUR;
+    let o = outage.as_secs() as usize;
+    for (due, spread) in [("all at once", false), ("over the first hour", true)] {
+        for (label, before) in [("before", true), ("now", false)] {
+            let mut rng = fastrand::Rng::with_seed(92);
+            let (requests, issued, last) = ca_down(n, outage, before, spread, &mut rng);
+            let dead: u64 = requests.span(0, o).iter().map(|&c| c as u64).sum();
+            let (peak, _, _) = stats(issued.span(o, issued.per_sec.len()));
+            let day: u64 = issued.span(0, DAY as usize).iter().map(|&c| c as u64).sum();
+            println!(
+                "| {due} | {label} | {} | {} | {peak} | {} | {} after recovery |",
+                thousands(dead),
+                thousands(issued.total()),
+                thousands(day),
+                human(last.saturating_sub(o)),
+            );
+        }
+    }
+    println!("\nBoth issue once per sidecar. \"Now\" sends half the requests to the dead CA and spreads the return over hours instead of one hour (a lower peak), which a 90-day certificate due 30 days before it expires can afford; a CA that sends `Retry-After` is waited for as it asks.");
+}
+
 fn main() {
     let n: usize = std::env::var("FLEET_CLIENTS")
         .ok()
@@ -220,7 +467,7 @@ fn main() {
     }
 
     println!("\n### CA outage of 1 h, then recovery: attempts per second against the CA\n");
-    println!("Every attempt before the CA is back (t = 60 min) fails and is retried after `retry_delay` (no Retry-After; for 24 h certificates the backoff caps at 1 h). The first attempt after recovery succeeds.\n");
+    println!("Every attempt before the CA is back (t = 60 min) fails and is retried after `retry_delay` (no Retry-After; for 24 h certificates the backoff starts at 43 s and caps at 2.4 h). The first attempt after recovery succeeds.\n");
     let jitter_window = LIFETIME.mul_f64(0.05);
     let h = HOUR.as_secs() as usize;
     // (label, from, to) in seconds since the outage began.
@@ -278,11 +525,13 @@ fn main() {
         println!("{row}");
     }
     println!(
-        "\nOver time, all {n} first due at the same second (peak / p99 per second in each span; the 0-10 s row holds the first attempt of all and, with equal jitter, their first retry 0.5-1 s later, in the same second):\n"
+        "\nOver time, all {n} first due at the same second (peak / p99 per second in each span; the 0-10 s row holds the first attempt of all; with equal jitter their first retry comes 22-43 s later):\n"
     );
     println!("| since the outage began | no jitter | equal jitter (default) |");
     println!("|---|---|---|");
     for row in timeline {
         println!("| {} |", row.join(" | "));
     }
+
+    budget_scenarios(n);
 }

@@ -77,6 +77,8 @@ fn main() {
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],
                 audit: rekey::audit::Audit::none(),
+                // Hundreds of rotations of one credential: no budget.
+                budget: rekey::config::IssuanceBudgets::UNLIMITED,
             })
             .collect();
         let engine = Engine::start(

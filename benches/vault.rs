@@ -293,6 +293,8 @@ fn main() {
                 reload: Arc::new(rekey::handoff::reload::NoReload),
                 probes: vec![],
                 audit: rekey::audit::Audit::none(),
+                // Hundreds of rotations of one credential: no budget.
+                budget: rekey::config::IssuanceBudgets::UNLIMITED,
             }],
             Settings { max_concurrent_rotations: 1, backstop: Duration::from_secs(3600) },
             rekey::alert::Alerter::noop(),

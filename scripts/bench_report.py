@@ -4,6 +4,12 @@ check issue #8's targets against them.
 
 Usage: bench_report.py PARTS_DIR OUT
 PARTS_DIR holds NAME.md sections, `figures` (key=value lines) and idle.json.
+
+With BENCH_SKIP set (a partial run) and OUT already there, only the sections
+measured in this run are replaced; the header, the targets and every other
+section stay as the full run wrote them, and a line under the header says
+which sections were measured again, when, at which commit and by which
+command.
 """
 import datetime, json, os, subprocess, sys
 
@@ -93,6 +99,48 @@ if fig.get("acme_lego_ms") and fig.get("acme_rekey_warm_ms"):
 
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 rev = run("git", "rev-parse", "--short", "HEAD")
+PARTS = ("idle", "rotation", "nginx", "acme", "vault", "fleet")
+skip = os.environ.get("BENCH_SKIP", "").split()
+if skip and os.path.exists(out):
+    # A partial run: replace the measured sections in place.
+    with open(out) as f:
+        old = f.read()
+    chunks = old.split("\n## ")
+    head, sections = chunks[0], ["## " + c for c in chunks[1:]]
+    head = "\n".join(l for l in head.rstrip().split("\n") if not l.startswith("Measured again on ")) + "\n"
+    measured = {}
+    for name in PARTS:
+        p = f"{parts}/{name}.md"
+        if os.path.exists(p):
+            with open(p) as f:
+                text = f.read().rstrip() + "\n"
+            measured[text.split("\n", 1)[0]] = text
+    notes = "scripts/bench_notes.md"
+    if os.path.exists(notes):
+        with open(notes) as f:
+            text = f.read().rstrip() + "\n"
+        measured[text.split("\n", 1)[0]] = text
+    titles = []
+    kept = []
+    for sec in sections:
+        title = sec.split("\n", 1)[0]
+        # Titles carry run details in parentheses: match on what precedes them.
+        key = title.split(" (")[0]
+        new = next((t for k, t in measured.items() if k.split(" (")[0] == key), None)
+        if new is not None:
+            kept.append(new)
+            if not new.startswith("## How the figures are made"):
+                titles.append(key[3:])
+        else:
+            kept.append(sec.rstrip() + "\n")
+    cmd = f'BENCH_SKIP="{" ".join(skip)}" scripts/bench'
+    note = (f"Measured again on {now} at commit {rev} with `{cmd}`: "
+            + ", ".join(titles) + ". Every other section is from the full run above.")
+    text = head.rstrip() + "\n\n" + note + "\n\n" + "\n".join(kept)
+    with open(out, "w") as f:
+        f.write(text)
+    print(note)
+    sys.exit(0)
 load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
 lines = [
     "# Benchmarks",

@@ -6,6 +6,7 @@ pub mod failpoint;
 
 pub mod alert;
 pub mod audit;
+pub mod budget;
 pub mod cert;
 pub mod certview;
 pub mod client;

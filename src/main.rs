@@ -111,6 +111,10 @@ enum Command {
         name: String,
         #[command(flatten)]
         via: AdminArgs,
+        /// Issue a new credential even when a staged one waits for its
+        /// handoff (counts against the issuance budget).
+        #[arg(long)]
+        reissue: bool,
     },
     /// A self-contained tour: local CA, a tiny TLS app, live rotations, one rollback.
     Demo {
@@ -206,10 +210,18 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("rekey: invalid config: {e}");
-        ExitCode::from(2)
-    })
+    Config::load(path).map_err(invalid)
+}
+
+/// [`load`] for commands that only read the state dir (root may inspect
+/// rekey's).
+fn load_to_inspect(path: &Path) -> Result<Config, ExitCode> {
+    Config::load_to_inspect(path).map_err(invalid)
+}
+
+fn invalid(e: rekey::config::ConfigError) -> ExitCode {
+    eprintln!("rekey: invalid config: {e}");
+    ExitCode::from(2)
 }
 
 fn init_logging(format: LogFormat) {
@@ -282,7 +294,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
-            let config = match load(&config) {
+            let config = match load_to_inspect(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
@@ -385,7 +397,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(retire(&target, &name, token.as_deref().map(|t| t.as_str())))
         }
         Command::Report { config, json } => {
-            let config = match load(&config) {
+            let config = match load_to_inspect(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
@@ -402,12 +414,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { addr, json, strict } => runtime()?.block_on(status(addr, json, strict)),
-        Command::Rotate { name, via } => {
+        Command::Rotate { name, via, reissue } => {
             let (target, token) = match admin_target(via)? {
                 Ok(t) => t,
                 Err(code) => return Ok(code),
             };
-            runtime()?.block_on(rotate(&target, &name, token.as_deref().map(|t| t.as_str())))
+            let token = token.as_deref().map(|t| t.as_str());
+            runtime()?.block_on(rotate(&target, &name, token, reissue))
         }
     }
 }
@@ -514,6 +527,25 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             next,
             problem(c)
         );
+        // What waits, under the row: a staged handoff, a used-up budget.
+        if let Some(st) = &c.staged {
+            let _ = writeln!(
+                out,
+                "  staged: generation {} ({}) waits for its handoff; {} failed so far, retried without a new issuance",
+                st.generation, st.fingerprint, st.attempts
+            );
+        }
+        if let Some(x) = c
+            .issuance_budget
+            .as_ref()
+            .and_then(|b| b.exhausted.as_ref())
+        {
+            let _ = writeln!(
+                out,
+                "  issuance budget exhausted: {}; frees up at {}",
+                x.budget, x.frees_at
+            );
+        }
     }
     out
 }
@@ -544,8 +576,13 @@ async fn rotate(
     target: &client::Target,
     name: &str,
     token: Option<&str>,
+    reissue: bool,
 ) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/rotate/{name}");
+    let path = if reissue {
+        format!("/v1/rotate/{name}?reissue=1")
+    } else {
+        format!("/v1/rotate/{name}")
+    };
     let reply = client::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
     let v: serde_json::Value = serde_json::from_str(&reply.body)
         .with_context(|| format!("unexpected answer from {target} (HTTP {})", reply.status))?;
@@ -564,6 +601,16 @@ async fn rotate(
                 v["error"].as_str().unwrap_or("unknown credential")
             );
             Ok(ExitCode::from(2))
+        }
+        // The issuance budget is used up: nothing was asked of the issuer.
+        429 => {
+            eprintln!(
+                "rekey: {name}: refused: {}",
+                v["error"]
+                    .as_str()
+                    .unwrap_or("the issuance budget is used up")
+            );
+            Ok(ExitCode::from(1))
         }
         // Missing or wrong token, or TCP without one: a usage problem.
         401 | 403 => {
@@ -589,7 +636,7 @@ fn audit_path(config: &Path, file: Option<PathBuf>) -> Result<PathBuf, ExitCode>
     if let Some(f) = file {
         return Ok(f);
     }
-    let config = load(config)?;
+    let config = load_to_inspect(config)?;
     config.daemon.audit_log.ok_or_else(|| {
         eprintln!(
             "rekey: {} sets no daemon.audit_log; set it, or pass --file PATH",

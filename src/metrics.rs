@@ -42,7 +42,7 @@ pub const SUCCESS: &str = "success";
 pub const FAILURE: &str = "failure";
 
 /// The alert events of DESIGN.md, used to pre-create series per sink.
-pub const ALERT_EVENTS: [&str; 8] = [
+pub const ALERT_EVENTS: [&str; 9] = [
     "renewal_failed",
     "handoff_failed",
     "expiring",
@@ -51,6 +51,7 @@ pub const ALERT_EVENTS: [&str; 8] = [
     "recovered",
     "retired",
     "unreadable",
+    "budget_exhausted",
 ];
 
 /// Upper bounds of the rotation duration buckets, in seconds: a local CA
@@ -144,6 +145,8 @@ struct Inner {
     last_success: Family<CredentialLabels, F64Gauge>,
     consecutive_failures: Family<CredentialLabels, Gauge>,
     handoff_verified: Family<CredentialLabels, Gauge>,
+    budget_exhausted: Family<CredentialLabels, Gauge>,
+    budget_remaining: Family<CredentialLabels, Gauge>,
     rotations: Family<RotationLabels, Counter>,
     rotation_duration: HistogramFamily<CredentialLabels>,
     issuer_requests: Family<IssuerLabels, Counter>,
@@ -180,6 +183,8 @@ impl Metrics {
         let last_success = Family::<CredentialLabels, F64Gauge>::default();
         let consecutive_failures = Family::<CredentialLabels, Gauge>::default();
         let handoff_verified = Family::<CredentialLabels, Gauge>::default();
+        let budget_exhausted = Family::<CredentialLabels, Gauge>::default();
+        let budget_remaining = Family::<CredentialLabels, Gauge>::default();
         let rotations = Family::<RotationLabels, Counter>::default();
         let rotation_duration: HistogramFamily<CredentialLabels> =
             Family::new_with_constructor(duration_histogram);
@@ -225,6 +230,16 @@ impl Metrics {
             "1 while the handoff of the current generation is failed (the application did not pick it up)",
             handoff_failed.clone(),
         );
+        registry.register(
+            "rekey_issuance_budget_exhausted",
+            "1 while an exhausted issuance budget holds the credential's issuance back",
+            budget_exhausted.clone(),
+        );
+        registry.register(
+            "rekey_issuance_budget_remaining",
+            "Issuances the credential's own budget still allows in its window (absent when unlimited)",
+            budget_remaining.clone(),
+        );
         // The encoder appends `_total` to counters.
         registry.register(
             "rekey_rotations",
@@ -267,6 +282,8 @@ impl Metrics {
                 last_success,
                 consecutive_failures,
                 handoff_verified,
+                budget_exhausted,
+                budget_remaining,
                 rotations,
                 rotation_duration,
                 issuer_requests,
@@ -401,6 +418,8 @@ impl Metrics {
         m.consecutive_failures.clear();
         m.handoff_verified.clear();
         m.handoff_failed.clear();
+        m.budget_exhausted.clear();
+        m.budget_remaining.clear();
         for c in snapshot.values() {
             let labels = CredentialLabels {
                 credential: c.name.clone(),
@@ -431,6 +450,16 @@ impl Metrics {
             m.handoff_failed
                 .get_or_create(&labels)
                 .set(i64::from(c.handoff == Handoff::Failed));
+            if let Some(b) = &c.issuance_budget {
+                m.budget_exhausted
+                    .get_or_create(&labels)
+                    .set(i64::from(b.exhausted.is_some()));
+                if let Some(left) = b.remaining {
+                    m.budget_remaining
+                        .get_or_create(&labels)
+                        .set(i64::from(left));
+                }
+            }
             for result in [ROTATION_SUCCESS, ROTATION_ROLLED_BACK, ROTATION_FAILED] {
                 let _ = m.rotations.get_or_create(&RotationLabels {
                     credential: c.name.clone(),

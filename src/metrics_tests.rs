@@ -367,3 +367,45 @@ fn x509_exporter_families_use_that_exporters_names_and_labels() {
     );
     assert_eq!(sample(&text, "x509_read_errors"), Some("1"));
 }
+
+#[test]
+fn the_issuance_budget_shows_as_exhausted_and_remaining() {
+    use crate::status::{BudgetExhausted, BudgetStatus};
+    let m = Metrics::new("0");
+    let mut snap = snapshot(&["web", "api"]);
+    snap.get_mut("web").unwrap().issuance_budget = Some(Box::new(BudgetStatus {
+        limit: "5/7d".into(),
+        used: 5,
+        remaining: Some(0),
+        exhausted: Some(BudgetExhausted {
+            budget: "max_issuances = \"5/7d\" of issuer.dev".into(),
+            frees_at: "2026-12-01T00:00:00Z".into(),
+            retry_at: "2026-12-01T00:00:00Z".into(),
+        }),
+    }));
+    snap.get_mut("api").unwrap().issuance_budget = Some(Box::new(BudgetStatus {
+        limit: "unlimited".into(),
+        used: 2,
+        remaining: None,
+        exhausted: None,
+    }));
+    let text = m.render(&snap).unwrap();
+    assert!(
+        text.contains("# TYPE rekey_issuance_budget_exhausted gauge\n"),
+        "{text}"
+    );
+    let series = |name: &str, cred: &str| {
+        sample(
+            &text,
+            &format!(r#"{name}{{credential="{cred}",kind="certificate"}}"#),
+        )
+    };
+    assert_eq!(series("rekey_issuance_budget_exhausted", "web"), Some("1"));
+    assert_eq!(series("rekey_issuance_budget_remaining", "web"), Some("0"));
+    assert_eq!(series("rekey_issuance_budget_exhausted", "api"), Some("0"));
+    assert_eq!(
+        series("rekey_issuance_budget_remaining", "api"),
+        None,
+        "unlimited"
+    );
+}

@@ -140,6 +140,7 @@ async fn watchdog_pings_stop_when_the_engine_is_gone() {
         reload: Arc::new(crate::handoff::reload::NoReload),
         probes: vec![],
         audit: crate::audit::Audit::none(),
+        budget: config.budget("dev"),
     }];
     let engine = crate::engine::Engine::start(
         store,

@@ -239,8 +239,9 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, origin: Origin) ->
         },
         (&Method::POST, p) if p.starts_with("/v1/rotate/") || p.starts_with("/v1/retire/") => {
             let name = &p["/v1/rotate/".len()..];
+            let reissue = wants_reissue(req.uri.query());
             match refusal(req, ep, origin, p, name) {
-                None => post(&ep.handle, p, name).await,
+                None => post(&ep.handle, p, name, reissue).await,
                 Some(refused) => refused,
             }
         }
@@ -338,12 +339,21 @@ fn readyz(handle: &Handle, query: Option<&str>) -> Reply {
 }
 
 /// `POST /v1/rotate/NAME` or `POST /v1/retire/NAME` (same length prefixes).
-async fn post(handle: &Handle, path: &str, name: &str) -> Reply {
+async fn post(handle: &Handle, path: &str, name: &str, reissue: bool) -> Reply {
     if path.starts_with("/v1/retire/") {
         retire(handle, name).await
     } else {
-        rotate(handle, name).await
+        rotate(handle, name, reissue).await
     }
+}
+
+/// Whether a rotate request asks for a new issuance: `?reissue=1` (or
+/// `true`), what `rekey rotate NAME --reissue` sends.
+fn wants_reissue(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| matches!(kv, "reissue" | "reissue=1" | "reissue=true"))
+    })
 }
 
 /// 200 retired (revoked, or the issuer cannot revoke: said in `detail`);
@@ -360,16 +370,34 @@ async fn retire(handle: &Handle, name: &str) -> Reply {
     .await
 }
 
-async fn rotate(handle: &Handle, name: &str) -> Reply {
-    let call = handle.rotate(name);
-    engine_reply(call, name, |o| {
-        if o.result == "success" {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_GATEWAY
+/// 200 success; 429 refused by the issuance budget (with `Retry-After`);
+/// 502 failed or rolled back.
+async fn rotate(handle: &Handle, name: &str, reissue: bool) -> Reply {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let call = handle.rotate_with(name, reissue);
+    // When a refused issuance may be asked for again (Unix seconds; 0: none).
+    let frees = AtomicU64::new(0);
+    let mut r = engine_reply(call, name, |o| match o.result.as_str() {
+        "success" => StatusCode::OK,
+        "refused" => {
+            let at = status::parse_time(o.retry_at.as_deref())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            frees.store(at.map_or(0, |d| d.as_secs()), Ordering::Relaxed);
+            StatusCode::TOO_MANY_REQUESTS
         }
+        _ => StatusCode::BAD_GATEWAY,
     })
-    .await
+    .await;
+    let at = frees.load(Ordering::Relaxed);
+    if at > 0 {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Ok(v) = HeaderValue::from_str(&at.saturating_sub(now).max(1).to_string()) {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+    }
+    r
 }
 
 /// Wait (bounded) for an engine request and turn its outcome into a reply:

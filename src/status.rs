@@ -117,6 +117,14 @@ pub struct CredentialStatus {
     /// could complete); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortened_by_ca: Option<String>,
+    /// The issuance budget: how much of it is used, and whether it holds
+    /// issuance back. Boxed: most of 10,000 idle credentials keep a pointer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance_budget: Option<Box<BudgetStatus>>,
+    /// A generation issued and staged whose handoff failed: it is handed over
+    /// again with backoff, without asking the issuer for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Box<StagedStatus>>,
 }
 
 /// The `kind` of a watched certificate in `/status` (never a credential:
@@ -175,6 +183,48 @@ pub struct WatchedCert {
     pub is_ca: bool,
 }
 
+/// A credential's issuance budget in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// The credential's own budget, e.g. `5/7d`, or `unlimited`.
+    pub limit: String,
+    /// Issuances counted in its window.
+    pub used: u32,
+    /// Issuances it still allows in its window (absent when unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u32>,
+    /// Set while an exhausted budget holds issuance back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhausted: Option<BudgetExhausted>,
+}
+
+/// Why and until when issuance is held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetExhausted {
+    /// The budget that is used up, as configured, e.g.
+    /// `max_issuances = "5/7d" of issuer.dev`.
+    pub budget: String,
+    /// RFC 3339: when it allows the next issuance.
+    pub frees_at: String,
+    /// RFC 3339: when issuance is tried again: when the budget frees up, or
+    /// earlier, when the current credential enters the last tenth of its
+    /// lifetime (the budget then gives way).
+    pub retry_at: String,
+}
+
+/// A staged generation waiting for its handoff, in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedStatus {
+    /// Its generation number.
+    pub generation: u64,
+    /// `sha256:` of its leaf.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Failed handoffs so far.
+    pub attempts: u32,
+}
+
 impl CredentialStatus {
     /// A credential nobody has looked at yet.
     pub fn starting(name: &str, kind: &str, issuer: &str) -> CredentialStatus {
@@ -200,6 +250,8 @@ impl CredentialStatus {
             failing_since: None,
             watch: None,
             shortened_by_ca: None,
+            issuance_budget: None,
+            staged: None,
         }
     }
 
@@ -216,7 +268,9 @@ impl CredentialStatus {
 pub struct RotateOutcome {
     /// Credential name.
     pub credential: String,
-    /// `success` or `failed`.
+    /// `success`, `failed`, `rolled_back`, or `refused` (an exhausted
+    /// issuance budget held the issuance back; nothing was asked of the
+    /// issuer and nothing changed).
     pub result: String,
     /// The committed generation afterwards.
     pub generation: Option<u64>,
@@ -224,6 +278,9 @@ pub struct RotateOutcome {
     pub fingerprint: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// RFC 3339: with `refused`, when the budget allows the next issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
 }
 
 /// `failing_since` of a credential's next status: kept from its previous

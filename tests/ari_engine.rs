@@ -86,6 +86,7 @@ async fn run(first: First) -> (Engine, tempfile::TempDir) {
         reload: Arc::new(rekey::handoff::reload::NoReload),
         probes: vec![],
         audit: rekey::audit::Audit::none(),
+        budget: rekey::config::IssuanceBudgets::default(),
     };
     let engine = Engine::start(
         store,

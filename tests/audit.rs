@@ -13,6 +13,8 @@ use common::{bin, cred_status, wait_for, Env};
 /// Write the config with `daemon.audit_log` (and `extra_daemon` keys) set.
 fn config(env: &Env, extra_daemon: &str, certs: &str) -> PathBuf {
     let p = env.write_config(certs);
+    // Rotations in a row to grow the log: the issuance budget is not under test.
+    env.dev_issuer("max_issuances = \"unlimited\"");
     let text = std::fs::read_to_string(&p).unwrap().replacen(
         "[daemon]\n",
         &format!(

@@ -72,6 +72,7 @@ async fn files_changed_behind_its_back_are_restored_by_the_backstop_alone() {
             reload: Arc::new(rekey::handoff::reload::NoReload),
             probes: vec![],
             audit: rekey::audit::Audit::none(),
+            budget: rekey::config::IssuanceBudgets::default(),
         })
         .collect();
     let engine = Engine::start(

@@ -90,6 +90,9 @@ impl Setup {
             d = d.display(),
             u = hook.url("/hook"),
         ));
+        // Rotation after rotation against a misbehaving app: the issuance
+        // budget is not under test here (tests/budget.rs).
+        env.dev_issuer("max_issuances = \"unlimited\"");
         let c = Cred::under(env.dir.path(), "web");
         Setup {
             env,

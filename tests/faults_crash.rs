@@ -30,6 +30,9 @@ fn config(env: &Env, swap: &str) {
         d = d.display(),
         b = env.path("broken").display(),
     ));
+    // Hundreds of rotations of one certificate on purpose: the issuance
+    // budget is not under test here (tests/budget.rs).
+    env.dev_issuer("max_issuances = \"unlimited\"");
 }
 
 /// The points a certificate rotation can reach (API keys have their own).

@@ -186,6 +186,8 @@ async fn bad_certificates_are_never_installed() {
         reload: Arc::new(rekey::handoff::reload::NoReload),
         probes: vec![],
         audit: rekey::audit::Audit::none(),
+        // Every case rotates again and again: the budget is not under test here.
+        budget: rekey::config::IssuanceBudgets::UNLIMITED,
     };
     let engine = Engine::start(
         store,

@@ -19,6 +19,8 @@ fn run(swap: &str) -> (usize, usize, usize) {
          files = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n",
         d = d.display()
     ));
+    // 200 rotations of one certificate: the issuance budget is not under test.
+    env.dev_issuer("max_issuances = \"unlimited\"");
     let daemon = env.start();
     wait_for(Duration::from_secs(10), "issuance", || {
         (cred_status(daemon.addr, "web")?["state"] == "valid").then_some(())

@@ -59,11 +59,14 @@ pub enum Event {
     Retired,
     /// A watched file or endpoint could not be read or parsed.
     Unreadable,
+    /// Its issuance budget is used up: no new certificate or key is asked
+    /// for until it frees up (unless the current one would expire).
+    BudgetExhausted,
 }
 
 impl Event {
     /// Every event, in the order shown to users.
-    pub const ALL: [Event; 8] = [
+    pub const ALL: [Event; 9] = [
         Event::RenewalFailed,
         Event::HandoffFailed,
         Event::Expiring,
@@ -72,6 +75,7 @@ impl Event {
         Event::Recovered,
         Event::Retired,
         Event::Unreadable,
+        Event::BudgetExhausted,
     ];
 
     /// The wire and config spelling, e.g. "handoff_failed".
@@ -85,6 +89,7 @@ impl Event {
             Event::Recovered => "recovered",
             Event::Retired => "retired",
             Event::Unreadable => "unreadable",
+            Event::BudgetExhausted => "budget_exhausted",
         }
     }
 
@@ -97,9 +102,11 @@ impl Event {
     pub fn severity(&self) -> Severity {
         match self {
             Event::HandoffFailed | Event::Expired => Severity::Critical,
-            Event::RenewalFailed | Event::Tampered | Event::Expiring | Event::Unreadable => {
-                Severity::Warning
-            }
+            Event::RenewalFailed
+            | Event::Tampered
+            | Event::Expiring
+            | Event::Unreadable
+            | Event::BudgetExhausted => Severity::Warning,
             Event::Recovered | Event::Retired => Severity::Info,
         }
     }

@@ -81,6 +81,7 @@ fn severity_follows_the_event() {
         (Event::Recovered, "recovered", "info"),
         (Event::Retired, "retired", "info"),
         (Event::Unreadable, "unreadable", "warning"),
+        (Event::BudgetExhausted, "budget_exhausted", "warning"),
     ];
     for (event, name, severity) in table {
         let a = Alert::new(event, "c", "certificate", "m");
@@ -137,7 +138,8 @@ fn alertmanager_payload_has_the_identifying_labels() {
             "RekeyTampered",
             "RekeyRecovered",
             "RekeyRetired",
-            "RekeyUnreadable"
+            "RekeyUnreadable",
+            "RekeyBudgetExhausted"
         ]
     );
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Src};
 use super::raw::{RawConfig, RawDaemon, RawTagged, TableReader};
-use super::{values, Config, DaemonConfig, IssuerConfig, LocalCaConfig, Share};
+use super::{values, Config, DaemonConfig, IssuanceBudgets, IssuerConfig, LocalCaConfig, Share};
 
 /// Shortest certificate lifetime: below this rotation would be a busy loop.
 /// The longest Unix socket path (sun_path holds 108 bytes with the NUL).
@@ -35,9 +35,11 @@ pub(super) fn parse(
         None => (DaemonConfig::default(), None),
     };
     let mut issuers = BTreeMap::new();
+    let mut budgets = BTreeMap::new();
     for (name, table) in raw.issuer {
-        let issuer = issuer(&src, base, &name, table)?;
-        issuers.insert(name, issuer);
+        let (issuer, budget) = issuer(&src, base, &name, table)?;
+        issuers.insert(name.clone(), issuer);
+        budgets.insert(name, budget);
     }
     // Shared with the engine's tasks: one copy of each credential's config
     // for the daemon's lifetime, not one per holder.
@@ -63,6 +65,7 @@ pub(super) fn parse(
         path: path.to_path_buf(),
         daemon,
         issuers,
+        budgets,
         certificates,
         alerts,
         api_keys,
@@ -193,13 +196,13 @@ fn daemon(
     Ok((d, state_dir_span))
 }
 
-/// `[issuer.NAME]`, dispatched on its `type`.
+/// `[issuer.NAME]`, dispatched on its `type`, with its issuance budgets.
 fn issuer(
     src: &Src<'_>,
     base: &Path,
     name: &str,
     table: Spanned<RawTagged>,
-) -> Result<IssuerConfig, ConfigError> {
+) -> Result<(IssuerConfig, IssuanceBudgets), ConfigError> {
     let mut t = TableReader::new(src, format!("issuer.{name}"), table);
     if name.is_empty() {
         return Err(src.err(
@@ -209,20 +212,37 @@ fn issuer(
         ));
     }
     let tag = t.tag(&["local-ca", "acme", "vault", "http", "exec"])?;
+    let mut budgets = IssuanceBudgets::for_type(tag.get_ref());
+    for key in ["max_issuances", "max_issuances_total"] {
+        let Some(s) = t.string(key)? else { continue };
+        let limit = value(src, &t.key_path(key), &s, crate::budget::parse)?;
+        if key == "max_issuances" {
+            budgets.per_credential = limit;
+        } else {
+            budgets.total = limit;
+        }
+    }
+    let issuer = issuer_of_type(src, base, &mut t, tag)?;
+    t.finish()?;
+    Ok((issuer, budgets))
+}
+
+/// The type-specific keys of an `[issuer.NAME]` table (`finish` is left to
+/// the caller).
+fn issuer_of_type(
+    src: &Src<'_>,
+    base: &Path,
+    t: &mut TableReader<'_, '_>,
+    tag: Spanned<String>,
+) -> Result<IssuerConfig, ConfigError> {
     if tag.get_ref() == "http" || tag.get_ref() == "exec" {
-        let i = super::apikey::key_issuer(src, base, &mut t, tag.get_ref())?;
-        t.finish()?;
-        return Ok(i);
+        return super::apikey::key_issuer(src, base, t, tag.get_ref());
     }
     if tag.get_ref() == "acme" {
-        let acme = super::acme::issuer(&mut t, base)?;
-        t.finish()?;
-        return Ok(IssuerConfig::Acme(acme));
+        return Ok(IssuerConfig::Acme(super::acme::issuer(t, base)?));
     }
     if tag.get_ref() == "vault" {
-        let v = super::vault::vault(src, base, &mut t)?;
-        t.finish()?;
-        return Ok(IssuerConfig::Vault(v));
+        return Ok(IssuerConfig::Vault(super::vault::vault(src, base, t)?));
     }
     let mut ca = LocalCaConfig::default();
     if let Some(s) = t.string("key_type")? {
@@ -260,6 +280,5 @@ fn issuer(
         }
         ca.ca_renew_before = share;
     }
-    t.finish()?;
     Ok(IssuerConfig::LocalCa(ca))
 }

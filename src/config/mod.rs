@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Budget, Limit};
 use crate::safefile::{self, Guard};
 
 pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
@@ -64,6 +65,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// The `[issuer.NAME]` tables, by name.
     pub issuers: BTreeMap<String, IssuerConfig>,
+    /// Each issuer's `max_issuances` / `max_issuances_total`, by issuer name.
+    pub budgets: BTreeMap<String, IssuanceBudgets>,
     /// The `[[certificate]]` entries, in file order.
     pub certificates: Vec<std::sync::Arc<CertificateConfig>>,
     /// The `[[alert]]` sinks, in file order.
@@ -77,8 +80,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Read, parse and validate a config file (also runs check_state_dir).
+    /// Read, parse and validate a config file for the daemon (also runs
+    /// [`check_state_dir`] with [`StateDirUse::Daemon`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, StateDirUse::Daemon)
+    }
+
+    /// [`Config::load`] for the commands that only read the state dir
+    /// (`check`, `report`, `audit`): root may inspect a state dir that
+    /// belongs to rekey's user (`sudo rekey check`).
+    pub fn load_to_inspect(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, StateDirUse::Inspect)
+    }
+
+    fn load_for(path: &Path, usage: StateDirUse) -> Result<Config, ConfigError> {
         let read_err = |source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
@@ -87,7 +102,7 @@ impl Config {
             .map_err(read_err)?;
         let text = safefile::text(path, bytes).map_err(read_err)?;
         let (config, state_dir_span) = convert::parse(&text, path)?;
-        check_state_dir(&config.daemon.state_dir)
+        check_state_dir_for(&config.daemon.state_dir, usage)
             .map_err(|e| e.locate(path, &text, state_dir_span))?;
         Ok(config)
     }
@@ -101,6 +116,52 @@ impl Config {
     pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
         self.issuers.get(name)
     }
+
+    /// The issuance budgets of issuer `name` (the defaults if it has none).
+    pub fn budget(&self, name: &str) -> IssuanceBudgets {
+        self.budgets.get(name).copied().unwrap_or_default()
+    }
+}
+
+/// An issuer's issuance budgets (`max_issuances`, `max_issuances_total`):
+/// see [`crate::budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IssuanceBudgets {
+    /// For each credential of this issuer; `Default` derives it from the
+    /// credential's lifetime ([`crate::budget::default_budget`]).
+    pub per_credential: Limit,
+    /// For all credentials of this issuer together; never `Default` once
+    /// parsed ([`IssuanceBudgets::for_type`] fills it in).
+    pub total: Limit,
+}
+
+/// The default `max_issuances_total` of an ACME issuer: Let's Encrypt's 50
+/// certificates per registered domain per week.
+pub const ACME_DEFAULT_TOTAL: Budget = Budget {
+    count: 50,
+    window_s: 7 * 86_400,
+};
+
+impl IssuanceBudgets {
+    /// The defaults for an issuer of `type_name`: per credential derived from
+    /// its lifetime; in total [`ACME_DEFAULT_TOTAL`] for ACME, else unlimited.
+    pub fn for_type(type_name: &str) -> IssuanceBudgets {
+        IssuanceBudgets {
+            per_credential: Limit::Default,
+            total: if type_name == "acme" {
+                Limit::Max(ACME_DEFAULT_TOTAL)
+            } else {
+                Limit::Unlimited
+            },
+        }
+    }
+
+    /// No budget at all (the handoff retry and backoff still apply): for
+    /// tests and benchmarks that rotate one credential many times.
+    pub const UNLIMITED: IssuanceBudgets = IssuanceBudgets {
+        per_credential: Limit::Unlimited,
+        total: Limit::Unlimited,
+    };
 }
 
 /// The largest config file read: 10,000 credentials take about 2 MiB.
@@ -439,6 +500,22 @@ pub struct CertificateConfig {
 
 /// Check an existing state dir: a directory, readable, no group/other mode bits, owned by the user rekey runs as. A missing one is fine (it is created 0700 later).
 pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
+    check_state_dir_for(path, StateDirUse::Daemon)
+}
+
+/// Who is about to use the state dir: the daemon writes keys into it; the
+/// inspecting commands only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateDirUse {
+    /// `rekey run`: the dir must belong to the user rekey runs as.
+    Daemon,
+    /// `check`, `report`, `audit`: root may also read another user's dir,
+    /// since it writes nothing there and could read it anyway.
+    Inspect,
+}
+
+/// [`check_state_dir`] for a given use.
+pub fn check_state_dir_for(path: &Path, usage: StateDirUse) -> Result<(), ConfigError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let bad = |message: String| ConfigError::state_dir(message);
     let meta = match std::fs::metadata(path) {
@@ -463,7 +540,8 @@ pub fn check_state_dir(path: &Path) -> Result<(), ConfigError> {
     // Even root refuses another user's state dir: its owner could read and
     // replace the keys rekey would write into it (the store checks it too).
     let (owner, me) = (meta.uid(), nix::unistd::geteuid().as_raw());
-    if owner != me {
+    let root_inspects = usage == StateDirUse::Inspect && me == 0;
+    if owner != me && !root_inspects {
         return Err(bad(format!(
             "{} belongs to uid {owner}, not to uid {me} that rekey runs as: its owner could read and replace the keys in it; fix: chown -R {me} {}, or run rekey as its owner",
             path.display(),

@@ -265,6 +265,7 @@ fn credentials(
             reload,
             probes,
             audit: audit.clone(),
+            budget: config.budget(&c.issuer),
         });
     }
     Ok(out)
@@ -320,6 +321,7 @@ fn key_credentials(config: &Config, audit: &Audit) -> Result<Vec<KeyCredential>,
             reload,
             probes,
             audit: audit.clone(),
+            budget: config.budget(&k.issuer),
         });
     }
     Ok(out)

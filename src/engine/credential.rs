@@ -7,19 +7,23 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Semaphore};
 
 mod adopt;
+mod alerts;
 mod ari;
-mod dates;
 mod encode;
+mod issue;
 mod probe;
 mod refresh;
 mod repair;
+mod rollback;
+mod staged;
 
+use super::budget::{Blocked, IssuerLedger};
 use super::disk;
 use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
-use crate::alert::{Alert, Alerter, Event};
+use crate::alert::Alerter;
 use crate::cert::{self, CertInfo, Names};
-use crate::config::CertificateConfig;
+use crate::config::{CertificateConfig, IssuanceBudgets};
 use crate::handoff::{Generation, Probe, Reload};
 use crate::issuer::Issuer;
 use crate::issuer::{pick_in_window, RenewalWindow};
@@ -104,6 +108,20 @@ pub(super) struct Task {
     /// The issuer's trust bundle, when it rolls one over and this
     /// credential publishes it (a `ca` file); see refresh.rs.
     pub(super) trust: Option<tokio::sync::watch::Receiver<Arc<crate::issuer::TrustBundle>>>,
+    /// Its issuer's issuance budgets, and the issuer's shared ledger when
+    /// `max_issuances_total` is limited.
+    pub(super) budget: IssuanceBudgets,
+    pub(super) issuer_ledger: Option<Arc<IssuerLedger>>,
+    /// What holds issuance back, while the budget does (boxed: rare).
+    pub(super) budget_blocked: Option<Box<Blocked>>,
+    /// When the budget of the last `budget_exhausted` alert frees up; the
+    /// `recovered` alert goes out then.
+    pub(super) budget_alerted: Option<SystemTime>,
+    /// Issuer errors in a row (the handoff retries have their own count in
+    /// the staged record), for the issuer backoff.
+    pub(super) issuer_failures: u32,
+    /// When the generation being handed over was issued (this process).
+    pub(super) issued_at: Option<SystemTime>,
 }
 
 impl Task {
@@ -121,6 +139,7 @@ impl Task {
 
     pub(super) fn new(
         c: Credential,
+        issuer_ledger: Option<Arc<IssuerLedger>>,
         store: Arc<Store>,
         status_tx: watch::Sender<Snapshot>,
         permits: Arc<Semaphore>,
@@ -159,6 +178,12 @@ impl Task {
             last_handoff: None,
             rotate_to_repair: false,
             pins: Pins::default(),
+            budget: c.budget,
+            issuer_ledger,
+            budget_blocked: None,
+            budget_alerted: None,
+            issuer_failures: 0,
+            issued_at: None,
         }
     }
 
@@ -179,6 +204,7 @@ impl Task {
             }
             let now = SystemTime::now();
             self.date_alerts(now);
+            self.budget_freed(now);
             // Seen now (due_at reads it); a change from here on wakes the loop.
             let mut trust = self.trust.clone();
             if let Some(t) = trust.as_mut() {
@@ -187,9 +213,14 @@ impl Task {
             let due = self.due_at(now);
             if due <= now {
                 if self.refresh_only(now) {
+                    // Not joined by rotate requests: they ask for a new
+                    // certificate, which a refresh does not issue.
                     let _ = Box::pin(self.rotate_refresh()).await;
                 } else {
-                    let _ = Box::pin(self.rotate()).await;
+                    // Requests that come meanwhile join this rotation.
+                    rx.begin_rotation();
+                    let outcome = Box::pin(self.rotate(false, false)).await;
+                    rx.finish_rotation(&outcome, self.journal.staged.is_some());
                 }
                 continue;
             }
@@ -197,9 +228,14 @@ impl Task {
             // sends Command::Backstop to each credential in turn (mod.rs).
             let mut wake = due;
             let ari_at = self.journal.ari.map(|a| a.recheck_at);
-            for t in [self.probe_at, self.next_date_alert(), ari_at]
-                .into_iter()
-                .flatten()
+            for t in [
+                self.probe_at,
+                self.next_date_alert(),
+                ari_at,
+                self.budget_alerted,
+            ]
+            .into_iter()
+            .flatten()
             {
                 wake = wake.min(t);
             }
@@ -215,9 +251,9 @@ impl Task {
                     }
                 }
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Rotate(reply)) => {
-                        let outcome = Box::pin(self.rotate()).await;
-                        let _ = reply.send(outcome);
+                    Some(Command::Rotate { reissue }) => {
+                        let outcome = Box::pin(self.rotate(reissue, true)).await;
+                        rx.finish_rotation(&outcome, self.journal.staged.is_some());
                     }
                     Some(Command::FilesChanged) => Box::pin(self.check_files("file event")).await,
                     Some(Command::Backstop) => Box::pin(self.check_files("backstop re-check")).await,
@@ -299,6 +335,7 @@ impl Task {
             self.adopt();
         }
         self.check_files("start").await;
+        self.resume_staged();
         if self.journal.ari.is_none() {
             self.refresh_window_with(cert_pem).await;
         }
@@ -402,19 +439,6 @@ impl Task {
         }
     }
 
-    pub(super) fn raise_recovered(&self, g: &Generation) {
-        let mut a = Alert::new(
-            Event::Recovered,
-            &self.cfg.name,
-            "certificate",
-            format!("generation {} is published and in use", g.generation),
-        );
-        a.generation = Some(g.generation);
-        a.fingerprint = Some(g.fingerprint.clone());
-        a.not_after = Some(g.not_after.clone());
-        self.alerter.raise(a);
-    }
-
     pub(super) fn publish_status(&self) {
         let now = SystemTime::now();
         let mut s = CredentialStatus::starting(&self.cfg.name, "certificate", &self.cfg.issuer)
@@ -450,6 +474,12 @@ impl Task {
             s.handoff_reason = self.handoff_reason.clone();
         }
         s.consecutive_failures = self.failures;
+        s.issuance_budget = Some(Box::new(self.budgets().status(
+            &self.journal.issuances,
+            self.budget_blocked.as_deref(),
+            super::budget::unix(now),
+        )));
+        s.staged = self.staged_status();
         let name = self.cfg.name.clone();
         self.status_tx.send_modify(|snap| {
             s.failing_since = crate::status::failing_since(snap.get(&name), self.failures, now);

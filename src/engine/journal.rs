@@ -41,6 +41,27 @@ pub struct Ari {
     pub recheck_at: SystemTime,
 }
 
+/// A generation that was issued, validated and staged, whose handoff failed:
+/// its handoff is retried (publish, reload, verify) without asking the
+/// issuer again while it is fresh enough to install
+/// ([`crate::schedule::retry_staged`]). With `on_failure = "keep"` it is the
+/// committed generation itself, whose reload and verify are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The generation (complete under `gen-N/`, kept by [`Journal::keep`]).
+    pub generation: u64,
+    /// `sha256:` of its leaf.
+    pub fingerprint: String,
+    /// Its validity.
+    pub not_before: SystemTime,
+    /// Its validity.
+    pub not_after: SystemTime,
+    /// When the issuer issued it.
+    pub issued_at: SystemTime,
+    /// Failed handoffs so far.
+    pub attempts: u32,
+}
+
 /// What is persisted per credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
@@ -60,8 +81,16 @@ pub struct Journal {
     pub ari: Option<Ari>,
     /// Why the committed certificate is shorter than asked, when its issuer
     /// said (the local CA ends sooner); shown in `/status`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortened_by_ca: Option<String>,
+    /// A staged generation waiting for its handoff to be retried. Boxed: an
+    /// idle credential keeps only the pointer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Box<Staged>>,
+    /// When the issuer was asked for this credential (Unix seconds, oldest
+    /// first, within the budget's window): the ledger of its issuance budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuances: Vec<u64>,
 }
 
 impl Default for Journal {
@@ -74,6 +103,8 @@ impl Default for Journal {
             jitter_draw: fastrand::f64(),
             ari: None,
             shortened_by_ca: None,
+            staged: None,
+            issuances: Vec::new(),
         }
     }
 }
@@ -132,6 +163,8 @@ impl Journal {
         }
         self.committed = Some(generation);
         self.pending = None;
+        // Whatever was waiting for a handoff is superseded by what is committed.
+        self.staged = None;
         self.jitter_draw = jitter_draw;
         // Saturating: a corrupted journal near u64::MAX must not panic or wrap
         // back to generation numbers that are still on disk.
@@ -150,9 +183,14 @@ impl Journal {
         g
     }
 
-    /// Generations worth keeping on disk.
+    /// Generations worth keeping on disk: the committed one, the one before
+    /// it (for rollback) and a staged one waiting for its handoff.
     pub fn keep(&self) -> Vec<u64> {
-        self.committed.into_iter().chain(self.previous).collect()
+        self.committed
+            .into_iter()
+            .chain(self.previous)
+            .chain(self.staged.as_ref().map(|s| s.generation))
+            .collect()
     }
 }
 
@@ -210,5 +248,44 @@ mod tests {
         assert_eq!(j.keep(), vec![c, a]);
         j.commit(c, 0.2); // re-commit (roll forward twice) keeps previous
         assert_eq!(j.previous, Some(a));
+    }
+
+    #[test]
+    fn a_staged_generation_is_kept_until_something_is_committed() {
+        let mut j = Journal::default();
+        let a = j.allocate();
+        j.commit(a, 0.5);
+        let b = j.allocate();
+        j.staged = Some(Box::new(Staged {
+            generation: b,
+            fingerprint: "sha256:00".into(),
+            not_before: SystemTime::UNIX_EPOCH,
+            not_after: SystemTime::UNIX_EPOCH,
+            issued_at: SystemTime::UNIX_EPOCH,
+            attempts: 1,
+        }));
+        assert_eq!(j.keep(), vec![a, b]);
+        j.commit(b, 0.1);
+        assert_eq!(j.staged, None);
+        assert_eq!(j.keep(), vec![b, a]);
+    }
+
+    #[test]
+    fn a_journal_written_before_budgets_and_staging_still_reads() {
+        // The shape every earlier rekey wrote: no `staged`, no `issuances`.
+        let old = r#"{"committed": 3, "previous": 2, "next_generation": 4, "pending": null,
+                      "jitter_draw": 0.25, "ari": null}"#;
+        let j: Journal = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (j.committed, j.previous, j.staged.is_none()),
+            (Some(3), Some(2), true)
+        );
+        assert!(j.issuances.is_empty());
+        // And what is written without them is what the earlier rekey reads.
+        let text = serde_json::to_string(&j).unwrap();
+        assert!(
+            !text.contains("staged") && !text.contains("issuances"),
+            "{text}"
+        );
     }
 }

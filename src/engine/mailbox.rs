@@ -7,7 +7,16 @@
 //! a `std::sync::Mutex` over the pending work and a [`Notify`] to wake the
 //! task:
 //! - `stop` wins over everything queued: the task ends after its current step;
-//! - `Rotate`/`Retire` carry a reply and are queued in order, at most
+//! - rotate requests coalesce: a request that comes while a rotation runs
+//!   joins it (a `--reissue` joins only a rotation that issues anew), and
+//!   requests that come before the next one starts share that one, so a
+//!   burst of requests is one rotation, whose outcome every waiter gets. A
+//!   request that joined a rotation already under way, which then failed
+//!   its handoff and left the new generation staged, gets one more handoff
+//!   attempt of its own (the operator may have just fixed the app, after
+//!   that attempt had signalled it); a failed issuance is not repeated. At
+//!   most [`MAX_WAITERS`] callers wait at once; more are refused ([`Full`]);
+//! - `Retire` carries a reply and is queued in order, at most
 //!   [`MAX_REQUESTS`]; more are refused ([`Full`]) rather than awaited;
 //! - `FilesChanged`/`Backstop` are flags: any number of events while one is
 //!   pending cost nothing more;
@@ -21,13 +30,17 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use super::Command;
+use crate::status::RotateOutcome;
 
-/// At most this many `Rotate`/`Retire` requests wait for one task; as many
-/// as the channel this replaces held.
+/// At most this many `Retire` requests wait for one task; as many as the
+/// channel this replaces held.
 pub(crate) const MAX_REQUESTS: usize = 8;
+/// At most this many callers wait for one task's rotations (queued and
+/// running together); each costs one reply sender.
+pub(crate) const MAX_WAITERS: usize = 1024;
 
 /// Why a request was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,8 +48,9 @@ pub(crate) enum SendError {
     /// The task has ended (stopped, retired or shut down).
     #[error("the credential's task has ended")]
     Closed,
-    /// [`MAX_REQUESTS`] requests are already waiting.
-    #[error("{MAX_REQUESTS} rotate/retire requests are already waiting")]
+    /// [`MAX_REQUESTS`] retire requests or [`MAX_WAITERS`] rotate callers
+    /// are already waiting.
+    #[error("too many rotate/retire requests are already waiting")]
     Full,
 }
 pub(crate) use SendError::{Closed, Full};
@@ -50,12 +64,35 @@ pub(crate) enum Poke {
     Backstop,
 }
 
+/// The callers waiting for one rotation, and whether one of them asked for a
+/// new issuance.
+#[derive(Default)]
+struct Rotation {
+    reissue: bool,
+    replies: Vec<oneshot::Sender<RotateOutcome>>,
+    /// Callers that joined after the rotation had started.
+    late: Vec<oneshot::Sender<RotateOutcome>>,
+}
+
+/// The rotations of one task that callers wait for.
+#[derive(Default)]
+struct Rotations {
+    /// The next rotation's callers, before it starts.
+    next: Option<Rotation>,
+    /// The running rotation's callers (requested or not: a timer-driven
+    /// rotation is joined too).
+    running: Option<Rotation>,
+}
+
 /// What is waiting for the task. Empty, this allocates nothing beyond the
 /// `Arc` (an empty `VecDeque` holds no buffer).
 #[derive(Default)]
 struct Pending {
-    /// `Rotate`/`Retire`, oldest first; never longer than [`MAX_REQUESTS`].
+    /// `Retire`, oldest first; never longer than [`MAX_REQUESTS`].
     requests: VecDeque<Command>,
+    /// Rotations asked for or running; boxed, so an idle task's mailbox
+    /// stays a pointer larger (10,000 of them are resident).
+    rotations: Option<Box<Rotations>>,
     files_changed: bool,
     backstop: bool,
     stop: bool,
@@ -104,14 +141,56 @@ pub(crate) fn mailbox() -> (Mailbox, Receiver) {
 }
 
 impl Mailbox {
-    /// Queue a `Rotate` or `Retire` (the commands that carry a reply).
+    /// Ask for a rotation (`reissue`: with a new issuance, not the retry of
+    /// a staged handoff) and have its outcome sent to `reply`. Joins the
+    /// rotation running now when that one does what is asked, else the next
+    /// one, which starts once the current step is done.
+    pub(crate) fn rotate(
+        &self,
+        reply: oneshot::Sender<RotateOutcome>,
+        reissue: bool,
+    ) -> Result<(), SendError> {
+        {
+            let mut p = self.shared.lock();
+            if p.closed {
+                return Err(Closed);
+            }
+            let rs = p.rotations.get_or_insert_with(Box::default);
+            let waiting = rs
+                .running
+                .as_ref()
+                .map_or(0, |r| r.replies.len() + r.late.len())
+                + rs.next.as_ref().map_or(0, |r| r.replies.len());
+            if waiting >= MAX_WAITERS {
+                return Err(Full);
+            }
+            if let Some(r) = rs.running.as_mut().filter(|r| r.reissue || !reissue) {
+                // Its outcome is this request's outcome (see
+                // `finish_rotation` for a failed handoff): nothing to wake.
+                r.late.push(reply);
+                return Ok(());
+            }
+            let next = rs.next.get_or_insert_with(Rotation::default);
+            next.reissue |= reissue;
+            next.replies.push(reply);
+        }
+        self.shared.bell.notify_one();
+        Ok(())
+    }
+
+    /// Queue a `Retire` (the command that carries a reply).
     /// `FilesChanged`/`Backstop` go through [`Mailbox::poke`] instead; sent
-    /// here they are poked too.
+    /// here they are poked too, and a `Rotate` asks for a plain rotation
+    /// nobody waits for.
     pub(crate) fn request(&self, cmd: Command) -> Result<(), SendError> {
         let poke = match cmd {
             Command::FilesChanged => Some(Poke::FilesChanged),
             Command::Backstop => Some(Poke::Backstop),
-            Command::Rotate(_) | Command::Retire(_) => None,
+            Command::Rotate { reissue } => {
+                let (reply, _) = oneshot::channel();
+                return self.rotate(reply, reissue);
+            }
+            Command::Retire(_) => None,
         };
         if let Some(p) = poke {
             self.poke(p);
@@ -164,13 +243,80 @@ impl Receiver {
         self.shared.lock().stop
     }
 
+    /// A rotation starts that no request asked for (it was due): requests
+    /// that come while it runs join it. Pair with [`Receiver::finish_rotation`].
+    pub(crate) fn begin_rotation(&self) {
+        let mut p = self.shared.lock();
+        let rs = p.rotations.get_or_insert_with(Box::default);
+        // Plain requests already queued are answered by this rotation too,
+        // rather than by a second one right after it.
+        let queued = rs.next.take_if(|n| !n.reissue);
+        let running = rs.running.get_or_insert_with(Rotation::default);
+        if let Some(q) = queued {
+            running.replies.extend(q.replies);
+            running.late.extend(q.late);
+        }
+    }
+
+    /// The running rotation ended with `outcome`: every caller waiting for
+    /// it gets a copy, except that with `staged_waits` (its handoff failed
+    /// and the new generation stays staged) the callers that joined after
+    /// it started are queued for one more handoff attempt instead.
+    pub(crate) fn finish_rotation(&self, outcome: &RotateOutcome, staged_waits: bool) {
+        // Taken out under the lock and answered after it (see Drop).
+        let (running, again) = {
+            let mut p = self.shared.lock();
+            let mut running = p.rotations.as_mut().and_then(|rs| rs.running.take());
+            let late = running
+                .as_mut()
+                .filter(|_| staged_waits)
+                .map(|r| std::mem::take(&mut r.late))
+                .filter(|late| !late.is_empty());
+            if let (Some(late), Some(rs)) = (late, p.rotations.as_mut()) {
+                let next = rs.next.get_or_insert_with(Rotation::default);
+                next.replies.extend(late);
+            }
+            if p.rotations.as_ref().is_some_and(|rs| rs.next.is_none()) {
+                // Nothing else waits: give the box back.
+                p.rotations = None;
+            }
+            let again = p.rotations.as_ref().is_some_and(|rs| rs.next.is_some());
+            (running, again)
+        };
+        if again {
+            self.shared.bell.notify_one();
+        }
+        for reply in running
+            .into_iter()
+            .flat_map(|r| r.replies.into_iter().chain(r.late))
+        {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+
     /// The next thing to do, without waiting: `None` when a stop was asked
-    /// for or nothing is pending. Replies first (a caller is waiting), then
-    /// a file event, then the backstop.
+    /// for or nothing is pending. Requests first (a caller is waiting), then
+    /// a file event, then the backstop. A rotation taken here is running:
+    /// later requests join it until [`Receiver::finish_rotation`].
     fn take(&self) -> Option<Command> {
         let mut p = self.shared.lock();
         if p.stop {
             return None;
+        }
+        if let Some(rs) = p.rotations.as_mut() {
+            if let Some(next) = rs.next.take() {
+                let reissue = next.reissue;
+                match rs.running.as_mut() {
+                    // Only when a caller of `take` left a rotation unfinished.
+                    Some(r) => {
+                        r.reissue |= next.reissue;
+                        r.replies.extend(next.replies);
+                        r.late.extend(next.late);
+                    }
+                    None => rs.running = Some(next),
+                }
+                return Some(Command::Rotate { reissue });
+            }
         }
         if let Some(cmd) = p.requests.pop_front() {
             if p.requests.is_empty() {
@@ -219,7 +365,7 @@ impl Drop for Receiver {
             p.closed = true;
             p.files_changed = false;
             p.backstop = false;
-            std::mem::take(&mut p.requests)
+            (std::mem::take(&mut p.requests), p.rotations.take())
         };
         drop(requests);
     }
@@ -229,11 +375,27 @@ impl Drop for Receiver {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tokio::sync::oneshot;
 
-    fn rotate() -> (Command, oneshot::Receiver<crate::status::RotateOutcome>) {
+    fn outcome(result: &str) -> RotateOutcome {
+        RotateOutcome {
+            credential: "web".into(),
+            result: result.into(),
+            generation: Some(7),
+            fingerprint: None,
+            error: None,
+            retry_at: None,
+        }
+    }
+
+    fn rotate(tx: &Mailbox, reissue: bool) -> oneshot::Receiver<RotateOutcome> {
+        let (reply, rx) = oneshot::channel();
+        tx.rotate(reply, reissue).unwrap();
+        rx
+    }
+
+    fn retire() -> (Command, oneshot::Receiver<super::super::RetireOutcome>) {
         let (tx, rx) = oneshot::channel();
-        (Command::Rotate(tx), rx)
+        (Command::Retire(tx), rx)
     }
 
     #[test]
@@ -245,67 +407,153 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_come_in_order_before_flags() {
+    async fn requests_come_before_flags() {
         let (tx, rx) = mailbox();
         tx.poke(Poke::Backstop);
         tx.poke(Poke::FilesChanged);
-        let (a, _ra) = rotate();
-        let (b, _rb) = rotate();
-        tx.request(a).unwrap();
-        tx.request(b).unwrap();
+        let _a = rotate(&tx, false);
+        let (c, _r) = retire();
+        tx.request(c).unwrap();
         let mut seen = Vec::new();
         for _ in 0..4 {
             seen.push(match rx.recv().await {
-                Some(Command::Rotate(_)) => "rotate",
+                Some(Command::Rotate { .. }) => "rotate",
                 Some(Command::Retire(_)) => "retire",
                 Some(Command::FilesChanged) => "files",
                 Some(Command::Backstop) => "backstop",
                 None => "none",
             });
         }
-        assert_eq!(seen, ["rotate", "rotate", "files", "backstop"]);
+        assert_eq!(seen, ["rotate", "retire", "files", "backstop"]);
         assert!(rx.take().is_none());
     }
 
     #[tokio::test]
-    async fn flags_coalesce() {
+    async fn a_burst_of_rotate_requests_is_one_rotation_and_all_get_its_outcome() {
         let (tx, rx) = mailbox();
-        for _ in 0..10_000 {
-            tx.poke(Poke::FilesChanged);
-            tx.request(Command::Backstop).unwrap();
+        let waiters: Vec<_> = (0..100).map(|_| rotate(&tx, false)).collect();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Command::Rotate { reissue: false })
+        ));
+        // Requests while it runs join it: no second rotation is queued.
+        let late: Vec<_> = (0..50).map(|_| rotate(&tx, false)).collect();
+        assert!(rx.take().is_none(), "a second rotation was queued");
+        rx.finish_rotation(&outcome("success"), false);
+        for w in waiters.into_iter().chain(late) {
+            assert_eq!(w.await.unwrap().result, "success");
         }
-        assert!(matches!(rx.recv().await, Some(Command::FilesChanged)));
-        assert!(matches!(rx.recv().await, Some(Command::Backstop)));
         assert!(rx.take().is_none());
-        // The stored permit left by the flood only costs a re-check.
-        assert!(tokio::time::timeout(Duration::from_millis(20), rx.recv())
-            .await
-            .is_err());
+        assert!(
+            tx.shared.lock().rotations.is_none(),
+            "the box is given back"
+        );
     }
 
     #[tokio::test]
-    async fn requests_are_bounded() {
+    async fn a_reissue_joins_only_a_rotation_that_issues() {
+        let (tx, rx) = mailbox();
+        let plain = rotate(&tx, false);
+        assert!(matches!(
+            rx.recv().await,
+            Some(Command::Rotate { reissue: false })
+        ));
+        // A plain rotation (maybe a handoff retry) is running: a reissue waits for the next.
+        let re = rotate(&tx, true);
+        let plain2 = rotate(&tx, false);
+        rx.finish_rotation(&outcome("rolled_back"), false);
+        assert_eq!(plain.await.unwrap().result, "rolled_back");
+        assert_eq!(
+            plain2.await.unwrap().result,
+            "rolled_back",
+            "joined the running one"
+        );
+        assert!(matches!(
+            rx.recv().await,
+            Some(Command::Rotate { reissue: true })
+        ));
+        // Plain requests join a running reissue.
+        let plain3 = rotate(&tx, false);
+        assert!(rx.take().is_none());
+        rx.finish_rotation(&outcome("success"), false);
+        for w in [re, plain3] {
+            assert_eq!(w.await.unwrap().result, "success");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_joined_a_failed_handoff_gets_another_attempt() {
+        let (tx, rx) = mailbox();
+        // A timer-driven retry of a staged handoff is under way...
+        rx.begin_rotation();
+        // ...when the operator, who just fixed the app, asks again.
+        let late = rotate(&tx, false);
+        rx.finish_rotation(&outcome("rolled_back"), true);
+        // Not answered with the attempt that began before the fix:
+        assert!(matches!(
+            rx.take(),
+            Some(Command::Rotate { reissue: false })
+        ));
+        rx.finish_rotation(&outcome("success"), false);
+        assert_eq!(late.await.unwrap().result, "success");
+        assert!(tx.shared.lock().rotations.is_none());
+        // A failed issuance (nothing staged) is not repeated for it.
+        rx.begin_rotation();
+        let late = rotate(&tx, false);
+        rx.finish_rotation(&outcome("failed"), false);
+        assert_eq!(late.await.unwrap().result, "failed");
+        assert!(rx.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_due_rotation_is_joined_too() {
+        let (tx, rx) = mailbox();
+        // Queued just before the task found the rotation due: answered by it.
+        let early = rotate(&tx, false);
+        rx.begin_rotation();
+        let w = rotate(&tx, false);
+        assert!(rx.take().is_none());
+        rx.finish_rotation(&outcome("success"), false);
+        assert_eq!(w.await.unwrap().result, "success");
+        assert_eq!(early.await.unwrap().result, "success");
+        // A queued reissue still gets a rotation of its own.
+        let re = rotate(&tx, true);
+        rx.begin_rotation();
+        rx.finish_rotation(&outcome("success"), false);
+        assert!(matches!(rx.take(), Some(Command::Rotate { reissue: true })));
+        rx.finish_rotation(&outcome("issued"), false);
+        assert_eq!(re.await.unwrap().result, "issued");
+    }
+
+    #[tokio::test]
+    async fn waiters_and_retires_are_bounded() {
         let (tx, rx) = mailbox();
         let mut replies = Vec::new();
-        for _ in 0..MAX_REQUESTS {
-            let (c, r) = rotate();
-            tx.request(c).unwrap();
-            replies.push(r);
+        for _ in 0..MAX_WAITERS {
+            replies.push(rotate(&tx, false));
         }
-        let (c, _r) = rotate();
+        let (reply, _r) = oneshot::channel();
+        assert_eq!(tx.rotate(reply, false).unwrap_err(), Full);
+        let mut retires = Vec::new();
+        for _ in 0..MAX_REQUESTS {
+            let (c, r) = retire();
+            tx.request(c).unwrap();
+            retires.push(r);
+        }
+        let (c, _r) = retire();
         assert_eq!(tx.request(c).unwrap_err(), Full);
         // Flags still get through when the queue is full.
         tx.poke(Poke::FilesChanged);
-        assert!(matches!(rx.recv().await, Some(Command::Rotate(_))));
-        let (c, _r) = rotate();
-        tx.request(c).unwrap();
+        assert!(matches!(rx.recv().await, Some(Command::Rotate { .. })));
+        rx.finish_rotation(&outcome("success"), false);
+        let (reply, _r) = oneshot::channel();
+        tx.rotate(reply, false).unwrap();
     }
 
     #[tokio::test]
     async fn stop_comes_before_queued_work() {
         let (tx, rx) = mailbox();
-        let (c, mut reply) = rotate();
-        tx.request(c).unwrap();
+        let mut reply = rotate(&tx, false);
         tx.poke(Poke::FilesChanged);
         tx.stop();
         assert!(rx.stopped());
@@ -324,11 +572,15 @@ mod tests {
     #[tokio::test]
     async fn an_ended_task_refuses_and_drops_replies() {
         let (tx, rx) = mailbox();
-        let (c, reply) = rotate();
-        tx.request(c).unwrap();
+        let queued = rotate(&tx, false);
+        rx.begin_rotation();
+        let running = rotate(&tx, false);
         drop(rx);
-        assert!(reply.await.is_err(), "queued reply dropped on end");
-        let (c, _r) = rotate();
+        assert!(queued.await.is_err(), "queued reply dropped on end");
+        assert!(running.await.is_err(), "running reply dropped on end");
+        let (reply, _r) = oneshot::channel();
+        assert_eq!(tx.rotate(reply, false).unwrap_err(), Closed);
+        let (c, _r) = retire();
         assert_eq!(tx.request(c).unwrap_err(), Closed);
         // Pokes after the end are ignored, not kept.
         tx.poke(Poke::Backstop);
@@ -342,7 +594,7 @@ mod tests {
         for send in [
             Box::new(|tx: &Mailbox| tx.poke(Poke::Backstop)) as Box<dyn Fn(&Mailbox)>,
             Box::new(|tx: &Mailbox| tx.poke(Poke::FilesChanged)),
-            Box::new(|tx: &Mailbox| tx.request(rotate().0).unwrap()),
+            Box::new(|tx: &Mailbox| drop(rotate(tx, false))),
         ] {
             let waiter = {
                 let rx = rx.clone();

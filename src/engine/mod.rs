@@ -19,9 +19,9 @@ use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
 
 pub mod apikey;
+mod budget;
 mod credential;
 pub mod disk;
-mod issue;
 pub mod journal;
 mod mailbox;
 mod retire;
@@ -45,7 +45,7 @@ pub enum EngineError {
     #[error("credential {0:?} is not running (the daemon is shutting down)")]
     Stopped(String),
     /// Too many rotate/retire requests are already waiting for it.
-    #[error("credential {0:?} already has {max} rotate/retire requests waiting; try again when they have finished", max = mailbox::MAX_REQUESTS)]
+    #[error("credential {0:?} already has {waiters} rotate callers or {max} retire requests waiting; try again when they have finished", waiters = mailbox::MAX_WAITERS, max = mailbox::MAX_REQUESTS)]
     Busy(String),
 }
 
@@ -71,6 +71,8 @@ pub struct Credential {
     pub probes: Vec<Arc<dyn Probe>>,
     /// Where its events are recorded (a no-op when `daemon.audit_log` is unset).
     pub audit: crate::audit::Audit,
+    /// Its issuer's issuance budgets (`max_issuances`, `max_issuances_total`).
+    pub budget: crate::config::IssuanceBudgets,
 }
 
 /// Engine-wide settings.
@@ -89,8 +91,13 @@ pub struct Settings {
 /// each kind is queued).
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Rotate now and report the outcome.
-    Rotate(oneshot::Sender<RotateOutcome>),
+    /// Rotate now (the callers waiting for the outcome are kept in the
+    /// mailbox): retry a staged handoff, or issue anew; `reissue` asks for a
+    /// new issuance even when a staged credential waits.
+    Rotate {
+        /// Issue anew, even when a staged credential waits for its handoff.
+        reissue: bool,
+    },
     /// Something changed in a directory holding our files.
     FilesChanged,
     /// The periodic re-check of the published files came round to this credential.
@@ -133,13 +140,28 @@ impl Handle {
         map.get(name).cloned()
     }
 
-    /// Rotate `name` now; resolves when the rotation has finished.
+    /// Rotate `name` now; resolves when the rotation has finished. A staged
+    /// credential waiting for its handoff is handed over again (no new
+    /// issuance); otherwise a new one is issued, within the issuance budget.
+    /// Concurrent requests share one rotation.
     pub async fn rotate(&self, name: &str) -> Result<RotateOutcome, EngineError> {
+        self.rotate_with(name, false).await
+    }
+
+    /// [`Handle::rotate`], or with `reissue` a new issuance even when a
+    /// staged credential waits (`rekey rotate NAME --reissue`); refused with
+    /// result `refused` when the issuance budget is used up, unless it is
+    /// the renewal that keeps the credential from expiring.
+    pub async fn rotate_with(
+        &self,
+        name: &str,
+        reissue: bool,
+    ) -> Result<RotateOutcome, EngineError> {
         let tx = self
             .sender(name)
             .ok_or_else(|| EngineError::UnknownCredential(name.to_string()))?;
         let (reply, rx) = oneshot::channel();
-        tx.request(Command::Rotate(reply))
+        tx.rotate(reply, reissue)
             .map_err(|e| EngineError::refused(name, e))?;
         rx.await.map_err(|_| EngineError::Stopped(name.to_string()))
     }
@@ -160,6 +182,8 @@ struct Running {
     config: Arc<CertificateConfig>,
     /// Its issuer, to tell it which credentials publish its trust bundle.
     issuer: Arc<dyn Issuer>,
+    /// Its issuer's budgets: a reload that changes them restarts the task.
+    budget: crate::config::IssuanceBudgets,
     /// Kept here too: the sender map loses it first when the task is stopped.
     mailbox: mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
@@ -191,6 +215,8 @@ pub struct Engine {
     alerter: Alerter,
     metrics: Metrics,
     keys: apikey::KeyTasks,
+    /// The per-issuer issuance ledgers, shared by the tasks of each issuer.
+    budgets: budget::BudgetBook,
 }
 
 /// The files of a certificate credential, with modes and ownership.
@@ -236,6 +262,7 @@ impl Engine {
             alerter,
             metrics,
             keys: apikey::KeyTasks::default(),
+            budgets: budget::BudgetBook::default(),
         };
         // Before any task can issue: an issuer that rolls its CA over must
         // know every credential it waits for.
@@ -257,8 +284,12 @@ impl Engine {
             s.insert(name.clone(), starting);
         });
         let (mailbox, rx) = mailbox::mailbox();
+        let ledger = self
+            .budgets
+            .ledger(&self.store, &c.config.issuer, c.budget.total);
         let task = credential::Task::new(
             c,
+            ledger,
             self.store.clone(),
             self.status_tx.clone(),
             self.permits.clone(),
@@ -267,6 +298,7 @@ impl Engine {
         );
         let config = task.cfg.clone();
         let issuer = task.issuer.clone();
+        let budget = task.budget;
         let join = tokio::spawn(Box::new(task).run(rx));
         self.handle
             .senders
@@ -278,6 +310,7 @@ impl Engine {
             Running {
                 config,
                 issuer,
+                budget,
                 mailbox,
                 join,
             },
@@ -349,7 +382,7 @@ impl Engine {
         }
         for (name, c) in wanted {
             match self.tasks.get(&name) {
-                Some(r) if r.config == c.config => continue,
+                Some(r) if r.config == c.config && r.budget == c.budget => continue,
                 Some(_) => {
                     self.stop(&name).await;
                     out.changed.push(name);

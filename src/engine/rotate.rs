@@ -7,7 +7,6 @@ use super::credential::{Current, Task};
 use super::journal::{Pending, Step};
 use crate::alert::{Alert, Event};
 use crate::cert;
-use crate::config::OnFailure;
 use crate::handoff::{self, Verdict};
 use crate::metrics;
 use crate::schedule;
@@ -79,6 +78,17 @@ pub enum RotateError {
         /// Whether the previous generation was put back.
         rolled_back: bool,
     },
+    /// An exhausted issuance budget held the issuance back: nothing was
+    /// asked of the issuer and nothing changed.
+    #[error("{message}")]
+    Budget {
+        /// Names the credential, the budget, when it frees up and what stays.
+        message: String,
+        /// When to try again (Unix seconds).
+        until: u64,
+        /// When the budget frees up (Unix seconds).
+        frees_at: u64,
+    },
 }
 
 impl RotateError {
@@ -87,6 +97,14 @@ impl RotateError {
             RotateError::Issuer(e) => e.retry_after(),
             _ => None,
         }
+    }
+
+    /// Whether the issuer issued nothing, so the issuance counted against
+    /// the budget is given back: it refused or failed (a failed order), or
+    /// was never asked. An answer that fails validation was issued and
+    /// stays counted.
+    fn issued_nothing(&self) -> bool {
+        matches!(self, RotateError::Issuer(_) | RotateError::Cert { .. })
     }
 }
 
@@ -99,17 +117,25 @@ impl Task {
     }
 
     /// Rotate now (bounded concurrency), record the outcome, update status.
-    pub(super) async fn rotate(&mut self) -> RotateOutcome {
-        self.run_rotation(false).await
+    /// `reissue`: issue anew even when a staged generation waits for its
+    /// handoff; `operator`: asked for (`rekey rotate`), so an exhausted
+    /// budget refuses it and leaves the credential's state as it was.
+    pub(super) async fn rotate(&mut self, reissue: bool, operator: bool) -> RotateOutcome {
+        self.run_rotation(false, reissue, operator).await
     }
 
     /// Republish the committed certificate with a new trust bundle or
     /// keystore (refresh.rs), recorded like a rotation.
     pub(super) async fn rotate_refresh(&mut self) -> RotateOutcome {
-        self.run_rotation(true).await
+        self.run_rotation(true, false, false).await
     }
 
-    async fn run_rotation(&mut self, refresh_only: bool) -> RotateOutcome {
+    async fn run_rotation(
+        &mut self,
+        refresh_only: bool,
+        reissue: bool,
+        operator: bool,
+    ) -> RotateOutcome {
         let _permit = self.permits.clone().acquire_owned().await;
         self.renewing = true;
         self.publish_status();
@@ -118,8 +144,16 @@ impl Task {
         let result = if refresh_only {
             self.try_refresh().await
         } else {
-            self.try_rotate().await
+            self.try_rotate(reissue).await
         };
+        if let (true, Err(e @ RotateError::Budget { frees_at, .. })) = (operator, &result) {
+            // Refused: nothing was tried, so nothing counts as a failure.
+            self.renewing = false;
+            self.publish_status();
+            let mut o = self.outcome("refused", Some(e.to_string()));
+            o.retry_at = Some(cert::rfc3339(super::budget::at(*frees_at)));
+            return o;
+        }
         let handoff_ms = self.last_handoff.map(|d| d.as_millis() as u64);
         self.renewing = false;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -131,13 +165,16 @@ impl Task {
             }) => metrics::ROTATION_ROLLED_BACK,
             Err(_) => metrics::ROTATION_FAILED,
         };
-        // The histogram covers publish through verify (or rollback).
-        self.metrics.rotation(
-            &self.cfg.name,
-            "certificate",
-            kind,
-            self.last_handoff.unwrap_or_default(),
-        );
+        // The histogram covers publish through verify (or rollback). A
+        // renewal held back by the budget is no attempt: its gauges say it.
+        if !matches!(result, Err(RotateError::Budget { .. })) {
+            self.metrics.rotation(
+                &self.cfg.name,
+                "certificate",
+                kind,
+                self.last_handoff.unwrap_or_default(),
+            );
+        }
         let outcome = match &result {
             Ok(()) => {
                 self.failures = 0;
@@ -181,23 +218,46 @@ impl Task {
             generation: self.current.as_ref().map(|c| c.generation),
             fingerprint: self.current.as_ref().map(|c| c.info.fingerprint.clone()),
             error,
+            retry_at: None,
         }
     }
 
     /// Count a failure, schedule the retry, alert `renewal_failed` (handoff
-    /// failures alert where they happen, with their details).
+    /// failures alert where they happen, with their details; an exhausted
+    /// budget alerts `budget_exhausted`).
+    ///
+    /// The retry is paced by what failed: with a staged generation waiting,
+    /// its handoff is retried quickly ([`schedule::handoff_backoff`]: the
+    /// issuer is not asked); after an issuer error, by the issuer backoff
+    /// that grows into hours for long lifetimes and honours `Retry-After`;
+    /// a held-back issuance, when the budget frees up or gives way.
     pub(super) fn note_failure(&mut self, e: &RotateError) {
-        let delay = schedule::retry_delay(
-            self.failures,
-            self.cfg.lifetime,
-            fastrand::f64(),
-            e.retry_after(),
-        );
+        let now = SystemTime::now();
+        let draw = fastrand::f64();
+        let staged = self.journal.staged.as_ref().map(|s| s.attempts);
+        let delay = match (e, staged) {
+            (RotateError::Budget { until, .. }, _) => {
+                schedule::until(super::budget::at(*until), now)
+            }
+            (RotateError::Handoff { .. } | RotateError::Store { .. }, Some(attempts)) => {
+                schedule::handoff_backoff(attempts.saturating_sub(1), self.lifetime(), draw)
+            }
+            _ => {
+                let d = schedule::retry_delay(
+                    self.issuer_failures,
+                    self.lifetime(),
+                    draw,
+                    e.retry_after(),
+                );
+                self.issuer_failures += 1;
+                d
+            }
+        };
         self.failures += 1;
-        self.retry_at = Some(SystemTime::now() + delay);
+        self.retry_at = Some(now + delay);
         let msg = e.to_string();
         tracing::warn!(credential = %self.cfg.name, issuer = %self.cfg.issuer, error = %msg, retry_in_ms = delay.as_millis() as u64, consecutive_failures = self.failures, event = "rotation_failed", "rotation failed; the current credential stays in place");
-        if !matches!(e, RotateError::Handoff { .. }) {
+        if !matches!(e, RotateError::Handoff { .. } | RotateError::Budget { .. }) {
             let mut a = Alert::new(
                 Event::RenewalFailed,
                 &self.cfg.name,
@@ -214,19 +274,51 @@ impl Task {
         self.last_error = Some(msg);
     }
 
-    /// Issue, validate, stage, then hand over.
-    async fn try_rotate(&mut self) -> Result<(), RotateError> {
+    /// Hand over the staged generation again while it is fresh enough
+    /// (unless `reissue`); otherwise issue (within the budget), validate,
+    /// stage, then hand over. When the budget holds the issuance back, a
+    /// staged generation that is still valid is handed over instead.
+    async fn try_rotate(&mut self, reissue: bool) -> Result<(), RotateError> {
+        let now = SystemTime::now();
+        let staged = self.usable_staged(now);
+        if let Some(st) = staged.as_ref().filter(|_| !reissue) {
+            if self.retry_staged_now(st, now) {
+                if let Some(r) = Box::pin(self.hand_over_staged(st)).await {
+                    return r;
+                }
+            }
+        }
+        let counted = match self.take_budget(now) {
+            Ok(at) => at,
+            Err(e) => {
+                if let Some(st) = staged.as_ref().filter(|_| !reissue) {
+                    if let Some(r) = Box::pin(self.hand_over_staged(st)).await {
+                        return r;
+                    }
+                }
+                return Err(e);
+            }
+        };
         let g = self.journal.allocate();
-        self.set_pending(g, Step::Issuing)?;
+        if let Err(e) = self.set_pending(g, Step::Issuing) {
+            self.give_back_budget(counted);
+            self.journal.pending = None;
+            return Err(e);
+        }
         let (mut material, info, shortened) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
                 self.audit.issue_failed(&self.cfg, &e);
+                if e.issued_nothing() {
+                    self.give_back_budget(counted);
+                }
                 self.journal.pending = None;
                 self.save_and_prune();
                 return Err(e);
             }
         };
+        self.issuer_failures = 0;
+        self.issued_at = Some(now);
         self.audit.issued(&self.cfg, g, &info.fingerprint);
         if let Err(source) = self.encode(&mut material) {
             self.journal.pending = None;
@@ -244,6 +336,9 @@ impl Task {
             return Err(self.store_err(e));
         }
         failpoint!("stage.after");
+        // The new generation supersedes an older staged one (pruned once
+        // this one is committed or staged in turn).
+        self.journal.staged = None;
         let mut next = Current::new(g, info, &self.targets(), &material);
         next.shortened = shortened;
         self.hand_over(next, material).await
@@ -278,6 +373,7 @@ impl Task {
             },
             None => None,
         };
+        let previous_fp = self.current.as_ref().map(|c| c.info.fingerprint.clone());
         let published = Instant::now();
         self.set_pending(g, Step::Publishing)?;
         failpoint!("publish.before");
@@ -293,6 +389,9 @@ impl Task {
             }
             self.audit
                 .publish_failed(&self.cfg, g, &next.info.fingerprint, &e);
+            // Staged and validated: the retry publishes it again rather
+            // than asking the issuer for another.
+            self.keep_staged(&next);
             self.journal.pending = None;
             self.save_and_prune();
             return Err(self.store_err(e));
@@ -354,6 +453,9 @@ impl Task {
                 if was_failed {
                     self.raise_recovered(&gen);
                 }
+                // A retried handoff of the committed generation itself
+                // (`on_failure = "keep"`) replaces nothing.
+                let replaced = replaced.filter(|_| previous_fp.as_ref() != Some(&gen.fingerprint));
                 if let (Verdict::Verified, Some(old)) = (&verdict, replaced) {
                     // The issuer may retire it now (ACME revoke_replaced).
                     failpoint!("revoke.before");
@@ -386,7 +488,7 @@ impl Task {
         }
     }
 
-    fn commit(&mut self, next: Current) {
+    pub(super) fn commit(&mut self, next: Current) {
         failpoint!("commit.before");
         self.journal.commit(next.generation, fastrand::f64());
         self.journal.shortened_by_ca = next.shortened.clone();
@@ -397,93 +499,5 @@ impl Task {
         self.current = Some(next);
         self.rotate_to_repair = false;
         failpoint!("commit.after");
-    }
-
-    /// The app did not take the new generation: roll back to `previous` (the
-    /// committed material) when allowed and possible, alert
-    /// `handoff_failed`, and return the error.
-    async fn fail_handoff(
-        &mut self,
-        next: Current,
-        gen: handoff::Generation,
-        why: String,
-        served: Option<String>,
-        previous: Option<Material>,
-    ) -> Result<(), RotateError> {
-        let message = match &served {
-            Some(fp) => format!("app still serves {fp}, not {} ({why})", gen.fingerprint),
-            None => why,
-        };
-        let now = SystemTime::now();
-        let wants_roll_back = self.cfg.on_failure == OnFailure::Rollback
-            && self
-                .current
-                .as_ref()
-                .is_some_and(|c| c.info.not_after > now);
-        // Without the old material (logged in hand_over) the new generation
-        // stays: publishing anything unchecked would be worse.
-        let previous = previous.filter(|_| wants_roll_back);
-        let can_roll_back = previous.is_some();
-        let old_was_verified = self.handoff == Handoff::Verified;
-        self.handoff = Handoff::Failed;
-        self.served = served.clone();
-        let mut served_after = served.clone();
-        if let Some(prev) = previous {
-            self.set_pending(next.generation, Step::RollingBack)?;
-            failpoint!("rollback.before");
-            self.republish(&prev, "handoff failed").await;
-            drop(prev); // zeroizes the old key before the verify wait
-            failpoint!("rollback.after");
-            // Only a generation the app was seen serving can be checked again.
-            if let Some(cur) = self.current.as_ref().filter(|_| old_was_verified) {
-                let old = self.generation_of(cur);
-                // Check the old generation is served again (best effort).
-                match handoff::await_generation(
-                    &self.probes,
-                    &old,
-                    self.cfg.verify.timeout,
-                    self.cfg.verify.settle,
-                    false,
-                )
-                .await
-                {
-                    Verdict::Verified => served_after = Some(old.fingerprint.clone()),
-                    Verdict::Failed { served, detail } => {
-                        tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not serve the previous generation either");
-                        served_after = served;
-                    }
-                    _ => {}
-                }
-            }
-            self.served = served_after.clone();
-            self.journal.pending = None;
-            self.save_and_prune(); // drops the failed generation
-        } else {
-            // Nothing valid to go back to, or on_failure = "keep": the new
-            // generation stays; keep probing so it can still turn verified.
-            self.commit(next);
-            self.probe_at = Some(SystemTime::now() + Duration::from_secs(1));
-        }
-        tracing::warn!(credential = %self.cfg.name, generation = gen.generation, rolled_back = can_roll_back, reason = %message, event = "handoff_failed", "handoff failed");
-        let mut a = Alert::new(
-            Event::HandoffFailed,
-            &self.cfg.name,
-            "certificate",
-            message.clone(),
-        );
-        a.generation = Some(gen.generation);
-        a.fingerprint = Some(gen.fingerprint.clone());
-        a.served_fingerprint = served_after;
-        a.not_after = Some(gen.not_after.clone());
-        a.rolled_back = Some(can_roll_back);
-        self.alerter.raise(a);
-        self.audit
-            .rolled_back(&self.cfg, &gen, can_roll_back, &message);
-        Err(RotateError::Handoff {
-            credential: self.cfg.name.clone(),
-            generation: gen.generation,
-            why: message,
-            rolled_back: can_roll_back,
-        })
     }
 }

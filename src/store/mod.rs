@@ -377,6 +377,31 @@ pub fn remove_file(path: &Path, pins: &Pins) -> Result<bool, StoreError> {
     })
 }
 
+/// Append one `line` (a newline is added) to the record file `path`, made
+/// 0600 when new and never followed through a symlink; once it has grown
+/// past `max_size` it is first moved to `PATH.1` (replacing the one there).
+/// Not fsynced: such a record is for people and tests, and nothing that
+/// decides what rekey does depends on it.
+pub fn append_record(path: &Path, line: &str, max_size: u64) -> Result<(), StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.len() > max_size) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, &old).map_err(|e| StoreError::io("rotate", path, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| StoreError::io("open", path, e))?;
+    // One write of one line: records of concurrent issuances never interleave.
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| StoreError::io("append to", path, e))
+}
+
 /// Atomically replace `path` with `bytes`, owner and mode set before any byte
 /// is written (temp, fsync, rename, dir fsync): for files in the state dir.
 pub fn write_secret_file(

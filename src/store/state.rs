@@ -129,6 +129,17 @@ impl Store {
             readonly: self.readonly,
         }
     }
+
+    /// The per-issuer area `<state_dir>/issuers/<name>` (created 0700 on
+    /// first write): its journal holds what is kept about the issuer as a
+    /// whole (the issuance ledger of `max_issuances_total`).
+    pub fn issuer(&self, name: &str) -> CredentialStore {
+        CredentialStore {
+            dir: self.root.join("issuers").join(name),
+            name: name.to_string(),
+            readonly: self.readonly,
+        }
+    }
 }
 
 /// One credential's journal and staged generations.

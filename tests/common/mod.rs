@@ -121,6 +121,20 @@ impl Env {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// Add `line` (TOML, e.g. `max_issuances = "unlimited"`) to the
+    /// `[issuer.dev]` table that [`Env::write_config`] wrote.
+    pub fn dev_issuer(&self, line: &str) {
+        self.issuer_line("dev", line);
+    }
+    /// Add `line` (TOML) to the `[issuer.NAME]` table of `rekey.toml`.
+    pub fn issuer_line(&self, name: &str, line: &str) {
+        let p = self.path("rekey.toml");
+        let table = format!("[issuer.{name}]\n");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(&table), "no {table} in {text}");
+        let text = text.replacen(&table, &format!("{table}{line}\n"), 1);
+        std::fs::write(&p, text).unwrap();
+    }
     /// Like [`Env::write_config`], with `daemon.audit_log` at `audit.log`.
     pub fn write_config_audited(&self, certs: &str) -> PathBuf {
         let p = self.write_config(certs);

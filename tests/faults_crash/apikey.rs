@@ -212,6 +212,8 @@ fn kill9_at_apikey_points_http_key_service() {
     let key_file = env.path("app/svc.json");
     let (svc, keys) = keyservice::key_service(key_file.clone());
     keyservice::http_config(&env, svc, None);
+    // Mint after mint on purpose: the issuance budget is not under test here.
+    env.issuer_line("keys", "max_issuances = \"unlimited\"");
     crash_rounds(&mut sc, &env, "svc", &key_file, &Service(keys));
     sc.finish();
 }
@@ -230,6 +232,7 @@ fn kill9_at_apikey_points_openbao_tokens() {
     let key_file = env.path("app/token");
     let app = bao_keys::app(bao.addr, key_file.clone(), Default::default());
     bao_keys::config(&env, &bao, &role, app, "");
+    env.issuer_line("bao", "max_issuances = \"unlimited\"");
     let before = bao.audited("auth/token/create");
     crash_rounds(&mut sc, &env, "app-token", &key_file, &OpenBao(bao, before));
     sc.finish();

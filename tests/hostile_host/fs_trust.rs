@@ -34,7 +34,7 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     let dir = env.path("tls/web");
     std::fs::rename(&dir, env.path("tls/web.moved")).unwrap();
     symlink(&victim, &dir).unwrap();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check("the rotation is refused", code != 200, || {
         format!("{code} {body}")
     });
@@ -81,7 +81,7 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     // Put back: rotations work again.
     std::fs::remove_file(&dir).unwrap();
     std::fs::rename(env.path("tls/web.moved"), &dir).unwrap();
-    let (code, body) = http(d.addr, "POST", "/v1/rotate/web").unwrap();
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
     sc.check(
         "rotates again once the directory is back",
         code == 200,

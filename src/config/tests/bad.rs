@@ -453,6 +453,11 @@ fn state_dir_owned_by_another_user() {
         msg.contains(&format!("chown -R 0 {}", state.display())),
         "{msg}"
     );
+    // `sudo rekey check` only reads: root may inspect rekey's state dir.
+    let file = tmp.path().join("rekey.toml");
+    std::fs::write(&file, &text).unwrap();
+    assert!(Config::load(&file).is_err());
+    assert!(Config::load_to_inspect(&file).is_ok());
     std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
     assert!(load_in(tmp.path(), &text).is_ok());
 }

@@ -3,6 +3,7 @@ use super::*;
 
 mod alert;
 mod bad;
+mod budget;
 mod files;
 mod governance;
 mod handoff;

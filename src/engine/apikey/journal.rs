@@ -77,6 +77,10 @@ pub struct KeyJournal {
     pub revokes: Vec<Revocation>,
     /// Jitter draw for the committed key's renewal point.
     pub jitter_draw: f64,
+    /// When the issuer was asked to mint (Unix seconds, oldest first, within
+    /// the budget's window): the ledger of its issuance budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuances: Vec<u64>,
 }
 
 impl Default for KeyJournal {
@@ -87,6 +91,7 @@ impl Default for KeyJournal {
             pending: None,
             revokes: Vec::new(),
             jitter_draw: fastrand::f64(),
+            issuances: Vec::new(),
         }
     }
 }

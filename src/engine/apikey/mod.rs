@@ -11,6 +11,7 @@ use crate::handoff::{Probe, Reload};
 use crate::issuer::keys::KeyIssuer;
 use crate::status::CredentialStatus;
 
+mod budget;
 pub mod journal;
 mod retire;
 mod rotate;
@@ -28,6 +29,8 @@ pub struct KeyCredential {
     pub probes: Vec<Arc<dyn Probe>>,
     /// Where its decommissioning is recorded (a no-op when `daemon.audit_log` is unset).
     pub audit: crate::audit::Audit,
+    /// Its issuer's issuance budgets: every mint counts, like a certificate.
+    pub budget: crate::config::IssuanceBudgets,
 }
 
 /// One line for `rekey check`: the committed key (id, expiry) and when it
@@ -84,6 +87,7 @@ pub fn describe(
 /// One running API key task.
 struct KeyRunning {
     config: ApiKeyConfig,
+    budget: crate::config::IssuanceBudgets,
     /// Kept here too: the sender map loses it first when the task is stopped.
     mailbox: super::mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
@@ -118,13 +122,18 @@ impl Engine {
     fn spawn_key(&mut self, k: KeyCredential) {
         let name = k.config.name.clone();
         let config = k.config.clone();
+        let budget = k.budget;
         let starting = CredentialStatus::starting(&name, "api_key", &k.config.issuer);
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
         });
         let (mailbox, rx) = super::mailbox::mailbox();
+        let ledger = self
+            .budgets
+            .ledger(&self.store, &k.config.issuer, k.budget.total);
         let t = task::KeyTask::new(
             k,
+            ledger,
             &self.store,
             self.status_tx.clone(),
             self.permits.clone(),
@@ -141,6 +150,7 @@ impl Engine {
             name,
             KeyRunning {
                 config,
+                budget,
                 mailbox,
                 join,
             },
@@ -195,7 +205,7 @@ impl Engine {
         }
         for (name, k) in wanted {
             match self.keys.tasks.get(&name) {
-                Some(r) if r.config == k.config => continue,
+                Some(r) if r.config == k.config && r.budget == k.budget => continue,
                 Some(_) => {
                     self.stop_key(&name).await;
                     out.changed.push(name);

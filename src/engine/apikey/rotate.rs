@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::task::*;
 
 impl KeyTask {
-    pub(super) async fn rotate(&mut self) -> RotateOutcome {
+    /// Rotate now; `operator`: asked for, so an exhausted budget refuses it
+    /// and leaves the key's state as it was.
+    pub(super) async fn rotate(&mut self, operator: bool) -> RotateOutcome {
         let _permit = self.permits.clone().acquire_owned().await;
         self.renewing = true;
         self.publish_status();
@@ -22,6 +24,35 @@ impl KeyTask {
         let mut handoff_time = None;
         let result = self.try_rotate(&mut handoff_time).await;
         self.renewing = false;
+        if let Err(KeyRotateError::Budget { message }) = &result {
+            let until = self.budget_blocked.as_ref().map(|b| (b.until, b.frees_at));
+            if operator {
+                self.publish_status();
+                let k = self.journal.committed.as_ref();
+                return RotateOutcome {
+                    credential: self.cfg.name.clone(),
+                    result: "refused".into(),
+                    generation: k.map(|k| k.generation),
+                    fingerprint: k.map(|k| k.hash.clone()),
+                    error: Some(message.clone()),
+                    retry_at: until.map(|(_, f)| cert::rfc3339(at(f))),
+                };
+            }
+            // Held back: try again when the budget frees up or gives way.
+            self.failures += 1;
+            self.retry_at = until.map(|(u, _)| at(u));
+            self.last_error = Some(message.clone());
+            self.publish_status();
+            let k = self.journal.committed.as_ref();
+            return RotateOutcome {
+                credential: self.cfg.name.clone(),
+                result: "failed".into(),
+                generation: k.map(|k| k.generation),
+                fingerprint: k.map(|k| k.hash.clone()),
+                error: Some(message.clone()),
+                retry_at: None,
+            };
+        }
         let duration_ms = started.elapsed().as_millis() as u64;
         let kind = match &result {
             Ok(()) => metrics::ROTATION_SUCCESS,
@@ -46,6 +77,8 @@ impl KeyTask {
                 ("success", None)
             }
             Err(e) => {
+                // Every retry mints (see budget.rs), so every failure backs
+                // off like an issuer error: into hours for long lifetimes.
                 let delay =
                     schedule::retry_delay(self.failures, self.cfg.lifetime, fastrand::f64(), None);
                 self.failures += 1;
@@ -89,6 +122,7 @@ impl KeyTask {
             generation: k.map(|k| k.generation),
             fingerprint: k.map(|k| k.hash.clone()),
             error,
+            retry_at: None,
         }
     }
 
@@ -118,8 +152,15 @@ impl KeyTask {
         handoff_time: &mut Option<Duration>,
     ) -> Result<(), KeyRotateError> {
         let name = self.cfg.name.clone();
+        let counted = self
+            .take_budget(SystemTime::now())
+            .map_err(|message| KeyRotateError::Budget { message })?;
         let g = self.journal.allocate();
-        self.set_step(g, KeyStep::Minting, None)?;
+        if let Err(e) = self.set_step(g, KeyStep::Minting, None) {
+            self.give_back_budget(counted);
+            self.journal.pending = None;
+            return Err(e);
+        }
         let minted = self.issuer.mint(self.cfg.lifetime).await;
         self.metrics.issuer_request(
             self.issuer.name(),
@@ -132,6 +173,8 @@ impl KeyTask {
         let minted = match minted {
             Ok(m) => m,
             Err(source) => {
+                // Nothing minted: the mint does not count.
+                self.give_back_budget(counted);
                 self.journal.pending = None;
                 self.save();
                 return Err(KeyRotateError::Issuer {

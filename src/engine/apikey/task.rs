@@ -10,7 +10,8 @@ use zeroize::Zeroizing;
 use super::journal::{KeyJournal, KeyRecord};
 use super::KeyCredential;
 use crate::alert::{Alert, Alerter, Event};
-use crate::config::{ApiKeyConfig, KeyFormat, Share};
+use crate::config::{ApiKeyConfig, IssuanceBudgets, KeyFormat, Share};
+use crate::engine::budget::{Blocked, IssuerLedger};
 use crate::engine::mailbox::Receiver;
 use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
@@ -61,6 +62,9 @@ pub(super) enum KeyRotateError {
         why: String,
         rolled_back: bool,
     },
+    /// An exhausted issuance budget held the mint back.
+    #[error("{message}")]
+    Budget { message: String },
 }
 
 /// A key file rekey wrote (the staged copy or the app's file): bounded, never
@@ -95,11 +99,19 @@ pub(super) struct KeyTask {
     /// The key file's directory, pinned when the task starts (see
     /// [`crate::store::Pins`]).
     pub(super) pins: store::Pins,
+    /// Its issuer's issuance budgets, the issuer's shared ledger when
+    /// `max_issuances_total` is limited, and what holds minting back.
+    pub(super) budget: IssuanceBudgets,
+    pub(super) issuer_ledger: Option<Arc<IssuerLedger>>,
+    pub(super) budget_blocked: Option<Box<Blocked>>,
+    /// When the budget of the last `budget_exhausted` alert frees up.
+    pub(super) budget_alerted: Option<SystemTime>,
 }
 
 impl KeyTask {
     pub(super) fn new(
         k: KeyCredential,
+        issuer_ledger: Option<Arc<IssuerLedger>>,
         store: &Arc<Store>,
         status_tx: watch::Sender<Snapshot>,
         permits: Arc<Semaphore>,
@@ -125,6 +137,10 @@ impl KeyTask {
             renewing: false,
             handoff: Handoff::Pending,
             pins: store::Pins::default(),
+            budget: k.budget,
+            issuer_ledger,
+            budget_blocked: None,
+            budget_alerted: None,
         }
     }
 
@@ -141,22 +157,32 @@ impl KeyTask {
             }
             let now = SystemTime::now();
             self.revoke_due(now).await;
+            self.budget_freed(now);
             let due = self.due_at(now);
             if due <= now {
-                let _ = self.rotate().await;
+                // Requests that come meanwhile join this rotation (an API
+                // key keeps nothing staged to hand over again).
+                rx.begin_rotation();
+                let outcome = self.rotate(false).await;
+                rx.finish_rotation(&outcome, false);
                 continue;
             }
             let mut wake = due;
             if let Some(r) = self.journal.revokes.iter().map(|r| at(r.at)).min() {
                 wake = wake.min(r);
             }
+            if let Some(t) = self.budget_alerted {
+                wake = wake.min(t);
+            }
             // The engine's one backstop task sends Backstop; no timer here.
             tokio::select! {
                 _ = tokio::time::sleep(schedule::until(wake, now)) => {}
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Rotate(reply)) => {
-                        let outcome = self.rotate().await;
-                        let _ = reply.send(outcome);
+                    // An API key has no staged handoff to retry: every
+                    // rotation mints, so `reissue` changes nothing.
+                    Some(Command::Rotate { .. }) => {
+                        let outcome = self.rotate(true).await;
+                        rx.finish_rotation(&outcome, false);
                     }
                     Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
                     Some(Command::Retire(reply)) => return self.retire(reply).await,
@@ -473,6 +499,11 @@ impl KeyTask {
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
         s.consecutive_failures = self.failures;
+        s.issuance_budget = Some(Box::new(self.budgets().status(
+            &self.journal.issuances,
+            self.budget_blocked.as_deref(),
+            unix(now),
+        )));
         let name = self.cfg.name.clone();
         self.status_tx.send_modify(|snap| {
             s.failing_since = crate::status::failing_since(snap.get(&name), self.failures, now);

@@ -32,9 +32,11 @@ impl Task {
 
     /// Only a refresh is due, not the certificate: hand the committed one
     /// over again instead of issuing (a failing app must not turn a bundle
-    /// change into a stream of new certificates).
+    /// change into a stream of new certificates). A refresh whose handoff
+    /// failed is staged like any generation, and the rotation retries it.
     pub(in crate::engine) fn refresh_only(&self, now: SystemTime) -> bool {
         (self.trust_owed() || self.keystore_owed)
+            && self.journal.staged.is_none()
             && !self.rotate_to_repair
             && self.natural_due(now) > now
     }

@@ -30,12 +30,20 @@ use shared::Shared;
 /// test certificates keep most of their span.
 const BACKDATE: Duration = Duration::from_secs(60);
 
+/// The record of every certificate the CA issued (`issued.log` in its
+/// directory) moves to `issued.log.1` past this size.
+pub const ISSUED_LOG_MAX: u64 = 1 << 20;
+
 /// The embedded CA. Every `LocalCa` opened on one directory in a process
 /// shares its state (a config reload builds new issuer objects while
 /// running tasks keep the old ones).
 pub struct LocalCa {
     name: String,
     shared: Arc<Shared>,
+    /// `issued.log`: one JSON line per certificate issued (time, credential,
+    /// serial, names, not_after), like an OpenSSL CA's index: what the CA
+    /// itself says it issued, whatever rekey's engine believes.
+    issued_log: PathBuf,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -69,6 +77,7 @@ impl LocalCa {
             return Ok(LocalCa {
                 name: name.to_string(),
                 shared,
+                issued_log: dir.join("issued.log"),
             });
         }
         let shared = Shared::open(name, dir, cfg).map_err(setup)?;
@@ -76,6 +85,7 @@ impl LocalCa {
         Ok(LocalCa {
             name: name.to_string(),
             shared,
+            issued_log: dir.join("issued.log"),
         })
     }
 
@@ -217,7 +227,9 @@ impl Issuer for LocalCa {
         let p = &mut csr.params;
         p.not_before = not_before.into();
         p.not_after = not_after.into();
-        p.serial_number = Some(random_serial());
+        let serial = random_serial();
+        let serial_hex: String = serial.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        p.serial_number = Some(serial);
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if csr.public_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
@@ -235,6 +247,20 @@ impl Issuer for LocalCa {
             .signed_by(signer)
             .map_err(|e| fail(format!("signing failed: {e}")))?;
         drop(inner);
+        let record = serde_json::json!({
+            "time": cert::rfc3339(now),
+            "credential": req.credential,
+            "serial": serial_hex,
+            "names": req.names.dns_names,
+            "ips": req.names.ip_addresses,
+            "not_after": cert::rfc3339(not_after),
+        });
+        if let Err(e) =
+            crate::store::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
+        {
+            // The certificate is issued all the same; only the record is missing.
+            tracing::warn!(issuer = %self.name, credential = %req.credential, error = %e, "cannot record the issued certificate in the CA's issued.log");
+        }
         Ok(Issued {
             cert_pem: leaf.pem(),
             chain_pem: String::new(),

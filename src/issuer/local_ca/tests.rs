@@ -52,6 +52,21 @@ async fn creates_once_signs_every_key_type_and_chains_to_root() {
     // Reopening keeps the same root.
     let again = LocalCa::open("dev", &dir, &cfg()).unwrap();
     assert_eq!(again.ca_pem(), ca.ca_pem());
+    // Every certificate is on record at the CA, private to rekey.
+    let log = std::fs::read_to_string(dir.join("issued.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), KeyType::ALL.len());
+    assert_eq!(lines[0]["credential"], "web");
+    assert_eq!(lines[0]["names"], serde_json::json!(["app.test"]));
+    assert_eq!(lines[0]["serial"].as_str().unwrap().len(), 32);
+    let mode = std::fs::metadata(dir.join("issued.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[tokio::test]

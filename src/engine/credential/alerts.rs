@@ -1,13 +1,27 @@
-//! `expiring` and `expired`, driven by the committed certificate's own
-//! dates, once per generation.
+//! A credential's own alerts: `expiring` and `expired` from the
+//! certificate's dates, and `recovered` after a failure.
 
 use std::time::SystemTime;
 
 use super::{Task, EXPIRING_SHARE};
 use crate::alert::{Alert, Event};
 use crate::cert;
+use crate::handoff::Generation;
 
 impl Task {
+    pub(in crate::engine) fn raise_recovered(&self, g: &Generation) {
+        let mut a = Alert::new(
+            Event::Recovered,
+            &self.cfg.name,
+            "certificate",
+            format!("generation {} is published and in use", g.generation),
+        );
+        a.generation = Some(g.generation);
+        a.fingerprint = Some(g.fingerprint.clone());
+        a.not_after = Some(g.not_after.clone());
+        self.alerter.raise(a);
+    }
+
     /// The next moment an `expiring` or `expired` alert is due, if any.
     pub(super) fn next_date_alert(&self) -> Option<SystemTime> {
         let c = self.current.as_ref()?;
