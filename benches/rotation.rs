@@ -38,6 +38,7 @@ fn cred(dir: &std::path::Path, kt: KeyType, swap: SwapMode) -> CertificateConfig
         uid: None,
         gid: None,
         reload: ReloadConfig::None,
+        reload_group: None,
         verify: VerifyConfig::default(),
         on_failure: rekey::config::OnFailure::Rollback,
         on_remove: rekey::config::OnRemove::Keep,

@@ -277,6 +277,7 @@ fn main() {
             uid: None,
             gid: None,
             reload: ReloadConfig::None,
+            reload_group: None,
             verify: VerifyConfig::default(),
             on_failure: OnFailure::Rollback,
             on_remove: rekey::config::OnRemove::Keep,

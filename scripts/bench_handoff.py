@@ -55,6 +55,8 @@ state_dir = "{d}/state"
 listen = "127.0.0.1:{api}"
 [issuer.dev]
 type = "local-ca"
+# One certificate rotated ROUNDS times on purpose: no issuance budget.
+max_issuances = "unlimited"
 [[certificate]]
 name = "web"
 issuer = "dev"

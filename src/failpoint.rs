@@ -33,6 +33,12 @@ pub const POINTS: &[&str] = &[
     "publish.link",
     "publish.after",
     "reload.before",
+    // Handoff groups (src/engine/group.rs): the one reload of a batch, for
+    // new generations or for members putting their old one back.
+    "group.reload.before",
+    "group.reload.after",
+    "group.rollback.before",
+    "group.rollback.after",
     "reload.after",
     "verify.before",
     "verify.after",

@@ -73,7 +73,41 @@ pub fn check(config: &Config, now: SystemTime) -> String {
     for w in &config.watches {
         let _ = writeln!(out, "{}", crate::monitor::describe(w, now));
     }
+    groups(config, &mut out);
     out
+}
+
+/// The handoff groups with more than one member: which credentials share a
+/// reload, and how long a batch waits for them.
+fn groups(config: &Config, out: &mut String) {
+    let mut by_key: Vec<(&crate::config::ReloadGroup, Vec<&str>)> = Vec::new();
+    let members = config
+        .certificates
+        .iter()
+        .map(|c| (c.name.as_str(), c.reload_group.as_deref()))
+        .chain(
+            config
+                .api_keys
+                .iter()
+                .map(|k| (k.name.as_str(), k.reload_group.as_deref())),
+        );
+    for (name, group) in members {
+        let Some(g) = group else { continue };
+        match by_key.iter_mut().find(|(x, _)| x.key == g.key) {
+            Some((_, names)) => names.push(name),
+            None => by_key.push((g, vec![name])),
+        }
+    }
+    for (g, names) in by_key.iter().filter(|(_, n)| n.len() > 1) {
+        let _ = writeln!(
+            out,
+            "  handoff group ({}): {}; one reload for the handoffs that fall within {} of each other (at most {} wait)",
+            g.label,
+            names.join(", "),
+            humantime::format_duration(g.window),
+            humantime::format_duration(g.max_wait)
+        );
+    }
 }
 
 /// What is published for `c`, judged the way `rekey run` judges it at

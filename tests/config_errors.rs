@@ -52,6 +52,27 @@ fn bad_configs_exit_2_naming_the_key() {
             vec!["key_type", "ecdsa-p256", ":13:"],
         ),
         (
+            "undeclared reload group",
+            web("reload = { type = \"signal\", pid_file = \"/run/app.pid\" }\nreload_group = \"ngnix\""),
+            vec![
+                "certificate[0].reload_group",
+                "\"ngnix\" is not declared",
+                ":14:",
+            ],
+        ),
+        (
+            "reload window out of bounds",
+            format!(
+                "[reload_group.web]\nwindow = \"1m\"\n\n{}",
+                web("reload_group = \"web\"")
+            ),
+            vec![
+                "reload_group.web.window",
+                "between 0s (no batching) and 5s",
+                ":9:",
+            ],
+        ),
+        (
             "duplicate names",
             format!("{}{}", web(""), web("").replace("/w/", "/w2/")),
             vec!["name", "web", ":15:"],

@@ -11,6 +11,8 @@ mod apikey;
 #[path = "apikey/support.rs"]
 mod bao_keys;
 mod common;
+#[path = "faults_crash/group.rs"]
+mod group;
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
@@ -35,10 +37,12 @@ fn config(env: &Env, swap: &str) {
     env.dev_issuer("max_issuances = \"unlimited\"");
 }
 
-/// The points a certificate rotation can reach (API keys have their own).
+/// The points a certificate rotation can reach (API keys and handoff
+/// groups have their own).
 fn cert_points() -> Vec<&'static str> {
     let all = rekey::failpoint::POINTS.iter().copied();
-    all.filter(|p| !p.starts_with("apikey.")).collect()
+    all.filter(|p| !p.starts_with("apikey.") && !p.starts_with("group."))
+        .collect()
 }
 
 /// Points and hits that a rotation in `swap` mode reaches. `:N` picks the

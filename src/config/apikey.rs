@@ -129,6 +129,9 @@ pub struct ApiKeyConfig {
     pub revoke: Option<RevokeConfig>,
     /// How the app is told.
     pub reload: ReloadConfig,
+    /// The credentials it shares that reload with (see
+    /// [`super::ReloadGroup`]); `None`: handed over alone.
+    pub reload_group: Option<std::sync::Arc<super::ReloadGroup>>,
     /// How the handoff is proven.
     pub verify: VerifyConfig,
     /// Roll back or keep on a failed handoff.
@@ -143,6 +146,7 @@ pub(super) fn api_keys(
     base: &Path,
     issuers: &BTreeMap<String, IssuerConfig>,
     certificates: &[std::sync::Arc<CertificateConfig>],
+    groups: &mut super::reload_group::Resolver,
     raw: Vec<Spanned<RawApiKey>>,
 ) -> Result<Vec<ApiKeyConfig>, ConfigError> {
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -199,7 +203,7 @@ pub(super) fn api_keys(
                 ));
             }
         };
-        out.push(api_key(src, base, &at, kind, rk)?);
+        out.push(api_key(src, base, &at, kind, groups, rk)?);
     }
     Ok(out)
 }
@@ -209,6 +213,7 @@ fn api_key(
     base: &Path,
     at: &str,
     kind: &str,
+    groups: &mut super::reload_group::Resolver,
     rk: RawApiKey,
 ) -> Result<ApiKeyConfig, ConfigError> {
     let k = |key: &str| format!("{at}.{key}");
@@ -321,6 +326,8 @@ fn api_key(
         Some(t) => handoff::reload(src, base, k("reload"), t)?,
         None => ReloadConfig::None,
     };
+    let reload_group =
+        groups.resolve(src, &k("reload_group"), rk.reload_group.as_ref(), &reload)?;
     let verify = match rk.verify {
         Some(t) => handoff::verify(src, base, k("verify"), t, "localhost")?,
         None => VerifyConfig::default(),
@@ -348,6 +355,7 @@ fn api_key(
         mint,
         revoke,
         reload,
+        reload_group,
         verify,
         on_failure,
         on_remove,

@@ -31,6 +31,7 @@ pub(super) fn certificates(
     src: &Src<'_>,
     base: &Path,
     issuers: &BTreeMap<String, IssuerConfig>,
+    groups: &mut super::reload_group::Resolver,
     raw: Vec<Spanned<RawCertificate>>,
 ) -> Result<Vec<CertificateConfig>, ConfigError> {
     // Name -> byte offset of its first definition (a line only for an error).
@@ -76,7 +77,7 @@ pub(super) fn certificates(
             let msg = format!("issuer \"{}\" is of type {}, which mints API keys only; use it from an [[api_key]]", rc.issuer.get_ref(), i.type_name());
             return Err(src.err(format!("{at}.issuer"), Some(rc.issuer.span()), msg));
         }
-        let c = certificate(src, base, &at, span.clone(), rc)?;
+        let c = certificate(src, base, &at, span.clone(), groups, rc)?;
         if let Some(IssuerConfig::Acme(acme)) = issuers.get(&c.issuer) {
             super::acme::check_names(acme, &c)
                 .map_err(|m| src.err(format!("{at}.dns_names"), Some(span.clone()), m))?;
@@ -171,6 +172,7 @@ fn certificate(
     base: &Path,
     at: &str,
     span: Range<usize>,
+    groups: &mut super::reload_group::Resolver,
     rc: RawCertificate,
 ) -> Result<Checked, ConfigError> {
     let k = |key: &str| format!("{at}.{key}");
@@ -310,6 +312,8 @@ fn certificate(
         Some(t) => handoff::reload(src, base, k("reload"), t)?,
         None => ReloadConfig::None,
     };
+    let reload_group =
+        groups.resolve(src, &k("reload_group"), rc.reload_group.as_ref(), &reload)?;
     let verify = match rc.verify {
         Some(t) => handoff::verify(src, base, k("verify"), t, &common_name)?,
         None => VerifyConfig::default(),
@@ -377,6 +381,7 @@ fn certificate(
             uid,
             gid,
             reload,
+            reload_group,
             verify,
             on_failure,
             on_remove,

@@ -43,7 +43,9 @@ pub(super) fn parse(
     }
     // Shared with the engine's tasks: one copy of each credential's config
     // for the daemon's lifetime, not one per holder.
-    let mut parsed = super::certificate::certificates(&src, base, &issuers, raw.certificate)?;
+    let mut groups = super::reload_group::Resolver::new(&src, &daemon, raw.reload_group)?;
+    let mut parsed =
+        super::certificate::certificates(&src, base, &issuers, &mut groups, raw.certificate)?;
     let policy = match raw.policy {
         Some(t) => Some(super::policy::policy(&src, t)?),
         None => None,
@@ -59,7 +61,14 @@ pub(super) fn parse(
     // for 8-byte pointers.
     certificates.extend(parsed.into_iter().map(std::sync::Arc::new));
     let alerts = super::alert::alerts(&src, base, raw.alert)?;
-    let api_keys = super::apikey::api_keys(&src, base, &issuers, &certificates, raw.api_key)?;
+    let api_keys = super::apikey::api_keys(
+        &src,
+        base,
+        &issuers,
+        &certificates,
+        &mut groups,
+        raw.api_key,
+    )?;
     let watches = super::watch::watches(&src, base, &certificates, &api_keys, raw.watch)?;
     let config = Config {
         path: path.to_path_buf(),
@@ -179,6 +188,12 @@ fn daemon(
             }
         }
     }
+    super::reload_group::daemon_timing(
+        src,
+        &mut d,
+        raw.reload_window.as_ref(),
+        raw.reload_max_wait.as_ref(),
+    )?;
     // The admin socket lives in the state dir, and a Unix socket path is
     // at most 107 bytes (sun_path).
     let socket = d.admin_socket();

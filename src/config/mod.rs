@@ -16,6 +16,7 @@ mod handoff;
 mod on_remove;
 mod policy;
 mod raw;
+mod reload_group;
 mod starttls;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,10 @@ pub use files::{FileKind, Files, Pkcs12Options};
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
+pub use reload_group::{
+    ReloadGroup, DEFAULT_RELOAD_MAX_WAIT, DEFAULT_RELOAD_WINDOW, MAX_RELOAD_MAX_WAIT,
+    MAX_RELOAD_WINDOW,
+};
 pub use starttls::StartTls;
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
@@ -224,6 +229,11 @@ pub struct DaemonConfig {
     pub audit_max_size: u64,
     /// Extra metric families in other exporters' names (opt-in).
     pub compat_metrics: Vec<CompatMetrics>,
+    /// A handoff group's batch closes this long after its last member
+    /// joined (0: no batching); see [`ReloadGroup`].
+    pub reload_window: Duration,
+    /// ...and at the latest this long after its first member joined.
+    pub reload_max_wait: Duration,
 }
 
 /// `daemon.compat_metrics`: metric families exposed under another
@@ -266,6 +276,8 @@ impl Default for DaemonConfig {
             audit_log: None,
             audit_max_size: crate::audit::DEFAULT_MAX_SIZE,
             compat_metrics: Vec::new(),
+            reload_window: DEFAULT_RELOAD_WINDOW,
+            reload_max_wait: DEFAULT_RELOAD_MAX_WAIT,
         }
     }
 }
@@ -481,6 +493,9 @@ pub struct CertificateConfig {
     pub gid: Option<u32>,
     /// How the application is told to reload.
     pub reload: ReloadConfig,
+    /// The credentials it shares that reload with, when its handoffs are
+    /// batched with theirs (`None`: handed over alone).
+    pub reload_group: Option<std::sync::Arc<ReloadGroup>>,
     /// How the handoff is verified.
     pub verify: VerifyConfig,
     /// What to do when the handoff fails.

@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     pub api_key: Vec<Spanned<RawApiKey>>,
     #[serde(default)]
     pub watch: Vec<Spanned<RawWatch>>,
+    #[serde(default)]
+    pub reload_group: BTreeMap<String, Spanned<super::reload_group::RawReloadGroup>>,
 }
 
 /// `[[watch]]`: a certificate rekey monitors but never writes.
@@ -63,6 +65,7 @@ pub(super) struct RawApiKey {
     pub mint: Spanned<RawTagged>,
     pub revoke: Option<Spanned<RawTagged>>,
     pub reload: Option<Spanned<RawTagged>>,
+    pub reload_group: Option<Spanned<toml::Value>>,
     pub verify: Option<Spanned<RawVerify>>,
     pub on_failure: Option<Spanned<String>>,
     pub on_remove: Option<Spanned<String>>,
@@ -81,6 +84,8 @@ pub(super) struct RawDaemon {
     pub audit_log: Option<Spanned<String>>,
     pub audit_max_size: Option<Spanned<toml::Value>>,
     pub compat_metrics: Option<Spanned<Vec<Spanned<String>>>>,
+    pub reload_window: Option<Spanned<String>>,
+    pub reload_max_wait: Option<Spanned<String>>,
 }
 
 /// `[[certificate]]`.
@@ -105,6 +110,7 @@ pub(super) struct RawCertificate {
     pub owner: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub reload: Option<Spanned<RawTagged>>,
+    pub reload_group: Option<Spanned<toml::Value>>,
     pub verify: Option<Spanned<RawVerify>>,
     pub on_failure: Option<Spanned<String>>,
     pub on_remove: Option<Spanned<String>>,

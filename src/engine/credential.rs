@@ -19,12 +19,13 @@ mod staged;
 
 use super::budget::{Blocked, IssuerLedger};
 use super::disk;
+use super::group::Purpose;
 use super::journal::{recovery, Journal, Recovery};
 use super::{Command, Credential};
 use crate::alert::Alerter;
 use crate::cert::{self, CertInfo, Names};
 use crate::config::{CertificateConfig, IssuanceBudgets};
-use crate::handoff::{Generation, Probe, Reload};
+use crate::handoff::{Generation, HandoffError, Probe, Reload};
 use crate::issuer::Issuer;
 use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
@@ -122,6 +123,11 @@ pub(super) struct Task {
     pub(super) issuer_failures: u32,
     /// When the generation being handed over was issued (this process).
     pub(super) issued_at: Option<SystemTime>,
+    /// Its place in the handoff group it shares its reload with, if any.
+    pub(super) group: Option<super::group::Member>,
+    /// The rotation slot (`max_concurrent_rotations`) held while rotating;
+    /// given up while waiting for a group's reload.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Task {
@@ -184,6 +190,8 @@ impl Task {
             budget_alerted: None,
             issuer_failures: 0,
             issued_at: None,
+            group: None,
+            permit: None,
         }
     }
 
@@ -436,6 +444,26 @@ impl Task {
         }
         if let Err(e) = self.store.prune(&self.journal.keep()) {
             tracing::warn!(credential = %self.cfg.name, error = %e, "cannot remove old generations");
+        }
+    }
+
+    /// Tell the app that the files of `g` are published: through the
+    /// credential's handoff group when it shares its reload (one reload for
+    /// every member whose handoff falls together), else at once.
+    pub(super) async fn tell_app(
+        &mut self,
+        g: &Generation,
+        purpose: Purpose,
+    ) -> Result<(), HandoffError> {
+        match &self.group {
+            Some(m) if !m.alone() => {
+                // The files are published: give the rotation slot to the next
+                // credential while waiting, so a batch can hold more members
+                // than max_concurrent_rotations.
+                self.permit = None;
+                m.reload(&self.reload, g, purpose).await
+            }
+            _ => self.reload.reload(g).await,
         }
     }
 

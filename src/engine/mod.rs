@@ -22,6 +22,7 @@ pub mod apikey;
 mod budget;
 mod credential;
 pub mod disk;
+mod group;
 pub mod journal;
 mod mailbox;
 mod retire;
@@ -217,6 +218,8 @@ pub struct Engine {
     keys: apikey::KeyTasks,
     /// The per-issuer issuance ledgers, shared by the tasks of each issuer.
     budgets: budget::BudgetBook,
+    /// The handoff groups of the running credentials.
+    groups: group::Groups,
 }
 
 /// The files of a certificate credential, with modes and ownership.
@@ -263,6 +266,7 @@ impl Engine {
             metrics,
             keys: apikey::KeyTasks::default(),
             budgets: budget::BudgetBook::default(),
+            groups: group::Groups::default(),
         };
         // Before any task can issue: an issuer that rolls its CA over must
         // know every credential it waits for.
@@ -287,7 +291,7 @@ impl Engine {
         let ledger = self
             .budgets
             .ledger(&self.store, &c.config.issuer, c.budget.total);
-        let task = credential::Task::new(
+        let mut task = credential::Task::new(
             c,
             ledger,
             self.store.clone(),
@@ -296,6 +300,11 @@ impl Engine {
             self.alerter.clone(),
             self.metrics.clone(),
         );
+        task.group = task
+            .cfg
+            .reload_group
+            .as_ref()
+            .map(|g| self.groups.member(g));
         let config = task.cfg.clone();
         let issuer = task.issuer.clone();
         let budget = task.budget;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::credential::{Current, Task};
+use super::group::Purpose;
 use super::journal::{Pending, Step};
 use crate::alert::{Alert, Event};
 use crate::cert;
@@ -136,7 +137,7 @@ impl Task {
         reissue: bool,
         operator: bool,
     ) -> RotateOutcome {
-        let _permit = self.permits.clone().acquire_owned().await;
+        self.permit = self.permits.clone().acquire_owned().await.ok();
         self.renewing = true;
         self.publish_status();
         let started = Instant::now();
@@ -146,6 +147,7 @@ impl Task {
         } else {
             self.try_rotate(reissue).await
         };
+        self.permit = None;
         if let (true, Err(e @ RotateError::Budget { frees_at, .. })) = (operator, &result) {
             // Refused: nothing was tried, so nothing counts as a failure.
             self.renewing = false;
@@ -406,10 +408,8 @@ impl Task {
         self.handoff_reason = None;
         self.reload_owed = false;
         failpoint!("reload.before");
-        let verdict = match self
-            .audit
-            .reloaded(&self.cfg, &gen, self.reload.reload(&gen).await)
-        {
+        let told = self.tell_app(&gen, Purpose::Handoff).await;
+        let verdict = match self.audit.reloaded(&self.cfg, &gen, told) {
             Err(e) if bootstrap => {
                 // Not a failed handoff (the app may not run yet), but not
                 // quiet either: a running app keeps serving what it had.

@@ -50,11 +50,20 @@ pub struct Generation {
     pub key_id: Option<String>,
     /// An API key's secret, for `{secret}` in probe headers only.
     pub secret: Option<Secret>,
+    /// Every credential one reload of a handoff group covers, when there are
+    /// several; the per-credential fields then describe none of them.
+    pub members: Vec<String>,
 }
 
 impl Generation {
-    /// The `REKEY_*` environment handed to reload and probe commands.
+    /// The `REKEY_*` environment handed to reload and probe commands. A
+    /// reload of several credentials at once gets `REKEY_CREDENTIALS` (their
+    /// names, space-separated) instead of one credential's details, which
+    /// would name only one of them.
     pub fn env(&self) -> Vec<(String, String)> {
+        if self.members.len() > 1 {
+            return vec![("REKEY_CREDENTIALS".to_string(), self.members.join(" "))];
+        }
         let mut env = vec![
             ("REKEY_CREDENTIAL".to_string(), self.credential.clone()),
             ("REKEY_GENERATION".to_string(), self.generation.to_string()),
@@ -128,6 +137,14 @@ pub enum HandoffError {
         /// Credential.
         credential: String,
         /// Status or connection error.
+        why: String,
+    },
+    /// The one reload of a handoff group did not run.
+    #[error("reload of {credential}: {why}")]
+    Group {
+        /// Credential.
+        credential: String,
+        /// What stopped it.
         why: String,
     },
 }
@@ -374,6 +391,17 @@ mod tests {
         )
         .await;
         assert_eq!(v, Verdict::Unverified);
+    }
+
+    #[test]
+    fn a_reload_of_several_credentials_names_them_all_and_no_one_file() {
+        let mut g = generation();
+        g.files.push((FileKind::Cert, "/x/cert.pem".into()));
+        g.members = vec!["a".into(), "b".into()];
+        assert_eq!(
+            g.env(),
+            vec![("REKEY_CREDENTIALS".to_string(), "a b".to_string())]
+        );
     }
 
     #[test]

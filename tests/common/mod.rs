@@ -135,6 +135,14 @@ impl Env {
         let text = text.replacen(&table, &format!("{table}{line}\n"), 1);
         std::fs::write(&p, text).unwrap();
     }
+    /// Add `line` (TOML, e.g. `reload_window = "1s"`) to the `[daemon]`
+    /// table that [`Env::write_config`] wrote.
+    pub fn daemon_line(&self, line: &str) {
+        let p = self.path("rekey.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = text.replacen("[daemon]\n", &format!("[daemon]\n{line}\n"), 1);
+        std::fs::write(&p, text).unwrap();
+    }
     /// Like [`Env::write_config`], with `daemon.audit_log` at `audit.log`.
     pub fn write_config_audited(&self, certs: &str) -> PathBuf {
         let p = self.write_config(certs);
@@ -232,6 +240,30 @@ impl Daemon {
     /// POST `path` (`/v1/rotate/NAME`, `/v1/retire/NAME`) on the admin socket.
     pub fn post(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_unix(&self.socket, "POST", path)
+    }
+
+    /// Ask for a rotation of every credential in `names` at the same moment
+    /// (one thread each, released together); each answer's status code and
+    /// JSON body, in the order of `names` (code 0 when there was no answer:
+    /// the daemon died).
+    pub fn rotate_all(&self, names: &[String]) -> Vec<(u16, serde_json::Value)> {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(names.len()));
+        let asks: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (socket, path, start) = (
+                    self.socket.clone(),
+                    format!("/v1/rotate/{n}"),
+                    start.clone(),
+                );
+                std::thread::spawn(move || {
+                    start.wait();
+                    let (code, body) = http_unix(&socket, "POST", &path).unwrap_or_default();
+                    (code, serde_json::from_str(&body).unwrap_or_default())
+                })
+            })
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
     }
 
     /// Send a signal.
@@ -364,6 +396,49 @@ impl Nginx {
         let path = prefix.join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
         (path, addr)
+    }
+
+    /// Write a config under `prefix` with one TLS server block per
+    /// `(server_name, fullchain, key)`, all on one random port and told
+    /// apart by SNI (the first is also the default server).
+    pub fn configure_sites(
+        prefix: &Path,
+        sites: &[(String, PathBuf, PathBuf)],
+    ) -> (PathBuf, SocketAddr) {
+        let addr = free_addr();
+        for d in ["tmp", "logs"] {
+            std::fs::create_dir_all(prefix.join(d)).unwrap();
+        }
+        let p = prefix.display();
+        let mut servers = String::new();
+        for (i, (name, cert, key)) in sites.iter().enumerate() {
+            let default = if i == 0 { " default_server" } else { "" };
+            servers.push_str(&format!(
+                " server {{\n  listen {addr} ssl{default};\n  server_name {name};\n  ssl_certificate {};\n  ssl_certificate_key {};\n  location / {{ return 200 \"{name}\\n\"; }}\n }}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 2;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log info;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n access_log off;\n server_names_hash_bucket_size 128;\n client_body_temp_path {p}/tmp/body;\n proxy_temp_path {p}/tmp/proxy;\n\
+             fastcgi_temp_path {p}/tmp/fastcgi;\n uwsgi_temp_path {p}/tmp/uwsgi;\n scgi_temp_path {p}/tmp/scgi;\n{servers}}}\n"
+        );
+        let path = prefix.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        (path, addr)
+    }
+
+    /// How many times the nginx under `prefix` has reloaded its
+    /// configuration: its master's `reconfiguring` notices (SIGHUPs that
+    /// arrive together count once, as they cost once).
+    pub fn reloads(prefix: &Path) -> usize {
+        std::fs::read_to_string(prefix.join("logs/error.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(": reconfiguring"))
+            .count()
     }
 
     /// Start nginx on a config written by [`Nginx::configure`]; waits until it serves TLS.

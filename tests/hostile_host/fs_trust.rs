@@ -25,6 +25,12 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     let first = wait_for(Duration::from_secs(20), "issuance", || {
         pair(&cert, &key).ok().map(|p| p.0)
     });
+    // The first rotation has ended (a request sent while it runs would
+    // join it, and get its outcome).
+    wait_for(Duration::from_secs(20), "generation 1 committed", || {
+        cred_status(d.addr, "web")
+            .filter(|s| s["state"] == "valid" && s["fingerprint"] == first.as_str())
+    });
     // Someone moves the directory away and puts a symlink to another
     // directory (holding its own key.pem) in its place.
     sc.round();

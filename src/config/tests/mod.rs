@@ -7,6 +7,7 @@ mod budget;
 mod files;
 mod governance;
 mod handoff;
+mod reload_group;
 mod vault;
 mod watch;
 

@@ -131,7 +131,7 @@ impl Engine {
         let ledger = self
             .budgets
             .ledger(&self.store, &k.config.issuer, k.budget.total);
-        let t = task::KeyTask::new(
+        let mut t = task::KeyTask::new(
             k,
             ledger,
             &self.store,
@@ -140,6 +140,7 @@ impl Engine {
             self.alerter.clone(),
             self.metrics.clone(),
         );
+        t.group = t.cfg.reload_group.as_ref().map(|g| self.groups.member(g));
         let join = tokio::spawn(Box::new(t).run(rx));
         self.handle
             .senders

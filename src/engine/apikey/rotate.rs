@@ -5,6 +5,7 @@
 use super::journal::{KeyRecord, KeyStep, PendingKey};
 use crate::alert::{Alert, Event};
 use crate::config::OnFailure;
+use crate::engine::group::Purpose;
 use crate::handoff::{self, Verdict};
 use crate::metrics::{self};
 use crate::status::{Handoff, LastRotation, RotateOutcome};
@@ -17,12 +18,13 @@ impl KeyTask {
     /// Rotate now; `operator`: asked for, so an exhausted budget refuses it
     /// and leaves the key's state as it was.
     pub(super) async fn rotate(&mut self, operator: bool) -> RotateOutcome {
-        let _permit = self.permits.clone().acquire_owned().await;
+        self.permit = self.permits.clone().acquire_owned().await.ok();
         self.renewing = true;
         self.publish_status();
         let started = Instant::now();
         let mut handoff_time = None;
         let result = self.try_rotate(&mut handoff_time).await;
+        self.permit = None;
         self.renewing = false;
         if let Err(KeyRotateError::Budget { message }) = &result {
             let until = self.budget_blocked.as_ref().map(|b| (b.until, b.frees_at));
@@ -222,7 +224,7 @@ impl KeyTask {
         let gen = self.generation_of(&key, Some(minted.secret.clone()));
         drop(minted);
         let bootstrap = self.journal.committed.is_none();
-        let verdict = match self.reload.reload(&gen).await {
+        let verdict = match self.tell_app(&gen, Purpose::Handoff).await {
             Err(e) if bootstrap => Verdict::Unreachable(e.to_string()),
             Err(e) => Verdict::Failed {
                 served: None,

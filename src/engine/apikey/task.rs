@@ -12,6 +12,7 @@ use super::KeyCredential;
 use crate::alert::{Alert, Alerter, Event};
 use crate::config::{ApiKeyConfig, IssuanceBudgets, KeyFormat, Share};
 use crate::engine::budget::{Blocked, IssuerLedger};
+use crate::engine::group::Purpose;
 use crate::engine::mailbox::Receiver;
 use crate::engine::Command;
 use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
@@ -106,6 +107,11 @@ pub(super) struct KeyTask {
     pub(super) budget_blocked: Option<Box<Blocked>>,
     /// When the budget of the last `budget_exhausted` alert frees up.
     pub(super) budget_alerted: Option<SystemTime>,
+    /// Its place in the handoff group it shares its reload with, if any.
+    pub(super) group: Option<crate::engine::group::Member>,
+    /// The rotation slot held while rotating; given up while waiting for a
+    /// group's reload.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl KeyTask {
@@ -141,6 +147,8 @@ impl KeyTask {
             issuer_ledger,
             budget_blocked: None,
             budget_alerted: None,
+            group: None,
+            permit: None,
         }
     }
 
@@ -380,6 +388,24 @@ impl KeyTask {
         }
     }
 
+    /// Tell the app that the key of `g` is published: through the key's
+    /// handoff group when it shares its reload, else at once (see
+    /// [`crate::engine::group`]).
+    pub(super) async fn tell_app(
+        &mut self,
+        g: &Generation,
+        purpose: Purpose,
+    ) -> Result<(), handoff::HandoffError> {
+        match &self.group {
+            Some(m) if !m.alone() => {
+                // Published: the rotation slot goes to the next credential.
+                self.permit = None;
+                m.reload(&self.reload, g, purpose).await
+            }
+            _ => self.reload.reload(g).await,
+        }
+    }
+
     /// Publish the committed key again and reload.
     pub(super) async fn restore(&mut self, why: &str) {
         let Some(k) = self.journal.committed.clone() else {
@@ -392,7 +418,7 @@ impl KeyTask {
             Ok(()) => {
                 tracing::info!(credential = %self.cfg.name, id = %k.id, event = "restored", reason = why, "restored the committed key");
                 let g = self.generation_of(&k, None);
-                if let Err(e) = self.reload.reload(&g).await {
+                if let Err(e) = self.tell_app(&g, Purpose::Restore).await {
                     tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
                 }
             }

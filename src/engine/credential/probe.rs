@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Task, MAX_PROBE_PAUSE};
+use crate::engine::group::Purpose;
 use crate::handoff::{self, Generation, Verdict};
 use crate::status::Handoff;
 
@@ -63,9 +64,8 @@ impl Task {
     /// stays owed, so the next probe round tries again, and is logged as a
     /// warning when its cause changed.
     async fn reload_again(&mut self, g: &Generation, served_detail: &str) -> bool {
-        let result = self
-            .audit
-            .reloaded(&self.cfg, g, self.reload.reload(g).await);
+        let told = self.tell_app(g, Purpose::Handoff).await;
+        let result = self.audit.reloaded(&self.cfg, g, told);
         match result {
             Ok(()) => {
                 tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");

@@ -12,6 +12,7 @@ use super::{Current, Task};
 use crate::alert::{Alert, Event};
 use crate::audit::AuditEvent;
 use crate::cert;
+use crate::engine::group::Purpose;
 use zeroize::Zeroizing;
 
 use crate::config::{FileKind, Files};
@@ -186,7 +187,7 @@ impl Task {
             Ok(()) => {
                 let g = self.generation_of(cur);
                 tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", reason = why, "restored the committed generation");
-                if let Err(e) = self.reload.reload(&g).await {
+                if let Err(e) = self.tell_app(&g, Purpose::Restore).await {
                     tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
                 }
             }
