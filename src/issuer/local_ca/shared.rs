@@ -218,9 +218,23 @@ impl Shared {
     }
 
     /// Like [`Shared::save`], reporting the failure (before a signature).
+    /// A CA directory deleted while rekey runs is no failure: there is no
+    /// CA on disk left to roll over or drop (the next start creates a new
+    /// one), so the CA kept in memory signs on, as it did before rollovers.
     pub fn save_or_fail(&self, inner: &Inner) -> Result<(), String> {
-        save_state(&self.dir, &inner.state)
+        match save_state(&self.dir, &inner.state) {
+            Err(e) if is_gone(&self.dir) => {
+                tracing::warn!(issuer = %self.name, dir = %self.dir.display(), error = %e, "the CA directory is gone; signing with the CA kept in memory, whose journal cannot be kept (the next start creates a new CA)");
+                Ok(())
+            }
+            r => r,
+        }
     }
+}
+
+/// Whether `dir` no longer exists.
+fn is_gone(dir: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Load the key of the signing generation into `inner.signer`.

@@ -236,3 +236,29 @@ async fn opens_of_one_directory_share_the_rollover_and_crash_leftovers_are_tidie
         2
     );
 }
+
+#[tokio::test]
+async fn a_deleted_ca_directory_still_signs_from_memory_but_an_unwritable_journal_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca").join("dev");
+    let ca = LocalCa::open("dev", &dir, &cfg()).unwrap();
+    let key = generate_key(KeyType::EcdsaP256).unwrap();
+    let req = IssueRequest {
+        credential: "web".into(),
+        csr_der: build_csr(&key, &names()).unwrap(),
+        names: names(),
+        lifetime: Duration::from_secs(600),
+    };
+    // A journal that cannot be replaced (a directory in its place, even for
+    // root): no signature without the certificate's end on record.
+    let journal = dir.join("rollover.json");
+    let _ = std::fs::remove_file(&journal);
+    std::fs::create_dir(journal.join("")).unwrap();
+    std::fs::write(journal.join("x"), "").unwrap();
+    let err = ca.issue(&req).await.unwrap_err().to_string();
+    assert!(err.contains("cannot journal"), "{err}");
+    // Gone altogether (the state dir deleted): the CA in memory signs on.
+    std::fs::remove_dir_all(tmp.path().join("ca")).unwrap();
+    let issued = ca.issue(&req).await.unwrap();
+    assert_eq!(signed_by(&issued, &ca.ca_pem()), 0);
+}
