@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets, shared by cargo-fuzz (`fuzz_targets/`)
-//! and the bounded stable run in CI (`tests/hostile_input.rs`). Each takes
+//! and the bounded stable run in CI (`tests/it/hostile_input.rs`). Each takes
 //! arbitrary bytes and must return without panicking, whatever they are.
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Put together BENCHMARKS.md from the parts scripts/bench measured, and
-check issue #8's targets against them.
+check the project's targets against them.
 
 Usage: bench_report.py PARTS_DIR OUT
 PARTS_DIR holds NAME.md sections, `figures` (key=value lines) and idle.json.
@@ -150,7 +150,7 @@ lines = [
     f"(load average at the end: {' '.join(load)}). Absolute times are noisy here; "
     "the peers ran in the same run, so compare ratios. Medians of several runs where a run is short.",
     "",
-    "## Targets (issue #8)",
+    "## Targets",
     "",
     "| target | measured | verdict |",
     "|---|---|---|",

@@ -1,6 +1,6 @@
 //! Certificate and key handling that touches no disk: key generation, CSRs,
 //! parsing, fingerprints, and the validation of what an issuer returns
-//! (DESIGN step 3). Pure functions, so every check is unit-testable.
+//! (the rotation's validation step). Pure functions, so every check is unit-testable.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};

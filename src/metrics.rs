@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN.md "Metrics"), in the Prometheus text format.
+//! Prometheus metrics (the families docs/monitoring.md lists), in the Prometheus text format.
 //!
 //! Two sources feed them:
 //! - **counters and the histogram** are pushed by the code that sees the
@@ -41,7 +41,7 @@ pub const SUCCESS: &str = "success";
 /// `result` of an issuer request or an alert delivery that failed.
 pub const FAILURE: &str = "failure";
 
-/// The alert events of DESIGN.md, used to pre-create series per sink.
+/// The alert events, used to pre-create series per sink.
 pub const ALERT_EVENTS: [&str; 9] = [
     "renewal_failed",
     "handoff_failed",

@@ -1,5 +1,5 @@
 //! Crash at every named failpoint of a rotation (src/failpoint.rs), in both
-//! swap modes, then restart: the invariants of `common::invariants` hold
+//! swap modes, then restart: the invariants of `support::invariants` hold
 //! right after the crash and after recovery. Plus randomized rounds: a
 //! random point on a random hit, over many rounds on the same state.
 //! API keys at their own points: `faults_crash/apikey.rs`.
@@ -7,12 +7,16 @@
 
 #[path = "faults_crash/apikey.rs"]
 mod apikey;
-#[allow(dead_code)]
-#[path = "apikey/support.rs"]
-mod bao_keys;
-mod common;
 #[path = "faults_crash/group.rs"]
 mod group;
+// The integration tests' support module (tests/it/support/), of which this
+// suite uses a part: the rest is dead code in this binary only.
+#[allow(dead_code)]
+#[path = "it/support/mod.rs"]
+mod support;
+
+use support as common;
+use support::bao_keys;
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
@@ -33,7 +37,7 @@ fn config(env: &Env, swap: &str) {
         b = env.path("broken").display(),
     ));
     // Hundreds of rotations of one certificate on purpose: the issuance
-    // budget is not under test here (tests/budget.rs).
+    // budget is not under test here (tests/it/budget.rs).
     env.dev_issuer("max_issuances = \"unlimited\"");
 }
 
@@ -66,7 +70,9 @@ fn reachable(swap: &str) -> Vec<String> {
     out
 }
 
-/// Wait for the daemon to die; Some(signal) when it did.
+/// Wait for the daemon to die; Some(signal) when it did. Its own loop,
+/// polling every 5 ms rather than `wait_until`'s 100 ms: every one of the
+/// hundreds of rounds waits here.
 fn died(d: &mut Daemon, within: Duration) -> Option<i32> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

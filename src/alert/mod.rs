@@ -141,7 +141,7 @@ impl Severity {
     }
 }
 
-/// One alert; serialises to exactly DESIGN.md's JSON (optional fields omitted when None).
+/// One alert; serialises to exactly the documented alert JSON (optional fields omitted when None).
 ///
 /// It holds no secret by construction: only names, fingerprints, dates and
 /// a message written by rekey.

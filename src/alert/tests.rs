@@ -1,4 +1,4 @@
-//! Unit tests of the alert shapes: DESIGN.md's JSON, severities, Slack text,
+//! Unit tests of the alert shapes: the documented alert JSON, severities, Slack text,
 //! the Alertmanager payload.
 
 use serde_json::json;

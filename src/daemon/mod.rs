@@ -393,6 +393,11 @@ pub async fn start(
     // After Store::open: the state dir's lock is held, so a socket file
     // left there belongs to a dead daemon.
     let (admin, admin_socket) = server::bind_admin(&config.daemon.state_dir)?;
+    // Built before any task starts: building key issuers takes time (their
+    // HTTP clients load the platform's roots), and a certificate that shares
+    // a reload with an API key must find the key already in its handoff
+    // group, or its first handoff goes alone and the key's waits for it.
+    let keys = key_credentials(config, &audit)?;
     let engine = Engine::start(
         store.clone(),
         credentials,
@@ -404,7 +409,7 @@ pub async fn start(
         metrics.clone(),
     );
     let mut engine = engine;
-    engine.start_keys(key_credentials(config, &audit)?);
+    engine.start_keys(keys);
     let settings = crate::monitor::Settings {
         recheck: config.daemon.backstop,
     };

@@ -147,11 +147,11 @@ impl Task {
         } else {
             self.try_rotate(reissue).await
         };
-        self.permit = None;
         if let (true, Err(e @ RotateError::Budget { frees_at, .. })) = (operator, &result) {
             // Refused: nothing was tried, so nothing counts as a failure.
             self.renewing = false;
             self.publish_status();
+            self.permit = None;
             let mut o = self.outcome("refused", Some(e.to_string()));
             o.retry_at = Some(cert::rfc3339(super::budget::at(*frees_at)));
             return o;
@@ -210,6 +210,9 @@ impl Task {
             }
         };
         self.publish_status();
+        // The slot is given back only once the status no longer says
+        // `renewing`, so no snapshot shows more rotations than the limit.
+        self.permit = None;
         outcome
     }
 

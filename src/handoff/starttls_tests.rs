@@ -1,7 +1,7 @@
 //! Each protocol's negotiation against a small scripted server on loopback
 //! that then does a real rustls handshake; and the ways a server can refuse
 //! or misbehave (no TLS offered, endless lines, huge packets, silence).
-//! Real PostgreSQL and Postfix are exercised in tests/apps.rs.
+//! Real PostgreSQL and Postfix are exercised in tests/it/apps.rs.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -138,7 +138,7 @@ async fn connection<S>(
 /// and runtime of its own: `/healthz` and `/status` must answer within
 /// milliseconds even while rotations keep the engine's workers busy (1,000
 /// credentials due at once pushed /healthz past 100 ms on the shared
-/// runtime; tests/load.rs). The handlers only read the status channel and
+/// runtime; tests/it/load.rs). The handlers only read the status channel and
 /// queue requests, which works across runtimes.
 pub fn spawn(
     listener: Option<tokio::net::TcpListener>,

@@ -176,7 +176,7 @@ impl fmt::Debug for Material {
 /// What each target of a committed generation must hold, as the SHA-256 of
 /// the bytes a publish writes there. Drift detection compares against this,
 /// so an idle credential keeps ~35 bytes a file instead of the PEM text, and
-/// its private key is not resident between repairs (issue #8).
+/// its private key is not resident between repairs (idle memory).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected(Box<[(FileKind, Option<[u8; 32]>)]>);
 
@@ -231,7 +231,7 @@ pub struct Drift {
 /// Run blocking disk I/O. An fsync can take seconds when the disk is busy;
 /// on a multi-thread runtime, `block_in_place` hands this worker's other
 /// tasks (the HTTP endpoint, other credentials) to another thread meanwhile,
-/// so one slow disk never stalls `/healthz` (found by tests/load.rs). On a
+/// so one slow disk never stalls `/healthz` (found by tests/it/load.rs). On a
 /// current-thread runtime, or outside one, it simply runs.
 pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {

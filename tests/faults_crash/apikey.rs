@@ -3,7 +3,7 @@
 //! the app's file, not committed). The invariant, checked against the key
 //! backend itself: at most one unrevoked extra key ever exists, and the next
 //! start revokes it and serves the committed key again. Two backends: the
-//! generic HTTP key service (`common::keyservice`) and real OpenBao tokens.
+//! generic HTTP key service (`support::keyservice`) and real OpenBao tokens.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -73,23 +73,9 @@ impl Keys for OpenBao {
     }
 }
 
-/// Poll `f` until Some or `timeout`; None on timeout (a check, not a panic).
-fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The credential's status once it is valid with a verified handoff.
 fn settled(addr: std::net::SocketAddr, name: &str) -> Option<Value> {
-    poll(Duration::from_secs(30), || {
+    wait_until(Instant::now() + Duration::from_secs(30), || {
         let s = cred_status(addr, name)?;
         (s["state"] == "valid" && s["handoff"] == "verified").then_some(s)
     })
@@ -144,7 +130,7 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
             );
 
             let d = env.start();
-            let revoked = poll(Duration::from_secs(20), || {
+            let revoked = wait_until(Instant::now() + Duration::from_secs(20), || {
                 (keys.live() == [committed.clone()]).then_some(())
             });
             sc.check(
@@ -183,7 +169,7 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
         code == 200 && s["handoff"] == "verified" && new != committed,
         || format!("{code} {body}; {s}"),
     );
-    let only_new = poll(Duration::from_secs(20), || {
+    let only_new = wait_until(Instant::now() + Duration::from_secs(20), || {
         (keys.live() == [new.clone()]).then_some(())
     });
     sc.check(

@@ -24,12 +24,15 @@ impl KeyTask {
         let started = Instant::now();
         let mut handoff_time = None;
         let result = self.try_rotate(&mut handoff_time).await;
-        self.permit = None;
         self.renewing = false;
+        // The slot (self.permit) is given back only after the status no
+        // longer says `renewing`, so no snapshot shows more rotations than
+        // the limit.
         if let Err(KeyRotateError::Budget { message }) = &result {
             let until = self.budget_blocked.as_ref().map(|b| (b.until, b.frees_at));
             if operator {
                 self.publish_status();
+                self.permit = None;
                 let k = self.journal.committed.as_ref();
                 return RotateOutcome {
                     credential: self.cfg.name.clone(),
@@ -45,6 +48,7 @@ impl KeyTask {
             self.retry_at = until.map(|(u, _)| at(u));
             self.last_error = Some(message.clone());
             self.publish_status();
+            self.permit = None;
             let k = self.journal.committed.as_ref();
             return RotateOutcome {
                 credential: self.cfg.name.clone(),
@@ -117,6 +121,7 @@ impl KeyTask {
             handoff_ms,
         });
         self.publish_status();
+        self.permit = None;
         let k = self.journal.committed.as_ref();
         RotateOutcome {
             credential: self.cfg.name.clone(),

@@ -4,7 +4,8 @@
 //! An idle credential keeps only the digests of what its files must hold
 //! ([`Expected`]) and the parsed certificate; the PEM (and the private key)
 //! is read back from the state dir only to republish it or hand the
-//! certificate to the issuer, then dropped (the key zeroized) (issue #8).
+//! certificate to the issuer, then dropped (the key zeroized): an idle
+//! credential keeps no key in memory.
 
 use std::time::SystemTime;
 
