@@ -81,11 +81,9 @@ pub fn build_handoff_parts(
         credential: name.to_string(),
         why,
     };
-    let any_cert = || {
-        crate::tlsutil::probe_config(None)
-            .map(Arc::new)
-            .map_err(fail)
-    };
+    // The app on this host: never through a proxy, any certificate (the
+    // fingerprint is what the handoff checks).
+    let local = || crate::httpc::Client::local().map_err(|e| fail(e.to_string()));
     let reload: Arc<dyn Reload> = match reload {
         ReloadConfig::None => Arc::new(NoReload),
         ReloadConfig::Signal { signal, target } => {
@@ -114,7 +112,7 @@ pub fn build_handoff_parts(
             method: method.clone(),
             headers: headers.clone(),
             timeout: *timeout,
-            tls: any_cert()?,
+            http: local()?,
         }),
     };
     let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
@@ -148,7 +146,7 @@ pub fn build_handoff_parts(
                 expect_status: *expect_status,
                 expect_body: expect_body.clone(),
                 headers: headers.clone(),
-                tls: any_cert()?,
+                http: local()?,
             }),
             ProbeConfig::Exec { command, env } => Arc::new(ExecProbe {
                 command: command.clone(),
