@@ -21,6 +21,7 @@ pub mod heap;
 pub mod httpc;
 pub mod issuer;
 pub mod journald;
+pub mod keystore;
 pub mod metrics;
 pub mod monitor;
 pub mod rfc3339;

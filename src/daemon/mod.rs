@@ -122,6 +122,7 @@ pub fn build_handoff_parts(
             ProbeConfig::Tls {
                 connect,
                 server_name,
+                starttls,
                 client_cert,
                 client_key,
             } => {
@@ -132,6 +133,7 @@ pub fn build_handoff_parts(
                 Arc::new(TlsProbe {
                     connect: connect.clone(),
                     server_name: server_name.clone(),
+                    starttls: *starttls,
                     tls,
                 })
             }
@@ -429,6 +431,13 @@ pub async fn start(
     }
     let watcher = watch_files(&engine);
     let monitor_watcher = watch_watches(&monitor);
+    // A watched file the engine wrote (a managed certificate's CA, say)
+    // between the monitor's first read and its directory watch raised no
+    // event it could see: read every watched file once more now.
+    if monitor_watcher.is_some() {
+        let names: Vec<String> = monitor.watched_dirs().into_values().flatten().collect();
+        monitor.handle().files_changed(names.iter());
+    }
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len() + config.api_keys.len(),

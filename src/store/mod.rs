@@ -12,7 +12,7 @@
 //!   ca/                   0700, for the embedded local CA
 //!   certs/<name>/         0700, one per credential
 //!     journal.json        replaced atomically (temp, fsync, rename, fsync dir)
-//!     gen-<N>/            0700: cert.pem chain.pem key.pem [ca.pem], all 0600
+//!     gen-<N>/            0700: cert.pem chain.pem key.pem [ca.pem] [keystore.p12], all 0600
 //! ```
 //!
 //! A generation is written into a hidden temp directory, every file and the
@@ -105,7 +105,9 @@ pub struct Target {
     pub gid: Option<u32>,
 }
 
-/// One issued generation: leaf, intermediates, private key, optional CA root. Key zeroized on drop.
+/// One issued generation: leaf, intermediates, private key, optional CA
+/// root (or trust bundle), and its PKCS#12 keystore when one is published.
+/// Key and keystore zeroized on drop.
 #[derive(Clone)]
 pub struct Material {
     /// The leaf certificate, PEM.
@@ -116,11 +118,19 @@ pub struct Material {
     pub key_pem: Zeroizing<String>,
     /// The CA root, PEM, when the issuer returns one.
     pub ca_pem: Option<String>,
+    /// The PKCS#12 keystore, encoded once when the generation is staged
+    /// (its salt is random, so it is kept, not re-encoded; see
+    /// [`crate::keystore`]).
+    pub pkcs12: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl Material {
-    /// The bytes a file of this kind holds: Cert=leaf, Key=key, Chain=chain, Fullchain=leaf+chain, Bundle=key+leaf+chain, Ca=ca (error if None)
+    /// The bytes a file of this kind holds: Cert=leaf, Key=key,
+    /// Chain=chain, Fullchain=leaf+chain, Bundle=key+leaf+chain, Ca=ca
+    /// (error if None), CertDer=the leaf's DER, KeyDer=the key's PKCS#8 DER,
+    /// Pkcs12=the keystore staged with it (error if None).
     pub fn render(&self, kind: FileKind) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let encode = |kind: &'static str| move |source| StoreError::Encode { kind, source };
         let parts: Vec<&str> = match kind {
             FileKind::Cert => vec![&self.cert_pem],
             FileKind::Key => vec![&self.key_pem],
@@ -128,6 +138,14 @@ impl Material {
             FileKind::Fullchain => vec![&self.cert_pem, &self.chain_pem],
             FileKind::Bundle => vec![&self.key_pem, &self.cert_pem, &self.chain_pem],
             FileKind::Ca => vec![self.ca_pem.as_deref().ok_or(StoreError::NoCa)?],
+            FileKind::CertDer => {
+                let der = crate::keystore::cert_der(&self.cert_pem).map_err(encode("cert_der"))?;
+                return Ok(Zeroizing::new(der));
+            }
+            FileKind::KeyDer => {
+                return crate::keystore::key_der(&self.key_pem).map_err(encode("key_der"))
+            }
+            FileKind::Pkcs12 => return self.pkcs12.clone().ok_or(StoreError::NoKeystore),
         };
         // Capacity reserved up front so a buffer holding the key is never
         // reallocated, which would leave an unzeroized copy behind.
@@ -151,6 +169,7 @@ impl fmt::Debug for Material {
             .field("chain_pem", &self.chain_pem)
             .field("key_pem", &"<redacted>")
             .field("ca_pem", &self.ca_pem)
+            .field("pkcs12", &self.pkcs12.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

@@ -226,10 +226,13 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         .rotate("broken")
         .await
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    say(format!(
-        "broken: rotation {} (the previous generation is back in place; see the alert above)",
-        out.result.replace('_', " ")
-    ));
+    // Said here, not left to the narrator: the handoff retry may already
+    // have moved the status on when it looks.
+    if out.result == "rolled_back" {
+        say("broken: rotation rolled back, handoff FAILED (the previous generation is back in place; see the alert above)");
+    } else {
+        say(format!("broken: rotation {}", out.result.replace('_', " ")));
+    }
     if !opts.exit_after_rollback {
         say(format!(
             "app renews every ~{}; watch it here. Ctrl-C ends the demo.",
