@@ -19,9 +19,9 @@ use prometheus_client::registry::Registry;
 
 use super::{unix_seconds, F64Gauge};
 use crate::certview::serial_decimal;
-use crate::monitor::View;
 use crate::rfc3339::parse as parse_time;
 use crate::status::{State, WatchedCert};
+use crate::watched::View;
 
 /// `{watch, source[, team]}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]

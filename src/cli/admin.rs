@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use hyper::Method;
 
-use crate::client;
 use crate::fs::safefile::{self, Guard};
+use crate::net::admin;
 
 /// How `rotate` and `retire` reach the daemon (the flags main.rs parsed).
 pub struct Via {
@@ -51,9 +51,9 @@ pub fn retire_command(name: &str, via: Via) -> anyhow::Result<ExitCode> {
 #[allow(clippy::type_complexity)]
 fn admin_target(
     a: Via,
-) -> anyhow::Result<Result<(client::Target, Option<zeroize::Zeroizing<String>>), ExitCode>> {
+) -> anyhow::Result<Result<(admin::Target, Option<zeroize::Zeroizing<String>>), ExitCode>> {
     if let Some(socket) = a.socket {
-        return Ok(Ok((client::Target::Socket(socket), None)));
+        return Ok(Ok((admin::Target::Socket(socket), None)));
     }
     if a.addr.is_some() || a.token_file.is_some() {
         let addr = match a.addr {
@@ -61,10 +61,10 @@ fn admin_target(
             None => crate::config::DEFAULT_LISTEN.parse()?,
         };
         let token = a.token_file.map(|p| read_token(&p)).transpose()?;
-        return Ok(Ok((client::Target::Tcp(addr), token)));
+        return Ok(Ok((admin::Target::Tcp(addr), token)));
     }
     match crate::config::admin_socket(&a.config) {
-        Ok(socket) => Ok(Ok((client::Target::Socket(socket), None))),
+        Ok(socket) => Ok(Ok((admin::Target::Socket(socket), None))),
         Err(e) => {
             eprintln!("rekey: {e}");
             eprintln!("rekey: the admin socket is found through the config's daemon.state_dir: pass -c FILE, or --socket STATE_DIR/rekey.sock, or --addr ADDR --token-file FILE");
@@ -89,7 +89,7 @@ fn read_token(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
 }
 
 async fn rotate(
-    target: &client::Target,
+    target: &admin::Target,
     name: &str,
     token: Option<&str>,
     reissue: bool,
@@ -99,7 +99,7 @@ async fn rotate(
     } else {
         format!("/v1/rotate/{name}")
     };
-    let reply = client::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
+    let reply = admin::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
     let v: serde_json::Value = serde_json::from_str(&reply.body)
         .with_context(|| format!("unexpected answer from {target} (HTTP {})", reply.status))?;
     match reply.status {
@@ -151,12 +151,12 @@ async fn rotate(
 /// 1 failed (files not removed, or the issuer failed to revoke), 2 unknown
 /// name or refused.
 async fn retire(
-    target: &client::Target,
+    target: &admin::Target,
     name: &str,
     token: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/retire/{name}");
-    let reply = client::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
+    let reply = admin::send(target, Method::POST, &path, Duration::from_secs(130), token).await?;
     let v: serde_json::Value = serde_json::from_str(&reply.body)
         .with_context(|| format!("unexpected answer from {target} (HTTP {})", reply.status))?;
     match reply.status {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use hyper::Method;
 
-use crate::client;
+use crate::net::admin;
 use crate::status::{self, CredentialStatus};
 
 /// `rekey status [--addr ADDR] [--json] [--strict]`: 0 ready, 1 not ready.
@@ -18,7 +18,7 @@ pub fn command(addr: SocketAddr, json: bool, strict: bool) -> anyhow::Result<Exi
 }
 
 async fn status(addr: SocketAddr, json: bool, strict: bool) -> anyhow::Result<ExitCode> {
-    let reply = client::request(addr, Method::GET, "/status", Duration::from_secs(10)).await?;
+    let reply = admin::request(addr, Method::GET, "/status", Duration::from_secs(10)).await?;
     let list: Vec<CredentialStatus> = serde_json::from_str(&reply.body).with_context(|| {
         format!(
             "unexpected /status answer from {addr} (HTTP {})",

@@ -84,7 +84,7 @@ pub fn build_handoff_parts(
     };
     // The app on this host: never through a proxy, any certificate (the
     // fingerprint is what the handoff checks).
-    let local = || crate::httpc::Client::local().map_err(|e| fail(e.to_string()));
+    let local = || crate::net::httpc::Client::local().map_err(|e| fail(e.to_string()));
     let reload: Arc<dyn Reload> = match reload {
         ReloadConfig::None => Arc::new(NoReload),
         ReloadConfig::Signal { signal, target } => {
@@ -127,7 +127,7 @@ pub fn build_handoff_parts(
                 client_key,
             } => {
                 let client = client_cert.as_deref().zip(client_key.as_deref());
-                let tls = crate::tlsutil::probe_config(client)
+                let tls = crate::net::tls::probe_config(client)
                     .map(Arc::new)
                     .map_err(fail)?;
                 Arc::new(TlsProbe {

@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 
 use super::{Generation, HandoffError, Reload};
 use crate::fs::safefile;
-use crate::httpc::{self, Call};
+use crate::net::httpc::{self, Call};
 
 /// A process may start this long after its pid file's mtime and still count
 /// as the one the file names (the file is usually written just after start,

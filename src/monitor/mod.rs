@@ -28,8 +28,9 @@ use crate::config::{CertificateConfig, WatchConfig, WatchSource};
 use crate::engine::Reconciled;
 use crate::fs::safefile::ReadError;
 use crate::handoff::probe::ChainError;
-use crate::status::{CredentialStatus, Snapshot, WatchedCert, KIND_WATCH};
+use crate::status::{CredentialStatus, Snapshot, KIND_WATCH};
 
+pub use crate::watched::{ManagedLeaf, View};
 pub use eval::{evaluate, Verdict};
 
 /// Why a watch could not see its certificates (shown as `last_error` and
@@ -79,25 +80,6 @@ pub enum WatchError {
     /// The probe's TLS client could not be set up.
     #[error("cannot set up the TLS client for endpoint watches: {0}")]
     Setup(String),
-}
-
-/// What the monitor publishes: every watch's status object, and (with
-/// compatibility metrics) the leaf details of each managed certificate.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct View {
-    /// Status objects with `kind = "watch"`, by name.
-    pub watches: BTreeMap<String, CredentialStatus>,
-    /// Managed certificates' leaves, by credential name.
-    pub managed: BTreeMap<String, ManagedLeaf>,
-}
-
-/// The leaf a managed certificate publishes, as read from its file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedLeaf {
-    /// The file holding it (`cert`, else `fullchain`, else `bundle`).
-    pub path: PathBuf,
-    /// What it says.
-    pub cert: WatchedCert,
 }
 
 /// Monitor settings.
@@ -156,7 +138,7 @@ impl Monitor {
         settings: Settings,
         alerter: Alerter,
     ) -> Result<Monitor, WatchError> {
-        let tls = crate::tlsutil::probe_config(None)
+        let tls = crate::net::tls::probe_config(None)
             .map(Arc::new)
             .map_err(WatchError::Setup)?;
         let (tx, _) = watch::channel(View::default());
@@ -332,7 +314,7 @@ impl Drop for Monitor {
 /// Read or probe one watch now, without a daemon (`rekey report`, `rekey
 /// check`): its status object as `/status` would show it after a first check.
 pub async fn check_once(cfg: &WatchConfig) -> Result<CredentialStatus, WatchError> {
-    let tls = crate::tlsutil::probe_config(None)
+    let tls = crate::net::tls::probe_config(None)
         .map(Arc::new)
         .map_err(WatchError::Setup)?;
     let (tx, rx) = watch::channel(View::default());

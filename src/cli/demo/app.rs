@@ -34,7 +34,7 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, DemoError> {
         .map_err(|e| bad(format!("{}: {e}", cert.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&read(key)?)
         .map_err(|e| bad(format!("{}: {e}", key.display())))?;
-    let cfg = ServerConfig::builder_with_provider(crate::tlsutil::provider())
+    let cfg = ServerConfig::builder_with_provider(crate::net::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(e.to_string()))?
         .with_no_client_auth()

@@ -66,7 +66,7 @@ pub enum KeyError {
         /// What failed (connection, TLS, proxy, deadline...); boxed to
         /// keep every `Result` of the key engine small.
         #[source]
-        source: Box<crate::httpc::HttpError>,
+        source: Box<crate::net::httpc::HttpError>,
     },
     /// Vault refused the request or could not be reached.
     #[error("issuer {issuer}: {op} via {path}: {source}")]
