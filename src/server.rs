@@ -26,7 +26,7 @@ pub mod gate;
 mod listen;
 
 pub use crate::config::ADMIN_SOCKET;
-pub use listen::{bind, bind_admin, serve, serve_admin, spawn};
+pub use listen::{bind, bind_admin, spawn};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -31,7 +31,7 @@ use crate::handoff::probe::ChainError;
 use crate::status::{CredentialStatus, Snapshot, KIND_WATCH};
 
 pub use crate::watched::{ManagedLeaf, View};
-pub use eval::{evaluate, Verdict};
+pub use eval::evaluate;
 
 /// Why a watch could not see its certificates (shown as `last_error` and
 /// in the `unreadable` alert).
