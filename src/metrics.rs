@@ -25,17 +25,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::status::{parse_time, Handoff, Snapshot};
+use crate::status::{parse_time, Handoff, RotateResult, Snapshot};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// `result` of a rotation: published and committed (and verified when a probe is configured).
-pub const ROTATION_SUCCESS: &str = "success";
+pub const ROTATION_SUCCESS: &str = RotateResult::Success.as_str();
 /// `result` of a rotation: the app did not pick it up, the previous generation was restored.
-pub const ROTATION_ROLLED_BACK: &str = "rolled_back";
+pub const ROTATION_ROLLED_BACK: &str = RotateResult::RolledBack.as_str();
 /// `result` of a rotation: it failed before anything reached the application.
-pub const ROTATION_FAILED: &str = "failed";
+pub const ROTATION_FAILED: &str = RotateResult::Failed.as_str();
 /// `result` of an issuer request or an alert delivery that worked.
 pub const SUCCESS: &str = "success";
 /// `result` of an issuer request or an alert delivery that failed.
@@ -438,7 +438,7 @@ impl Metrics {
             let last_success = c
                 .last_rotation
                 .as_ref()
-                .filter(|r| r.result == ROTATION_SUCCESS)
+                .filter(|r| r.result == RotateResult::Success)
                 .and_then(|r| parse_time(Some(&r.at)));
             set(&m.last_success, last_success);
             m.consecutive_failures

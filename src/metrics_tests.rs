@@ -14,7 +14,7 @@ fn snapshot(names: &[&str]) -> Snapshot {
             c.last_rotation = Some(LastRotation {
                 handoff_ms: None,
                 at: "2029-12-31T00:00:00Z".into(),
-                result: "success".into(),
+                result: RotateResult::Success,
                 duration_ms: 12,
             });
             (n.to_string(), c)
@@ -209,7 +209,7 @@ fn unknown_dates_and_failed_rotations_give_no_timestamp() {
         c.last_rotation = Some(LastRotation {
             handoff_ms: None,
             at: "2029-12-31T00:00:00Z".into(),
-            result: "failed".into(),
+            result: RotateResult::Failed,
             duration_ms: 1,
         });
     }

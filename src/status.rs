@@ -48,13 +48,47 @@ pub enum Handoff {
     Unmanaged,
 }
 
+/// How a rotation ended; the `result` of `/status`'s `last_rotation`, of a
+/// rotate request's answer and of `rekey_rotations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotateResult {
+    /// The new generation is committed.
+    Success,
+    /// The handoff failed and the previous generation was put back.
+    RolledBack,
+    /// Issuing or handing over failed; nothing was put back.
+    Failed,
+    /// An exhausted issuance budget held the issuance back: nothing was
+    /// asked of the issuer and nothing changed (rotate requests only).
+    Refused,
+}
+
+impl RotateResult {
+    /// The spelling on the wire and in metrics, e.g. "rolled_back".
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RotateResult::Success => "success",
+            RotateResult::RolledBack => "rolled_back",
+            RotateResult::Failed => "failed",
+            RotateResult::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for RotateResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The last rotation attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastRotation {
     /// When it finished, RFC 3339.
     pub at: String,
     /// `success`, `rolled_back` or `failed`.
-    pub result: String,
+    pub result: RotateResult,
     /// From the start of issuing to commit.
     pub duration_ms: u64,
     /// From publish to the handoff's verdict (reload + verify + settle).
@@ -262,7 +296,7 @@ pub struct RotateOutcome {
     /// `success`, `failed`, `rolled_back`, or `refused` (an exhausted
     /// issuance budget held the issuance back; nothing was asked of the
     /// issuer and nothing changed).
-    pub result: String,
+    pub result: RotateResult,
     /// The committed generation afterwards.
     pub generation: Option<u64>,
     /// Its fingerprint.

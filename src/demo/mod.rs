@@ -221,7 +221,7 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     say(format!(
         "broken: rotation {} (the previous generation is back in place; see the alert above)",
-        out.result.replace('_', " ")
+        out.result.as_str().replace('_', " ")
     ));
     if !opts.exit_after_rollback {
         say(format!(

@@ -28,12 +28,7 @@ mod mailbox;
 mod retire;
 mod rotate;
 
-pub use retire::RetireOutcome;
-
-/// The values of [`RetireOutcome::revocation`].
-pub mod retire_revocation {
-    pub use super::retire::{FAILED, NOTHING, REVOKED, UNSUPPORTED};
-}
+pub use retire::{RetireOutcome, RetireResult, Revocation};
 pub use rotate::RotateError;
 
 /// Errors a caller of the engine can see.
@@ -339,7 +334,7 @@ impl Engine {
     /// caller then stops (joins) the task, whose loop has ended.
     async fn retire_dropped(&self, name: &str) {
         match self.handle.retire(name).await {
-            Ok(o) if o.result == "retired" && o.revocation != retire::FAILED => {
+            Ok(o) if o.result == RetireResult::Retired && o.revocation != Revocation::Failed => {
                 tracing::info!(credential = %name, revocation = %o.revocation, detail = %o.detail, "removed from the config with on_remove = \"revoke\": retired");
             }
             Ok(o) => {

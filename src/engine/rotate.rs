@@ -9,9 +9,8 @@ use super::journal::{Pending, Step};
 use crate::alert::{Alert, Event};
 use crate::cert;
 use crate::handoff::{self, Verdict};
-use crate::metrics;
 use crate::schedule;
-use crate::status::{Handoff, LastRotation, RotateOutcome};
+use crate::status::{Handoff, LastRotation, RotateOutcome, RotateResult};
 use crate::store::{self, Material};
 
 /// Why one rotation attempt failed. Messages name the credential and say
@@ -115,7 +114,7 @@ impl Task {
             self.renewing = false;
             self.publish_status();
             self.permit = None;
-            let mut o = self.outcome("refused", Some(e.to_string()));
+            let mut o = self.outcome(RotateResult::Refused, Some(e.to_string()));
             o.retry_at = Some(cert::rfc3339(super::budget::at(*frees_at)));
             return o;
         }
@@ -124,11 +123,11 @@ impl Task {
         let duration_ms = started.elapsed().as_millis() as u64;
         let at = cert::rfc3339(SystemTime::now());
         let kind = match &result {
-            Ok(()) => metrics::ROTATION_SUCCESS,
+            Ok(()) => RotateResult::Success,
             Err(RotateError::Handoff {
                 rolled_back: true, ..
-            }) => metrics::ROTATION_ROLLED_BACK,
-            Err(_) => metrics::ROTATION_FAILED,
+            }) => RotateResult::RolledBack,
+            Err(_) => RotateResult::Failed,
         };
         // The histogram covers publish through verify (or rollback). A
         // renewal held back by the budget is no attempt: its gauges say it.
@@ -136,7 +135,7 @@ impl Task {
             self.metrics.rotation(
                 &self.cfg.name,
                 "certificate",
-                kind,
+                kind.as_str(),
                 self.last_handoff.unwrap_or_default(),
             );
         }
@@ -147,29 +146,23 @@ impl Task {
                 self.last_error = None;
                 self.last_rotation = Some(LastRotation {
                     at,
-                    result: "success".into(),
+                    result: kind,
                     duration_ms,
                     handoff_ms,
                 });
                 let cur = self.current.as_ref();
                 tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff_ms, handoff = ?self.handoff, event = "rotated", "rotated");
-                self.outcome("success", None)
+                self.outcome(kind, None)
             }
             Err(e) => {
                 self.note_failure(e);
-                let result = match e {
-                    RotateError::Handoff {
-                        rolled_back: true, ..
-                    } => "rolled_back",
-                    _ => "failed",
-                };
                 self.last_rotation = Some(LastRotation {
                     at,
-                    result: result.into(),
+                    result: kind,
                     duration_ms,
                     handoff_ms,
                 });
-                self.outcome(result, Some(e.to_string()))
+                self.outcome(kind, Some(e.to_string()))
             }
         };
         self.publish_status();
@@ -179,10 +172,10 @@ impl Task {
         outcome
     }
 
-    fn outcome(&self, result: &str, error: Option<String>) -> RotateOutcome {
+    fn outcome(&self, result: RotateResult, error: Option<String>) -> RotateOutcome {
         RotateOutcome {
             credential: self.cfg.name.clone(),
-            result: result.into(),
+            result,
             generation: self.current.as_ref().map(|c| c.generation),
             fingerprint: self.current.as_ref().map(|c| c.info.fingerprint.clone()),
             error,

@@ -8,7 +8,7 @@ use crate::config::OnFailure;
 use crate::engine::group::Purpose;
 use crate::handoff::{self, Verdict};
 use crate::metrics::{self};
-use crate::status::{Handoff, LastRotation, RotateOutcome};
+use crate::status::{Handoff, LastRotation, RotateOutcome, RotateResult};
 use crate::{cert, schedule};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,7 +36,7 @@ impl KeyTask {
                 let k = self.journal.committed.as_ref();
                 return RotateOutcome {
                     credential: self.cfg.name.clone(),
-                    result: "refused".into(),
+                    result: RotateResult::Refused,
                     generation: k.map(|k| k.generation),
                     fingerprint: k.map(|k| k.hash.clone()),
                     error: Some(message.clone()),
@@ -52,7 +52,7 @@ impl KeyTask {
             let k = self.journal.committed.as_ref();
             return RotateOutcome {
                 credential: self.cfg.name.clone(),
-                result: "failed".into(),
+                result: RotateResult::Failed,
                 generation: k.map(|k| k.generation),
                 fingerprint: k.map(|k| k.hash.clone()),
                 error: Some(message.clone()),
@@ -61,26 +61,26 @@ impl KeyTask {
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         let kind = match &result {
-            Ok(()) => metrics::ROTATION_SUCCESS,
+            Ok(()) => RotateResult::Success,
             Err(KeyRotateError::Handoff {
                 rolled_back: true, ..
-            }) => metrics::ROTATION_ROLLED_BACK,
-            Err(_) => metrics::ROTATION_FAILED,
+            }) => RotateResult::RolledBack,
+            Err(_) => RotateResult::Failed,
         };
         self.metrics.rotation(
             &self.cfg.name,
             "api_key",
-            kind,
+            kind.as_str(),
             handoff_time.unwrap_or_default(),
         );
         let when = cert::rfc3339(SystemTime::now());
         let handoff_ms = handoff_time.map(|d| d.as_millis() as u64);
-        let (result_s, error) = match &result {
+        let error = match &result {
             Ok(()) => {
                 self.failures = 0;
                 self.retry_at = None;
                 self.last_error = None;
-                ("success", None)
+                None
             }
             Err(e) => {
                 // Every retry mints (see budget.rs), so every failure backs
@@ -100,23 +100,12 @@ impl KeyTask {
                     ));
                 }
                 self.last_error = Some(msg.clone());
-                let r = if matches!(
-                    e,
-                    KeyRotateError::Handoff {
-                        rolled_back: true,
-                        ..
-                    }
-                ) {
-                    "rolled_back"
-                } else {
-                    "failed"
-                };
-                (r, Some(msg))
+                Some(msg)
             }
         };
         self.last_rotation = Some(LastRotation {
             at: when,
-            result: result_s.into(),
+            result: kind,
             duration_ms,
             handoff_ms,
         });
@@ -125,7 +114,7 @@ impl KeyTask {
         let k = self.journal.committed.as_ref();
         RotateOutcome {
             credential: self.cfg.name.clone(),
-            result: result_s.into(),
+            result: kind,
             generation: k.map(|k| k.generation),
             fingerprint: k.map(|k| k.hash.clone()),
             error,
