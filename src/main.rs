@@ -243,11 +243,11 @@ fn init_logging_level(format: LogFormat, default: &str) {
     use rekey::journald::LevelPrefix;
     match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(LevelPrefix::new(rekey::logfmt::JsonLines, journal))
             .init(),
         LogFormat::Text => builder
+            .fmt_fields(rekey::logfmt::TextFields)
             .map_event_format(|f| LevelPrefix::new(f, journal))
             .init(),
     }

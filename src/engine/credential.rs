@@ -243,13 +243,12 @@ impl Task {
                 },
             }
         }
-        tracing::debug!(credential = %self.cfg.name, "stopped");
+        tracing::debug!("stopped");
     }
 
     /// Recover an interrupted rotation, then load the committed generation or
     /// adopt a valid pair found on disk, then repair drift.
     async fn start(&mut self) {
-        let name = self.cfg.name.clone();
         // Before anything is written: the directories as they are at load
         // are the ones this credential's files go into.
         self.pins.pin(&self.targets());
@@ -257,7 +256,7 @@ impl Task {
             Ok(Some(j)) => j,
             Ok(None) => Journal::default(),
             Err(e) => {
-                tracing::error!(credential = %name, error = %e, "journal unreadable; starting from what is on disk");
+                tracing::error!(error = %e, "journal unreadable; starting from what is on disk");
                 Journal::default()
             }
         };
@@ -273,7 +272,7 @@ impl Task {
                     self.current = Some(c);
                 }
                 Err(e) => {
-                    tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
+                    tracing::error!(generation = g, error = %e, "committed generation unreadable; checking the published files");
                 }
             }
         }
@@ -284,26 +283,35 @@ impl Task {
         match recovery(&self.journal, staged) {
             Recovery::Nothing => {}
             Recovery::Discard(g) => {
-                tracing::info!(credential = %name, generation = g, "discarding a rotation interrupted before publish");
+                tracing::info!(
+                    generation = g,
+                    "discarding a rotation interrupted before publish"
+                );
                 self.journal.pending = None;
                 self.save_and_prune();
             }
             Recovery::RollForward(g) => match self.load_current(g) {
                 Ok((next, material)) => {
-                    tracing::info!(credential = %name, generation = g, event = "recovered", "finishing a rotation interrupted during publish or handoff");
+                    tracing::info!(
+                        generation = g,
+                        event = "recovered",
+                        "finishing a rotation interrupted during publish or handoff"
+                    );
                     if let Err(e) = self.hand_over(next, material).await {
-                        tracing::warn!(credential = %name, error = %e, "the interrupted rotation did not complete");
-                        self.note_failure(&e);
+                        self.note_failure(&e); // logs it
                     }
                 }
                 Err(e) => {
-                    tracing::error!(credential = %name, generation = g, error = %e, "staged generation unreadable; discarding it");
+                    tracing::error!(generation = g, error = %e, "staged generation unreadable; discarding it");
                     self.journal.pending = None;
                     self.save_and_prune();
                 }
             },
             Recovery::RollBack(g) => {
-                tracing::info!(credential = %name, generation = g, "finishing a rollback interrupted by a restart");
+                tracing::info!(
+                    generation = g,
+                    "finishing a rollback interrupted by a restart"
+                );
                 self.restore_committed("interrupted rollback").await;
                 self.journal.pending = None;
                 self.save_and_prune();
@@ -399,11 +407,11 @@ impl Task {
 
     pub(super) fn save_and_prune(&mut self) {
         if let Err(e) = self.store.save_journal(&self.journal) {
-            tracing::error!(credential = %self.cfg.name, error = %e, "cannot save the journal");
+            tracing::error!(error = %e, "cannot save the journal");
             return;
         }
         if let Err(e) = self.store.prune(&self.journal.keep()) {
-            tracing::warn!(credential = %self.cfg.name, error = %e, "cannot remove old generations");
+            tracing::warn!(error = %e, "cannot remove old generations");
         }
     }
 
@@ -422,7 +430,7 @@ impl Task {
             .await
         {
             Verdict::Verified => {
-                tracing::info!(credential = %self.cfg.name, generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
+                tracing::info!(generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
                 let was_failed = self.handoff == Handoff::Failed;
                 self.handoff = Handoff::Verified;
                 self.served = Some(g.fingerprint.clone());
@@ -464,14 +472,14 @@ impl Task {
         let result = self.audit.reloaded(&self.cfg, g, told);
         match result {
             Ok(()) => {
-                tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
+                tracing::info!(generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
                 self.handoff_reason = None;
                 true
             }
             Err(e) => {
                 let why = e.to_string();
                 if self.handoff_reason.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(credential = %self.cfg.name, generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
+                    tracing::warn!(generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
                 }
                 self.handoff_reason = Some(why);
                 self.reload_owed = true;

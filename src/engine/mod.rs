@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Semaphore};
+use tracing::Instrument;
 
 use crate::alert::Alerter;
 use crate::config::{CertificateConfig, FileKind, OnRemove};
@@ -280,15 +281,19 @@ impl Engine {
         let ledger = self
             .budgets
             .ledger(&self.store, &c.config.issuer, c.budget.total);
-        let mut task = credential::Task::new(
-            c,
-            ledger,
-            self.store.clone(),
-            self.status_tx.clone(),
-            self.permits.clone(),
-            self.alerter.clone(),
-            self.metrics.clone(),
-        );
+        // Every line the task logs, from its journal recovery on, names it.
+        let span = crate::logfmt::task_span(&name, "certificate");
+        let mut task = span.in_scope(|| {
+            credential::Task::new(
+                c,
+                ledger,
+                self.store.clone(),
+                self.status_tx.clone(),
+                self.permits.clone(),
+                self.alerter.clone(),
+                self.metrics.clone(),
+            )
+        });
         task.group = task
             .cfg
             .reload_group
@@ -296,7 +301,7 @@ impl Engine {
             .map(|g| self.groups.member(g));
         let config = task.cfg.clone();
         let budget = task.budget;
-        let join = tokio::spawn(Box::new(task).run(rx));
+        let join = tokio::spawn(Box::new(task).run(rx).instrument(span));
         self.handle
             .senders
             .write()

@@ -227,7 +227,7 @@ impl Task {
             self.tampered_dir(e);
         }
         let out = outcome(&self.cfg.name, &step, removed);
-        tracing::warn!(credential = %self.cfg.name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
+        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
         let mut entry =
             crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, out.result.as_str()).reason(
                 format!("removed {}; {}", out.removed.join(", "), out.detail),

@@ -151,7 +151,7 @@ impl Task {
                     handoff_ms,
                 });
                 let cur = self.current.as_ref();
-                tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff_ms, handoff = ?self.handoff, event = "rotated", "rotated");
+                tracing::info!(generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff_ms, handoff = ?self.handoff, event = "rotated", "rotated");
                 self.outcome(kind, None)
             }
             Err(e) => {
@@ -217,7 +217,27 @@ impl Task {
         self.failures += 1;
         self.retry_at = Some(now + delay);
         let msg = e.to_string();
-        tracing::warn!(credential = %self.cfg.name, issuer = %self.cfg.issuer, error = %msg, retry_in_ms = delay.as_millis() as u64, consecutive_failures = self.failures, event = "rotation_failed", "rotation failed; the current credential stays in place");
+        let retry_in_ms = delay.as_millis() as u64;
+        match e {
+            // One line for a failed handoff: what the app did, whether the
+            // previous generation is back, and when the handoff is retried.
+            RotateError::Handoff {
+                generation,
+                why,
+                rolled_back,
+                ..
+            } => {
+                let outcome = if *rolled_back {
+                    "rolled back to the previous generation"
+                } else {
+                    "the new generation stays published"
+                };
+                tracing::warn!(generation, rolled_back, reason = %why, retry_in_ms, consecutive_failures = self.failures, event = "handoff_failed", "handoff failed; {outcome}; retrying the handoff");
+            }
+            _ => {
+                tracing::warn!(issuer = %self.cfg.issuer, error = %msg, retry_in_ms, consecutive_failures = self.failures, event = "rotation_failed", "rotation failed; the current credential stays in place");
+            }
+        }
         if !matches!(e, RotateError::Handoff { .. } | RotateError::Budget { .. }) {
             let mut a = Alert::new(
                 Event::RenewalFailed,
@@ -319,7 +339,7 @@ impl Task {
             Some(cur) => match self.committed_material(cur) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    tracing::error!(credential = %self.cfg.name, error = %e, "the committed generation cannot be read back; it cannot be restored if this handoff fails");
+                    tracing::error!(error = %e, "the committed generation cannot be read back; it cannot be restored if this handoff fails");
                     None
                 }
             },
@@ -336,7 +356,7 @@ impl Task {
             // Put the committed generation back in case some files had flipped.
             if let Some(prev) = &previous {
                 if let Err(e2) = store::publish(&self.targets(), self.cfg.swap, prev, &self.pins) {
-                    tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
+                    tracing::error!(error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
             self.audit
@@ -363,7 +383,7 @@ impl Task {
             Err(e) if bootstrap => {
                 // Not a failed handoff (the app may not run yet), but not
                 // quiet either: a running app keeps serving what it had.
-                tracing::warn!(credential = %self.cfg.name, generation = g, error = %e, event = "reload_failed", "the first generation is published but the app could not be told to reload; if it runs, it serves what it had until the reload works (retried when a probe finds it serving something else) or it restarts");
+                tracing::warn!(generation = g, error = %e, event = "reload_failed", "the first generation is published but the app could not be told to reload; if it runs, it serves what it had until the reload works (retried when a probe finds it serving something else) or it restarts");
                 self.handoff_reason = Some(e.to_string());
                 self.reload_owed = true;
                 Verdict::Unreachable(e.to_string())
@@ -410,7 +430,7 @@ impl Task {
                     // The issuer may retire it now (ACME revoke_replaced).
                     failpoint!("revoke.before");
                     if let Err(e) = self.issuer.replaced(&self.cfg.name, &old).await {
-                        tracing::warn!(credential = %self.cfg.name, error = %e, "could not retire the replaced certificate");
+                        tracing::warn!(error = %e, "could not retire the replaced certificate");
                     }
                 }
                 failpoint!("revoke.after");
@@ -418,7 +438,7 @@ impl Task {
                 Ok(())
             }
             Verdict::Unreachable(why) if bootstrap => {
-                tracing::info!(credential = %self.cfg.name, generation = g, reason = %why, "the app is not serving yet; the handoff stays pending");
+                tracing::info!(generation = g, reason = %why, "the app is not serving yet; the handoff stays pending");
                 self.handoff_reason.get_or_insert(why);
                 self.handoff = Handoff::Pending;
                 self.probe_at = Some(

@@ -138,12 +138,12 @@ impl Task {
                 self.failing_since = None;
             }
             Err(e) if after_event && self.failures == 0 && self.found.is_some() => {
-                tracing::debug!(watch = %self.cfg.name, error = %e, "unreadable right after a file event; reading again in {EVENT_GRACE:?}");
+                tracing::debug!(error = %e, "unreadable right after a file event; reading again in {EVENT_GRACE:?}");
                 self.next_check = now + EVENT_GRACE;
                 return;
             }
             Err(e) => {
-                tracing::debug!(watch = %self.cfg.name, error = %e, "watch unreadable");
+                tracing::debug!(error = %e, "watch unreadable");
                 self.found = None;
                 self.error = Some(e.to_string());
                 self.failures = self.failures.saturating_add(1);

@@ -90,7 +90,7 @@ impl KeyTask {
             self.journal.committed = None;
             self.save();
         }
-        tracing::warn!(credential = %name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "api key retired");
+        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "api key retired");
         let mut e = Entry::key(&self.cfg, AuditEvent::Retired, out.result.as_str(), key_id).reason(
             format!("removed {}; {}", out.removed.join(", "), out.detail),
         );

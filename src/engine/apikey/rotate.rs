@@ -90,7 +90,25 @@ impl KeyTask {
                 self.failures += 1;
                 self.retry_at = Some(SystemTime::now() + delay);
                 let msg = e.to_string();
-                tracing::warn!(credential = %self.cfg.name, error = %msg, retry_in_ms = delay.as_millis() as u64, event = "rotation_failed", "rotation failed; the current key stays in place");
+                let retry_in_ms = delay.as_millis() as u64;
+                if let KeyRotateError::Handoff {
+                    generation,
+                    id,
+                    why,
+                    rolled_back,
+                    ..
+                } = e
+                {
+                    // One line: what the app did, what was put back, when it is retried.
+                    let outcome = if *rolled_back {
+                        "rolled back to the previous key"
+                    } else {
+                        "the new key stays published"
+                    };
+                    tracing::warn!(generation, id = %id, rolled_back, reason = %why, retry_in_ms, event = "handoff_failed", "handoff failed; {outcome}; retrying with a new key");
+                } else {
+                    tracing::warn!(error = %msg, retry_in_ms, event = "rotation_failed", "rotation failed; the current key stays in place");
+                }
                 if !matches!(e, KeyRotateError::Handoff { .. }) {
                     self.alerter.raise(Alert::new(
                         Event::RenewalFailed,
@@ -247,7 +265,7 @@ impl KeyTask {
                     Handoff::Unverified
                 };
                 self.commit(key.clone(), true);
-                tracing::info!(credential = %name, generation = g, id = %key.id, key_hash = %key.hash, handoff = ?self.handoff, event = "rotated", "rotated");
+                tracing::info!(generation = g, id = %key.id, key_hash = %key.hash, handoff = ?self.handoff, event = "rotated", "rotated");
                 if was_failed {
                     self.alerter.raise(Alert::new(
                         Event::Recovered,
@@ -259,7 +277,7 @@ impl KeyTask {
                 Ok(())
             }
             Verdict::Unreachable(why) if bootstrap => {
-                tracing::info!(credential = %name, generation = g, reason = %why, "the app is not running yet; the handoff stays pending");
+                tracing::info!(generation = g, reason = %why, "the app is not running yet; the handoff stays pending");
                 self.handoff = Handoff::Pending;
                 self.commit(key, false);
                 Ok(())
@@ -322,13 +340,13 @@ impl KeyTask {
                 )
                 .await;
                 if let Verdict::Failed { detail, .. } = v {
-                    tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not use the previous key either");
+                    tracing::error!(detail = %detail, "after rollback the app does not use the previous key either");
                 }
             }
         } else {
             self.commit(key.clone(), false);
         }
-        tracing::warn!(credential = %self.cfg.name, generation = key.generation, id = %key.id, rolled_back = can_roll_back, reason = %why, event = "handoff_failed", "handoff failed");
+        // Logged once, with the retry, by rotate().
         let mut a = Alert::new(
             Event::HandoffFailed,
             &self.cfg.name,
