@@ -505,7 +505,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
         "{:<16} {:<10} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
-    let parse = |s: &Option<String>| status::parse_time(s.as_deref());
+    let parse = |s: &Option<status::Timestamp>| s.map(status::Timestamp::time);
     for c in list {
         let expires = match parse(&c.not_after) {
             Some(t) => match t.duration_since(now) {

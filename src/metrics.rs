@@ -25,7 +25,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::status::{parse_time, Handoff, RotateResult, Snapshot};
+use crate::status::{Handoff, RotateResult, Snapshot, Timestamp};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -426,20 +426,20 @@ impl Metrics {
                 kind: c.kind.clone(),
                 team: c.team.clone(),
             };
-            let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<SystemTime>| {
-                if let Some(secs) = t.and_then(unix_seconds) {
+            let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<Timestamp>| {
+                if let Some(secs) = t.map(Timestamp::time).and_then(unix_seconds) {
                     family.get_or_create(&labels).set(secs);
                 }
             };
-            set(&m.not_after, parse_time(c.not_after.as_deref()));
-            set(&m.not_before, parse_time(c.not_before.as_deref()));
-            set(&m.failing_since, parse_time(c.failing_since.as_deref()));
-            set(&m.next_renewal, parse_time(c.next_renewal.as_deref()));
+            set(&m.not_after, c.not_after);
+            set(&m.not_before, c.not_before);
+            set(&m.failing_since, c.failing_since);
+            set(&m.next_renewal, c.next_renewal);
             let last_success = c
                 .last_rotation
                 .as_ref()
                 .filter(|r| r.result == RotateResult::Success)
-                .and_then(|r| parse_time(Some(&r.at)));
+                .map(|r| r.at);
             set(&m.last_success, last_success);
             m.consecutive_failures
                 .get_or_create(&labels)

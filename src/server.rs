@@ -379,9 +379,8 @@ async fn rotate(handle: &Handle, name: &str, reissue: bool) -> Reply {
     let mut r = engine_reply(call, name, |o| match o.result {
         RotateResult::Success => StatusCode::OK,
         RotateResult::Refused => {
-            let at = status::parse_time(o.retry_at.as_deref())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            frees.store(at.map_or(0, |d| d.as_secs()), Ordering::Relaxed);
+            let at = o.retry_at.map_or(0, |t| t.unix_seconds().max(0) as u64);
+            frees.store(at, Ordering::Relaxed);
             StatusCode::TOO_MANY_REQUESTS
         }
         RotateResult::Failed | RotateResult::RolledBack => StatusCode::BAD_GATEWAY,

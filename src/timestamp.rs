@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// An instant, whole seconds (what its text can say), written as RFC 3339 UTC.
+/// An instant, written as RFC 3339 UTC. Made from a clock it holds whole
+/// seconds, so it is written to the second as before; read from text it
+/// keeps a fraction it was given (and writes it back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(SystemTime);
 
@@ -42,11 +44,11 @@ impl Timestamp {
         }
     }
 
-    /// Parse RFC 3339 (any offset; the fraction of a second is dropped).
+    /// Parse RFC 3339 (any offset).
     pub fn parse(s: &str) -> Option<Timestamp> {
         OffsetDateTime::parse(s, &Rfc3339)
             .ok()
-            .map(|t| Timestamp::new(SystemTime::from(t)))
+            .map(|t| Timestamp(SystemTime::from(t)))
     }
 }
 
@@ -106,8 +108,11 @@ mod tests {
         let back: Timestamp = serde_json::from_str("\"2030-01-01T00:00:00Z\"").unwrap();
         assert_eq!(back, ts);
         assert_eq!(ts.unix_seconds(), 1_893_456_000);
-        // Other offsets and fractions are understood.
-        assert_eq!(Timestamp::parse("2030-01-01T01:00:00.9+01:00"), Some(ts));
+        // Other offsets are understood; a fraction read is kept.
+        assert_eq!(Timestamp::parse("2030-01-01T01:00:00+01:00"), Some(ts));
+        let half = Timestamp::parse("2030-01-01T00:00:00.5Z").unwrap();
+        assert_eq!(half.time(), ts.time() + Duration::from_millis(500));
+        assert_eq!(half.to_string(), "2030-01-01T00:00:00.5Z");
         let err = serde_json::from_str::<Timestamp>("\"yesterday\"").unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
     }

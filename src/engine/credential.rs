@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{CredentialStore, Expected, Material, Pins, Store, Target};
+use crate::timestamp::Timestamp;
 
 /// Background probing of a pending or failed handoff backs off up to this.
 pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
@@ -523,8 +524,8 @@ impl Task {
             s.generation = Some(c.generation);
             s.fingerprint = Some(c.info.fingerprint.clone());
             s.serial = Some(c.info.serial.clone());
-            s.not_before = Some(cert::rfc3339(c.info.not_before));
-            s.not_after = Some(cert::rfc3339(c.info.not_after));
+            s.not_before = Some(Timestamp::new(c.info.not_before));
+            s.not_after = Some(Timestamp::new(c.info.not_after));
             // Without probes the app is only ever "told": unverified, unless
             // telling it failed.
             s.handoff =
@@ -535,7 +536,7 @@ impl Task {
                 };
         }
         s.served_fingerprint = self.served.clone();
-        s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
+        s.next_renewal = Some(Timestamp::new(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
         if self.current.is_some() && !matches!(s.handoff, Handoff::Verified | Handoff::Unverified) {

@@ -12,6 +12,7 @@ use crate::handoff::{self, Verdict};
 use crate::schedule;
 use crate::status::{Handoff, LastRotation, RotateOutcome, RotateResult};
 use crate::store::{self, Material};
+use crate::timestamp::Timestamp;
 
 /// Why one rotation attempt failed. Messages name the credential and say
 /// what to do.
@@ -115,13 +116,13 @@ impl Task {
             self.publish_status();
             self.permit = None;
             let mut o = self.outcome(RotateResult::Refused, Some(e.to_string()));
-            o.retry_at = Some(cert::rfc3339(super::budget::at(*frees_at)));
+            o.retry_at = Some(Timestamp::new(super::budget::at(*frees_at)));
             return o;
         }
         let handoff_ms = self.last_handoff.map(|d| d.as_millis() as u64);
         self.renewing = false;
         let duration_ms = started.elapsed().as_millis() as u64;
-        let at = cert::rfc3339(SystemTime::now());
+        let at = Timestamp::now();
         let kind = match &result {
             Ok(()) => RotateResult::Success,
             Err(RotateError::Handoff {

@@ -8,8 +8,9 @@ use crate::config::OnFailure;
 use crate::engine::group::Purpose;
 use crate::handoff::{self, Verdict};
 use crate::metrics::{self};
+use crate::schedule;
 use crate::status::{Handoff, LastRotation, RotateOutcome, RotateResult};
-use crate::{cert, schedule};
+use crate::timestamp::Timestamp;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::task::*;
@@ -40,7 +41,7 @@ impl KeyTask {
                     generation: k.map(|k| k.generation),
                     fingerprint: k.map(|k| k.hash.clone()),
                     error: Some(message.clone()),
-                    retry_at: until.map(|(_, f)| cert::rfc3339(at(f))),
+                    retry_at: until.map(|(_, f)| Timestamp::new(at(f))),
                 };
             }
             // Held back: try again when the budget frees up or gives way.
@@ -73,7 +74,7 @@ impl KeyTask {
             kind.as_str(),
             handoff_time.unwrap_or_default(),
         );
-        let when = cert::rfc3339(SystemTime::now());
+        let when = Timestamp::now();
         let handoff_ms = handoff_time.map(|d| d.as_millis() as u64);
         let error = match &result {
             Ok(()) => {

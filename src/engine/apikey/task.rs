@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::safefile;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Store};
+use crate::timestamp::Timestamp;
 use crate::{cert, schedule};
 
 /// Revocation retries back off up to this.
@@ -515,15 +516,15 @@ impl KeyTask {
             s.generation = Some(k.generation);
             s.fingerprint = Some(k.hash.clone());
             s.serial = Some(k.id.clone());
-            s.not_before = Some(cert::rfc3339(at(k.minted_at)));
-            s.not_after = Some(cert::rfc3339(at(k.expires_at)));
+            s.not_before = Some(Timestamp::new(at(k.minted_at)));
+            s.not_after = Some(Timestamp::new(at(k.expires_at)));
             s.handoff = if self.probes.is_empty() && self.handoff != Handoff::Failed {
                 Handoff::Unverified
             } else {
                 self.handoff
             };
         }
-        s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
+        s.next_renewal = Some(Timestamp::new(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
         s.consecutive_failures = self.failures;

@@ -7,11 +7,11 @@
 use std::time::SystemTime;
 
 use super::{Current, Task};
-use crate::cert;
 use crate::engine::journal::Staged;
 use crate::engine::rotate::RotateError;
 use crate::schedule;
 use crate::status::StagedStatus;
+use crate::timestamp::Timestamp;
 
 impl Task {
     /// Keep `next`, whose handoff (or publish) just failed, staged for a
@@ -126,7 +126,7 @@ impl Task {
         Some(Box::new(StagedStatus {
             generation: st.generation,
             fingerprint: st.fingerprint.clone(),
-            not_after: cert::rfc3339(st.not_after),
+            not_after: Timestamp::new(st.not_after),
             attempts: st.attempts,
         }))
     }
