@@ -50,7 +50,7 @@ fn port_pair() -> u16 {
 struct Server {
     child: std::process::Child,
     url: String,
-    tls: Arc<rustls::ClientConfig>,
+    http: rekey::httpc::Client,
 }
 
 impl Drop for Server {
@@ -62,19 +62,15 @@ impl Drop for Server {
 
 impl Server {
     async fn call(&self, token: &str, method: &str, path: &str, body: Value) -> Value {
-        let headers = vec![("x-vault-token".to_string(), token.to_string())];
-        let body = (!body.is_null()).then(|| body.to_string().into_bytes());
         let url = format!("{}/v1/{path}", self.url);
-        let r = rekey::httpc::send(
-            method,
-            &url,
-            &headers,
-            body,
-            Duration::from_secs(10),
-            self.tls.clone(),
-        )
-        .await
-        .unwrap();
+        let mut call = rekey::httpc::Call::named(method, url, Duration::from_secs(10))
+            .unwrap()
+            .header("x-vault-token", token)
+            .unwrap();
+        if !body.is_null() {
+            call = call.body("application/json", body.to_string().into_bytes());
+        }
+        let r = self.http.send(call).await.unwrap();
         assert!(
             (200..300).contains(&r.status),
             "{method} {path}: {}",
@@ -148,7 +144,15 @@ fn main() {
     let server = Server {
         child,
         url: format!("http://127.0.0.1:{port}"),
-        tls: Arc::new(rekey::tlsutil::probe_config(None).unwrap()),
+        // Keep-alive like the issuer's own client, so "raw" and "issue"
+        // differ only by what the issuer adds.
+        http: rekey::httpc::Client::remote(rekey::httpc::Remote {
+            url: &format!("http://127.0.0.1:{port}"),
+            trust_bundle: None,
+            proxy: &rekey::config::ProxyConfig::Off,
+            keep_alive: true,
+        })
+        .unwrap(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -159,7 +163,7 @@ fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let url = format!("{}/v1/sys/health", server.url);
-            let ok = rekey::httpc::send("GET", &url, &[], None, Duration::from_secs(1), server.tls.clone()).await;
+            let ok = server.http.send(rekey::httpc::Call::new(http::Method::GET, url, Duration::from_secs(1))).await;
             if matches!(ok, Ok(ref r) if r.status == 200) {
                 break;
             }
@@ -195,6 +199,7 @@ fn main() {
         let cfg = VaultConfig {
             address: server.url.clone(),
             trust_bundle: None,
+            proxy: rekey::config::ProxyConfig::Environment,
             namespace: None,
             pki_mount: "pki".into(),
             pki_role: "web".into(),
@@ -222,23 +227,21 @@ fn main() {
         );
         let body = json!({"csr": csr_pem, "common_name": "localhost", "alt_names": "localhost", "ip_sans": "127.0.0.1", "ttl": "3600s", "format": "pem"}).to_string();
         let url = format!("{}/v1/pki/sign/web", server.url);
-        let headers = vec![
-            ("x-vault-token".to_string(), raw_token.clone()),
-            ("content-type".to_string(), "application/json".to_string()),
-        ];
+        let raw_call = || {
+            rekey::httpc::Call::new(http::Method::POST, url.as_str(), Duration::from_secs(10))
+                .header("x-vault-token", &raw_token)
+                .unwrap()
+                .body("application/json", body.clone().into_bytes())
+        };
         // Warm up both paths (the issuer logs in here).
         for _ in 0..20 {
             issuer.issue(&req).await.unwrap();
-            rekey::httpc::send("POST", &url, &headers, Some(body.clone().into_bytes()), Duration::from_secs(10), server.tls.clone())
-                .await
-                .unwrap();
+            server.http.send(raw_call()).await.unwrap();
         }
         let (mut raw, mut ours, mut diff) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let t = Instant::now();
-            let r = rekey::httpc::send("POST", &url, &headers, Some(body.clone().into_bytes()), Duration::from_secs(10), server.tls.clone())
-                .await
-                .unwrap();
+            let r = server.http.send(raw_call()).await.unwrap();
             let raw_t = t.elapsed();
             assert_eq!(r.status, 200);
             let t = Instant::now();
@@ -318,7 +321,7 @@ fn main() {
         let (rot_m, rot_p90) = stats(rot);
         println!("| figure ({rounds} rounds, OpenBao dev server on loopback) | median | p90 |");
         println!("|---|---|---|");
-        println!("| raw `POST pki/sign/web` (hyper, new connection) | {raw_m:.2} ms | {raw_p90:.2} ms |");
+        println!("| raw `POST pki/sign/web` (rekey's HTTP client, kept-alive connection) | {raw_m:.2} ms | {raw_p90:.2} ms |");
         if let Some(py) = py {
             println!("| raw `POST pki/sign/web` (Python http.client, new connection) | {py:.2} ms | |");
         }

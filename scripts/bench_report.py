@@ -6,10 +6,11 @@ Usage: bench_report.py PARTS_DIR OUT
 PARTS_DIR holds NAME.md sections, `figures` (key=value lines) and idle.json.
 
 With BENCH_SKIP set (a partial run) and OUT already there, only the sections
-measured in this run are replaced; the header, the targets and every other
-section stay as the full run wrote them, and a line under the header says
-which sections were measured again, when, at which commit and by which
-command.
+measured in this run are replaced, and so are the targets' rows measured in
+it; the header, the other targets and every other section stay as the
+earlier runs wrote them. A line under the header says which sections were
+measured again, when, at which commit and by which command; the lines of
+earlier partial runs stay for the sections they alone measured.
 """
 import datetime, json, os, subprocess, sys
 
@@ -107,7 +108,22 @@ if skip and os.path.exists(out):
         old = f.read()
     chunks = old.split("\n## ")
     head, sections = chunks[0], ["## " + c for c in chunks[1:]]
-    head = "\n".join(l for l in head.rstrip().split("\n") if not l.startswith("Measured again on ")) + "\n"
+    head_lines = head.rstrip().split("\n")
+    earlier = [l for l in head_lines if l.startswith("Measured again on ")]
+    head_lines = [l for l in head_lines if not l.startswith("Measured again on ")]
+    head = "\n".join(head_lines) + "\n"
+    # Targets measured in this run replace their rows; the others stay.
+    fresh = {name: (measured, verdict) for name, measured, verdict, _ in rows}
+
+    def refresh(line):
+        cells = line.split(" | ")
+        name = cells[0][2:]
+        if line.startswith("| ") and len(cells) == 3 and name in fresh:
+            return f"| {name} | {fresh[name][0]} | {fresh[name][1]} |"
+        return line
+
+    sections = ["\n".join(map(refresh, sec.split("\n"))) if sec.startswith("## Targets") else sec
+                for sec in sections]
     measured = {}
     for name in PARTS:
         p = f"{parts}/{name}.md"
@@ -135,8 +151,18 @@ if skip and os.path.exists(out):
             kept.append(sec.rstrip() + "\n")
     cmd = f'BENCH_SKIP="{" ".join(skip)}" scripts/bench'
     note = (f"Measured again on {now} at commit {rev} with `{cmd}`: "
-            + ", ".join(titles) + ". Every other section is from the full run above.")
-    text = head.rstrip() + "\n\n" + note + "\n\n" + "\n".join(kept)
+            + "; ".join(titles) + ".")
+    # An earlier partial run's line keeps the sections not measured since
+    # (titles hold commas: matched against the sections' own titles).
+    keys = [sec.split("\n", 1)[0].split(" (")[0][3:] for sec in sections]
+    notes_kept = []
+    for l in earlier:
+        pre, sep, names = l.partition("`: ")
+        left = [k for k in keys if k in names and k not in titles]
+        if sep and left:
+            notes_kept.append(pre + sep + "; ".join(left) + ".")
+    lines_out = notes_kept + [note, "Every other section is from the full run above."]
+    text = head.rstrip() + "\n\n" + "\n\n".join(lines_out) + "\n\n" + "\n".join(kept)
     with open(out, "w") as f:
         f.write(text)
     print(note)

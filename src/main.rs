@@ -229,26 +229,43 @@ fn init_logging(format: LogFormat) {
 }
 
 fn init_logging_level(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // `target=level` directives (`debug`, `rekey::engine=trace,info`), read
+    // with `Targets` rather than `EnvFilter`: the same syntax without span
+    // and field filters, and without the regex engine they need, which is
+    // code resident on every host (README, "Decisions").
+    let parse = |s: &str| s.parse::<tracing_subscriber::filter::Targets>();
+    let filter = match std::env::var("REKEY_LOG") {
+        Ok(v) if !v.trim().is_empty() => parse(&v).unwrap_or_else(|e| {
+            eprintln!("rekey: REKEY_LOG={v:?} is not a log filter ({e}); using \"{default}\"; write it like \"debug\" or \"rekey::engine=trace,info\"");
+            parse(default).unwrap_or_default()
+        }),
+        _ => parse(default).unwrap_or_default(),
+    };
     // Colour codes only on a terminal: journald and log files show them raw.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The filter decides; the formatter itself lets every level through.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // Under systemd, `<N>` prefixes file warnings and errors at their
     // priority in the journal.
     let journal = rekey::journald::stderr_is_journal();
     use rekey::journald::LevelPrefix;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match format {
         LogFormat::Json => builder
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .event_format(LevelPrefix::new(rekey::logfmt::JsonLines, journal))
+            .finish()
+            .with(filter)
             .init(),
         LogFormat::Text => builder
             .fmt_fields(rekey::logfmt::TextFields)
             .map_event_format(|f| LevelPrefix::new(f, journal))
+            .finish()
+            .with(filter)
             .init(),
     }
 }

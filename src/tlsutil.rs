@@ -1,4 +1,4 @@
-//! TLS client plumbing shared by the handoff probes and the HTTP clients:
+//! TLS client plumbing shared by the handoff probes and the HTTP client:
 //! a verifier that accepts any server certificate (for probing the local app,
 //! whose certificate is the very thing being checked by fingerprint),
 //! client-certificate loading, and the verified config (platform roots plus
@@ -130,7 +130,11 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
 /// the PEM certificates in `trust_bundle`. There is deliberately no way to
 /// turn verification off.
 pub fn verified_config(trust_bundle: Option<&Path>) -> Result<ClientConfig, TrustError> {
-    let roots = root_store(trust_bundle)?;
+    verified_config_with(root_store(trust_bundle)?)
+}
+
+/// A client config that verifies servers against `roots`.
+pub fn verified_config_with(roots: rustls::RootCertStore) -> Result<ClientConfig, TrustError> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TrustError::Setup(e.to_string()))?

@@ -22,15 +22,16 @@ pub enum AlertError {
         /// The start of the response body.
         body: String,
     },
-    /// No connection, TLS handshake failure, or a broken exchange.
-    #[error("alert sink {sink}: POST {url} failed: {reason}; is the receiver running and reachable from this host?")]
+    /// No connection, TLS handshake failure, proxy failure, or a broken exchange.
+    #[error("alert sink {sink}: POST {url} failed: {source}{}", reach_hint(source))]
     Transport {
         /// Sink name.
         sink: String,
         /// Where the POST went (redacted).
         url: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: crate::httpc::HttpError,
     },
     /// One try took longer than the sink's `timeout`.
     #[error("alert sink {sink}: no answer within {} from {target}; raise the sink's timeout or fix the receiver", humantime::format_duration(*after))]
@@ -87,6 +88,15 @@ pub enum AlertError {
     /// `alert::build` was called outside a Tokio runtime.
     #[error("alerts need a running Tokio runtime to start their background tasks")]
     NoRuntime,
+}
+
+/// What to check when the receiver was not reached; a proxy failure
+/// already says what to check.
+fn reach_hint(e: &crate::httpc::HttpError) -> &'static str {
+    match e {
+        crate::httpc::HttpError::Proxy { .. } => "",
+        _ => "; is the receiver running and reachable from this host?",
+    }
 }
 
 /// ": <text>" when there is text, else "".

@@ -1,23 +1,18 @@
-//! A minimal HTTP/1.1 POST client for the webhook and Alertmanager sinks:
-//! one connection per request (alerts are rare), plain TCP for `http://`,
-//! rustls on aws-lc-rs for `https://` with the platform roots plus an
-//! optional `trust_bundle`. There is no way to turn verification off.
+//! The HTTP POST of the webhook and Alertmanager sinks, through rekey's
+//! outbound client ([`crate::httpc`]): the platform roots plus an optional
+//! `trust_bundle` (verification cannot be turned off), the sink's `proxy`
+//! setting, and a new connection per alert (alerts are rare).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Uri};
 
 use super::error::first_bytes;
 use super::{AlertError, Policy};
 use crate::config::{HeaderSource, HttpConfig, UrlSource};
+use crate::httpc::{self, Call, HttpError, SetupError};
+use crate::tlsutil::TrustError;
 
 /// How much of an error response's body goes into the message.
 const BODY_TAIL: usize = 300;
@@ -31,12 +26,10 @@ enum Header {
 /// One sink's HTTP target.
 pub(super) struct HttpClient {
     sink: String,
-    uri: Uri,
+    url: String,
     /// The URL as shown in messages (no query; no path when it is a secret).
     shown: String,
-    host: String,
-    port: u16,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    http: httpc::Client,
     headers: Vec<(HeaderName, Header)>,
     policy: Policy,
 }
@@ -61,7 +54,6 @@ impl HttpClient {
             Some(api) => with_api_path(&uri, api).map_err(|e| setup(format!("bad url: {e}")))?,
             None => uri,
         };
-        let https = uri.scheme_str() == Some("https");
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let shown = if secret {
             format!("{}://{authority}/…", uri.scheme_str().unwrap_or("http"))
@@ -72,20 +64,22 @@ impl HttpClient {
                 uri.path()
             )
         };
-        let raw_host = uri.host().unwrap_or_default();
-        // Uri keeps IPv6 literals in brackets; sockets and SNI want them bare.
-        let host = raw_host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = if https {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| setup(format!("{shown}: host is not a valid TLS server name: {e}")))?;
-            Some((connector(sink, cfg.trust_bundle.as_deref())?, name))
-        } else {
-            None
-        };
+        let url = uri.to_string();
+        let http = httpc::Client::remote(httpc::Remote {
+            url: &url,
+            trust_bundle: cfg.trust_bundle.as_deref(),
+            proxy: &cfg.proxy,
+            keep_alive: false,
+        })
+        .map_err(|e| match e {
+            SetupError::Trust(TrustError::Bundle { path, reason }) => AlertError::File {
+                sink: sink.to_string(),
+                what: "trust_bundle".to_string(),
+                path,
+                reason,
+            },
+            other => setup(other.to_string()),
+        })?;
         let mut headers = Vec::with_capacity(cfg.headers.len());
         for h in &cfg.headers {
             let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -107,11 +101,9 @@ impl HttpClient {
         }
         Ok(HttpClient {
             sink: sink.to_string(),
-            uri,
+            url,
             shown,
-            host,
-            port,
-            tls,
+            http,
             headers,
             policy: Policy {
                 attempts: cfg.retries.saturating_add(1),
@@ -131,105 +123,41 @@ impl HttpClient {
         self.policy
     }
 
-    fn transport(&self, reason: String) -> AlertError {
-        AlertError::Transport {
-            sink: self.sink.clone(),
-            url: self.shown.clone(),
-            reason,
-        }
-    }
-
     /// POST `body` as JSON; Ok on a 2xx answer.
     pub async fn post_json(&self, body: Vec<u8>) -> Result<(), AlertError> {
-        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let authority = self.uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(HOST, authority)
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, concat!("rekey/", env!("CARGO_PKG_VERSION")))
-            .header(CONNECTION, "close")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| self.transport(format!("cannot build the request: {e}")))?;
+        let mut call = Call::new(Method::POST, self.url.as_str(), self.policy.timeout)
+            .body("application/json", body)
+            // Only the start of an error page is worth showing.
+            .keep_head(BODY_TAIL);
         for (name, value) in &self.headers {
             let value = match value {
                 Header::Inline(v) => v.clone(),
                 Header::File(p) => header_file(&self.sink, name.as_str(), p)?,
             };
-            req.headers_mut().insert(name.clone(), value);
+            call = call.header_value(name.clone(), value);
         }
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| self.transport(format!("cannot connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let (status, body) = match &self.tls {
-            None => self.exchange(TokioIo::new(tcp), req).await?,
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| self.transport(format!("TLS handshake: {e}")))?;
-                self.exchange(TokioIo::new(tls), req).await?
-            }
-        };
-        if status.is_success() {
+        let resp = self.http.send(call).await.map_err(|e| match e {
+            // The same words as the Alerter's own deadline.
+            HttpError::Timeout { after } => AlertError::Timeout {
+                sink: self.sink.clone(),
+                target: self.shown.clone(),
+                after,
+            },
+            source => AlertError::Transport {
+                sink: self.sink.clone(),
+                url: self.shown.clone(),
+                source,
+            },
+        })?;
+        if resp.is_success() {
             return Ok(());
         }
         Err(AlertError::Status {
             sink: self.sink.clone(),
             url: self.shown.clone(),
-            status: status.as_u16(),
-            body,
+            status: resp.status,
+            body: first_bytes(&resp.body, BODY_TAIL),
         })
-    }
-
-    /// Send `req` over `io`; the status and the start of the body.
-    async fn exchange<T>(
-        &self,
-        io: T,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(hyper::StatusCode, String), AlertError>
-    where
-        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| self.transport(format!("HTTP handshake: {e}")))?;
-        // Aborted on drop, so a timed-out try does not leave a task holding the socket.
-        let _driver = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| self.transport(format!("no valid answer: {e}")))?;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        let mut head = Vec::new();
-        if !status.is_success() {
-            // Only the start of an error page is worth showing.
-            while head.len() < BODY_TAIL {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            head.extend_from_slice(data);
-                        }
-                    }
-                    _ => break,
-                }
-            }
-        }
-        Ok((status, first_bytes(&head, BODY_TAIL)))
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -292,7 +220,7 @@ fn read_url(sink: &str, path: &Path) -> Result<Uri, AlertError> {
 }
 
 /// `uri` with `api` appended to its path (once), keeping its query.
-fn with_api_path(uri: &Uri, api: &str) -> Result<Uri, hyper::http::Error> {
+fn with_api_path(uri: &Uri, api: &str) -> Result<Uri, http::Error> {
     let base = uri.path().trim_end_matches('/');
     let path = if base.ends_with(api) {
         base.to_string()
@@ -311,24 +239,6 @@ fn with_api_path(uri: &Uri, api: &str) -> Result<Uri, hyper::http::Error> {
         b = b.authority(a.clone());
     }
     b.build()
-}
-
-/// A TLS connector trusting the platform roots plus `trust_bundle`.
-fn connector(sink: &str, trust_bundle: Option<&Path>) -> Result<TlsConnector, AlertError> {
-    use crate::tlsutil::TrustError;
-    let config = crate::tlsutil::verified_config(trust_bundle).map_err(|e| match e {
-        TrustError::Bundle { path, reason } => AlertError::File {
-            sink: sink.to_string(),
-            what: "trust_bundle".to_string(),
-            path,
-            reason,
-        },
-        other => AlertError::Setup {
-            sink: sink.to_string(),
-            message: other.to_string(),
-        },
-    })?;
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct AcmeConfig {
     pub contact: Vec<String>,
     /// Extra PEM roots trusted for TLS to the CA, on top of the system roots.
     pub trust_bundle: Option<PathBuf>,
+    /// How the CA is reached: the environment's proxies, none, or one proxy.
+    pub proxy: super::ProxyConfig,
     /// External account binding, for CAs that require one.
     pub eab: Option<EabConfig>,
     /// Revoke the replaced certificate once a handoff of its successor is verified.
@@ -115,6 +117,8 @@ pub(super) fn issuer(t: &mut TableReader<'_, '_>, base: &Path) -> Result<AcmeCon
         })
         .transpose()?;
 
+    let proxy = super::proxy::key(t)?;
+
     let eab = t.take("eab").map(|v| eab(t, base, v)).transpose()?;
 
     let revoke_replaced = match t.take("revoke_replaced") {
@@ -143,6 +147,7 @@ pub(super) fn issuer(t: &mut TableReader<'_, '_>, base: &Path) -> Result<AcmeCon
         directory: dir.into_inner(),
         contact,
         trust_bundle,
+        proxy,
         eab,
         revoke_replaced,
         challenge,

@@ -69,6 +69,8 @@ pub struct HttpConfig {
     pub retries: u32,
     /// Extra PEM roots for https, besides the platform's.
     pub trust_bundle: Option<PathBuf>,
+    /// How the receiver is reached: the environment's proxies, none, or one proxy.
+    pub proxy: super::ProxyConfig,
 }
 
 /// Where the URL of an HTTP sink comes from.
@@ -304,12 +306,14 @@ fn http(t: &mut TableReader<'_, '_>, base: &Path) -> Result<HttpConfig, ConfigEr
             Some(resolve(base, p.get_ref()))
         }
     };
+    let proxy = super::proxy::key(t)?;
     Ok(HttpConfig {
         url,
         headers,
         timeout,
         retries,
         trust_bundle,
+        proxy,
     })
 }
 

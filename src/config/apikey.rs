@@ -40,6 +40,8 @@ pub struct HttpKeysConfig {
     pub base_url: String,
     /// Extra roots for an https service.
     pub trust_bundle: Option<PathBuf>,
+    /// How the service is reached: the environment's proxies, none, or one proxy.
+    pub proxy: super::ProxyConfig,
     /// Sent with every request (values inline or from files).
     pub headers: Vec<HeaderConfig>,
     /// Deadline of one request.
@@ -563,10 +565,12 @@ pub(super) fn key_issuer(
     let trust_bundle = t
         .string("trust_bundle")?
         .map(|s| resolve(base, s.get_ref()));
+    let proxy = super::proxy::key(t)?;
     let headers = super::alert::headers(t, base)?;
     Ok(IssuerConfig::HttpKeys(HttpKeysConfig {
         base_url,
         trust_bundle,
+        proxy,
         headers,
         timeout,
     }))

@@ -14,6 +14,7 @@ mod error;
 mod handoff;
 mod on_remove;
 mod policy;
+mod proxy;
 mod raw;
 mod reload_group;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use error::ConfigError;
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
+pub use proxy::ProxyConfig;
 pub use reload_group::{
     ReloadGroup, DEFAULT_RELOAD_MAX_WAIT, DEFAULT_RELOAD_WINDOW, MAX_RELOAD_MAX_WAIT,
     MAX_RELOAD_WINDOW,

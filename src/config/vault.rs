@@ -46,6 +46,8 @@ pub struct VaultConfig {
     pub address: String,
     /// Extra PEM roots for https, besides the platform's.
     pub trust_bundle: Option<PathBuf>,
+    /// How Vault is reached: the environment's proxies, none, or one proxy.
+    pub proxy: super::ProxyConfig,
     /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
     pub namespace: Option<String>,
     /// Mount path of the PKI secrets engine, without slashes at the ends.
@@ -117,6 +119,7 @@ pub(super) fn vault(
             )),
         };
     let trust_bundle = file_key(t, base, "trust_bundle")?;
+    let proxy = super::proxy::key(t)?;
     let namespace = match t.string("namespace")? {
         Some(n) => Some(value(src, &t.key_path("namespace"), &n, |s| {
             mount_path(s).map(|_| s.trim_matches('/').to_string())
@@ -176,6 +179,7 @@ pub(super) fn vault(
     Ok(VaultConfig {
         address,
         trust_bundle,
+        proxy,
         namespace,
         pki_mount,
         pki_role,

@@ -81,11 +81,9 @@ pub fn build_handoff_parts(
         credential: name.to_string(),
         why,
     };
-    let any_cert = || {
-        crate::tlsutil::probe_config(None)
-            .map(Arc::new)
-            .map_err(fail)
-    };
+    // The app on this host: never through a proxy, any certificate (the
+    // fingerprint is what the handoff checks).
+    let local = || crate::httpc::Client::local().map_err(|e| fail(e.to_string()));
     let reload: Arc<dyn Reload> = match reload {
         ReloadConfig::None => Arc::new(NoReload),
         ReloadConfig::Signal { signal, target } => {
@@ -114,7 +112,7 @@ pub fn build_handoff_parts(
             method: method.clone(),
             headers: headers.clone(),
             timeout: *timeout,
-            tls: any_cert()?,
+            http: local()?,
         }),
     };
     let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
@@ -146,7 +144,7 @@ pub fn build_handoff_parts(
                 expect_status: *expect_status,
                 expect_body: expect_body.clone(),
                 headers: headers.clone(),
-                tls: any_cert()?,
+                http: local()?,
             }),
             ProbeConfig::Exec { command, env } => Arc::new(ExecProbe {
                 command: command.clone(),
@@ -391,6 +389,11 @@ pub async fn start(
     // After Store::open: the state dir's lock is held, so a socket file
     // left there belongs to a dead daemon.
     let (admin, admin_socket) = server::bind_admin(&config.daemon.state_dir)?;
+    // Built before any task starts: building key issuers takes time (their
+    // HTTP clients load the platform's roots), and a certificate that shares
+    // a reload with an API key must find the key already in its handoff
+    // group, or its first handoff goes alone and the key's waits for it.
+    let keys = key_credentials(config, &audit)?;
     let engine = Engine::start(
         store.clone(),
         credentials,
@@ -402,7 +405,7 @@ pub async fn start(
         metrics.clone(),
     );
     let mut engine = engine;
-    engine.start_keys(key_credentials(config, &audit)?);
+    engine.start_keys(keys);
     let settings = crate::monitor::Settings {
         recheck: config.daemon.backstop,
     };
@@ -425,6 +428,13 @@ pub async fn start(
     }
     let watcher = watch_files(&engine);
     let monitor_watcher = watch_watches(&monitor);
+    // A watched file the engine wrote (a managed certificate's CA, say)
+    // between the monitor's first read and its directory watch raised no
+    // event it could see: read every watched file once more now.
+    if monitor_watcher.is_some() {
+        let names: Vec<String> = monitor.watched_dirs().into_values().flatten().collect();
+        monitor.handle().files_changed(names.iter());
+    }
     tracing::info!(
         config = %config.path.display(),
         credentials = config.certificates.len() + config.api_keys.len(),

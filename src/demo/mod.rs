@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::daemon;
-use crate::status::{Handoff, Snapshot, State};
+use crate::status::{Handoff, RotateResult, Snapshot, State};
 
 pub mod app;
 
@@ -219,10 +219,16 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         .rotate("broken")
         .await
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    say(format!(
-        "broken: rotation {} (the previous generation is back in place; see the alert above)",
-        out.result.as_str().replace('_', " ")
-    ));
+    // Said here, not left to the narrator: the handoff retry may already
+    // have moved the status on when it looks.
+    if out.result == RotateResult::RolledBack {
+        say("broken: rotation rolled back, handoff FAILED (the previous generation is back in place; see the alert above)");
+    } else {
+        say(format!(
+            "broken: rotation {}",
+            out.result.as_str().replace('_', " ")
+        ));
+    }
     if !opts.exit_after_rollback {
         say(format!(
             "app renews every ~{}; watch it here. Ctrl-C ends the demo.",

@@ -130,13 +130,30 @@ pub enum HandoffError {
         /// Exit status / timeout and stderr tail.
         why: String,
     },
-    /// A reload request failed.
-    #[error("reload of {credential}: {why}")]
+    /// A reload request got no complete answer.
+    #[error("reload of {credential}: {method} {url}: {source}")]
     Http {
         /// Credential.
         credential: String,
-        /// Status or connection error.
-        why: String,
+        /// Method.
+        method: String,
+        /// URL.
+        url: String,
+        /// What failed (connection, TLS, deadline...).
+        #[source]
+        source: crate::httpc::HttpError,
+    },
+    /// A reload request was answered with a status other than 2xx.
+    #[error("reload of {credential}: {method} {url} answered HTTP {status}; expected 2xx")]
+    HttpStatus {
+        /// Credential.
+        credential: String,
+        /// Method.
+        method: String,
+        /// URL.
+        url: String,
+        /// The status.
+        status: u16,
     },
     /// The one reload of a handoff group did not run.
     #[error("reload of {credential}: {why}")]

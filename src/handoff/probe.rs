@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::{Generation, Observation, Probe};
-use crate::{cert, httpc};
+use crate::cert;
+use crate::httpc::{self, Call, HttpError};
 
 /// One probe attempt gives up after this long (the overall deadline is the
 /// verify timeout; a hung app must not stall a single attempt).
@@ -136,31 +137,27 @@ pub struct HttpProbe {
     pub expect_body: Option<String>,
     /// Request headers.
     pub headers: Vec<(String, String)>,
-    /// TLS for https URLs.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The client for the local app ([`httpc::Client::local`]).
+    pub http: httpc::Client,
 }
 
 #[async_trait]
 impl Probe for HttpProbe {
     async fn probe(&self, g: &Generation) -> Observation {
-        let headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), g.fill_header(v)))
-            .collect();
-        match httpc::send(
-            "GET",
-            &self.url,
-            &headers,
-            None,
-            ATTEMPT_TIMEOUT,
-            self.tls.clone(),
-        )
-        .await
-        {
-            Err(httpc::HttpError::Exchange { why, .. }) if why.starts_with("cannot connect") => {
-                Observation::Unreachable(why)
-            }
+        let mut call = Call::new(http::Method::GET, self.url.as_str(), ATTEMPT_TIMEOUT);
+        for (k, v) in &self.headers {
+            call = match call.header(k, &g.fill_header(v)) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Observation::Other {
+                        served: None,
+                        detail: e.to_string(),
+                    }
+                }
+            };
+        }
+        match self.http.send(call).await {
+            Err(e @ HttpError::Connect { .. }) => Observation::Unreachable(e.to_string()),
             Err(e) => Observation::Other {
                 served: None,
                 detail: e.to_string(),

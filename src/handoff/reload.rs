@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -22,7 +21,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{Generation, HandoffError, Reload};
-use crate::httpc;
+use crate::httpc::{self, Call};
 use crate::safefile;
 
 /// A process may start this long after its pid file's mtime and still count
@@ -294,34 +293,34 @@ pub struct HttpReload {
     pub headers: Vec<(String, String)>,
     /// Deadline.
     pub timeout: Duration,
-    /// TLS for https URLs (the local app: any certificate is accepted).
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The client for the local app ([`httpc::Client::local`]: no proxy,
+    /// any certificate accepted).
+    pub http: httpc::Client,
 }
 
 #[async_trait]
 impl Reload for HttpReload {
     async fn reload(&self, g: &Generation) -> Result<(), HandoffError> {
-        let fail = |why: String| HandoffError::Http {
+        let fail = |source| HandoffError::Http {
             credential: g.credential.clone(),
-            why,
+            method: self.method.clone(),
+            url: self.url.clone(),
+            source,
         };
-        let r = httpc::send(
-            &self.method,
-            &self.url,
-            &self.headers,
-            None,
-            self.timeout,
-            self.tls.clone(),
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-        if (200..300).contains(&r.status) {
+        let mut call = Call::named(&self.method, self.url.as_str(), self.timeout).map_err(fail)?;
+        for (k, v) in &self.headers {
+            call = call.header(k, v).map_err(fail)?;
+        }
+        let r = self.http.send(call).await.map_err(fail)?;
+        if r.is_success() {
             Ok(())
         } else {
-            Err(fail(format!(
-                "{} {} answered HTTP {}; expected 2xx",
-                self.method, self.url, r.status
-            )))
+            Err(HandoffError::HttpStatus {
+                credential: g.credential.clone(),
+                method: self.method.clone(),
+                url: self.url.clone(),
+                status: r.status,
+            })
         }
     }
 }

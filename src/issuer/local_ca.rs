@@ -198,6 +198,7 @@ impl Issuer for LocalCa {
 
     async fn issue(&self, req: &IssueRequest) -> Result<Issued, IssuerError> {
         let fail = |message: String| IssuerError::Issue {
+            source: None,
             issuer: self.name.clone(),
             credential: req.credential.clone(),
             message,

@@ -96,10 +96,14 @@ pub enum IssuerError {
         issuer: String,
         /// Credential name.
         credential: String,
-        /// What went wrong.
+        /// What went wrong, in words (the backend's message).
         message: String,
         /// When the issuer asked us to come back, if it did.
         retry_after: Option<Duration>,
+        /// The backend's typed error, when there is one (see
+        /// [`IssuerError::transport`]).
+        #[source]
+        source: Option<BoxError>,
     },
     /// The issuer was asked to revoke a certificate and could not.
     #[error("issuer {issuer} could not revoke the certificate of {credential}: {message}")]
@@ -110,6 +114,9 @@ pub enum IssuerError {
         credential: String,
         /// What went wrong and what to do.
         message: String,
+        /// The backend's typed error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A question that is not an issuance (e.g. ARI renewal info) failed;
     /// the caller keeps its own schedule.
@@ -121,8 +128,14 @@ pub enum IssuerError {
         message: String,
         /// When the issuer asked us to come back, if it did.
         retry_after: Option<Duration>,
+        /// The backend's typed error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
 }
+
+/// A backend's error, kept as the source of an [`IssuerError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl IssuerError {
     /// The issuer's requested wait before retrying, if any.
@@ -133,6 +146,20 @@ impl IssuerError {
             }
             IssuerError::Setup { .. } | IssuerError::Revoke { .. } => None,
         }
+    }
+
+    /// The transport failure behind this error, if the issuer was not
+    /// reached or did not answer in full: a timeout, a refused connection,
+    /// a TLS or proxy failure, told apart by type rather than by text.
+    pub fn transport(&self) -> Option<&crate::httpc::HttpError> {
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            if let Some(h) = e.downcast_ref::<crate::httpc::HttpError>() {
+                return Some(h);
+            }
+            next = e.source();
+        }
+        None
     }
 }
 

@@ -93,6 +93,26 @@ fn bad_configs_exit_2_naming_the_key() {
             vec!["certificate[0].on_remove", "allowed: keep, revoke", ":13:"],
         ),
         (
+            "SOCKS proxy",
+            "[issuer.v]\ntype = \"vault\"\naddress = \"https://vault.internal:8200\"\npki_role = \"web\"\nproxy = \"socks5://127.0.0.1:1080\"\nauth = { method = \"token\", token_file = \"/tmp/rekey-t/token\" }\n".into(),
+            vec!["issuer.v.proxy", "SOCKS proxies are not supported", ":12:"],
+        ),
+        (
+            "proxy with credentials",
+            "[[alert]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nproxy = \"http://ops:s3cret@proxy.internal:3128\"\n".into(),
+            vec!["alert[0].proxy", "***@proxy.internal:3128", "user:password", "HTTPS_PROXY", ":11:"],
+        ),
+        (
+            "proxy that is not a URL",
+            "[issuer.le]\ntype = \"acme\"\ndirectory = \"https://acme.example/dir\"\nproxy = \"proxy.internal:3128\"\nchallenge = { type = \"http-01\", listen = \"0.0.0.0:80\" }\n".into(),
+            vec!["issuer.le.proxy", "is not an http:// or https:// URL", "\"none\""],
+        ),
+        (
+            "proxy on an issuer that sends no HTTP",
+            "[issuer.cmd]\ntype = \"exec\"\nproxy = \"none\"\n".into(),
+            vec!["issuer.cmd", "proxy"],
+        ),
+        (
             "missing issuer",
             web("").replace("issuer = \"dev\"", "issuer = \"nope\""),
             vec!["issuer", "nope", "dev", ":10:"],
@@ -106,6 +126,10 @@ fn bad_configs_exit_2_naming_the_key() {
         for w in words {
             assert!(msg.contains(w), "{case}: message lacks {w:?}: {msg}");
         }
+        assert!(
+            !msg.contains("s3cret"),
+            "{case}: a secret in the message: {msg}"
+        );
     }
 }
 

@@ -99,6 +99,7 @@ impl Issuer for FakeCa {
                 .retain(|n| !matches!(n, rcgen::SanType::DnsName(d) if d.as_str() == "app.test")),
             Fault::RateLimited => {
                 return Err(IssuerError::Issue {
+                    source: None,
                     issuer: "fake".into(),
                     credential: req.credential.clone(),
                     message: "rate limited (HTTP 429)".into(),

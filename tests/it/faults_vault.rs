@@ -361,7 +361,7 @@ fn vault_timeout_mid_response() {
     vault_fault(
         Fault::StallMidBody,
         "timeout mid-response",
-        "no answer within 2s",
+        "no complete answer within 2s",
         0,
         2,
     );

@@ -40,6 +40,7 @@ mod logs;
 mod metrics;
 mod nginx;
 mod notify;
+mod proxy;
 mod reload;
 mod reload_groups;
 mod retire;

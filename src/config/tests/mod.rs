@@ -279,3 +279,33 @@ proptest::proptest! {
         proptest::prop_assert_eq!(share.to_string(), text);
     }
 }
+
+#[test]
+fn the_other_examples_parse_and_say_how_their_servers_are_reached() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for name in [
+        "acme-pebble.example.toml",
+        "vault.example.toml",
+        "apikey.example.toml",
+    ] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(&text, &path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (issuer, cfg) in &c.issuers {
+            let proxy = match cfg {
+                IssuerConfig::Acme(a) => &a.proxy,
+                IssuerConfig::Vault(v) => &v.proxy,
+                IssuerConfig::HttpKeys(k) => &k.proxy,
+                _ => continue,
+            };
+            // The local Pebble is reached directly; the others follow the
+            // environment.
+            let want = if name.starts_with("acme-pebble") && issuer == "pebble" {
+                crate::config::ProxyConfig::Off
+            } else {
+                crate::config::ProxyConfig::Environment
+            };
+            assert_eq!(proxy, &want, "{name}: issuer {issuer}");
+        }
+    }
+}

@@ -58,6 +58,7 @@ mount = "kubernetes/cluster-b"
         VaultConfig {
             address: "https://vault.internal:8200".into(),
             trust_bundle: Some(PathBuf::from("/etc/rekey/roots/vault-ca.pem")),
+            proxy: crate::config::ProxyConfig::Environment,
             namespace: Some("team-a".into()),
             pki_mount: "pki/int".into(),
             pki_role: "web".into(),

@@ -251,22 +251,23 @@ pub(super) async fn register(
         .map_err(|e| ctx.protocol("newAccount", e))?;
         let body =
             serde_json::to_vec(&body).map_err(|e| ctx.protocol("newAccount", e.to_string()))?;
-        let (status, bytes, location, replay) = http
+        let answer = http
             .send(
                 Method::POST,
                 &dir.new_account,
                 Some((body, "application/jose+json")),
             )
             .await
-            .map_err(|reason| ctx.unreachable(reason))?;
-        if (200..300).contains(&status) {
-            return location
+            .map_err(|e| ctx.unreachable(e))?;
+        if (200..300).contains(&answer.status) {
+            return answer
+                .location
                 .ok_or_else(|| ctx.protocol("newAccount", "the CA sent no account URL".into()));
         }
-        let problem: instant_acme::Problem =
-            serde_json::from_slice(&bytes).map_err(|_| ctx.status("newAccount", status))?;
+        let problem: instant_acme::Problem = serde_json::from_slice(&answer.body)
+            .map_err(|_| ctx.status("newAccount", answer.status))?;
         if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce") {
-            nonce = replay;
+            nonce = answer.nonce;
             continue;
         }
         return Err(ctx.problem("newAccount", None, problem));
@@ -283,11 +284,13 @@ async fn fresh_nonce(
     dir: &Directory,
     ctx: &super::Ctx<'_>,
 ) -> Result<String, AcmeError> {
-    let (_, _, _, nonce) = http
+    let answer = http
         .send(Method::HEAD, &dir.new_nonce, None)
         .await
-        .map_err(|reason| ctx.unreachable(reason))?;
-    nonce.ok_or_else(|| ctx.protocol("newNonce", "the CA sent no Replay-Nonce".into()))
+        .map_err(|e| ctx.unreachable(e))?;
+    answer
+        .nonce
+        .ok_or_else(|| ctx.protocol("newNonce", "the CA sent no Replay-Nonce".into()))
 }
 
 #[cfg(test)]

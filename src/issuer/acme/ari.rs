@@ -67,7 +67,7 @@ pub(super) async fn fetch(
         (r, take_hints())
     })
     .await;
-    let (status, body) = result.map_err(|r| ctx.unreachable(r))?;
+    let (status, body) = result.map_err(|e| ctx.unreachable(e))?;
     if status != 200 {
         let detail = format!("renewal info for {id} answered HTTP {status}");
         return Err(if status == 429 || status >= 500 {

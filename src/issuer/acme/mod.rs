@@ -23,18 +23,20 @@ use self::challenge::Http01Listener;
 use self::http::{take_hints, with_hints, Http};
 use super::{IssueRequest, Issued, Issuer, IssuerError, RenewalWindow, Revocation};
 use crate::config::{AcmeConfig, ChallengeConfig};
+use crate::httpc::HttpError;
 
 /// Why an ACME operation failed; every message names the CA's directory and,
 /// where there is one, the identifier. Never holds a key or the EAB secret.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    /// No usable answer from the CA (connection, TLS, timeout).
-    #[error("cannot reach the ACME CA at {directory}: {reason}")]
+    /// No usable answer from the CA (connection, TLS, proxy, timeout).
+    #[error("cannot reach the ACME CA at {directory}: {source}")]
     Unreachable {
         /// Directory URL.
         directory: String,
-        /// What the connection said.
-        reason: String,
+        /// What failed.
+        #[source]
+        source: HttpError,
     },
     /// The CA refused a request; `kind` is the ACME problem type.
     #[error("ACME CA {directory} refused {step} for {identifier}: {detail} ({kind})")]
@@ -115,6 +117,15 @@ impl AcmeError {
         }
     }
 
+    /// The transport failure, when the CA was not reached or did not answer
+    /// in full.
+    pub fn transport(&self) -> Option<&HttpError> {
+        match self {
+            AcmeError::Unreachable { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     /// The ACME problem type, for errors that came from one.
     fn kind(&self) -> Option<&str> {
         match self {
@@ -130,10 +141,10 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn unreachable(&self, reason: String) -> AcmeError {
+    fn unreachable(&self, source: HttpError) -> AcmeError {
         AcmeError::Unreachable {
             directory: self.directory.to_string(),
-            reason,
+            source,
         }
     }
 
@@ -218,9 +229,11 @@ impl Ctx<'_> {
     ) -> AcmeError {
         match e {
             instant_acme::Error::Api(p) => self.problem(step, identifier, p),
-            instant_acme::Error::Other(inner) => {
-                self.unreachable(http::error_chain(inner.as_ref()))
-            }
+            // Our client's errors travel through instant-acme boxed.
+            instant_acme::Error::Other(inner) => match inner.downcast::<HttpError>() {
+                Ok(e) => self.unreachable(*e),
+                Err(other) => self.protocol(step, other.to_string()),
+            },
             instant_acme::Error::Json(j) => {
                 self.protocol(step, format!("the answer is not the expected JSON: {j}"))
             }
@@ -274,7 +287,7 @@ impl Acme {
             issuer: name.to_string(),
             message,
         };
-        let http = Http::new(cfg.trust_bundle.as_deref()).map_err(setup)?;
+        let http = Http::new(cfg).map_err(|e| setup(e.to_string()))?;
         let eab_key = cfg
             .eab
             .as_ref()
@@ -315,7 +328,7 @@ impl Acme {
             .http
             .get(&self.cfg.directory)
             .await
-            .map_err(|r| ctx.unreachable(r))?;
+            .map_err(|e| ctx.unreachable(e))?;
         if status != 200 {
             return Err(ctx.status("directory", status));
         }
@@ -426,6 +439,7 @@ impl Issuer for Acme {
                 credential: req.credential.clone(),
                 retry_after: e.retry_after(),
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             }),
         }
     }
@@ -435,6 +449,7 @@ impl Issuer for Acme {
             issuer: self.name.clone(),
             retry_after: e.retry_after(),
             message: e.to_string(),
+            source: Some(Box::new(e)),
         };
         let dir = with_hints(self.directory()).await.map_err(query)?;
         let Some(base) = dir.renewal_info.as_deref() else {
@@ -444,6 +459,7 @@ impl Issuer for Acme {
             issuer: self.name.clone(),
             retry_after: None,
             message: format!("renewal info: {m}"),
+            source: None,
         })?;
         ari::fetch(&self.http, base, &id, &self.ctx())
             .await
@@ -460,6 +476,7 @@ impl Issuer for Acme {
             credential: credential.to_string(),
             retry_after: e.retry_after(),
             message: format!("revoking the replaced certificate: {e}"),
+            source: Some(Box::new(e)),
         };
         with_hints(async {
             let account = self.account().await?;
@@ -494,6 +511,7 @@ impl Issuer for Acme {
             issuer: self.name.clone(),
             credential: credential.to_string(),
             message: format!("{e}; the certificate stays valid until it expires unless revoked by hand at the CA"),
+            source: Some(Box::new(e)),
         })?;
         tracing::info!(issuer = %self.name, event = "revoked", "revoked the retired certificate at the CA");
         Ok(Revocation::Revoked(

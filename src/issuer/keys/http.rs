@@ -1,7 +1,6 @@
 //! API keys from a generic HTTP key service: mint and revoke with requests
 //! described in the config; secret, id and expiry read from the JSON answer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{fill, read_answer, KeyError, KeyIssuer, MintedKey};
 use crate::config::{HeaderSource, HttpKeysConfig, MintConfig, RevokeConfig};
-use crate::httpc;
+use crate::httpc::{self, Call};
 use crate::safefile::{self, Guard};
 
 /// One `[[api_key]]` minted by a `type = "http"` issuer.
@@ -19,7 +18,7 @@ pub struct HttpKeys {
     cfg: HttpKeysConfig,
     mint: MintConfig,
     revoke: Option<RevokeConfig>,
-    tls: Arc<rustls::ClientConfig>,
+    http: httpc::Client,
 }
 
 impl HttpKeys {
@@ -36,23 +35,19 @@ impl HttpKeys {
             path: cfg.base_url.clone(),
             why,
         };
-        let tls = if cfg.base_url.starts_with("https://") {
-            crate::tlsutil::verified_config(cfg.trust_bundle.as_deref())
-                .map_err(|e| setup(e.to_string()))?
-        } else {
-            // Plain http never uses it; httpc wants one all the same.
-            rustls::ClientConfig::builder_with_provider(crate::tlsutil::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| setup(e.to_string()))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        };
+        let http = httpc::Client::remote(httpc::Remote {
+            url: &cfg.base_url,
+            trust_bundle: cfg.trust_bundle.as_deref(),
+            proxy: &cfg.proxy,
+            keep_alive: true,
+        })
+        .map_err(|e| setup(e.to_string()))?;
         let keys = HttpKeys {
             name: name.to_string(),
             cfg: cfg.clone(),
             mint: mint.clone(),
             revoke: revoke.cloned(),
-            tls: Arc::new(tls),
+            http,
         };
         keys.headers(&[]).map_err(setup)?;
         Ok(keys)
@@ -60,11 +55,14 @@ impl HttpKeys {
 
     /// The issuer's headers (files read now, so rotated tokens are picked
     /// up) followed by `extra`. Values are never put into errors.
-    fn headers(&self, extra: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
-        let mut out = vec![("content-type".to_string(), "application/json".to_string())];
+    fn headers(
+        &self,
+        extra: &[(String, String)],
+    ) -> Result<Vec<(String, Zeroizing<String>)>, String> {
+        let mut out = Vec::new();
         for h in &self.cfg.headers {
             let v = match &h.value {
-                HeaderSource::Inline(v) => v.clone(),
+                HeaderSource::Inline(v) => Zeroizing::new(v.clone()),
                 HeaderSource::File(p) => {
                     // A secret: bounded, never blocking, refused when other
                     // users can write it.
@@ -72,12 +70,16 @@ impl HttpKeys {
                     let raw = safefile::read_guarded(p, &key, Guard::Secret, safefile::MAX_SECRET)
                         .and_then(|b| safefile::text(p, b))
                         .map_err(|e| format!("header {}: {e}", h.name))?;
-                    raw.trim_end_matches(['\r', '\n']).to_string()
+                    Zeroizing::new(raw.trim_end_matches(['\r', '\n']).to_string())
                 }
             };
             out.push((h.name.clone(), v));
         }
-        out.extend(extra.iter().cloned());
+        out.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.clone(), Zeroizing::new(v.clone()))),
+        );
         Ok(out)
     }
 
@@ -96,19 +98,20 @@ impl HttpKeys {
             why,
         };
         let url = format!("{}/{}", self.cfg.base_url, path.trim_start_matches('/'));
-        let headers = self.headers(headers).map_err(fail)?;
-        let bytes = body.map(|b| b.to_string().into_bytes());
-        let r = httpc::send(
-            method,
-            &url,
-            &headers,
-            bytes,
-            self.cfg.timeout,
-            self.tls.clone(),
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-        Ok(r)
+        let transport = |source| KeyError::Transport {
+            issuer: self.name.clone(),
+            op,
+            path: path.to_string(),
+            source: Box::new(source),
+        };
+        let mut call = Call::named(method, url, self.cfg.timeout).map_err(transport)?;
+        for (name, value) in self.headers(headers).map_err(fail)? {
+            call = call.header(&name, &value).map_err(transport)?;
+        }
+        if let Some(b) = body {
+            call = call.body("application/json", b.to_string().into_bytes());
+        }
+        self.http.send(call).await.map_err(transport)
     }
 }
 

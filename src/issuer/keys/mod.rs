@@ -41,7 +41,8 @@ impl std::fmt::Debug for MintedKey {
 /// Why minting or revoking failed; names the issuer and the path, never the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The request failed (status, denial, unreachable).
+    /// The request was refused or its answer unusable (status, denial,
+    /// not JSON), or a header file is unusable.
     #[error("issuer {issuer}: {op} via {path}: {why}")]
     Request {
         /// Issuer name.
@@ -52,6 +53,33 @@ pub enum KeyError {
         path: String,
         /// The server's or transport's words.
         why: String,
+    },
+    /// The service was not reached or did not answer in full.
+    #[error("issuer {issuer}: {op} via {path}: {source}")]
+    Transport {
+        /// Issuer name.
+        issuer: String,
+        /// `mint` or `revoke`.
+        op: &'static str,
+        /// API path.
+        path: String,
+        /// What failed (connection, TLS, proxy, deadline...); boxed to
+        /// keep every `Result` of the key engine small.
+        #[source]
+        source: Box<crate::httpc::HttpError>,
+    },
+    /// Vault refused the request or could not be reached.
+    #[error("issuer {issuer}: {op} via {path}: {source}")]
+    Vault {
+        /// Issuer name.
+        issuer: String,
+        /// `mint` or `revoke`.
+        op: &'static str,
+        /// API path.
+        path: String,
+        /// Vault's answer or the transport failure.
+        #[source]
+        source: Box<crate::issuer::vault::VaultError>,
     },
     /// The answer lacks a configured field.
     #[error("issuer {issuer}: mint via {path}: the answer has no {field} at \"{at}\"; check mint.{field}")]
@@ -205,11 +233,11 @@ impl KeyIssuer for VaultKeys {
             .client
             .request(&m.method, &m.path, body.as_ref())
             .await
-            .map_err(|e| KeyError::Request {
+            .map_err(|source| KeyError::Vault {
                 issuer: self.name().to_string(),
                 op: "mint",
                 path: m.path.clone(),
-                why: e.to_string(),
+                source: Box::new(source),
             })?;
         read_answer(self.name(), m, &answer, lifetime)
     }
@@ -239,11 +267,11 @@ impl KeyIssuer for VaultKeys {
             .request(&method, &path, body.as_ref())
             .await
             .map(|_| ())
-            .map_err(|e| KeyError::Request {
+            .map_err(|source| KeyError::Vault {
                 issuer: self.name().to_string(),
                 op: "revoke",
                 path,
-                why: e.to_string(),
+                source: Box::new(source),
             })
     }
 }

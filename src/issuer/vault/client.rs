@@ -13,7 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::auth::Token;
 use super::error::{errors_text, VaultError};
 use crate::config::{VaultAuth, VaultConfig};
-use crate::httpc;
+use crate::httpc::{self, Call};
 
 /// A Vault API client; cheap to clone (clones share the token).
 #[derive(Clone)]
@@ -41,8 +41,8 @@ pub(super) struct Inner {
     pub address: String,
     /// Sent as `X-Vault-Namespace` when set.
     pub namespace: Option<String>,
-    /// Used for https addresses.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The HTTP client (TLS roots, proxy, keep-alive).
+    pub http: httpc::Client,
     /// Deadline of one request.
     pub timeout: Duration,
     /// How the token is obtained.
@@ -69,16 +69,12 @@ impl VaultClient {
     /// missing or unreadable file stops the daemon at start, not at the
     /// first renewal hours later; nothing is sent to Vault yet.
     pub fn new(name: &str, cfg: &VaultConfig) -> Result<VaultClient, VaultError> {
-        let tls = if cfg.address.starts_with("https://") {
-            crate::tlsutil::verified_config(cfg.trust_bundle.as_deref())?
-        } else {
-            // Plain http never uses it; httpc wants one all the same.
-            rustls::ClientConfig::builder_with_provider(crate::tlsutil::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| crate::tlsutil::TrustError::Setup(e.to_string()))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        };
+        let http = httpc::Client::remote(httpc::Remote {
+            url: &cfg.address,
+            trust_bundle: cfg.trust_bundle.as_deref(),
+            proxy: &cfg.proxy,
+            keep_alive: true,
+        })?;
         match &cfg.auth {
             VaultAuth::Token { token_file } => {
                 super::auth::read_secret("token_file", token_file)?;
@@ -100,7 +96,7 @@ impl VaultClient {
                 name: name.to_string(),
                 address: cfg.address.clone(),
                 namespace: cfg.namespace.clone(),
-                tls: Arc::new(tls),
+                http,
                 timeout: cfg.timeout,
                 auth: cfg.auth.clone(),
                 token: Mutex::new(None),
@@ -155,35 +151,29 @@ impl Inner {
         token: Option<&str>,
     ) -> Result<httpc::Response, VaultError> {
         let url = format!("{}/v1/{path}", self.address);
-        let mut headers: Vec<(String, String)> = vec![
-            ("content-type".into(), "application/json".into()),
-            // Vault asks clients to send it (a guard against browser-driven SSRF).
-            ("x-vault-request".into(), "true".into()),
-            (
-                "user-agent".into(),
-                concat!("rekey/", env!("CARGO_PKG_VERSION")).into(),
-            ),
-        ];
-        if let Some(ns) = &self.namespace {
-            headers.push(("x-vault-namespace".into(), ns.clone()));
-        }
-        if let Some(t) = token {
-            headers.push(("x-vault-token".into(), t.to_string()));
-        }
-        let result =
-            httpc::send(method, &url, &headers, body, self.timeout, self.tls.clone()).await;
-        for (_, v) in &mut headers {
-            v.zeroize();
-        }
-        result.map_err(|e| VaultError::Unreachable {
+        let unreachable = |source| VaultError::Unreachable {
             method: method.to_string(),
             path: format!("/v1/{path}"),
             address: self.address.clone(),
-            why: match e {
-                httpc::HttpError::Exchange { why, .. } => why,
-                other => other.to_string(),
-            },
-        })
+            source,
+        };
+        let mut call = Call::named(method, url, self.timeout)
+            .map_err(unreachable)?
+            // Vault asks clients to send it (a guard against browser-driven SSRF).
+            .header("x-vault-request", "true")
+            .map_err(unreachable)?;
+        if let Some(ns) = &self.namespace {
+            call = call.header("x-vault-namespace", ns).map_err(unreachable)?;
+        }
+        if let Some(t) = token {
+            // The header's copy of the token lives in the request's buffers
+            // until they are freed; the token itself stays zeroized.
+            call = call.header("x-vault-token", t).map_err(unreachable)?;
+        }
+        if let Some(b) = body {
+            call = call.body("application/json", b);
+        }
+        self.http.send(call).await.map_err(unreachable)
     }
 
     /// A 2xx answer's JSON, or a `Status` error with Vault's errors. The

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::tlsutil::TrustError;
+use crate::httpc::{HttpError, SetupError};
 
 /// How much of a non-JSON error body goes into a message.
 const BODY_HEAD: usize = 200;
@@ -12,8 +12,9 @@ const BODY_HEAD: usize = 200;
 /// Why a Vault request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    /// No connection, TLS failure, broken exchange or no answer in time.
-    #[error("{method} {path}: {why}; {}", reach_hint(why, address))]
+    /// No connection, TLS failure, proxy failure, broken exchange or no
+    /// answer in time.
+    #[error("{method} {path}: {source}{}", reach_hint(source, address))]
     Unreachable {
         /// HTTP method.
         method: String,
@@ -22,7 +23,8 @@ pub enum VaultError {
         /// The configured address.
         address: String,
         /// What failed.
-        why: String,
+        #[source]
+        source: HttpError,
     },
     /// Vault answered with an error status.
     #[error("{method} {path} answered HTTP {status}: {errors}{}", hint(*status, errors, path))]
@@ -66,9 +68,9 @@ pub enum VaultError {
         /// What is wrong with its token.
         why: String,
     },
-    /// The https settings could not be built.
+    /// The HTTP client could not be set up (trust_bundle, proxy).
     #[error(transparent)]
-    Trust(#[from] TrustError),
+    Setup(#[from] SetupError),
 }
 
 impl VaultError {
@@ -76,6 +78,15 @@ impl VaultError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             VaultError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The transport failure, when Vault was not reached or did not answer
+    /// in full (to tell a timeout from a refused connection).
+    pub fn transport(&self) -> Option<&HttpError> {
+        match self {
+            VaultError::Unreachable { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -90,11 +101,14 @@ impl VaultError {
 }
 
 /// What to check when no answer came.
-fn reach_hint(why: &str, address: &str) -> String {
-    if why.starts_with("TLS") {
-        format!("does trust_bundle hold the CA that signed the certificate of {address}?")
-    } else {
-        format!("is Vault running and reachable at {address}?")
+fn reach_hint(e: &HttpError, address: &str) -> String {
+    match e {
+        HttpError::Tls { .. } => {
+            format!("; does trust_bundle hold the CA that signed the certificate of {address}?")
+        }
+        // Its message already says what to check.
+        HttpError::Proxy { .. } => String::new(),
+        _ => format!("; is Vault running and reachable at {address}?"),
     }
 }
 

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 pub use client::VaultClient;
 pub use error::VaultError;
 
-use super::{IssueRequest, Issued, Issuer, IssuerError, Revocation, ServerKey};
+use super::{BoxError, IssueRequest, Issued, Issuer, IssuerError, Revocation, ServerKey};
 use crate::config::VaultConfig;
 
 /// The Vault PKI issuer.
@@ -117,15 +117,19 @@ impl Issuer for VaultIssuer {
             credential: req.credential.clone(),
             message,
             retry_after,
+            source: None,
         };
         let (path, body) = self.request_for(req).map_err(|m| fail(m, None))?;
         let mut answer = self
             .client
             .request("POST", &path, Some(&body))
             .await
-            .map_err(|e| {
-                let ra = e.retry_after();
-                fail(e.to_string(), ra)
+            .map_err(|e| IssuerError::Issue {
+                issuer: self.name.clone(),
+                credential: req.credential.clone(),
+                message: e.to_string(),
+                retry_after: e.retry_after(),
+                source: Some(Box::new(e)),
             })?;
         if let Some(warnings) = answer.get("warnings").and_then(Value::as_array) {
             for w in warnings.iter().filter_map(Value::as_str) {
@@ -152,12 +156,13 @@ impl Issuer for VaultIssuer {
     }
 
     async fn revoke(&self, credential: &str, cert_pem: &str) -> Result<Revocation, IssuerError> {
-        let fail = |message: String| IssuerError::Revoke {
+        let fail = |message: String, source: Option<BoxError>| IssuerError::Revoke {
             issuer: self.name.clone(),
             credential: credential.to_string(),
             message,
+            source,
         };
-        let serial = serial_of(cert_pem).map_err(&fail)?;
+        let serial = serial_of(cert_pem).map_err(|m| fail(m, None))?;
         let path = format!("{}/revoke", self.pki_mount);
         self.client
             .request("POST", &path, Some(&json!({ "serial_number": serial })))
@@ -165,7 +170,7 @@ impl Issuer for VaultIssuer {
             .map_err(|e| {
                 fail(format!(
                     "{e}; the certificate (serial {serial}) stays valid until it expires unless revoked by hand (needs the \"update\" capability on {path})"
-                ))
+                ), Some(Box::new(e)))
             })?;
         tracing::info!(issuer = %self.name, serial = %serial, event = "revoked", "revoked the retired certificate in Vault");
         Ok(Revocation::Revoked(format!(

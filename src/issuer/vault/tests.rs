@@ -120,6 +120,7 @@ fn config(server_keygen: bool) -> (tempfile::TempDir, VaultConfig) {
     let cfg = VaultConfig {
         address: "http://127.0.0.1:1".into(),
         trust_bundle: None,
+        proxy: crate::config::ProxyConfig::Off,
         namespace: Some("team".into()),
         pki_mount: "pki/int".into(),
         pki_role: "web".into(),
@@ -198,7 +199,13 @@ async fn unreachable_vault_names_issuer_path_and_address() {
     let (_dir, cfg) = config(false);
     let issuer = VaultIssuer::new("corp", &cfg).unwrap();
     let key = generate_key(KeyType::EcdsaP256).unwrap();
-    let err = issuer.issue(&request(&key)).await.unwrap_err().to_string();
+    let e = issuer.issue(&request(&key)).await.unwrap_err();
+    // The cause is typed all the way up: a refused connection, not a timeout.
+    assert!(
+        matches!(e.transport(), Some(crate::httpc::HttpError::Connect { .. })),
+        "{e:?}"
+    );
+    let err = e.to_string();
     // The token method looks the token up first; that is the path named.
     assert!(err.contains("issuer corp") && err.contains("web"), "{err}");
     assert!(

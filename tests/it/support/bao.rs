@@ -5,7 +5,6 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -26,7 +25,7 @@ pub struct Bao {
     pub audit: PathBuf,
     /// With `-dev-tls`: the generated CA that signed the server certificate.
     pub ca: Option<PathBuf>,
-    tls: Arc<rustls::ClientConfig>,
+    http: rekey::httpc::Client,
     rt: tokio::runtime::Runtime,
 }
 
@@ -91,7 +90,7 @@ impl Bao {
                 root: root.clone(),
                 audit: audit.clone(),
                 ca: ca.clone(),
-                tls: Arc::new(rekey::tlsutil::probe_config(None).unwrap()),
+                http: rekey::httpc::Client::local().unwrap(),
                 rt: tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -100,7 +99,13 @@ impl Bao {
             if bao.wait_ready(Duration::from_secs(30)) {
                 if let Some(ca) = &ca {
                     // From here on the test's own calls verify the server too.
-                    bao.tls = Arc::new(rekey::tlsutil::verified_config(Some(ca)).unwrap());
+                    bao.http = rekey::httpc::Client::remote(rekey::httpc::Remote {
+                        url: &bao.url,
+                        trust_bundle: Some(ca),
+                        proxy: &rekey::config::ProxyConfig::Off,
+                        keep_alive: false,
+                    })
+                    .unwrap();
                 }
                 return Some(bao);
             }
@@ -140,25 +145,23 @@ impl Bao {
         token: Option<&str>,
         namespace: Option<&str>,
     ) -> Result<(u16, Value), String> {
-        let mut headers = vec![];
+        let url = format!("{}/v1/{path}", self.url);
+        let mut call = rekey::httpc::Call::named(method, url, Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
         if let Some(t) = token {
-            headers.push(("x-vault-token".to_string(), t.to_string()));
+            call = call.header("x-vault-token", t).map_err(|e| e.to_string())?;
         }
         if let Some(ns) = namespace {
-            headers.push(("x-vault-namespace".to_string(), ns.to_string()));
+            call = call
+                .header("x-vault-namespace", ns)
+                .map_err(|e| e.to_string())?;
         }
-        let url = format!("{}/v1/{path}", self.url);
-        let body = body.map(|b| b.to_string().into_bytes());
+        if let Some(b) = body {
+            call = call.body("application/json", b.to_string().into_bytes());
+        }
         let resp = self
             .rt
-            .block_on(rekey::httpc::send(
-                method,
-                &url,
-                &headers,
-                body,
-                Duration::from_secs(20),
-                self.tls.clone(),
-            ))
+            .block_on(self.http.send(call))
             .map_err(|e| e.to_string())?;
         let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
         Ok((resp.status, v))

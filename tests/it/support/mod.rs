@@ -12,6 +12,7 @@ pub mod invariants;
 pub mod keyservice;
 pub mod pebble;
 pub mod scorecard;
+pub mod tinyproxy;
 pub mod vault;
 
 use std::io::{Read, Write};

@@ -77,6 +77,8 @@ pub struct Opts {
 pub struct Pebble {
     pub dir: tempfile::TempDir,
     pub url: String,
+    /// Its ACME listener (what a proxy's CONNECT names).
+    pub addr: SocketAddr,
     /// Roots for TLS to Pebble (its listener certificate's CA).
     pub bundle: PathBuf,
     /// Where Pebble sends http-01 validation requests (on 127.0.0.1).
@@ -164,6 +166,7 @@ impl Pebble {
         });
         Pebble {
             url: format!("https://{addr}/dir"),
+            addr,
             bundle: tls.ca_pem.clone(),
             http_port,
             mgmt,
