@@ -66,6 +66,7 @@ fn main() {
             key_type: KeyType::EcdsaP256,
             common_name: "bench CA".into(),
             ca_lifetime: Duration::from_secs(86400 * 365),
+            ..LocalCaConfig::default()
         };
         let ca: Arc<dyn rekey::issuer::Issuer> =
             Arc::new(LocalCa::open("dev", &store.ca_dir().unwrap().join("dev"), &ca_cfg).unwrap());

@@ -135,6 +135,10 @@ impl PrivateKey {
     pub fn pair(&self) -> &KeyPair {
         &self.pair
     }
+    /// The PKCS#8 DER of the key (the `key_der` file, PKCS#12 key bags).
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.pair.serialize_der())
+    }
 }
 
 /// Generate a private key of the given type, locally.
@@ -394,10 +398,25 @@ pub fn validate_issued(
     if let Some(ca) = issued.ca_pem {
         let roots =
             pem_certs(ca.as_bytes(), "ca").map_err(|e| Invalid::BrokenChain(e.to_string()))?;
-        let root = roots
-            .first()
-            .ok_or_else(|| Invalid::BrokenChain("the CA bundle holds no certificate".into()))?;
-        links.push(root.clone());
+        if roots.is_empty() {
+            return Err(Invalid::BrokenChain(
+                "the CA bundle holds no certificate".into(),
+            ));
+        }
+        // A trust bundle may hold several roots (a CA rollover): the chain
+        // must end in one of them.
+        let mut first_err = None;
+        for root in &roots {
+            let mut with_root = links.clone();
+            with_root.push(root.clone());
+            match check_chain(&with_root) {
+                Ok(()) => return Ok(info),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        return Err(first_err.unwrap_or_else(|| Invalid::BrokenChain("no root".into())));
     }
     // Neither intermediates nor a root: the leaf's issuer is unknown, and an
     // app serving the leaf alone fails every client that lacks it. Only a

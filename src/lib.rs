@@ -22,6 +22,7 @@ pub mod heap;
 pub mod httpc;
 pub mod issuer;
 pub mod journald;
+pub mod keystore;
 pub mod logfmt;
 pub mod metrics;
 pub mod monitor;

@@ -567,15 +567,26 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
     out
 }
 
-/// The table's last column: the last error, and why the handoff is not
-/// verified when something said why.
+/// The table's last column: the last error, why the handoff is not
+/// verified when something said why, and why the certificate is short.
 fn problem(c: &CredentialStatus) -> String {
-    match (&c.last_error, &c.handoff_reason) {
+    let mut out = match (&c.last_error, &c.handoff_reason) {
         (Some(e), Some(h)) if e != h => format!("{e}; handoff {}: {h}", c.handoff.as_str()),
         (Some(e), _) => e.clone(),
         (None, Some(h)) => format!("handoff {}: {h}", c.handoff.as_str()),
-        (None, None) => "-".into(),
+        (None, None) => String::new(),
+    };
+    if let Some(why) = &c.shortened_by_ca {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str("shortened by its CA: ");
+        out.push_str(why);
     }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
 }
 
 async fn rotate(

@@ -271,6 +271,7 @@ fn view() -> crate::monitor::View {
         path: Some(path.into()),
         endpoint: None,
         server_name: None,
+        starttls: None,
         alert_before: "14days".into(),
         alert_at: Some(ts("2029-12-18T00:00:00Z")),
         last_checked: None,

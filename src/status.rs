@@ -148,6 +148,11 @@ pub struct CredentialStatus {
     /// What a watch (`kind = "watch"`) found; absent for credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchStatus>,
+    /// Why the current certificate lives shorter than its `lifetime`, when
+    /// its CA ends sooner (the local CA near its end, before its rollover
+    /// could complete); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortened_by_ca: Option<String>,
     /// The issuance budget: how much of it is used, and whether it holds
     /// issuance back. Boxed: most of 10,000 idle credentials keep a pointer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +181,9 @@ pub struct WatchStatus {
     /// The SNI sent to the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// The protocol negotiated before the endpoint's handshake (`starttls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<String>,
     /// `alert_before` in words.
     pub alert_before: String,
     /// When the first certificate enters its `alert_before` window.
@@ -277,6 +285,7 @@ impl CredentialStatus {
             labels: BTreeMap::new(),
             failing_since: None,
             watch: None,
+            shortened_by_ca: None,
             issuance_budget: None,
             staged: None,
         }

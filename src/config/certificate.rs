@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::convert::{resolve, value, MIN_LIFETIME};
+use super::convert::{value, MIN_LIFETIME};
 use super::error::{line_col, ConfigError, Src};
 use super::handoff::{self, OnFailure};
-use super::raw::{RawCertificate, RawFiles};
+use super::raw::RawCertificate;
 use super::{
-    values, CertificateConfig, FileKind, Files, IssuerConfig, KeyType, ReloadConfig, Share,
-    SwapMode, VerifyConfig,
+    values, CertificateConfig, FileKind, IssuerConfig, KeyType, ReloadConfig, Share, SwapMode,
+    VerifyConfig,
 };
 
 /// Where a file path was configured, to name both sides of a clash.
@@ -296,7 +296,8 @@ fn certificate(
         Some(s) => value(src, &k("swap"), s, values::swap)?,
         None => SwapMode::Rename,
     };
-    let (files, files_spans) = files(src, base, at, span.clone(), rc.files)?;
+    let (files, files_spans) =
+        super::files::files(src, base, at, rc.name.get_ref(), span.clone(), rc.files)?;
     let key_mode = mode(src, &k("key_mode"), rc.key_mode.as_ref(), 0o600)?;
     let cert_mode = mode(src, &k("cert_mode"), rc.cert_mode.as_ref(), 0o644)?;
     let uid = match &rc.owner {
@@ -406,57 +407,4 @@ fn mode(
         Some(v) => values::mode(v.get_ref()).map_err(|msg| src.err(key, Some(v.span()), msg)),
         None => Ok(default),
     }
-}
-
-/// Where each `files` entry was written.
-type FileSpans = Vec<(FileKind, Range<usize>)>;
-
-/// `files`: resolve the paths; the key and the certificate must each go somewhere.
-fn files(
-    src: &Src<'_>,
-    base: &Path,
-    at: &str,
-    cert_span: Range<usize>,
-    raw: Option<Spanned<RawFiles>>,
-) -> Result<(Files, FileSpans), ConfigError> {
-    let key = format!("{at}.files");
-    let (span, raw) = match raw {
-        Some(r) => (r.span(), Some(r.into_inner())),
-        None => (cert_span, None),
-    };
-    let mut files = Files::default();
-    let mut spans = Vec::new();
-    if let Some(raw) = raw {
-        let slots = [
-            (FileKind::Ca, raw.ca, &mut files.ca),
-            (FileKind::Chain, raw.chain, &mut files.chain),
-            (FileKind::Cert, raw.cert, &mut files.cert),
-            (FileKind::Fullchain, raw.fullchain, &mut files.fullchain),
-            (FileKind::Key, raw.key, &mut files.key),
-            (FileKind::Bundle, raw.bundle, &mut files.bundle),
-        ];
-        for (kind, p, slot) in slots {
-            let Some(p) = p else { continue };
-            if p.get_ref().is_empty() {
-                return Err(src.err(
-                    format!("{key}.{}", kind.as_str()),
-                    Some(p.span()),
-                    "path must not be empty",
-                ));
-            }
-            *slot = Some(resolve(base, p.get_ref()));
-            spans.push((kind, p.span()));
-        }
-    }
-    let mut missing = Vec::new();
-    if files.key.is_none() && files.bundle.is_none() {
-        missing.push("the private key is written nowhere: set `key` or `bundle`");
-    }
-    if files.cert.is_none() && files.fullchain.is_none() && files.bundle.is_none() {
-        missing.push("the certificate is written nowhere: set `cert`, `fullchain` or `bundle`");
-    }
-    if !missing.is_empty() {
-        return Err(src.err(key, Some(span), missing.join("; ")));
-    }
-    Ok((files, spans))
 }

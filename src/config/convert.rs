@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Src};
 use super::raw::{RawConfig, RawDaemon, RawTagged, TableReader};
-use super::{values, Config, DaemonConfig, IssuanceBudgets, IssuerConfig, LocalCaConfig};
+use super::{values, Config, DaemonConfig, IssuanceBudgets, IssuerConfig, LocalCaConfig, Share};
 
 /// Shortest certificate lifetime: below this rotation would be a busy loop.
 /// The longest Unix socket path (sun_path holds 108 bytes with the NUL).
@@ -274,6 +274,26 @@ fn issuer_of_type(
         if ca.ca_lifetime.is_zero() {
             return Err(t.err("ca_lifetime", Some(s.span()), "must be longer than 0s"));
         }
+    }
+    if let Some(s) = t.string("ca_renew_before")? {
+        let share = value(src, &t.key_path("ca_renew_before"), &s, values::share)?;
+        let life = humantime::format_duration(ca.ca_lifetime);
+        let bad = match share {
+            // At most 90%: each CA lives a while before the next one is made.
+            Share::Fraction(f) if !(f > 0.0 && f <= 0.9) => Some(format!(
+                "must be more than 0% and at most 90% of ca_lifetime, found \"{}\"",
+                s.get_ref()
+            )),
+            Share::Duration(d) if d.is_zero() || d > ca.ca_lifetime.mul_f64(0.9) => Some(format!(
+                "must be more than 0s and at most 90% of ca_lifetime ({life}), found \"{}\"",
+                s.get_ref()
+            )),
+            _ => None,
+        };
+        if let Some(msg) = bad {
+            return Err(t.err("ca_renew_before", Some(s.span()), msg));
+        }
+        ca.ca_renew_before = share;
     }
     Ok(IssuerConfig::LocalCa(ca))
 }

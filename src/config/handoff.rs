@@ -80,6 +80,8 @@ pub enum ProbeConfig {
         connect: String,
         /// SNI name sent.
         server_name: String,
+        /// The protocol negotiation before the handshake, if any.
+        starttls: Option<super::StartTls>,
         /// Client certificate PEM for servers that require mTLS.
         client_cert: Option<PathBuf>,
         /// Its key.
@@ -354,6 +356,15 @@ pub(super) fn verify(
                     .string("server_name")?
                     .map(Spanned::into_inner)
                     .unwrap_or_else(|| default_server_name.to_string());
+                let starttls = match t.string("starttls")? {
+                    Some(s) => Some(value(
+                        src,
+                        &t.key_path("starttls"),
+                        &s,
+                        super::starttls::parse,
+                    )?),
+                    None => None,
+                };
                 let client_cert = t.string("client_cert")?.map(|s| resolve(base, s.get_ref()));
                 let client_key = t.string("client_key")?.map(|s| resolve(base, s.get_ref()));
                 if client_cert.is_some() != client_key.is_some() {
@@ -366,6 +377,7 @@ pub(super) fn verify(
                 Some(ProbeConfig::Tls {
                     connect: connect.into_inner(),
                     server_name,
+                    starttls,
                     client_cert,
                     client_key,
                 })

@@ -11,12 +11,14 @@ mod apikey;
 mod certificate;
 mod convert;
 mod error;
+mod files;
 mod handoff;
 mod on_remove;
 mod policy;
 mod proxy;
 mod raw;
 mod reload_group;
+mod starttls;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -43,6 +45,7 @@ pub use apikey::{
     ApiKeyConfig, ExecKeysConfig, HttpKeysConfig, KeyFormat, MintConfig, RevokeConfig,
 };
 pub use error::ConfigError;
+pub use files::{FileKind, Files, Pkcs12Options};
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
@@ -51,6 +54,7 @@ pub use reload_group::{
     ReloadGroup, DEFAULT_RELOAD_MAX_WAIT, DEFAULT_RELOAD_WINDOW, MAX_RELOAD_MAX_WAIT,
     MAX_RELOAD_WINDOW,
 };
+pub use starttls::StartTls;
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
 };
@@ -326,7 +330,15 @@ pub struct LocalCaConfig {
     pub common_name: String,
     /// Validity of the CA certificate.
     pub ca_lifetime: Duration,
+    /// When the next CA is created: this share (or span) of a CA's life
+    /// before it ends (see [`crate::issuer::local_ca`]).
+    pub ca_renew_before: Share,
 }
+
+/// Default `ca_renew_before`: the next CA exists for the last fifth of the
+/// current one's life (two years of a ten-year CA), far longer than any
+/// leaf lives, so apps get the new root long before a leaf signed by it.
+pub const DEFAULT_CA_RENEW_BEFORE: f64 = 0.20;
 
 impl Default for LocalCaConfig {
     fn default() -> Self {
@@ -334,6 +346,7 @@ impl Default for LocalCaConfig {
             key_type: KeyType::EcdsaP256,
             common_name: "rekey local CA".to_string(),
             ca_lifetime: Duration::from_secs(3650 * 86400),
+            ca_renew_before: Share::Fraction(DEFAULT_CA_RENEW_BEFORE),
         }
     }
 }
@@ -500,76 +513,6 @@ pub struct CertificateConfig {
     /// `[policy] max_lifetime`, copied here at load: a certificate found on
     /// disk that lives longer is reissued, never adopted.
     pub policy_max_lifetime: Option<Duration>,
-}
-
-/// The files of one certificate; relative paths are already resolved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Files {
-    /// The leaf certificate.
-    pub cert: Option<PathBuf>,
-    /// The private key.
-    pub key: Option<PathBuf>,
-    /// The intermediates, without the leaf.
-    pub chain: Option<PathBuf>,
-    /// The leaf followed by the intermediates.
-    pub fullchain: Option<PathBuf>,
-    /// Key + fullchain in one PEM.
-    pub bundle: Option<PathBuf>,
-    /// The issuing CA certificate.
-    pub ca: Option<PathBuf>,
-}
-
-impl Files {
-    /// every configured (kind, path) pair, in the order: ca, chain, cert, fullchain, key, bundle
-    pub fn entries(&self) -> Vec<(FileKind, &Path)> {
-        [
-            (FileKind::Ca, &self.ca),
-            (FileKind::Chain, &self.chain),
-            (FileKind::Cert, &self.cert),
-            (FileKind::Fullchain, &self.fullchain),
-            (FileKind::Key, &self.key),
-            (FileKind::Bundle, &self.bundle),
-        ]
-        .into_iter()
-        .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
-        .collect()
-    }
-}
-
-/// Which file of a certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileKind {
-    /// The leaf certificate.
-    Cert,
-    /// The private key.
-    Key,
-    /// The intermediates.
-    Chain,
-    /// Leaf + intermediates.
-    Fullchain,
-    /// Key + fullchain.
-    Bundle,
-    /// The CA certificate.
-    Ca,
-}
-
-impl FileKind {
-    /// The key name under `files`, e.g. "cert".
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            FileKind::Cert => "cert",
-            FileKind::Key => "key",
-            FileKind::Chain => "chain",
-            FileKind::Fullchain => "fullchain",
-            FileKind::Bundle => "bundle",
-            FileKind::Ca => "ca",
-        }
-    }
-
-    /// Whether the file holds the private key (and so gets `key_mode`).
-    pub fn holds_key(&self) -> bool {
-        matches!(self, FileKind::Key | FileKind::Bundle)
-    }
 }
 
 /// Check an existing state dir: a directory, readable, no group/other mode bits, owned by the user rekey runs as. A missing one is fine (it is created 0700 later).

@@ -39,6 +39,7 @@ pub(super) struct RawWatch {
     pub file: Option<Spanned<String>>,
     pub endpoint: Option<Spanned<String>>,
     pub server_name: Option<Spanned<String>>,
+    pub starttls: Option<Spanned<String>>,
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub alert_before: Option<Spanned<String>>,
@@ -128,6 +129,15 @@ pub(super) struct RawFiles {
     pub fullchain: Option<Spanned<String>>,
     pub bundle: Option<Spanned<String>>,
     pub ca: Option<Spanned<String>>,
+    pub cert_der: Option<Spanned<String>>,
+    pub key_der: Option<Spanned<String>>,
+    pub pkcs12: Option<Spanned<String>>,
+    /// A table, checked by hand for a message that shows its shape.
+    pub pkcs12_password: Option<Spanned<toml::Value>>,
+    pub pkcs12_legacy: Option<Spanned<bool>>,
+    pub pkcs12_alias: Option<Spanned<String>>,
+    /// Refused with the reason (config/files.rs).
+    pub jks: Option<Spanned<String>>,
 }
 
 /// A table tagged by `type` (issuer, reload, verify).

@@ -40,6 +40,8 @@ pub enum WatchSource {
         connect: String,
         /// SNI name sent.
         server_name: String,
+        /// The protocol negotiation before the handshake, if any.
+        starttls: Option<super::StartTls>,
     },
 }
 
@@ -59,7 +61,13 @@ impl WatchSource {
             WatchSource::Endpoint {
                 connect,
                 server_name,
+                starttls: None,
             } => format!("{connect} (SNI {server_name})"),
+            WatchSource::Endpoint {
+                connect,
+                server_name,
+                starttls: Some(p),
+            } => format!("{connect} (SNI {server_name}, STARTTLS {})", p.as_str()),
         }
     }
 }
@@ -174,6 +182,7 @@ fn watch(
             }
             for (key, v) in [
                 ("server_name", &rw.server_name),
+                ("starttls", &rw.starttls),
                 ("interval", &rw.interval),
                 ("timeout", &rw.timeout),
             ] {
@@ -196,9 +205,14 @@ fn watch(
                 }
                 None => host,
             };
+            let starttls = match &rw.starttls {
+                Some(s) => Some(value(src, &k("starttls"), s, super::starttls::parse)?),
+                None => None,
+            };
             WatchSource::Endpoint {
                 connect: e.get_ref().clone(),
                 server_name,
+                starttls,
             }
         }
         (Some(_), Some(e)) => {

@@ -121,6 +121,7 @@ pub fn build_handoff_parts(
             ProbeConfig::Tls {
                 connect,
                 server_name,
+                starttls,
                 client_cert,
                 client_key,
             } => {
@@ -131,6 +132,7 @@ pub fn build_handoff_parts(
                 Arc::new(TlsProbe {
                     connect: connect.clone(),
                     server_name: server_name.clone(),
+                    starttls: *starttls,
                     tls,
                 })
             }

@@ -200,6 +200,8 @@ pub fn plan(scan: &Scan) -> Plan {
             FileKind::Fullchain => 3,
             FileKind::Key => 4,
             FileKind::Bundle => 5,
+            // Discovery finds PEM files only.
+            FileKind::CertDer | FileKind::KeyDer | FileKind::Pkcs12 => 6,
         };
         files.sort_by_key(|(kind, _)| order(kind));
         // A symlink swap flips one directory: all files there, all `..data` links.

@@ -9,7 +9,10 @@ use tokio::sync::{watch, Semaphore};
 mod adopt;
 mod alerts;
 mod ari;
+mod encode;
 mod issue;
+mod probe;
+mod refresh;
 mod repair;
 mod rollback;
 mod staged;
@@ -22,7 +25,7 @@ use super::{Command, Credential};
 use crate::alert::Alerter;
 use crate::cert::{self, CertInfo, Names};
 use crate::config::{CertificateConfig, IssuanceBudgets};
-use crate::handoff::{self, Generation, HandoffError, Probe, Reload, Verdict};
+use crate::handoff::{Generation, HandoffError, Probe, Reload};
 use crate::issuer::Issuer;
 use crate::issuer::{pick_in_window, RenewalWindow};
 use crate::metrics::Metrics;
@@ -43,6 +46,8 @@ pub(super) struct Current {
     /// Digests of what each target must hold.
     pub(super) expected: Expected,
     pub(super) info: CertInfo,
+    /// Why the issuer made the certificate shorter than asked, if it said.
+    pub(super) shortened: Option<String>,
 }
 
 impl Current {
@@ -51,6 +56,7 @@ impl Current {
             generation,
             expected: Expected::of(targets, m),
             info,
+            shortened: None,
         }
     }
 }
@@ -97,6 +103,13 @@ pub(super) struct Task {
     /// The directories of the files, pinned when the task starts: writes go
     /// only into these (see [`crate::store::Pins`]).
     pub(super) pins: Pins,
+    /// The committed generation's keystore is missing (a `pkcs12` file was
+    /// added) or does not open with the password configured now: a new
+    /// generation with the same certificate is due (refresh.rs).
+    pub(super) keystore_owed: bool,
+    /// The issuer's trust bundle, when it rolls one over and this
+    /// credential publishes it (a `ca` file); see refresh.rs.
+    pub(super) trust: Option<tokio::sync::watch::Receiver<Arc<crate::issuer::TrustBundle>>>,
     /// Its issuer's issuance budgets, and the issuer's shared ledger when
     /// `max_issuances_total` is limited.
     pub(super) budget: IssuanceBudgets,
@@ -140,7 +153,10 @@ impl Task {
         alerter: Alerter,
         metrics: Metrics,
     ) -> Task {
+        let trust = c.config.files.ca.as_ref().and_then(|_| c.issuer.trust());
         Task {
+            trust,
+            keystore_owed: false,
             store: store.credential(&c.config.name),
             cfg: c.config,
             issuer: c.issuer,
@@ -198,12 +214,23 @@ impl Task {
             let now = SystemTime::now();
             self.date_alerts(now);
             self.budget_freed(now);
+            // Seen now (due_at reads it); a change from here on wakes the loop.
+            let mut trust = self.trust.clone();
+            if let Some(t) = trust.as_mut() {
+                t.borrow_and_update();
+            }
             let due = self.due_at(now);
             if due <= now {
-                // Requests that come meanwhile join this rotation.
-                rx.begin_rotation();
-                let outcome = Box::pin(self.rotate(false, false)).await;
-                rx.finish_rotation(&outcome, self.journal.staged.is_some());
+                if self.refresh_only(now) {
+                    // Not joined by rotate requests: they ask for a new
+                    // certificate, which a refresh does not issue.
+                    let _ = Box::pin(self.rotate_refresh()).await;
+                } else {
+                    // Requests that come meanwhile join this rotation.
+                    rx.begin_rotation();
+                    let outcome = Box::pin(self.rotate(false, false)).await;
+                    rx.finish_rotation(&outcome, self.journal.staged.is_some());
+                }
                 continue;
             }
             // No per-task backstop timer: the engine's one backstop task
@@ -222,6 +249,7 @@ impl Task {
                 wake = wake.min(t);
             }
             tokio::select! {
+                _ = trust_changed(trust.as_mut()) => {}
                 _ = tokio::time::sleep(schedule::until(wake, now)) => {
                     let now = SystemTime::now();
                     if self.probe_at.is_some_and(|t| t <= now) {
@@ -267,10 +295,12 @@ impl Task {
             match self.load_current(g) {
                 // The rest of the material (the key) is dropped here: only
                 // digests stay resident.
-                Ok((c, material)) => {
+                Ok((mut c, material)) => {
+                    c.shortened = self.journal.shortened_by_ca.clone();
+                    self.current = Some(c);
+                    self.keystore_owed = !self.keystore_fits(&material);
                     let Material { cert_pem: pem, .. } = material;
                     cert_pem = Some((g, pem));
-                    self.current = Some(c);
                 }
                 Err(e) => {
                     tracing::error!(generation = g, error = %e, "committed generation unreadable; checking the published files");
@@ -344,13 +374,28 @@ impl Task {
             .map_err(|e| e.to_string())?;
         let der = ders.first().ok_or("staged certificate is empty")?;
         let info = cert::parse_der(der).map_err(|e| e.to_string())?;
-        Ok((Current::new(g, info, &self.targets(), &material), material))
+        let current = Current::new(g, info, &self.targets(), &material);
+        Ok((current, material))
     }
 
     /// When the next rotation is due: now when there is no usable committed
-    /// credential, else its jittered renewal point; a pending retry wins.
+    /// credential, else its jittered renewal point; a pending retry wins,
+    /// and a trust bundle the `ca` file lacks, or a keystore that no longer
+    /// fits, is due at once.
     pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
-        let natural = match &self.current {
+        let natural = self.natural_due(now);
+        match self.retry_at {
+            Some(r) if self.failures > 0 => r,
+            _ if self.rotate_to_repair => now,
+            _ if self.trust_owed() || self.keystore_owed => now.min(natural),
+            _ => natural,
+        }
+    }
+
+    /// When the certificate itself is due: now when there is no usable
+    /// committed one, else its jittered renewal point (or the CA's ARI window).
+    pub(super) fn natural_due(&self, now: SystemTime) -> SystemTime {
+        match &self.current {
             Some(c) if self.usable(&c.info, now) => {
                 let own = schedule::renewal_point(
                     c.info.not_before,
@@ -375,11 +420,6 @@ impl Task {
                 ari.map_or(own, |t| t.min(c.info.not_after))
             }
             _ => now,
-        };
-        match self.retry_at {
-            Some(r) if self.failures > 0 => r,
-            _ if self.rotate_to_repair => now,
-            _ => natural,
         }
     }
 
@@ -413,79 +453,6 @@ impl Task {
         }
         if let Err(e) = self.store.prune(&self.journal.keep()) {
             tracing::warn!(error = %e, "cannot remove old generations");
-        }
-    }
-
-    /// One round of probing for a pending or failed handoff; it turns
-    /// verified when the app starts serving the committed generation. When
-    /// the app was maybe never told (`reload_owed`) and answers with another
-    /// certificate, it is reloaded again.
-    async fn probe_in_background(&mut self) {
-        let Some(cur) = &self.current else {
-            self.probe_at = None;
-            return;
-        };
-        let g = self.generation_of(cur);
-        let budget = self.cfg.verify.settle + Duration::from_millis(500);
-        match handoff::await_generation(&self.probes, &g, budget, self.cfg.verify.settle, true)
-            .await
-        {
-            Verdict::Verified => {
-                tracing::info!(generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
-                let was_failed = self.handoff == Handoff::Failed;
-                self.handoff = Handoff::Verified;
-                self.served = Some(g.fingerprint.clone());
-                self.probe_at = None;
-                self.probe_pause = Duration::from_millis(50);
-                self.handoff_reason = None;
-                self.reload_owed = false;
-                if was_failed {
-                    self.raise_recovered(&g);
-                }
-            }
-            other => {
-                let mut pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
-                if let Verdict::Failed { served, detail } = &other {
-                    self.served = served.clone();
-                    if self.reload_owed {
-                        self.reload_owed = false;
-                        if self.reload_again(&g, detail).await {
-                            // Look again soon: the app is reloading.
-                            pause = Duration::from_millis(50);
-                        }
-                    } else if self.handoff == Handoff::Pending {
-                        self.handoff_reason = Some(detail.clone());
-                    }
-                }
-                self.probe_pause = pause;
-                self.probe_at = Some(SystemTime::now() + self.probe_pause);
-            }
-        }
-        self.publish_status();
-    }
-
-    /// Tell an app that answers with `served_detail` (not the committed
-    /// generation) to reload; true when the reload was delivered. A failure
-    /// stays owed, so the next probe round tries again, and is logged as a
-    /// warning when its cause changed.
-    async fn reload_again(&mut self, g: &Generation, served_detail: &str) -> bool {
-        let told = self.tell_app(g, Purpose::Handoff).await;
-        let result = self.audit.reloaded(&self.cfg, g, told);
-        match result {
-            Ok(()) => {
-                tracing::info!(generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
-                self.handoff_reason = None;
-                true
-            }
-            Err(e) => {
-                let why = e.to_string();
-                if self.handoff_reason.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
-                }
-                self.handoff_reason = Some(why);
-                self.reload_owed = true;
-                false
-            }
         }
     }
 
@@ -536,6 +503,7 @@ impl Task {
                 };
         }
         s.served_fingerprint = self.served.clone();
+        s.shortened_by_ca = self.current.as_ref().and_then(|c| c.shortened.clone());
         s.next_renewal = Some(Timestamp::new(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
@@ -555,4 +523,17 @@ impl Task {
             snap.insert(name, s);
         });
     }
+}
+
+/// Resolves when the trust bundle changes; never without one (or once its
+/// issuer is gone).
+async fn trust_changed(
+    rx: Option<&mut tokio::sync::watch::Receiver<Arc<crate::issuer::TrustBundle>>>,
+) {
+    if let Some(rx) = rx {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }

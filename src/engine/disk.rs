@@ -13,6 +13,8 @@ use crate::cert::{self, CertInfo, Invalid, Names};
 use crate::config::{CertificateConfig, FileKind};
 use crate::store::{self, Material};
 
+pub mod binary;
+
 /// The state of a credential's published files.
 #[derive(Debug, Clone)]
 pub enum DiskState {
@@ -96,74 +98,81 @@ pub fn names_of(cfg: &CertificateConfig) -> Names {
     }
 }
 
-/// Where the certificate and the key are read back from.
-fn sources(cfg: &CertificateConfig) -> Option<(PathBuf, PathBuf)> {
-    let f = &cfg.files;
-    let cert = f
-        .cert
-        .clone()
-        .or(f.fullchain.clone())
-        .or(f.bundle.clone())?;
-    let key = f.key.clone().or(f.bundle.clone())?;
-    Some((cert, key))
+/// Read back the published material and judge it. Returns the material too
+/// when it parsed, so a valid pair can be adopted. The certificate and the
+/// key come from a PEM file when one holds them (cert, fullchain, bundle;
+/// key, bundle), else from the DER files or the PKCS#12 keystore. A
+/// keystore that does not hold the very pair found is not adopted.
+pub fn assess(cfg: &CertificateConfig, now: SystemTime) -> (DiskState, Option<Material>) {
+    match read_pair(cfg) {
+        Ok((info, key, material)) => {
+            match cert::check_usable(&info, &key.public_key(), &names_of(cfg), now) {
+                Ok(()) => (DiskState::Valid(Box::new(info)), Some(material)),
+                Err(why) => (DiskState::Unusable(Box::new(info), why), Some(material)),
+            }
+        }
+        Err(state) => (state, None),
+    }
 }
 
-/// Read back the published material and judge it. Returns the material too
-/// when it parsed, so a valid pair can be adopted.
-pub fn assess(cfg: &CertificateConfig, now: SystemTime) -> (DiskState, Option<Material>) {
-    let Some((cert_path, key_path)) = sources(cfg) else {
-        // Config validation guarantees both are written somewhere.
-        return (
-            DiskState::Unreadable(
-                PathBuf::new(),
-                "no certificate or key file configured".into(),
-            ),
-            None,
-        );
+/// The leaf, the key and the material found on disk.
+fn read_pair(cfg: &CertificateConfig) -> Result<(CertInfo, cert::PrivateKey, Material), DiskState> {
+    let f = &cfg.files;
+    let cert_pem_file = f.cert.clone().or(f.fullchain.clone()).or(f.bundle.clone());
+    let key_pem_file = f.key.clone().or(f.bundle.clone());
+    let bin = if cert_pem_file.is_none() || key_pem_file.is_none() || f.pkcs12.is_some() {
+        binary::read_binary(f)?
+    } else {
+        binary::Binary::default()
     };
-    let read = |p: &PathBuf| -> Result<Zeroizing<Vec<u8>>, DiskState> {
-        if std::fs::symlink_metadata(p).is_err() {
-            return Err(DiskState::Missing(p.clone()));
+    let (ders, cert_path) = match cert_pem_file {
+        Some(p) => {
+            let bytes = binary::read(&p)?;
+            let ders = cert::pem_certs(&bytes, &p.display().to_string())
+                .map_err(|e| DiskState::Unreadable(p.clone(), e.to_string()))?;
+            (ders, p)
         }
-        store::read_published(p).map_err(|e| DiskState::Unreadable(p.clone(), e.to_string()))
+        None => (bin.certs.unwrap_or_default(), binary::cert_source(f)),
     };
-    let cert_bytes = match read(&cert_path) {
-        Ok(b) => b,
-        Err(s) => return (s, None),
-    };
-    let key_bytes = match read(&key_path) {
-        Ok(b) => b,
-        Err(s) => return (s, None),
-    };
-    let ders = match cert::pem_certs(&cert_bytes, &cert_path.display().to_string()) {
-        Ok(d) if !d.is_empty() => d,
-        Ok(_) => {
-            return (
-                DiskState::Unreadable(cert_path, "no CERTIFICATE block".into()),
-                None,
-            )
-        }
-        Err(e) => return (DiskState::Unreadable(cert_path, e.to_string()), None),
-    };
-    let info = match cert::parse_der(&ders[0]) {
-        Ok(i) => i,
-        Err(e) => return (DiskState::Unreadable(cert_path, e.to_string()), None),
-    };
-    let Some(key_pem) = cert::pem_private_key(&key_bytes) else {
-        return (
-            DiskState::Unreadable(key_path, "no PRIVATE KEY block".into()),
-            None,
-        );
-    };
-    let key = match cert::load_key(&key_pem, &key_path.display().to_string()) {
-        Ok(k) => k,
-        Err(e) => return (DiskState::Unreadable(key_path, e.to_string()), None),
-    };
-    let material = material_from(cfg, &ders, key_pem);
-    match cert::check_usable(&info, &key.public_key(), &names_of(cfg), now) {
-        Ok(()) => (DiskState::Valid(Box::new(info)), Some(material)),
-        Err(why) => (DiskState::Unusable(Box::new(info), why), Some(material)),
+    if ders.is_empty() {
+        return Err(DiskState::Unreadable(
+            cert_path,
+            "no certificate in it".into(),
+        ));
     }
+    let info = cert::parse_der(&ders[0])
+        .map_err(|e| DiskState::Unreadable(cert_path.clone(), e.to_string()))?;
+    let (key_pem, key_path) = match key_pem_file {
+        Some(p) => {
+            let bytes = binary::read(&p)?;
+            let pem = cert::pem_private_key(&bytes)
+                .ok_or_else(|| DiskState::Unreadable(p.clone(), "no PRIVATE KEY block".into()))?;
+            (pem, p)
+        }
+        None => {
+            let p = binary::key_source(f);
+            let pem = bin
+                .key_pem
+                .ok_or_else(|| DiskState::Unreadable(p.clone(), "no private key in it".into()))?;
+            (pem, p)
+        }
+    };
+    let key = cert::load_key(&key_pem, &key_path.display().to_string())
+        .map_err(|e| DiskState::Unreadable(key_path, e.to_string()))?;
+    let mut material = material_from(cfg, &ders, key_pem);
+    if let (Some(bytes), Some(opts), Some(p)) = (bin.pkcs12, &f.pkcs12_options, &f.pkcs12) {
+        let holds =
+            crate::keystore::pkcs12_holds(&bytes, &material.cert_pem, &material.key_pem, opts)
+                .map_err(|e| DiskState::Unreadable(p.clone(), e.to_string()))?;
+        if !holds {
+            return Err(DiskState::Unreadable(
+                p.clone(),
+                "the keystore does not hold the certificate and key of the other files".into(),
+            ));
+        }
+        material.pkcs12 = Some(bytes);
+    }
+    Ok((info, key, material))
 }
 
 /// Rebuild a [`Material`] from what is on disk: the leaf, the rest of the
@@ -211,6 +220,7 @@ fn material_from(
         chain_pem,
         key_pem,
         ca_pem,
+        pkcs12: None,
     }
 }
 
@@ -219,9 +229,14 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     pem::encode(&pem::Pem::new(label, der.to_vec()))
 }
 
-/// Whether a target kind can be rendered from `m` (a CA file needs a root).
+/// Whether a target kind can be rendered from `m` (a CA file needs a
+/// root, a keystore file an encoded keystore).
 pub fn renderable(m: &Material, kind: FileKind) -> bool {
-    kind != FileKind::Ca || m.ca_pem.is_some()
+    match kind {
+        FileKind::Ca => m.ca_pem.is_some(),
+        FileKind::Pkcs12 => m.pkcs12.is_some(),
+        _ => true,
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,10 @@ pub struct Journal {
     /// The CA's renewal window for the committed generation, if it has one.
     #[serde(default)]
     pub ari: Option<Ari>,
+    /// Why the committed certificate is shorter than asked, when its issuer
+    /// said (the local CA ends sooner); shown in `/status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortened_by_ca: Option<String>,
     /// A staged generation waiting for its handoff to be retried. Boxed: an
     /// idle credential keeps only the pointer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +102,7 @@ impl Default for Journal {
             pending: None,
             jitter_draw: fastrand::f64(),
             ari: None,
+            shortened_by_ca: None,
             staged: None,
             issuances: Vec::new(),
         }

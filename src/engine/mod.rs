@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::alert::Alerter;
-use crate::config::{CertificateConfig, FileKind, OnRemove};
+use crate::config::{CertificateConfig, OnRemove};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
@@ -177,6 +177,8 @@ impl Handle {
 /// One running credential task.
 struct Running {
     config: Arc<CertificateConfig>,
+    /// Its issuer, to tell it which credentials publish its trust bundle.
+    issuer: Arc<dyn Issuer>,
     /// Its issuer's budgets: a reload that changes them restarts the task.
     budget: crate::config::IssuanceBudgets,
     /// Kept here too: the sender map loses it first when the task is stopped.
@@ -224,9 +226,10 @@ pub fn targets(cfg: &CertificateConfig) -> Vec<Target> {
         .map(|(kind, path)| Target {
             kind,
             path: path.to_path_buf(),
-            mode: match kind {
-                FileKind::Key | FileKind::Bundle => cfg.key_mode,
-                _ => cfg.cert_mode,
+            mode: if kind.holds_key() {
+                cfg.key_mode
+            } else {
+                cfg.cert_mode
             },
             uid: cfg.uid,
             gid: cfg.gid,
@@ -261,6 +264,9 @@ impl Engine {
             budgets: budget::BudgetBook::default(),
             groups: group::Groups::default(),
         };
+        // Before any task can issue: an issuer that rolls its CA over must
+        // know every credential it waits for.
+        announce_trust_consumers(credentials.iter().map(|c| (&c.config, &c.issuer)));
         for c in credentials {
             engine.spawn(c);
         }
@@ -300,6 +306,7 @@ impl Engine {
             .as_ref()
             .map(|g| self.groups.member(g));
         let config = task.cfg.clone();
+        let issuer = task.issuer.clone();
         let budget = task.budget;
         let join = tokio::spawn(Box::new(task).run(rx).instrument(span));
         self.handle
@@ -311,6 +318,7 @@ impl Engine {
             name,
             Running {
                 config,
+                issuer,
                 budget,
                 mailbox,
                 join,
@@ -392,6 +400,7 @@ impl Engine {
             }
             self.spawn(c);
         }
+        announce_trust_consumers(self.tasks.values().map(|r| (&r.config, &r.issuer)));
         out
     }
 
@@ -454,6 +463,25 @@ impl Drop for Engine {
         if let Some(b) = self.backstop.take() {
             b.abort();
         }
+    }
+}
+
+/// Tell each issuer which of its credentials publish its trust bundle (a
+/// `ca` file): see [`Issuer::trust_consumers`].
+fn announce_trust_consumers<'a>(
+    credentials: impl Iterator<Item = (&'a Arc<CertificateConfig>, &'a Arc<dyn Issuer>)>,
+) {
+    let mut by_issuer: BTreeMap<&str, (&Arc<dyn Issuer>, Vec<String>)> = BTreeMap::new();
+    for (cfg, issuer) in credentials {
+        let entry = by_issuer
+            .entry(cfg.issuer.as_str())
+            .or_insert_with(|| (issuer, Vec::new()));
+        if cfg.files.ca.is_some() {
+            entry.1.push(cfg.name.clone());
+        }
+    }
+    for (issuer, names) in by_issuer.into_values() {
+        issuer.trust_consumers(names);
     }
 }
 

@@ -41,6 +41,24 @@ pub enum RotateError {
         /// What was wrong.
         why: cert::Invalid,
     },
+    /// The PKCS#12 keystore could not be encoded (password file gone,
+    /// unreadable or empty); nothing was published.
+    #[error("{credential}: {source}; the old credential stays in place")]
+    Keystore {
+        /// Credential name.
+        credential: String,
+        /// Cause.
+        source: crate::keystore::KeystoreError,
+    },
+    /// The committed certificate could not be republished with a new trust
+    /// bundle or keystore (it cannot be read back); the old files stay.
+    #[error("{credential}: cannot republish the committed certificate with a new trust bundle or keystore: {why}")]
+    Refresh {
+        /// Credential name.
+        credential: String,
+        /// Why.
+        why: String,
+    },
     /// A disk operation failed; the old credential stays in place.
     #[error("{credential}: {source}")]
     Store {
@@ -92,7 +110,7 @@ impl RotateError {
 }
 
 impl Task {
-    fn store_err(&self, source: store::StoreError) -> RotateError {
+    pub(super) fn store_err(&self, source: store::StoreError) -> RotateError {
         RotateError::Store {
             credential: self.cfg.name.clone(),
             source,
@@ -104,12 +122,31 @@ impl Task {
     /// handoff; `operator`: asked for (`rekey rotate`), so an exhausted
     /// budget refuses it and leaves the credential's state as it was.
     pub(super) async fn rotate(&mut self, reissue: bool, operator: bool) -> RotateOutcome {
+        self.run_rotation(false, reissue, operator).await
+    }
+
+    /// Republish the committed certificate with a new trust bundle or
+    /// keystore (refresh.rs), recorded like a rotation.
+    pub(super) async fn rotate_refresh(&mut self) -> RotateOutcome {
+        self.run_rotation(true, false, false).await
+    }
+
+    async fn run_rotation(
+        &mut self,
+        refresh_only: bool,
+        reissue: bool,
+        operator: bool,
+    ) -> RotateOutcome {
         self.permit = self.permits.clone().acquire_owned().await.ok();
         self.renewing = true;
         self.publish_status();
         let started = Instant::now();
         self.last_handoff = None;
-        let result = self.try_rotate(reissue).await;
+        let result = if refresh_only {
+            self.try_refresh().await
+        } else {
+            self.try_rotate(reissue).await
+        };
         if let (true, Err(e @ RotateError::Budget { frees_at, .. })) = (operator, &result) {
             // Refused: nothing was tried, so nothing counts as a failure.
             self.renewing = false;
@@ -287,7 +324,7 @@ impl Task {
             self.journal.pending = None;
             return Err(e);
         }
-        let (material, info) = match self.issue(g).await {
+        let (mut material, info, shortened) = match self.issue(g).await {
             Ok(x) => x,
             Err(e) => {
                 self.audit.issue_failed(&self.cfg, &e);
@@ -302,6 +339,14 @@ impl Task {
         self.issuer_failures = 0;
         self.issued_at = Some(now);
         self.audit.issued(&self.cfg, g, &info.fingerprint);
+        if let Err(source) = self.encode(&mut material) {
+            self.journal.pending = None;
+            self.save_and_prune();
+            return Err(RotateError::Keystore {
+                credential: self.cfg.name.clone(),
+                source,
+            });
+        }
         self.set_pending(g, Step::Staging)?;
         failpoint!("stage.before");
         if let Err(e) = self.store.stage(g, &material) {
@@ -313,7 +358,8 @@ impl Task {
         // The new generation supersedes an older staged one (pruned once
         // this one is committed or staged in turn).
         self.journal.staged = None;
-        let next = Current::new(g, info, &self.targets(), &material);
+        let mut next = Current::new(g, info, &self.targets(), &material);
+        next.shortened = shortened;
         self.hand_over(next, material).await
     }
 
@@ -435,6 +481,7 @@ impl Task {
                     }
                 }
                 failpoint!("revoke.after");
+                self.report_trust();
                 self.refresh_window().await;
                 Ok(())
             }
@@ -447,6 +494,8 @@ impl Task {
                         + super::credential::MAX_PROBE_PAUSE.min(Duration::from_millis(100)),
                 );
                 self.commit(next);
+                // The app reads the files when it starts.
+                self.report_trust();
                 Ok(())
             }
             Verdict::Unreachable(why) => self.fail_handoff(next, gen, why, None, previous).await,
@@ -459,6 +508,10 @@ impl Task {
     pub(super) fn commit(&mut self, next: Current) {
         failpoint!("commit.before");
         self.journal.commit(next.generation, fastrand::f64());
+        self.journal.shortened_by_ca = next.shortened.clone();
+        // Every committed generation carries a keystore that fits (encoded
+        // at issuance, adoption or refresh).
+        self.keystore_owed = false;
         self.save_and_prune();
         self.current = Some(next);
         self.rotate_to_repair = false;

@@ -12,6 +12,7 @@ use crate::config::FileKind;
 
 pub mod probe;
 pub mod reload;
+pub mod starttls;
 
 /// First pause between probes: probing starts within milliseconds of the reload.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);

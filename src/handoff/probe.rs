@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+use super::starttls::StartTls;
 use super::{Generation, Observation, Probe};
 use crate::cert;
 use crate::httpc::{self, Call, HttpError};
@@ -29,6 +30,9 @@ pub enum ChainError {
     /// The TCP connection failed (refused, unreachable, no such host).
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
+    /// The plaintext negotiation before the handshake failed (`starttls`).
+    #[error(transparent)]
+    StartTls(#[from] super::starttls::StartTlsError),
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Handshake(std::io::Error),
@@ -41,13 +45,16 @@ pub enum ChainError {
 }
 
 /// The certificate chain a TLS server at `connect` (`host:port`) presents
-/// for SNI `server_name`, leaf first, as sent. The one TLS client of the
-/// probes: the handoff's TLS verify and endpoint watches both read it here.
-/// `tls` normally accepts any server certificate
+/// for SNI `server_name`, leaf first, as sent, after the plaintext
+/// negotiation `starttls` when the protocol has one. The one TLS client of
+/// the probes: the handoff's TLS verify and endpoint watches both read it
+/// here. `tls` normally accepts any server certificate
 /// ([`crate::tlsutil::probe_config`]): what is served is what is checked.
+/// `timeout` bounds everything: connect, negotiation and handshake.
 pub async fn served_chain(
     connect: &str,
     server_name: &str,
+    starttls: Option<StartTls>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<Vec<CertificateDer<'static>>, ChainError> {
@@ -57,9 +64,12 @@ pub async fn served_chain(
             reason: e.to_string(),
         })?;
     let work = async {
-        let tcp = tokio::net::TcpStream::connect(connect)
+        let mut tcp = tokio::net::TcpStream::connect(connect)
             .await
             .map_err(ChainError::Connect)?;
+        if let Some(proto) = starttls {
+            super::starttls::negotiate(proto, &mut tcp).await?;
+        }
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
@@ -83,6 +93,8 @@ pub struct TlsProbe {
     pub connect: String,
     /// SNI.
     pub server_name: String,
+    /// The protocol negotiation before the handshake, if any.
+    pub starttls: Option<StartTls>,
     /// Client config (accepts any server cert; optional client cert).
     pub tls: Arc<rustls::ClientConfig>,
 }
@@ -93,6 +105,7 @@ impl TlsProbe {
         let chain = served_chain(
             &self.connect,
             &self.server_name,
+            self.starttls,
             self.tls.clone(),
             ATTEMPT_TIMEOUT,
         )
@@ -123,7 +136,15 @@ impl Probe for TlsProbe {
         }
     }
     fn describe(&self) -> String {
-        format!("tls {} (SNI {})", self.connect, self.server_name)
+        match self.starttls {
+            Some(p) => format!(
+                "tls {} (SNI {}, STARTTLS {})",
+                self.connect,
+                self.server_name,
+                p.as_str()
+            ),
+            None => format!("tls {} (SNI {})", self.connect, self.server_name),
+        }
     }
 }
 

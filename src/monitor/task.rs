@@ -117,11 +117,13 @@ impl Task {
             WatchSource::Endpoint {
                 connect,
                 server_name,
+                starttls,
             } => {
                 probe(
                     &self.cfg.name,
                     connect,
                     server_name,
+                    *starttls,
                     self.tls.clone(),
                     self.cfg.timeout,
                 )
@@ -180,18 +182,25 @@ impl Task {
         s.last_error = self.error.clone();
         s.consecutive_failures = self.failures;
         s.failing_since = self.failing_since.map(Timestamp::new);
-        let (path, endpoint, server_name) = match &self.cfg.source {
-            WatchSource::File(p) => (Some(p.display().to_string()), None, None),
+        let (path, endpoint, server_name, starttls) = match &self.cfg.source {
+            WatchSource::File(p) => (Some(p.display().to_string()), None, None, None),
             WatchSource::Endpoint {
                 connect,
                 server_name,
-            } => (None, Some(connect.clone()), Some(server_name.clone())),
+                starttls,
+            } => (
+                None,
+                Some(connect.clone()),
+                Some(server_name.clone()),
+                starttls.map(|p| p.as_str().to_string()),
+            ),
         };
         let mut w = WatchStatus {
             source: self.cfg.source.kind().to_string(),
             path,
             endpoint,
             server_name,
+            starttls,
             alert_before: self.cfg.alert_before_text(),
             alert_at: None,
             last_checked: self.last_checked.map(Timestamp::new),
@@ -324,11 +333,12 @@ pub(super) async fn probe(
     watch: &str,
     connect: &str,
     server_name: &str,
+    starttls: Option<crate::config::StartTls>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<Vec<Seen>, WatchError> {
     let endpoint = || format!("{connect} (SNI {server_name})");
-    let ders = crate::handoff::probe::served_chain(connect, server_name, tls, timeout)
+    let ders = crate::handoff::probe::served_chain(connect, server_name, starttls, tls, timeout)
         .await
         .map_err(|source| WatchError::Probe {
             watch: watch.to_string(),

@@ -91,6 +91,18 @@ pub enum StoreError {
     /// A `ca` file was asked for but the issuer returned no CA certificate.
     #[error("cannot write the ca file: the issued material has no CA certificate; remove `ca` from files or use an issuer that returns its root")]
     NoCa,
+    /// A `pkcs12` file was asked for but the generation holds no keystore
+    /// (the engine encodes it before staging; see [`crate::keystore`]).
+    #[error("cannot write the pkcs12 file: the generation has no keystore encoded; rotate it (`rekey rotate NAME`) to encode one")]
+    NoKeystore,
+    /// The generation's PEM does not convert to a DER file.
+    #[error("cannot write the {kind} file: {source}")]
+    Encode {
+        /// `cert_der` or `key_der`.
+        kind: &'static str,
+        /// Why.
+        source: crate::keystore::KeystoreError,
+    },
     /// The journal exists but does not parse.
     #[error("journal {} is corrupt: {source}; move it aside and restart (rekey then re-adopts the published files)", path.display())]
     CorruptJournal {

@@ -12,7 +12,7 @@
 //!   ca/                   0700, for the embedded local CA
 //!   certs/<name>/         0700, one per credential
 //!     journal.json        replaced atomically (temp, fsync, rename, fsync dir)
-//!     gen-<N>/            0700: cert.pem chain.pem key.pem [ca.pem], all 0600
+//!     gen-<N>/            0700: cert.pem chain.pem key.pem [ca.pem] [keystore.p12], all 0600
 //! ```
 //!
 //! A generation is written into a hidden temp directory, every file and the
@@ -104,7 +104,9 @@ pub struct Target {
     pub gid: Option<u32>,
 }
 
-/// One issued generation: leaf, intermediates, private key, optional CA root. Key zeroized on drop.
+/// One issued generation: leaf, intermediates, private key, optional CA
+/// root (or trust bundle), and its PKCS#12 keystore when one is published.
+/// Key and keystore zeroized on drop.
 #[derive(Clone)]
 pub struct Material {
     /// The leaf certificate, PEM.
@@ -115,11 +117,19 @@ pub struct Material {
     pub key_pem: Zeroizing<String>,
     /// The CA root, PEM, when the issuer returns one.
     pub ca_pem: Option<String>,
+    /// The PKCS#12 keystore, encoded once when the generation is staged
+    /// (its salt is random, so it is kept, not re-encoded; see
+    /// [`crate::keystore`]).
+    pub pkcs12: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl Material {
-    /// The bytes a file of this kind holds: Cert=leaf, Key=key, Chain=chain, Fullchain=leaf+chain, Bundle=key+leaf+chain, Ca=ca (error if None)
+    /// The bytes a file of this kind holds: Cert=leaf, Key=key,
+    /// Chain=chain, Fullchain=leaf+chain, Bundle=key+leaf+chain, Ca=ca
+    /// (error if None), CertDer=the leaf's DER, KeyDer=the key's PKCS#8 DER,
+    /// Pkcs12=the keystore staged with it (error if None).
     pub fn render(&self, kind: FileKind) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let encode = |kind: &'static str| move |source| StoreError::Encode { kind, source };
         let parts: Vec<&str> = match kind {
             FileKind::Cert => vec![&self.cert_pem],
             FileKind::Key => vec![&self.key_pem],
@@ -127,6 +137,14 @@ impl Material {
             FileKind::Fullchain => vec![&self.cert_pem, &self.chain_pem],
             FileKind::Bundle => vec![&self.key_pem, &self.cert_pem, &self.chain_pem],
             FileKind::Ca => vec![self.ca_pem.as_deref().ok_or(StoreError::NoCa)?],
+            FileKind::CertDer => {
+                let der = crate::keystore::cert_der(&self.cert_pem).map_err(encode("cert_der"))?;
+                return Ok(Zeroizing::new(der));
+            }
+            FileKind::KeyDer => {
+                return crate::keystore::key_der(&self.key_pem).map_err(encode("key_der"))
+            }
+            FileKind::Pkcs12 => return self.pkcs12.clone().ok_or(StoreError::NoKeystore),
         };
         // Capacity reserved up front so a buffer holding the key is never
         // reallocated, which would leave an unzeroized copy behind.
@@ -150,6 +168,7 @@ impl fmt::Debug for Material {
             .field("chain_pem", &self.chain_pem)
             .field("key_pem", &"<redacted>")
             .field("ca_pem", &self.ca_pem)
+            .field("pkcs12", &self.pkcs12.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -236,6 +255,72 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Sto
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     fsutil::replace_file(&dir, &name, bytes, mode)
+}
+
+/// Create directory `parent/name` (0700) holding `files` (name, bytes,
+/// mode) complete or not at all: written and fsynced in a hidden temp
+/// directory that is renamed into place, then `parent` is fsynced. Fails if
+/// `parent/name` exists. For state-dir data that must never be seen half
+/// written (the local CA's generations).
+pub fn write_dir_atomic(
+    parent: &Path,
+    name: &str,
+    files: &[(&str, &[u8], u32)],
+) -> Result<(), StoreError> {
+    let tmp = fsutil::temp_path(parent, name);
+    let mut cleanup = fsutil::Cleanup::default();
+    fsutil::create_dir_all_mode(&tmp, 0o700)?;
+    cleanup.add(tmp.clone());
+    for (file, bytes, mode) in files {
+        fsutil::write_new_file(&tmp.join(file), bytes, *mode, None, None)?;
+    }
+    fsutil::fsync_dir(&tmp)?;
+    let dest = parent.join(name);
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        return Err(StoreError::io(
+            "create",
+            &dest,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    std::fs::rename(&tmp, &dest).map_err(|e| StoreError::io("rename into place", &dest, e))?;
+    cleanup.forget(&tmp);
+    fsutil::fsync_dir(parent)
+}
+
+/// Remove `path` (a file or a directory tree) so that it is gone in one
+/// step: a directory is first renamed to a hidden temp name (which
+/// [`remove_temps`] finds after a crash), then deleted; `path`'s directory
+/// is fsynced. A missing path is fine.
+pub fn remove_atomic(path: &Path) -> Result<(), StoreError> {
+    let parent = fsutil::parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = fsutil::temp_path(&parent, &name);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("rename aside", path, e)),
+    }
+    fsutil::fsync_dir(&parent)?;
+    fsutil::remove_any(&aside)
+}
+
+/// Remove the temp files and directories a crash left in `dir` (names made
+/// by this module's atomic writes); best effort.
+pub fn remove_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(fsutil::is_temp_name) {
+            if let Err(err) = fsutil::remove_any(&e.path()) {
+                tracing::warn!(error = %err, "cannot remove a leftover temp file");
+            }
+        }
+    }
 }
 
 /// Atomically replace the application's file `path` with `bytes`, owner

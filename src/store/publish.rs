@@ -358,7 +358,7 @@ fn check_target(dir: &Dir, t: &Target, swap: SwapMode, expected: &Expected) -> R
     }
     let want = expected
         .digest(t.kind)
-        .ok_or("no content to compare: the material has no CA certificate")?;
+        .ok_or("no content to compare: the committed generation cannot fill this file")?;
     let (have, meta) = dir
         .read(name, swap == SwapMode::Symlink)
         .map_err(|e| match e {

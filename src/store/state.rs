@@ -194,7 +194,7 @@ impl CredentialStore {
         fsutil::replace_file(&self.dir, JOURNAL, &bytes, 0o600)
     }
 
-    /// Write generation N (`gen-N/` dir 0700 with cert.pem, chain.pem, key.pem 0600, ca.pem if any), fsync every file and the dir, via a temp dir renamed into place, so a staged generation is either complete or absent.
+    /// Write generation N (`gen-N/` dir 0700 with cert.pem, chain.pem, key.pem 0600, ca.pem and keystore.p12 if any), fsync every file and the dir, via a temp dir renamed into place, so a staged generation is either complete or absent.
     pub fn stage(&self, generation: u64, material: &Material) -> Result<(), StoreError> {
         super::blocking(|| self.stage_now(generation, material))
     }
@@ -216,6 +216,9 @@ impl CredentialStore {
         ];
         if let Some(ca) = &material.ca_pem {
             files.push(("ca.pem", ca.as_bytes()));
+        }
+        if let Some(p12) = &material.pkcs12 {
+            files.push((KEYSTORE, p12.as_slice()));
         }
         for (file, bytes) in files {
             failpoint!("stage.file");
@@ -276,9 +279,15 @@ impl CredentialStore {
                 mode: key_mode,
             });
         }
+        let absent = |e: &StoreError| matches!(e, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
         let ca_pem = match read_text("ca.pem") {
             Ok(ca) => Some(ca.to_string()),
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+            Err(e) if absent(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let pkcs12 = match fsutil::read_file(&dir.join(KEYSTORE), false) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if absent(&e) => None,
             Err(e) => return Err(e),
         };
         Ok(Material {
@@ -286,6 +295,7 @@ impl CredentialStore {
             chain_pem: read_text("chain.pem")?.to_string(),
             key_pem: read_text("key.pem")?,
             ca_pem,
+            pkcs12,
         })
     }
 
@@ -375,6 +385,9 @@ impl CredentialStore {
         Ok(())
     }
 }
+
+/// A generation's PKCS#12 keystore, when it has one.
+const KEYSTORE: &str = "keystore.p12";
 
 /// `gen-N`.
 fn gen_name(generation: u64) -> String {

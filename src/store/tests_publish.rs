@@ -30,6 +30,7 @@ pub(super) fn mat(n: u32) -> Material {
         chain_pem: body("CHAIN"),
         key_pem: Zeroizing::new(body("KEY")),
         ca_pem: Some(body("CA")),
+        pkcs12: None,
     }
 }
 
@@ -93,12 +94,29 @@ fn render_concatenates_and_needs_ca() {
         chain_pem: "I\n".into(),
         key_pem: Zeroizing::new("K\n".into()),
         ca_pem: None,
+        pkcs12: None,
     };
     assert_eq!(&**m.render(FileKind::Cert).unwrap(), b"C");
     assert_eq!(&**m.render(FileKind::Fullchain).unwrap(), b"C\nI\n");
     assert_eq!(&**m.render(FileKind::Bundle).unwrap(), b"K\nC\nI\n");
     assert_eq!(&**m.render(FileKind::Chain).unwrap(), b"I\n");
     assert!(matches!(m.render(FileKind::Ca), Err(StoreError::NoCa)));
+    assert!(matches!(
+        m.render(FileKind::Pkcs12),
+        Err(StoreError::NoKeystore)
+    ));
+    // The staged keystore is written verbatim, however often.
+    let with_p12 = Material {
+        pkcs12: Some(Zeroizing::new(vec![0x30, 0x82, 0, 7])),
+        ..m.clone()
+    };
+    assert_eq!(
+        &**with_p12.render(FileKind::Pkcs12).unwrap(),
+        &[0x30, 0x82, 0, 7]
+    );
+    // DER needs real PEM: "C" is none, and says which file.
+    let e = m.render(FileKind::CertDer).unwrap_err().to_string();
+    assert!(e.contains("cert_der"), "{e}");
     let no_chain = Material {
         chain_pem: String::new(),
         ..m.clone()

@@ -109,7 +109,17 @@ fn stage_and_load_round_trip() {
     assert_eq!(*gen1.key_pem, *mat(1).key_pem);
     assert_eq!(gen1.ca_pem, mat(1).ca_pem);
     assert_eq!(cred.load_generation(2).unwrap().ca_pem, None);
+    assert_eq!(gen1.pkcs12, None);
+    // A keystore is kept with its generation, byte for byte, key mode.
+    let with_p12 = Material {
+        pkcs12: Some(Zeroizing::new(b"\x30\x82keystore".to_vec())),
+        ..mat(3)
+    };
+    cred.stage(3, &with_p12).unwrap();
+    assert_eq!(cred.load_generation(3).unwrap().pkcs12, with_p12.pkcs12);
     let dir = store.root().join("certs/web");
+    assert_eq!(mode_of(&dir.join("gen-3/keystore.p12")), 0o600);
+    fs::remove_dir_all(dir.join("gen-3")).unwrap();
     assert_eq!(mode_of(&dir), 0o700);
     assert_eq!(mode_of(&dir.join("gen-1")), 0o700);
     assert_eq!(mode_of(&dir.join("gen-1/key.pem")), 0o600);

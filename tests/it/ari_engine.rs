@@ -72,6 +72,7 @@ async fn run(first: First) -> (Engine, tempfile::TempDir) {
         key_type: KeyType::EcdsaP256,
         common_name: "t".into(),
         ca_lifetime: Duration::from_secs(86400),
+        ..LocalCaConfig::default()
     };
     let ca = LocalCa::open("dev", &store.ca_dir().unwrap().join("dev"), &cfg).unwrap();
     let issuer = Arc::new(AriCa {

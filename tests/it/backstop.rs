@@ -59,6 +59,7 @@ async fn files_changed_behind_its_back_are_restored_by_the_backstop_alone() {
         key_type: KeyType::EcdsaP256,
         common_name: "t".into(),
         ca_lifetime: Duration::from_secs(86400),
+        ..LocalCaConfig::default()
     };
     let ca: Arc<dyn rekey::issuer::Issuer> =
         Arc::new(LocalCa::open("dev", &store.ca_dir().unwrap().join("dev"), &ca_cfg).unwrap());

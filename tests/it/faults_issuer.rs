@@ -137,6 +137,7 @@ impl Issuer for FakeCa {
             chain_pem: chain,
             ca_pem: ca,
             server_key: None,
+            shortened: None,
         })
     }
 }

@@ -230,3 +230,56 @@ fn rekey_check_lists_the_groups_that_share_a_reload() {
         "{text}"
     );
 }
+
+#[test]
+fn a_keystore_refresh_of_certificates_that_share_a_reload_is_one_reload() {
+    // A refresh (the committed certificate republished with a new keystore
+    // or trust bundle, as a CA rollover does for every certificate of the CA
+    // at once) is a generation like any other: it joins the group.
+    let env = Env::new();
+    let log = env.path("reloads.log");
+    let names: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
+    let section = |n: &String, keystore: bool| {
+        let s = env.cert_section(
+            n,
+            &format!("{}\n{}", recording_reload(&log), withholdable(&env, n)),
+        );
+        if !keystore {
+            return s;
+        }
+        let p12 = env.path("tls").join(n).join("keystore.p12");
+        s.replacen(
+            " }\n",
+            &format!(
+                ", pkcs12 = \"{}\", pkcs12_password = {{ file = \"{}\" }} }}\n",
+                p12.display(),
+                env.path("p12-pass").display()
+            ),
+            1,
+        )
+    };
+    let config = |keystore: bool| {
+        let certs: String = names.iter().map(|n| section(n, keystore)).collect();
+        env.write_config(&certs);
+        env.daemon_line("reload_window = \"2s\"\nreload_max_wait = \"20s\"");
+    };
+    config(false);
+    let d = env.start();
+    let first = verified(&env, &names);
+    assert_eq!(reloads(&log), ["c0 c1 c2"], "{}", env.log());
+    d.terminate();
+
+    // Restarted with a keystore added to each: three refreshes, one reload.
+    std::fs::write(env.path("p12-pass"), "changeit\n").unwrap();
+    config(true);
+    let _d = env.start();
+    for (n, before) in names.iter().zip(&first) {
+        let s = wait_for(Duration::from_secs(30), &format!("{n} refreshed"), || {
+            let s = cred_status(env.addr, n)?;
+            (s["generation"] != before["generation"] && s["handoff"] == "verified").then_some(s)
+        });
+        assert_eq!(s["fingerprint"], before["fingerprint"], "{n} was reissued");
+        assert!(env.path("tls").join(n).join("keystore.p12").exists(), "{n}");
+    }
+    assert_eq!(reloads(&log), ["c0 c1 c2", "c0 c1 c2"], "{}", env.log());
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{line_of, parse, web, with_cert};
-use crate::config::{OnFailure, OnRemove, PidSource, ProbeConfig, ReloadConfig};
+use crate::config::{OnFailure, OnRemove, PidSource, ProbeConfig, ReloadConfig, StartTls};
 
 #[test]
 fn every_reload_and_probe_type_parses() {
@@ -12,12 +12,13 @@ fn every_reload_and_probe_type_parses() {
         "reload = { type = \"signal\", signal = \"SIGUSR1\", pid_file = \"/run/app.pid\" }\n\
          verify = [\n\
            { type = \"tls\", connect = \"127.0.0.1:8443\", timeout = \"5s\", settle = \"300ms\" },\n\
+           { type = \"tls\", connect = \"127.0.0.1:5432\", starttls = \"postgres\", timeout = \"1s\" },\n\
            { type = \"http\", url = \"http://127.0.0.1:8080/version\", expect_status = 204, expect_body = \"{fingerprint}\", timeout = \"2s\" },\n\
            { type = \"exec\", command = [\"/usr/bin/check\", \"--quick\"], timeout = \"9s\", env = { CHECK_URL = \"https://127.0.0.1:8443/\" } },\n\
          ]\non_failure = \"keep\"\non_remove = \"revoke\"",
     )))
     .unwrap();
-    let w = &c.certificates[0];
+    let mut w = c.certificates[0].as_ref().clone();
     assert_eq!(
         w.reload,
         ReloadConfig::Signal {
@@ -25,10 +26,17 @@ fn every_reload_and_probe_type_parses() {
             target: PidSource::File("/run/app.pid".into())
         }
     );
-    assert_eq!(w.verify.probes.len(), 3);
+    assert_eq!(w.verify.probes.len(), 4);
     assert!(
-        matches!(&w.verify.probes[0], ProbeConfig::Tls { server_name, .. } if server_name == "app.internal")
+        matches!(&w.verify.probes[0], ProbeConfig::Tls { server_name, starttls: None, .. } if server_name == "app.internal")
     );
+    assert!(matches!(
+        &w.verify.probes.remove(1),
+        ProbeConfig::Tls {
+            starttls: Some(StartTls::Postgres),
+            ..
+        }
+    ));
     assert!(matches!(
         &w.verify.probes[1],
         ProbeConfig::Http {
@@ -135,6 +143,11 @@ fn handoff_mistakes_name_key_and_line() {
             "verify = { type = \"tls\", connect = \"localhost\" }",
             "certificate[0].verify.connect",
             "host:port",
+        ),
+        (
+            "verify = { type = \"tls\", connect = \"127.0.0.1:25\", starttls = \"esmtp\" }",
+            "certificate[0].verify.starttls",
+            "allowed: postgres, mysql, smtp, imap, pop3, ldap",
         ),
         (
             "verify = [{ type = \"none\" }, { type = \"exec\", command = [\"true\"] }]",

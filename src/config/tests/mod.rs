@@ -4,6 +4,7 @@ use super::*;
 mod alert;
 mod bad;
 mod budget;
+mod files;
 mod governance;
 mod handoff;
 mod reload_group;
@@ -53,6 +54,7 @@ type = "local-ca"
 key_type = "ecdsa-p384"
 common_name = "Test CA"
 ca_lifetime = "365d"
+ca_renew_before = "30d"
 
 [[certificate]]
 name = "web.1_a-b"
@@ -86,6 +88,10 @@ verify = { type = "none" }
     assert_eq!(ca.key_type, KeyType::EcdsaP384);
     assert_eq!(ca.common_name, "Test CA");
     assert_eq!(ca.ca_lifetime, Duration::from_secs(365 * 86400));
+    assert_eq!(
+        ca.ca_renew_before,
+        Share::Duration(Duration::from_secs(30 * 86400))
+    );
     assert!(c.issuer("nope").is_none());
 
     let w = &c.certificates[0];

@@ -13,7 +13,7 @@ fn watch_entries_parse_with_defaults_and_every_key() {
         "[daemon]\ncompat_metrics = [\"x509-exporter\"]\n\n{}\n\
          [[watch]]\nname = \"partner-ca\"\nfile = \"certs/partner.pem\"\n\n\
          [[watch]]\nname = \"billing\"\nendpoint = \"billing.internal:443\"\n\n\
-         [[watch]]\nname = \"db\"\nendpoint = \"127.0.0.1:5433\"\nserver_name = \"db.internal\"\ninterval = \"1m\"\ntimeout = \"3s\"\nalert_before = \"14d\"\nteam = \"data\"\nlabels = {{ env = \"prod\" }}\n\n\
+         [[watch]]\nname = \"db\"\nendpoint = \"127.0.0.1:5433\"\nserver_name = \"db.internal\"\nstarttls = \"postgres\"\ninterval = \"1m\"\ntimeout = \"3s\"\nalert_before = \"14d\"\nteam = \"data\"\nlabels = {{ env = \"prod\" }}\n\n\
          [[watch]]\nname = \"v6\"\nendpoint = \"[::1]:8443\"\nalert_before = \"25%\"\n",
         with_cert(&web(""))
     );
@@ -33,7 +33,8 @@ fn watch_entries_parse_with_defaults_and_every_key() {
         billing.source,
         WatchSource::Endpoint {
             connect: "billing.internal:443".into(),
-            server_name: "billing.internal".into()
+            server_name: "billing.internal".into(),
+            starttls: None,
         }
     );
     assert_eq!(billing.interval, Duration::from_secs(300));
@@ -43,7 +44,8 @@ fn watch_entries_parse_with_defaults_and_every_key() {
         db.source,
         WatchSource::Endpoint {
             connect: "127.0.0.1:5433".into(),
-            server_name: "db.internal".into()
+            server_name: "db.internal".into(),
+            starttls: Some(crate::config::StartTls::Postgres),
         }
     );
     assert_eq!(db.interval, Duration::from_secs(60));
@@ -87,6 +89,16 @@ fn bad_watches_are_named_with_key_and_line() {
             "only an endpoint watch",
         ),
         (
+            w("file = \"/a.pem\"\nstarttls = \"smtp\""),
+            "watch[0].starttls",
+            "only an endpoint watch",
+        ),
+        (
+            w("endpoint = \"a:25\"\nstarttls = \"SMTP\""),
+            "watch[0].starttls",
+            "unknown protocol",
+        ),
+        (
             w("file = \"/a.pem\"\ninterval = \"1m\""),
             "watch[0].interval",
             "only an endpoint watch",
@@ -117,8 +129,8 @@ fn bad_watches_are_named_with_key_and_line() {
             "empty",
         ),
         (
-            w("file = \"/a.pem\"\nstarttls = \"smtp\""),
-            "watch[0].starttls",
+            w("file = \"/a.pem\"\nprotocol = \"smtp\""),
+            "watch[0].protocol",
             "unknown",
         ),
         (

@@ -33,6 +33,11 @@ impl Task {
         if let Err(why) = vouched {
             return self.refuse_found(&why, Some(&info.fingerprint));
         }
+        let mut material = material;
+        if let Err(e) = self.encode(&mut material) {
+            tracing::error!(error = %e, "cannot encode the keystore of the credential found on disk; will issue");
+            return;
+        }
         let g = self.journal.allocate();
         if let Err(e) = self.store.stage(g, &material) {
             tracing::error!(error = %e, "cannot stage the adopted credential; will issue");

@@ -118,7 +118,7 @@ impl Task {
     pub(in crate::engine) async fn issue(
         &self,
         g: u64,
-    ) -> Result<(Material, CertInfo), RotateError> {
+    ) -> Result<(Material, CertInfo, Option<String>), RotateError> {
         let key_type = self.cfg.key_type;
         let cert_err = |source| RotateError::Cert {
             credential: self.cfg.name.clone(),
@@ -173,14 +173,19 @@ impl Task {
             })?;
         failpoint!("validate.after");
         tracing::debug!(generation = g, fingerprint = %info.fingerprint, "issued and validated");
+        if let Some(why) = &issued.shortened {
+            tracing::warn!(generation = g, not_after = %cert::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
+        }
         Ok((
             Material {
                 cert_pem: issued.cert_pem,
                 chain_pem: issued.chain_pem,
                 key_pem: key.pem().clone(),
                 ca_pem: issued.ca_pem,
+                pkcs12: None,
             },
             info,
+            issued.shortened,
         ))
     }
 }

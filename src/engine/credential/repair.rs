@@ -16,7 +16,9 @@ use crate::cert;
 use crate::engine::group::Purpose;
 use zeroize::Zeroizing;
 
-use crate::store::{self, FileKind, Material, Target};
+use crate::config::{FileKind, Files};
+use crate::engine::disk;
+use crate::store::{self, Material, Target};
 
 /// The committed generation's material cannot be read back intact.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +55,7 @@ impl Task {
             state: state.clone(),
             published,
         };
-        let published = match from_published(&self.targets()) {
+        let published = match from_published(&self.targets(), &self.cfg.files) {
             Ok(m) if cur.expected.matches(&m) => m,
             Ok(_) => return Err(unavailable("they no longer hold it".into())),
             Err(why) => return Err(unavailable(why)),
@@ -89,6 +91,11 @@ impl Task {
     /// Compare the published files with the committed generation; put it
     /// back if something else changed them and it is still valid.
     pub(in crate::engine) async fn check_files(&mut self, reason: &str) {
+        // A refresh is due at once and republishes every file; until then
+        // the keystore the committed generation lacks would read as drift.
+        if self.keystore_owed {
+            return;
+        }
         let Some(cur) = &self.current else { return };
         let drift =
             store::diff_published(&self.targets(), self.cfg.swap, &cur.expected, &self.pins);
@@ -199,10 +206,12 @@ impl Task {
 }
 
 /// Rebuild a generation's material from its published files, split back
-/// into leaf, chain, key and CA the way [`Material::render`] joined them.
-/// The caller checks the result against the committed digests, so a wrong
-/// split (or a file holding anything else) is refused, never published.
-fn from_published(targets: &[Target]) -> Result<Material, String> {
+/// into leaf, chain, key and CA the way [`Material::render`] joined them;
+/// what no PEM file holds comes from the DER files or the keystore (whose
+/// bytes are kept as they are). The caller checks the result against the
+/// committed digests, so a wrong split (or a file holding anything else) is
+/// refused, never published.
+fn from_published(targets: &[Target], files: &Files) -> Result<Material, String> {
     let read = |kind: FileKind| -> Result<Option<Zeroizing<String>>, String> {
         let Some(t) = targets.iter().find(|t| t.kind == kind) else {
             return Ok(None);
@@ -217,20 +226,43 @@ fn from_published(targets: &[Target]) -> Result<Material, String> {
                 format!("{} is not PEM text", t.path.display())
             })
     };
+    let has = |kind: FileKind| targets.iter().any(|t| t.kind == kind);
+    let binary = if [FileKind::CertDer, FileKind::KeyDer, FileKind::Pkcs12]
+        .into_iter()
+        .any(has)
+    {
+        disk::binary::read_binary(files).map_err(|s| s.describe())?
+    } else {
+        disk::binary::Binary::default()
+    };
     let (fullchain, bundle) = (read(FileKind::Fullchain)?, read(FileKind::Bundle)?);
     // The bundle is key, leaf, chain; the fullchain leaf, chain.
     let (bundle_key, bundle_rest) = bundle.as_deref().map_or(("", ""), |b| first_block(b));
     let joined = fullchain.as_deref().map_or(bundle_rest, |f| f.as_str());
-    let (leaf, chain_rest) = first_block(joined);
+    let (leaf, mut chain_rest) = first_block(joined);
+    let pem_of = |d: &[u8]| disk::pem_encode("CERTIFICATE", d);
+    let binary_chain: String = binary
+        .certs
+        .iter()
+        .flat_map(|c| c.iter().skip(1))
+        .map(|d| pem_of(d))
+        .collect();
+    if joined.is_empty() {
+        chain_rest = &binary_chain;
+    }
     let cert_pem = match read(FileKind::Cert)? {
         Some(c) => c.to_string(),
         None if !leaf.is_empty() => leaf.to_string(),
-        None => return Err("no file holds the certificate".into()),
+        None => match binary.certs.as_ref().and_then(|c| c.first()) {
+            Some(d) => pem_of(d),
+            None => return Err("no file holds the certificate".into()),
+        },
     };
-    let key_pem = match read(FileKind::Key)? {
-        Some(k) => k,
-        None if !bundle_key.is_empty() => Zeroizing::new(bundle_key.to_string()),
-        None => return Err("no file holds the private key".into()),
+    let key_pem = match (read(FileKind::Key)?, binary.key_pem) {
+        (Some(k), _) => k,
+        (None, _) if !bundle_key.is_empty() => Zeroizing::new(bundle_key.to_string()),
+        (None, Some(k)) => k,
+        (None, None) => return Err("no file holds the private key".into()),
     };
     let chain_pem = match read(FileKind::Chain)? {
         Some(c) => c.to_string(),
@@ -241,6 +273,7 @@ fn from_published(targets: &[Target]) -> Result<Material, String> {
         chain_pem,
         key_pem,
         ca_pem: read(FileKind::Ca)?.map(|c| c.to_string()),
+        pkcs12: binary.pkcs12,
     })
 }
 
@@ -268,6 +301,7 @@ mod tests {
             chain_pem: block("CERTIFICATE", "int1") + &block("CERTIFICATE", "int2"),
             key_pem: Zeroizing::new(block("PRIVATE KEY", "key")),
             ca_pem: Some(block("CERTIFICATE", "root")),
+            pkcs12: None,
         }
     }
 
@@ -309,7 +343,7 @@ mod tests {
             let m = material();
             store::publish(&t, SwapMode::Rename, &m, &store::Pins::default()).unwrap();
             let expected = Expected::of(&t, &m);
-            let back = from_published(&t).unwrap();
+            let back = from_published(&t, &Files::default()).unwrap();
             assert!(expected.matches(&back), "{layout:?}");
         }
     }
@@ -327,9 +361,9 @@ mod tests {
         let expected = Expected::of(&t, &m);
         // Another valid-looking key: the digests tell it apart.
         std::fs::write(dir.path().join("key.pem"), block("PRIVATE KEY", "other")).unwrap();
-        assert!(!expected.matches(&from_published(&t).unwrap()));
+        assert!(!expected.matches(&from_published(&t, &Files::default()).unwrap()));
         std::fs::remove_file(dir.path().join("key.pem")).unwrap();
-        assert!(from_published(&t).is_err());
+        assert!(from_published(&t, &Files::default()).is_err());
     }
 
     #[test]

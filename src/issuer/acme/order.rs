@@ -101,6 +101,7 @@ pub(super) async fn run(
         chain_pem,
         ca_pem: None,
         server_key: None,
+        shortened: None,
     })
 }
 

@@ -274,6 +274,7 @@ fn parse_issued(answer: &mut Value) -> Result<Issued, String> {
         chain_pem,
         ca_pem,
         server_key: None,
+        shortened: None,
     })
 }
 

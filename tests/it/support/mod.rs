@@ -242,12 +242,17 @@ impl Env {
             .stderr(log)
             .spawn()
             .unwrap();
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             addr: self.addr,
             socket: self.socket(),
         };
         wait_for(Duration::from_secs(20), "the daemon's endpoint", || {
+            // A daemon that exited (a bad config, a state dir still locked)
+            // fails at once, with what it said.
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("the daemon exited ({st}) before serving:\n{}", self.log());
+            }
             http(self.addr, "GET", "/healthz")
                 .ok()
                 .filter(|r| r.0 == 200)
@@ -316,10 +321,15 @@ impl Daemon {
     pub fn terminate(mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        wait_until(Instant::now() + Duration::from_secs(20), || {
+        let stopped = wait_until(Instant::now() + Duration::from_secs(20), || {
             self.child.try_wait().ok().flatten()
-        })?
-        .code()
+        });
+        if stopped.is_none() {
+            // Never leave it holding the state dir for the next start (Drop
+            // kills and reaps it); None tells the caller it did not stop.
+            eprintln!("the daemon did not stop within 20 s of SIGTERM; killing it");
+        }
+        stopped?.code()
     }
 }
 
