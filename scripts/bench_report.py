@@ -87,7 +87,7 @@ if wake_rows:
 if "binary_bytes" in fig:
     b = int(fig["binary_bytes"])
     target("release binary under 10 MB stripped", f"{b / 1e6:.2f} MB ({b / 1048576:.2f} MiB)", b < 10_000_000,
-           "See README's release profile table (scripts/bench-profile).")
+           "See the release profile table in docs/development.md (scripts/bench-profile).")
 if "wakeups" in r10k:
     target("10,000 credentials: O(log n) scheduling per event, no task or timer per credential that wakes for nothing",
            f"one timer per credential, armed only for its own due time; one backstop task for all (range lookup, O(log n) a tick); "

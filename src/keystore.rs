@@ -115,7 +115,7 @@ pub fn pkcs12(
         .ok_or_else(|| KeystoreError::Material("no certificate in the PEM".into()))?;
     let der = key_der(key_pem)?;
     // The library copies the key into a plain Vec it frees unzeroized (a
-    // known limit, README "Keystores"); ours is zeroized on drop.
+    // known limit, docs/configuration.md, "Keystores"); ours is zeroized on drop.
     let key = PrivateKey::from_der(&der).map_err(|e| KeystoreError::Material(e.to_string()))?;
     // The local key id ties the key to its certificate; Java and OpenSSL
     // use the SHA-1 of the certificate, here its SHA-256 prefix (any

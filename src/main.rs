@@ -232,7 +232,7 @@ fn init_logging_level(format: LogFormat, default: &str) {
     // `target=level` directives (`debug`, `rekey::engine=trace,info`), read
     // with `Targets` rather than `EnvFilter`: the same syntax without span
     // and field filters, and without the regex engine they need, which is
-    // code resident on every host (README, "Decisions").
+    // code resident on every host (docs/development.md, "Decisions").
     let parse = |s: &str| s.parse::<tracing_subscriber::filter::Targets>();
     let filter = match std::env::var("REKEY_LOG") {
         Ok(v) if !v.trim().is_empty() => parse(&v).unwrap_or_else(|e| {

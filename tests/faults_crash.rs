@@ -85,7 +85,7 @@ fn died(d: &mut Daemon, within: Duration) -> Option<i32> {
 }
 
 /// Whether a crash at `point` may leave cert and key from two generations
-/// in rename mode: between two renames (documented in README, repaired at
+/// in rename mode: between two renames (documented in docs/rotation.md, repaired at
 /// restart). Renames go ca, cert, fullchain, key.
 fn rename_window(point: &str) -> bool {
     matches!(point, "publish.rename:3" | "publish.rename:4")

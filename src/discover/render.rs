@@ -83,7 +83,7 @@ pub fn toml(d: &Discovery, now: SystemTime) -> String {
         p.certificates.len(),
         p.watches.len()
     );
-    out.push_str("# Review every entry before use: point the issuer at the CA that should issue\n# these certificates, and set reload and verify for the application (README,\n# \"Handoff\"). Watched certificates are monitored and never written.\n");
+    out.push_str("# Review every entry before use: point the issuer at the CA that should issue\n# these certificates, and set reload and verify for the application (docs/rotation.md,\n# \"Handoff\"). Watched certificates are monitored and never written.\n");
     if d.scan.truncated {
         let _ = writeln!(
             out,
@@ -104,7 +104,7 @@ pub fn toml(d: &Discovery, now: SystemTime) -> String {
             "\n# These certificates were issued by: {}.",
             issuers.join(", ")
         );
-        out.push_str("# rekey cannot tell which issuer to use: replace this local CA with your acme\n# or vault issuer (README, \"Configuration\").\n[issuer.ca]\ntype = \"local-ca\"\n");
+        out.push_str("# rekey cannot tell which issuer to use: replace this local CA with your acme\n# or vault issuer (docs/configuration.md).\n[issuer.ca]\ntype = \"local-ca\"\n");
     }
     for c in &p.certificates {
         let _ = writeln!(

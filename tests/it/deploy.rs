@@ -1,4 +1,4 @@
-//! The shipped deployment files say what README says they do: the
+//! The shipped deployment files say what the docs say they do: the
 //! Kubernetes manifests (native sidecar, probes, volumes, ports, scrape
 //! annotations, a config consistent with its mounts), the Prometheus scrape
 //! snippet, and the Dockerfile.
@@ -54,12 +54,13 @@ fn mount<'a>(container: &'a Value, volume: &str) -> &'a str {
     str_of(&named(&container["volumeMounts"], volume)["mountPath"])
 }
 
-/// README's section that starts with `heading`, up to the next `## `.
-fn readme_section(heading: &str) -> String {
-    let text = std::fs::read_to_string(root().join("README.md")).unwrap();
+/// The docs' section that starts with `heading` (in `docs/PAGE`), up to
+/// the next `## `.
+fn readme_section(page: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(root().join("docs").join(page)).unwrap();
     let start = text
         .find(heading)
-        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+        .unwrap_or_else(|| panic!("docs/{page} has no {heading:?}"));
     let rest = &text[start + heading.len()..];
     rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
 }
@@ -194,8 +195,8 @@ fn kubernetes_native_sidecar_with_probes_volumes_and_ports() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // README says the same.
-    let readme = readme_section("## Kubernetes");
+    // The docs say the same.
+    let readme = readme_section("operations.md", "## Kubernetes");
     for claim in [
         "restartPolicy: Always",
         "shareProcessNamespace: true",
@@ -210,7 +211,7 @@ fn kubernetes_native_sidecar_with_probes_volumes_and_ports() {
     ] {
         assert!(
             readme.contains(claim),
-            "README's Kubernetes section lacks {claim:?}"
+            "docs/operations.md's Kubernetes section lacks {claim:?}"
         );
     }
 }
@@ -295,9 +296,9 @@ fn metric_names(expr: &str) -> Vec<String> {
     out
 }
 
-/// Every `rekey_*` family README's "Metrics" section lists.
+/// Every `rekey_*` family the docs' "Metrics" section lists.
 fn documented_metrics() -> String {
-    readme_section("## Metrics")
+    readme_section("monitoring.md", "## Metrics")
 }
 
 #[test]
@@ -322,7 +323,7 @@ fn alerting_rules_pass_promtool_and_their_unit_tests() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Every alert is tested firing at least once, and README names it.
+    // Every alert is tested firing at least once, and the docs name it.
     let rules: Value =
         serde_norway::from_str(&std::fs::read_to_string(dir.join("rekey-rules.yml")).unwrap())
             .unwrap();
@@ -337,17 +338,17 @@ fn alerting_rules_pass_promtool_and_their_unit_tests() {
         .filter(|c| c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty()))
         .map(|c| str_of(&c["alertname"]))
         .collect();
-    let readme = readme_section("## Alerting rules");
+    let readme = readme_section("monitoring.md", "## Alerting rules");
     let docs = documented_metrics();
     for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
         let name = str_of(&rule["alert"]);
         assert!(fired.contains(&name), "{name} is never tested firing");
-        assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+        assert!(readme.contains(&format!("`{name}`")), "docs/monitoring.md lacks {name}");
         for metric in metric_names(str_of(&rule["expr"])) {
             // The issuance budget's gauge is documented with its rule.
             assert!(
                 docs.contains(&format!("`{metric}")) || readme.contains(&format!("`{metric}")),
-                "{name} uses {metric}, which README does not document"
+                "{name} uses {metric}, which docs/monitoring.md does not document"
             );
         }
     }
@@ -399,7 +400,7 @@ fn the_grafana_dashboard_loads_and_queries_only_documented_metrics() {
             for metric in metric_names(expr) {
                 assert!(
                     docs.contains(&format!("`{metric}")),
-                    "{expr}: {metric} is not in README"
+                    "{expr}: {metric} is not in docs/monitoring.md"
                 );
             }
         }

@@ -3,7 +3,7 @@
 //! flips, interesting bytes, dictionary tokens, splices, truncation), plus
 //! proptest over arbitrary text and bytes. No input may panic or take more
 //! than a second. `REKEY_FUZZ_SECONDS` sets the budget per target (default
-//! 6 s); the long runs are `scripts/fuzz` (cargo-fuzz; README).
+//! 6 s); the long runs are `scripts/fuzz` (cargo-fuzz; docs/development.md).
 
 use crate::support as common;
 #[path = "../../fuzz/targets.rs"]

@@ -290,7 +290,7 @@ fn prometheus_scrapes_every_credential() {
 
     // The shipped alerting rules load and evaluate against what rekey
     // exports (a misspelt family would not error, so the deploy tests also
-    // check every name against README and promtool's unit tests).
+    // check every name against docs/monitoring.md and promtool's unit tests).
     let rules = wait_for(Duration::from_secs(30), "every rule evaluated", || {
         let (_, body) = get10(web, "/api/v1/rules")?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;

@@ -1,5 +1,5 @@
 //! systemd/rekey.service: `systemd-analyze verify` accepts it, and the
-//! offline security analysis rates it no worse than the figure README states.
+//! offline security analysis rates it no worse than the figure docs/operations.md states.
 
 use crate::support as common;
 
@@ -76,17 +76,17 @@ fn security_exposure_is_at_most_what_readme_states() {
         return;
     };
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
     let marker = "rates the unit **";
     let stated: f64 = readme
         .find(marker)
         .map(|i| &readme[i + marker.len()..])
         .and_then(|rest| rest.split("**").next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("README states no score as {marker:?}N.N**"));
+        .unwrap_or_else(|| panic!("docs/operations.md states no score as {marker:?}N.N**"));
     assert!(
         stated <= 2.5,
-        "README states {stated}; the target is 2.5 or lower"
+        "docs/operations.md states {stated}; the target is 2.5 or lower"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -110,6 +110,6 @@ fn security_exposure_is_at_most_what_readme_states() {
         });
     assert!(
         measured <= stated,
-        "exposure {measured} is above README's {stated}:\n{text}"
+        "exposure {measured} is above docs/operations.md's {stated}:\n{text}"
     );
 }

@@ -191,7 +191,7 @@ impl Volumes {
     }
 
     /// Create every volume of `spec`. `secrets` holds the Secret data the
-    /// README's `kubectl create secret` makes.
+    /// docs/operations.md's `kubectl create secret` makes.
     fn create(
         dir: &Path,
         docs: &[Value],
