@@ -343,7 +343,10 @@ fn alerting_rules_pass_promtool_and_their_unit_tests() {
     for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
         let name = str_of(&rule["alert"]);
         assert!(fired.contains(&name), "{name} is never tested firing");
-        assert!(readme.contains(&format!("`{name}`")), "docs/monitoring.md lacks {name}");
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "docs/monitoring.md lacks {name}"
+        );
         for metric in metric_names(str_of(&rule["expr"])) {
             // The issuance budget's gauge is documented with its rule.
             assert!(

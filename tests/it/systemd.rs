@@ -76,7 +76,8 @@ fn security_exposure_is_at_most_what_readme_states() {
         return;
     };
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
     let marker = "rates the unit **";
     let stated: f64 = readme
         .find(marker)
