@@ -92,7 +92,7 @@ pub async fn watches(config: &Config) -> Vec<WatchReport> {
                 r.state = s.state.as_str().to_string();
                 r.subject = soonest.map(|c| c.subject.clone());
                 r.issuer = soonest.map(|c| c.issuer.clone());
-                r.not_after = s.not_after.clone();
+                r.not_after = s.not_after.map(|t| t.to_string());
                 r.certificates = s.watch.as_ref().map_or(0, |d| d.certificates.len());
                 r.error = s.last_error;
             }

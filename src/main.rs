@@ -256,13 +256,13 @@ fn init_logging_level(format: LogFormat, default: &str) {
     use tracing_subscriber::util::SubscriberInitExt;
     match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(LevelPrefix::new(rekey::logfmt::JsonLines, journal))
             .finish()
             .with(filter)
             .init(),
         LogFormat::Text => builder
+            .fmt_fields(rekey::logfmt::TextFields)
             .map_event_format(|f| LevelPrefix::new(f, journal))
             .finish()
             .with(filter)
@@ -522,7 +522,7 @@ fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
         "{:<16} {:<10} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
-    let parse = |s: &Option<String>| status::parse_time(s.as_deref());
+    let parse = |s: &Option<status::Timestamp>| s.map(status::Timestamp::time);
     for c in list {
         let expires = match parse(&c.not_after) {
             Some(t) => match t.duration_since(now) {
@@ -765,7 +765,9 @@ async fn retire(
             println!("remove it from the config too, or the next start issues it again");
             Ok(ExitCode::SUCCESS)
         }
-        502 if v["result"] == "retired" => {
+        502 if serde_json::from_value::<rekey::engine::RetireOutcome>(v.clone())
+            .is_ok_and(|o| o.result == rekey::engine::RetireResult::Retired) =>
+        {
             eprintln!(
                 "rekey: {name}: retired (removed {} file(s)) but {}",
                 v["removed"].as_array().map_or(0, Vec::len),

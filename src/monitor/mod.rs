@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use crate::alert::Alerter;
 use crate::certview::ViewError;
@@ -193,7 +194,8 @@ impl Monitor {
             self.settings.recheck,
             self.tls.clone(),
         );
-        let join = tokio::spawn(t.run(bell.clone(), stop_rx));
+        let span = crate::logfmt::task_span(&name, KIND_WATCH);
+        let join = tokio::spawn(t.run(bell.clone(), stop_rx).instrument(span));
         self.handle
             .bells
             .write()

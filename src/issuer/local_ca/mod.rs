@@ -260,7 +260,7 @@ impl Issuer for LocalCa {
             crate::store::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
         {
             // The certificate is issued all the same; only the record is missing.
-            tracing::warn!(issuer = %self.name, credential = %req.credential, error = %e, "cannot record the issued certificate in the CA's issued.log");
+            tracing::warn!(issuer = %self.name, error = %e, "cannot record the issued certificate in the CA's issued.log");
         }
         Ok(Issued {
             cert_pem: leaf.pem(),
