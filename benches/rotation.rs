@@ -108,7 +108,7 @@ fn main() {
             for _ in 0..n {
                 let t = Instant::now();
                 let out = h.rotate(kt.as_str()).await.unwrap();
-                assert_eq!(out.result, "success", "{out:?}");
+                assert_eq!(out.result.as_str(), "success", "{out:?}");
                 times.push(t.elapsed());
             }
             times.sort();

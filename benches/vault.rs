@@ -310,7 +310,7 @@ fn main() {
         for _ in 0..rounds.min(100) {
             let t = Instant::now();
             let out = h.rotate("web").await.unwrap();
-            assert_eq!(out.result, "success", "{out:?}");
+            assert_eq!(out.result.as_str(), "success", "{out:?}");
             rot.push(t.elapsed());
         }
         engine.shutdown().await;

@@ -353,9 +353,9 @@ pub fn key_type_matches(info: &CertInfo, key_type: KeyType) -> bool {
     info.key_type == want
 }
 
-/// RFC 3339 UTC text of a time (see [`crate::rfc3339::format`]); kept here
-/// for the engine's callers.
-pub use crate::rfc3339::format as rfc3339;
+/// RFC 3339 UTC text of a time (see [`crate::timestamp::rfc3339`]); kept
+/// here for the engine's callers.
+pub use crate::timestamp::rfc3339;
 
 /// What an issuer handed back, before it is accepted.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cert;
 use crate::status::WatchedCert;
+use crate::timestamp::Timestamp;
 
 /// More certificates than this in one file is not a bundle anyone curates;
 /// the cap also bounds the metric series a watch can create.
@@ -85,8 +86,8 @@ pub fn describe(der: &[u8], index: usize) -> Result<Seen, ViewError> {
             issuer: info.issuer,
             serial: info.serial,
             fingerprint: info.fingerprint,
-            not_before: crate::rfc3339::format(info.not_before),
-            not_after: crate::rfc3339::format(info.not_after),
+            not_before: Timestamp::new(info.not_before),
+            not_after: Timestamp::new(info.not_after),
             is_ca: info.is_ca,
         },
         not_before: info.not_before,

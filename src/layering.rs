@@ -6,7 +6,8 @@
 //! form. The layers, bottom to top, follow a credential's path:
 //!
 //! 0. leaves that import nothing of rekey's: `fs` (bounded reads, atomic
-//!    writes), `rfc3339`, `exec`, `failpoint`, `heap`, `journald`;
+//!    writes), `timestamp`, `exec`, `failpoint`, `heap`, `journald`,
+//!    `logfmt`;
 //! 1. `config`: the validated config. Its one import is `fs`, which config
 //!    needs to read its files safely; `fs` itself imports nothing;
 //! 2. values over the config: `cert`, `budget`, `status`, `token`;
@@ -35,7 +36,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("fs", 0),
     ("heap", 0),
     ("journald", 0),
-    ("rfc3339", 0),
+    ("timestamp", 0),
+    ("logfmt", 0),
     ("config", 1),
     ("budget", 2),
     ("cert", 2),
@@ -228,6 +230,9 @@ fn anyhow_only_at_the_top() {
 
 #[test]
 fn the_parser_sees_both_import_forms() {
-    let src = "use crate::config::Config;\n// use crate::engine::X;\nuse crate::{cert, store::Store};\nlet t = crate::rfc3339::format(now);";
-    assert_eq!(imports(&code(src)), ["config", "cert", "store", "rfc3339"]);
+    let src = "use crate::config::Config;\n// use crate::engine::X;\nuse crate::{cert, store::Store};\nlet t = crate::timestamp::rfc3339(now);";
+    assert_eq!(
+        imports(&code(src)),
+        ["config", "cert", "store", "timestamp"]
+    );
 }

@@ -27,7 +27,8 @@
 //!   points of the fault suite.
 //!
 //! The rest (the command runner, the endpoint, the watchers, the admin
-//! token, timestamps, log prefixes) is the crate's own.
+//! token, timestamps (`status::Timestamp` is the public name), log
+//! formats and prefixes) is the crate's own.
 
 // First, so `failpoint!` is in scope in every module below.
 #[macro_use]
@@ -49,14 +50,15 @@ pub mod heap;
 pub mod issuer;
 pub(crate) mod journald;
 pub mod keystore;
+pub(crate) mod logfmt;
 pub mod metrics;
 pub(crate) mod monitor;
 pub mod net;
-pub(crate) mod rfc3339;
 pub mod schedule;
 pub(crate) mod server;
 pub mod status;
 pub mod store;
+pub(crate) mod timestamp;
 pub(crate) mod token;
 pub(crate) mod watch;
 pub mod watched;

@@ -25,18 +25,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::rfc3339::parse as parse_time;
-use crate::status::{Handoff, Snapshot};
+use crate::status::{Handoff, RotateResult, Snapshot, Timestamp};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// `result` of a rotation: published and committed (and verified when a probe is configured).
-pub const ROTATION_SUCCESS: &str = "success";
+pub const ROTATION_SUCCESS: &str = RotateResult::Success.as_str();
 /// `result` of a rotation: the app did not pick it up, the previous generation was restored.
-pub const ROTATION_ROLLED_BACK: &str = "rolled_back";
+pub const ROTATION_ROLLED_BACK: &str = RotateResult::RolledBack.as_str();
 /// `result` of a rotation: it failed before anything reached the application.
-pub const ROTATION_FAILED: &str = "failed";
+pub const ROTATION_FAILED: &str = RotateResult::Failed.as_str();
 /// `result` of an issuer request or an alert delivery that worked.
 pub const SUCCESS: &str = "success";
 /// `result` of an issuer request or an alert delivery that failed.
@@ -427,20 +426,20 @@ impl Metrics {
                 kind: c.kind.clone(),
                 team: c.team.clone(),
             };
-            let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<SystemTime>| {
-                if let Some(secs) = t.and_then(unix_seconds) {
+            let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<Timestamp>| {
+                if let Some(secs) = t.map(Timestamp::time).and_then(unix_seconds) {
                     family.get_or_create(&labels).set(secs);
                 }
             };
-            set(&m.not_after, parse_time(c.not_after.as_deref()));
-            set(&m.not_before, parse_time(c.not_before.as_deref()));
-            set(&m.failing_since, parse_time(c.failing_since.as_deref()));
-            set(&m.next_renewal, parse_time(c.next_renewal.as_deref()));
+            set(&m.not_after, c.not_after);
+            set(&m.not_before, c.not_before);
+            set(&m.failing_since, c.failing_since);
+            set(&m.next_renewal, c.next_renewal);
             let last_success = c
                 .last_rotation
                 .as_ref()
-                .filter(|r| r.result == ROTATION_SUCCESS)
-                .and_then(|r| parse_time(Some(&r.at)));
+                .filter(|r| r.result == RotateResult::Success)
+                .map(|r| r.at);
             set(&m.last_success, last_success);
             m.consecutive_failures
                 .get_or_create(&labels)

@@ -1,20 +1,24 @@
 use super::*;
 use crate::status::{CredentialStatus, LastRotation, State};
 
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
 fn snapshot(names: &[&str]) -> Snapshot {
     names
         .iter()
         .map(|n| {
             let mut c = CredentialStatus::starting(n, "certificate", "dev");
             c.state = State::Valid;
-            c.not_after = Some("2030-01-01T00:00:00Z".into());
-            c.next_renewal = Some("2029-12-31T12:00:00.5Z".into());
+            c.not_after = Some(ts("2030-01-01T00:00:00Z"));
+            c.next_renewal = Some(ts("2029-12-31T12:00:00.5Z"));
             c.consecutive_failures = 2;
             c.handoff = Handoff::Verified;
             c.last_rotation = Some(LastRotation {
                 handoff_ms: None,
-                at: "2029-12-31T00:00:00Z".into(),
-                result: "success".into(),
+                at: ts("2029-12-31T00:00:00Z"),
+                result: RotateResult::Success,
                 duration_ms: 12,
             });
             (n.to_string(), c)
@@ -208,8 +212,8 @@ fn unknown_dates_and_failed_rotations_give_no_timestamp() {
         c.handoff = Handoff::Unverified;
         c.last_rotation = Some(LastRotation {
             handoff_ms: None,
-            at: "2029-12-31T00:00:00Z".into(),
-            result: "failed".into(),
+            at: ts("2029-12-31T00:00:00Z"),
+            result: RotateResult::Failed,
             duration_ms: 1,
         });
     }
@@ -224,8 +228,8 @@ fn failure_runs_lifetimes_and_failed_handoffs_are_exported() {
     let m = Metrics::new("0");
     let mut snap = snapshot(&["web"]);
     if let Some(c) = snap.get_mut("web") {
-        c.not_before = Some("2029-12-01T00:00:00Z".into());
-        c.failing_since = Some("2029-12-30T00:00:00Z".into());
+        c.not_before = Some(ts("2029-12-01T00:00:00Z"));
+        c.failing_since = Some(ts("2029-12-30T00:00:00Z"));
         c.handoff = Handoff::Failed;
     }
     let text = m.render(&snap).unwrap();
@@ -258,8 +262,8 @@ fn view() -> crate::monitor::View {
         issuer_cn: Some("Root".into()),
         serial: serial.into(),
         fingerprint: format!("sha256:{cn}"),
-        not_before: "2029-01-01T00:00:00Z".into(),
-        not_after: not_after.into(),
+        not_before: ts("2029-01-01T00:00:00Z"),
+        not_after: ts(not_after),
         is_ca: false,
     };
     let detail = |path: &str, certs: Vec<WatchedCert>| WatchStatus {
@@ -269,7 +273,7 @@ fn view() -> crate::monitor::View {
         server_name: None,
         starttls: None,
         alert_before: "14days".into(),
-        alert_at: Some("2029-12-18T00:00:00Z".into()),
+        alert_at: Some(ts("2029-12-18T00:00:00Z")),
         last_checked: None,
         next_check: None,
         certificates: certs,
@@ -277,7 +281,7 @@ fn view() -> crate::monitor::View {
     let mut ok = CredentialStatus::starting("partner", KIND_WATCH, "Root");
     ok.state = State::Expiring;
     ok.team = Some("payments".into());
-    ok.not_after = Some("2030-01-01T00:00:00Z".into());
+    ok.not_after = Some(ts("2030-01-01T00:00:00Z"));
     ok.watch = Some(detail(
         "/etc/partner/bundle.pem",
         vec![
@@ -379,8 +383,8 @@ fn the_issuance_budget_shows_as_exhausted_and_remaining() {
         remaining: Some(0),
         exhausted: Some(BudgetExhausted {
             budget: "max_issuances = \"5/7d\" of issuer.dev".into(),
-            frees_at: "2026-12-01T00:00:00Z".into(),
-            retry_at: "2026-12-01T00:00:00Z".into(),
+            frees_at: ts("2026-12-01T00:00:00Z"),
+            retry_at: ts("2026-12-01T00:00:00Z"),
         }),
     }));
     snap.get_mut("api").unwrap().issuance_budget = Some(Box::new(BudgetStatus {

@@ -19,8 +19,7 @@ use prometheus_client::registry::Registry;
 
 use super::{unix_seconds, F64Gauge};
 use crate::certview::serial_decimal;
-use crate::rfc3339::parse as parse_time;
-use crate::status::{State, WatchedCert};
+use crate::status::{State, Timestamp, WatchedCert};
 use crate::watched::View;
 
 /// `{watch, source[, team]}`.
@@ -161,13 +160,13 @@ impl WatchFamilies {
                 source: detail.source.clone(),
                 team: w.team.clone(),
             };
-            let set = |family: &Family<WatchLabels, F64Gauge>, t: Option<&str>| {
-                if let Some(secs) = parse_time(t).and_then(unix_seconds) {
+            let set = |family: &Family<WatchLabels, F64Gauge>, t: Option<Timestamp>| {
+                if let Some(secs) = t.map(Timestamp::time).and_then(unix_seconds) {
                     family.get_or_create(&labels).set(secs);
                 }
             };
-            set(&self.not_after, w.not_after.as_deref());
-            set(&self.alert_at, detail.alert_at.as_deref());
+            set(&self.not_after, w.not_after);
+            set(&self.alert_at, detail.alert_at);
             match w.state {
                 State::Starting => {}
                 State::Unreadable => {
@@ -222,16 +221,16 @@ impl X509Families {
             subject_cn: c.subject_cn.clone(),
             issuer_cn: c.issuer_cn.clone(),
         };
-        let not_after = parse_time(Some(&c.not_after));
-        if let Some(t) = not_after.and_then(unix_seconds) {
+        let not_after = c.not_after.time();
+        if let Some(t) = unix_seconds(not_after) {
             self.not_after.get_or_create(&labels).set(t);
         }
-        if let Some(t) = parse_time(Some(&c.not_before)).and_then(unix_seconds) {
+        if let Some(t) = unix_seconds(c.not_before.time()) {
             self.not_before.get_or_create(&labels).set(t);
         }
-        if let Some(t) = not_after {
-            self.expired.get_or_create(&labels).set(i64::from(t <= now));
-        }
+        self.expired
+            .get_or_create(&labels)
+            .set(i64::from(not_after <= now));
     }
 }
 

@@ -42,7 +42,7 @@ use serde_json::json;
 
 use crate::engine::{EngineError, Handle};
 use crate::metrics::Metrics;
-use crate::status;
+use crate::status::{self, RotateResult};
 use crate::token::AdminToken;
 use gate::Ticket;
 
@@ -360,12 +360,11 @@ fn wants_reissue(query: Option<&str>) -> bool {
 /// 502 retired but the issuer failed to revoke; 500 files not removed.
 async fn retire(handle: &Handle, name: &str) -> Reply {
     let call = handle.retire(name);
-    engine_reply(call, name, |o| match o.result.as_str() {
-        "retired" if o.revocation == crate::engine::retire_revocation::FAILED => {
-            StatusCode::BAD_GATEWAY
-        }
-        "retired" => StatusCode::OK,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    use crate::engine::{RetireResult, Revocation};
+    engine_reply(call, name, |o| match (o.result, o.revocation) {
+        (RetireResult::Retired, Revocation::Failed) => StatusCode::BAD_GATEWAY,
+        (RetireResult::Retired, _) => StatusCode::OK,
+        (RetireResult::Failed, _) => StatusCode::INTERNAL_SERVER_ERROR,
     })
     .await
 }
@@ -377,15 +376,14 @@ async fn rotate(handle: &Handle, name: &str, reissue: bool) -> Reply {
     let call = handle.rotate_with(name, reissue);
     // When a refused issuance may be asked for again (Unix seconds; 0: none).
     let frees = AtomicU64::new(0);
-    let mut r = engine_reply(call, name, |o| match o.result.as_str() {
-        "success" => StatusCode::OK,
-        "refused" => {
-            let at = crate::rfc3339::parse(o.retry_at.as_deref())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            frees.store(at.map_or(0, |d| d.as_secs()), Ordering::Relaxed);
+    let mut r = engine_reply(call, name, |o| match o.result {
+        RotateResult::Success => StatusCode::OK,
+        RotateResult::Refused => {
+            let at = o.retry_at.map_or(0, |t| t.unix_seconds().max(0) as u64);
+            frees.store(at, Ordering::Relaxed);
             StatusCode::TOO_MANY_REQUESTS
         }
-        _ => StatusCode::BAD_GATEWAY,
+        RotateResult::Failed | RotateResult::RolledBack => StatusCode::BAD_GATEWAY,
     })
     .await;
     let at = frees.load(Ordering::Relaxed);

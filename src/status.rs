@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::timestamp::Timestamp;
+
 /// Every credential's status, keyed by name.
 pub type Snapshot = BTreeMap<String, CredentialStatus>;
 
@@ -48,13 +50,47 @@ pub enum Handoff {
     Unmanaged,
 }
 
+/// How a rotation ended; the `result` of `/status`'s `last_rotation`, of a
+/// rotate request's answer and of `rekey_rotations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotateResult {
+    /// The new generation is committed.
+    Success,
+    /// The handoff failed and the previous generation was put back.
+    RolledBack,
+    /// Issuing or handing over failed; nothing was put back.
+    Failed,
+    /// An exhausted issuance budget held the issuance back: nothing was
+    /// asked of the issuer and nothing changed (rotate requests only).
+    Refused,
+}
+
+impl RotateResult {
+    /// The spelling on the wire and in metrics, e.g. "rolled_back".
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RotateResult::Success => "success",
+            RotateResult::RolledBack => "rolled_back",
+            RotateResult::Failed => "failed",
+            RotateResult::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for RotateResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The last rotation attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastRotation {
-    /// When it finished, RFC 3339.
-    pub at: String,
+    /// When it finished.
+    pub at: Timestamp,
     /// `success`, `rolled_back` or `failed`.
-    pub result: String,
+    pub result: RotateResult,
     /// From the start of issuing to commit.
     pub duration_ms: u64,
     /// From publish to the handoff's verdict (reload + verify + settle).
@@ -78,12 +114,12 @@ pub struct CredentialStatus {
     pub fingerprint: Option<String>,
     /// Serial, hex.
     pub serial: Option<String>,
-    /// RFC 3339.
-    pub not_before: Option<String>,
-    /// RFC 3339.
-    pub not_after: Option<String>,
-    /// RFC 3339; the next attempt when in backoff.
-    pub next_renewal: Option<String>,
+    /// Start of the certificate's validity.
+    pub not_before: Option<Timestamp>,
+    /// End of the certificate's validity.
+    pub not_after: Option<Timestamp>,
+    /// The next renewal; the next attempt when in backoff.
+    pub next_renewal: Option<Timestamp>,
     /// Handoff state of the current generation.
     pub handoff: Handoff,
     /// The fingerprint the probes last saw the app serve.
@@ -106,9 +142,9 @@ pub struct CredentialStatus {
     /// Free-form labels from the config.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// RFC 3339: when the current run of failures began (absent while none).
+    /// When the current run of failures began (absent while none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failing_since: Option<String>,
+    pub failing_since: Option<Timestamp>,
     /// What a watch (`kind = "watch"`) found; absent for credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchStatus>,
@@ -150,12 +186,12 @@ pub struct WatchStatus {
     pub starttls: Option<String>,
     /// `alert_before` in words.
     pub alert_before: String,
-    /// RFC 3339: when the first certificate enters its `alert_before` window.
-    pub alert_at: Option<String>,
-    /// RFC 3339: the last read or probe (successful or not).
-    pub last_checked: Option<String>,
-    /// RFC 3339: the next planned read or probe.
-    pub next_check: Option<String>,
+    /// When the first certificate enters its `alert_before` window.
+    pub alert_at: Option<Timestamp>,
+    /// The last read or probe (successful or not).
+    pub last_checked: Option<Timestamp>,
+    /// The next planned read or probe.
+    pub next_check: Option<Timestamp>,
     /// Every certificate found, in file (or chain) order.
     pub certificates: Vec<WatchedCert>,
 }
@@ -175,10 +211,10 @@ pub struct WatchedCert {
     pub serial: String,
     /// `sha256:` of the DER.
     pub fingerprint: String,
-    /// RFC 3339.
-    pub not_before: String,
-    /// RFC 3339.
-    pub not_after: String,
+    /// Start of its validity.
+    pub not_before: Timestamp,
+    /// End of its validity.
+    pub not_after: Timestamp,
     /// A CA certificate.
     pub is_ca: bool,
 }
@@ -204,12 +240,12 @@ pub struct BudgetExhausted {
     /// The budget that is used up, as configured, e.g.
     /// `max_issuances = "5/7d" of issuer.dev`.
     pub budget: String,
-    /// RFC 3339: when it allows the next issuance.
-    pub frees_at: String,
-    /// RFC 3339: when issuance is tried again: when the budget frees up, or
+    /// When it allows the next issuance.
+    pub frees_at: Timestamp,
+    /// When issuance is tried again: when the budget frees up, or
     /// earlier, when the current credential enters the last tenth of its
     /// lifetime (the budget then gives way).
-    pub retry_at: String,
+    pub retry_at: Timestamp,
 }
 
 /// A staged generation waiting for its handoff, in `/status`.
@@ -219,8 +255,8 @@ pub struct StagedStatus {
     pub generation: u64,
     /// `sha256:` of its leaf.
     pub fingerprint: String,
-    /// RFC 3339.
-    pub not_after: String,
+    /// End of its validity.
+    pub not_after: Timestamp,
     /// Failed handoffs so far.
     pub attempts: u32,
 }
@@ -271,16 +307,16 @@ pub struct RotateOutcome {
     /// `success`, `failed`, `rolled_back`, or `refused` (an exhausted
     /// issuance budget held the issuance back; nothing was asked of the
     /// issuer and nothing changed).
-    pub result: String,
+    pub result: RotateResult,
     /// The committed generation afterwards.
     pub generation: Option<u64>,
     /// Its fingerprint.
     pub fingerprint: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
-    /// RFC 3339: with `refused`, when the budget allows the next issuance.
+    /// With `refused`, when the budget allows the next issuance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<String>,
+    pub retry_at: Option<Timestamp>,
 }
 
 /// `failing_since` of a credential's next status: kept from its previous
@@ -289,17 +325,18 @@ pub fn failing_since(
     prev: Option<&CredentialStatus>,
     failures: u32,
     now: SystemTime,
-) -> Option<String> {
+) -> Option<Timestamp> {
     if failures == 0 {
         return None;
     }
-    prev.and_then(|p| p.failing_since.clone())
-        .or_else(|| Some(crate::rfc3339::format(now)))
+    prev.and_then(|p| p.failing_since)
+        .or_else(|| Some(Timestamp::new(now)))
 }
 
-/// Parse an RFC 3339 timestamp from the snapshot (see
-/// [`crate::rfc3339::parse`]); kept here for its callers in and out of the crate.
-pub use crate::rfc3339::parse as parse_time;
+/// Parse an RFC 3339 timestamp from the snapshot (`None` when absent or malformed).
+pub fn parse_time(s: Option<&str>) -> Option<SystemTime> {
+    Timestamp::parse(s?).map(Timestamp::time)
+}
 
 /// One reason a credential makes the daemon not ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,12 +399,9 @@ pub fn readiness_with<'a>(
         };
         match c.state {
             State::Valid | State::Renewing | State::Backoff => {
-                match parse_time(c.not_after.as_deref()) {
-                    Some(t) if t > now => {}
-                    Some(_) => why(format!(
-                        "certificate expired at {}",
-                        c.not_after.as_deref().unwrap_or("-")
-                    )),
+                match c.not_after {
+                    Some(t) if t.time() > now => {}
+                    Some(t) => why(format!("certificate expired at {t}")),
                     // Renewing for the first time: nothing is published yet.
                     None => why(format!(
                         "state is {} but no certificate is published yet",
@@ -382,7 +416,8 @@ pub fn readiness_with<'a>(
             }),
             State::Expired => why(format!(
                 "certificate expired at {}",
-                c.not_after.as_deref().unwrap_or("-")
+                c.not_after
+                    .map_or_else(|| "-".to_string(), |t| t.to_string())
             )),
             // Watch states; a credential never has them.
             State::Expiring => {}
@@ -446,7 +481,8 @@ mod tests {
     fn cred(state: State, not_after: Option<&str>, handoff: Handoff) -> CredentialStatus {
         let mut c = CredentialStatus::starting("web", "certificate", "dev");
         c.state = state;
-        c.not_after = not_after.map(str::to_owned);
+        // What does not parse is no time: read as absent.
+        c.not_after = not_after.and_then(Timestamp::parse);
         c.handoff = handoff;
         c.generation = Some(3);
         c
@@ -574,6 +610,37 @@ mod tests {
         // The same objects as credentials would not be ready.
         w.kind = "certificate".into();
         assert!(!readiness([&w], now()).is_empty());
+    }
+
+    /// Times are kept as times and written as before: RFC 3339 UTC to the
+    /// second, `Z`; what `/status` and `rekey status --json` print.
+    #[test]
+    fn times_are_written_as_rfc3339_to_the_second() {
+        let mut c = cred(State::Backoff, Some(NOW), Handoff::Failed);
+        let t = now() + Duration::from_millis(1_250);
+        c.next_renewal = Some(Timestamp::new(t));
+        c.failing_since = failing_since(None, 1, t);
+        c.last_rotation = Some(LastRotation {
+            at: Timestamp::new(t),
+            result: RotateResult::RolledBack,
+            duration_ms: 5,
+            handoff_ms: None,
+        });
+        let json = serde_json::to_string(&c).unwrap();
+        for want in [
+            r#""not_after":"2030-01-01T00:00:00Z""#,
+            r#""next_renewal":"2030-01-01T00:00:01Z""#,
+            r#""failing_since":"2030-01-01T00:00:01Z""#,
+            r#""last_rotation":{"at":"2030-01-01T00:00:01Z","result":"rolled_back","#,
+            r#""not_before":null"#,
+        ] {
+            assert!(json.contains(want), "{want} not in {json}");
+        }
+        let back: CredentialStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        // A run of failures keeps the time it began.
+        let later = failing_since(Some(&c), 2, t + Duration::from_secs(60));
+        assert_eq!(later, c.failing_since);
     }
 
     #[test]

@@ -23,10 +23,31 @@ use super::owner::Owners;
 use super::AlertMatch;
 use super::{Alert, AlertError, AlertSink, Event, Policy};
 
-/// Called after each delivery outcome: (sink name, event, result), where
-/// result is `sent`, `failed` (every try failed) or `dropped` (a queue was
-/// full). Meant for `rekey_alerts_total{sink,event,result}`.
-pub type ResultHook = Arc<dyn Fn(&str, Event, &str) + Send + Sync>;
+/// Called after each delivery outcome: (sink name, event, result). Meant
+/// for `rekey_alerts_total{sink,event,result}`.
+pub type ResultHook = Arc<dyn Fn(&str, Event, Delivery) + Send + Sync>;
+
+/// How delivering one alert to one sink ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The sink took it.
+    Sent,
+    /// Every try failed.
+    Failed,
+    /// A queue was full (the alerter's or the sink's): never tried.
+    Dropped,
+}
+
+impl Delivery {
+    /// The word for it, e.g. "dropped".
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Failed => "failed",
+            Delivery::Dropped => "dropped",
+        }
+    }
+}
 
 /// One sink and the events it wants.
 #[derive(Clone)]
@@ -91,7 +112,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn report(&self, sink: &str, event: Event, result: &str) {
+    fn report(&self, sink: &str, event: Event, result: Delivery) {
         if let Some(hook) = &self.on_result {
             hook(sink, event, result);
         }
@@ -210,7 +231,7 @@ impl Alerter {
         tracing::warn!(%event, credential = %raised.alert.credential, "alert dropped: {why}");
         for (name, events) in self.routes.iter() {
             if events.as_ref().is_none_or(|e| e.contains(&event)) {
-                self.shared.report(name, event, "dropped");
+                self.shared.report(name, event, Delivery::Dropped);
             }
         }
     }
@@ -258,7 +279,7 @@ async fn dispatch(
                         shared.done();
                         let sink = route.sink.name();
                         tracing::warn!(sink, %event, credential = %alert.credential, "alert dropped: the sink's queue is full (it is slow or down)");
-                        shared.report(sink, event, "dropped");
+                        shared.report(sink, event, Delivery::Dropped);
                     }
                 }
             }
@@ -294,11 +315,11 @@ async fn work(sink: Arc<dyn AlertSink>, mut rx: mpsc::Receiver<Alert>, shared: A
                 match result {
                     Ok(()) => {
                         tracing::debug!(sink = sink.name(), %event, credential = %alert.credential, "alert sent");
-                        shared.report(sink.name(), event, "sent");
+                        shared.report(sink.name(), event, Delivery::Sent);
                     }
                     Err(e) => {
                         tracing::warn!(sink = sink.name(), %event, credential = %alert.credential, attempts = policy.attempts, error = %e, "alert not delivered");
-                        shared.report(sink.name(), event, "failed");
+                        shared.report(sink.name(), event, Delivery::Failed);
                     }
                 }
                 shared.done();

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::config::{AlertConfig, SinkConfig};
 
 pub use crate::config::{AlertMatch, Event};
-pub use alerter::{Alerter, Options, ResultHook, Route};
+pub use alerter::{Alerter, Delivery, Options, ResultHook, Route};
 pub use alertmanager::AlertmanagerSink;
 pub use dedup::{Dedup, Verdict};
 pub use error::AlertError;

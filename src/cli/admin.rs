@@ -169,7 +169,9 @@ async fn retire(
             println!("remove it from the config too, or the next start issues it again");
             Ok(ExitCode::SUCCESS)
         }
-        502 if v["result"] == "retired" => {
+        502 if serde_json::from_value::<crate::engine::RetireOutcome>(v.clone())
+            .is_ok_and(|o| o.result == crate::engine::RetireResult::Retired) =>
+        {
             eprintln!(
                 "rekey: {name}: retired (removed {} file(s)) but {}",
                 v["removed"].as_array().map_or(0, Vec::len),

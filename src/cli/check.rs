@@ -71,11 +71,11 @@ pub fn check(config: &Config, now: SystemTime) -> String {
                     )
                 };
                 match draw {
-                    Some(d) => format!("renews at {}", crate::rfc3339::format(at(d))),
+                    Some(d) => format!("renews at {}", crate::timestamp::rfc3339(at(d))),
                     None => format!(
                         "renews between {} and {}",
-                        crate::rfc3339::format(at(1.0)),
-                        crate::rfc3339::format(at(0.0))
+                        crate::timestamp::rfc3339(at(1.0)),
+                        crate::timestamp::rfc3339(at(0.0))
                     ),
                 }
             }

@@ -38,8 +38,8 @@ fn describe_cert(out: &mut String, info: &CertInfo, now: SystemTime) {
     let _ = writeln!(
         out,
         "  validity:    {} .. {} ({left})",
-        crate::rfc3339::format(info.not_before),
-        crate::rfc3339::format(info.not_after)
+        crate::timestamp::rfc3339(info.not_before),
+        crate::timestamp::rfc3339(info.not_after)
     );
     let _ = writeln!(out, "  serial:      {}", info.serial);
     let _ = writeln!(out, "  fingerprint: {}", info.fingerprint);

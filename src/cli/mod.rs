@@ -72,13 +72,13 @@ pub fn init_logging_level(format: LogFormat, default: &str) {
     use tracing_subscriber::util::SubscriberInitExt;
     match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .map_event_format(|f| LevelPrefix::new(f, journal))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(LevelPrefix::new(crate::logfmt::JsonLines, journal))
             .finish()
             .with(filter)
             .init(),
         LogFormat::Text => builder
+            .fmt_fields(crate::logfmt::TextFields)
             .map_event_format(|f| LevelPrefix::new(f, journal))
             .finish()
             .with(filter)

@@ -113,7 +113,7 @@ pub async fn watches(config: &Config) -> Vec<WatchReport> {
                 r.state = s.state.as_str().to_string();
                 r.subject = soonest.map(|c| c.subject.clone());
                 r.issuer = soonest.map(|c| c.issuer.clone());
-                r.not_after = s.not_after.clone();
+                r.not_after = s.not_after.map(|t| t.to_string());
                 r.certificates = s.watch.as_ref().map_or(0, |d| d.certificates.len());
                 r.error = s.last_error;
             }
@@ -240,7 +240,7 @@ pub fn text(r: &Report, now: SystemTime) -> String {
         out,
         "evidence report for {} at {}",
         r.config,
-        crate::rfc3339::format(now)
+        crate::timestamp::rfc3339(now)
     );
     match (&r.audit_log, &r.audit_span) {
         (None, _) => {

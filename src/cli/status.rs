@@ -55,7 +55,7 @@ pub fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
         "{:<16} {:<10} {:<10} {:<12} {:<21} {}\n",
         "NAME", "STATE", "HANDOFF", "EXPIRES IN", "NEXT RENEWAL", "LAST ERROR"
     );
-    let parse = |s: &Option<String>| crate::rfc3339::parse(s.as_deref());
+    let parse = |s: &Option<status::Timestamp>| s.map(status::Timestamp::time);
     for c in list {
         let expires = match parse(&c.not_after) {
             Some(t) => match t.duration_since(now) {
@@ -65,7 +65,7 @@ pub fn status_table(list: &[CredentialStatus], now: SystemTime) -> String {
             None => "-".into(),
         };
         let next = parse(&c.next_renewal)
-            .map(crate::rfc3339::format)
+            .map(crate::timestamp::rfc3339)
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,

@@ -31,7 +31,7 @@ pub const DEFAULT_ALERT_RETRIES: u32 = 2;
 const TYPES: [&str; 4] = ["webhook", "alertmanager", "exec", "log"];
 
 /// One `[[alert]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertConfig {
     /// Unique name, used in logs and the `sink` metric label.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct AlertConfig {
 }
 
 /// The settings of one sink type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkConfig {
     /// `type = "log"`: a structured log line (present even when not configured).
     Log,
@@ -57,7 +57,7 @@ pub enum SinkConfig {
 }
 
 /// Where and how an HTTP sink posts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     /// `url` (http or https, checked), or `url_file` (read when the sink starts).
     pub url: UrlSource,
@@ -113,7 +113,7 @@ impl std::fmt::Debug for HeaderSource {
 }
 
 /// `type = "webhook"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookConfig {
     /// Where and how.
     pub http: HttpConfig,
@@ -131,7 +131,7 @@ pub enum WebhookFormat {
 }
 
 /// `type = "exec"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecConfig {
     /// argv; no shell.
     pub command: Vec<String>,

@@ -462,11 +462,12 @@ pub async fn start(
 /// The alert sinks of the config, counting deliveries in `metrics`.
 pub fn build_alerter(config: &Config, metrics: &Metrics) -> Result<Alerter, DaemonError> {
     let m = metrics.clone();
-    let hook: crate::alert::ResultHook = Arc::new(move |sink: &str, event, result: &str| {
-        let result = if result == "sent" {
-            crate::metrics::SUCCESS
-        } else {
-            crate::metrics::FAILURE
+    let hook: crate::alert::ResultHook = Arc::new(move |sink: &str, event, result| {
+        let result = match result {
+            crate::alert::Delivery::Sent => crate::metrics::SUCCESS,
+            crate::alert::Delivery::Failed | crate::alert::Delivery::Dropped => {
+                crate::metrics::FAILURE
+            }
         };
         m.alert(sink, event.as_str(), result);
     });
@@ -551,7 +552,9 @@ async fn reload(running: &mut Running, config: &mut Config) {
     if new.daemon != config.daemon {
         tracing::warn!("SIGHUP: [daemon] settings changed; they take effect at the next restart");
     }
-    if format!("{:?}", new.alerts) != format!("{:?}", config.alerts) {
+    // Compared by value: the Debug text hides inline header values, so it
+    // missed a changed token.
+    if new.alerts != config.alerts {
         tracing::warn!("SIGHUP: [[alert]] sinks changed; they take effect at the next restart");
     }
     let mut new = new;

@@ -209,14 +209,10 @@ pub fn summary(snapshot: &Snapshot, now: SystemTime) -> String {
     }
     let next = snapshot
         .values()
-        .filter_map(|c| Some((crate::rfc3339::parse(c.next_renewal.as_deref())?, c)))
+        .filter_map(|c| Some((c.next_renewal?, c)))
         .min_by_key(|(t, _)| *t);
-    if let Some((_, c)) = next {
-        line.push_str(&format!(
-            "; next renewal {} at {}",
-            c.name,
-            c.next_renewal.as_deref().unwrap_or("-")
-        ));
+    if let Some((at, c)) = next {
+        line.push_str(&format!("; next renewal {} at {at}", c.name));
     }
     line
 }

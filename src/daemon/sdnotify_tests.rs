@@ -1,5 +1,5 @@
 use super::*;
-use crate::status::{CredentialStatus, Handoff};
+use crate::status::{CredentialStatus, Handoff, Timestamp};
 
 fn snap(entries: &[(&str, State, Option<&str>, Option<&str>)]) -> Snapshot {
     entries
@@ -7,8 +7,8 @@ fn snap(entries: &[(&str, State, Option<&str>, Option<&str>)]) -> Snapshot {
         .map(|(name, state, not_after, next)| {
             let mut c = CredentialStatus::starting(name, "certificate", "dev");
             c.state = *state;
-            c.not_after = not_after.map(str::to_owned);
-            c.next_renewal = next.map(str::to_owned);
+            c.not_after = not_after.map(|t| Timestamp::parse(t).unwrap());
+            c.next_renewal = next.map(|t| Timestamp::parse(t).unwrap());
             c.handoff = Handoff::Unverified;
             (name.to_string(), c)
         })
@@ -16,7 +16,7 @@ fn snap(entries: &[(&str, State, Option<&str>, Option<&str>)]) -> Snapshot {
 }
 
 fn now() -> SystemTime {
-    crate::rfc3339::parse(Some("2030-01-01T00:00:00Z")).unwrap()
+    Timestamp::parse("2030-01-01T00:00:00Z").unwrap().time()
 }
 
 #[test]

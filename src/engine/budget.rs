@@ -23,6 +23,7 @@ use crate::cert;
 use crate::config::{IssuanceBudgets, Share};
 use crate::status::{BudgetExhausted, BudgetStatus};
 use crate::store::{CredentialStore, Store};
+use crate::timestamp::Timestamp;
 
 /// Unix seconds.
 pub(crate) fn unix(t: SystemTime) -> u64 {
@@ -288,8 +289,8 @@ impl Budgets<'_> {
             remaining: own.map(|b| b.count.saturating_sub(used)),
             exhausted: blocked.map(|b| BudgetExhausted {
                 budget: b.budget.clone(),
-                frees_at: cert::rfc3339(at(b.frees_at)),
-                retry_at: cert::rfc3339(at(b.until)),
+                frees_at: Timestamp::new(at(b.frees_at)),
+                retry_at: Timestamp::new(at(b.until)),
             }),
         }
     }

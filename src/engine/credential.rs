@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::schedule;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{CredentialStore, Expected, Material, Pins, Store, Target};
+use crate::timestamp::Timestamp;
 
 /// Background probing of a pending or failed handoff backs off up to this.
 pub(super) const MAX_PROBE_PAUSE: Duration = Duration::from_secs(30);
@@ -271,13 +272,12 @@ impl Task {
                 },
             }
         }
-        tracing::debug!(credential = %self.cfg.name, "stopped");
+        tracing::debug!("stopped");
     }
 
     /// Recover an interrupted rotation, then load the committed generation or
     /// adopt a valid pair found on disk, then repair drift.
     async fn start(&mut self) {
-        let name = self.cfg.name.clone();
         // Before anything is written: the directories as they are at load
         // are the ones this credential's files go into.
         self.pins.pin(&self.targets());
@@ -285,7 +285,7 @@ impl Task {
             Ok(Some(j)) => j,
             Ok(None) => Journal::default(),
             Err(e) => {
-                tracing::error!(credential = %name, error = %e, "journal unreadable; starting from what is on disk");
+                tracing::error!(error = %e, "journal unreadable; starting from what is on disk");
                 Journal::default()
             }
         };
@@ -303,7 +303,7 @@ impl Task {
                     cert_pem = Some((g, pem));
                 }
                 Err(e) => {
-                    tracing::error!(credential = %name, generation = g, error = %e, "committed generation unreadable; checking the published files");
+                    tracing::error!(generation = g, error = %e, "committed generation unreadable; checking the published files");
                 }
             }
         }
@@ -314,26 +314,35 @@ impl Task {
         match recovery(&self.journal, staged) {
             Recovery::Nothing => {}
             Recovery::Discard(g) => {
-                tracing::info!(credential = %name, generation = g, "discarding a rotation interrupted before publish");
+                tracing::info!(
+                    generation = g,
+                    "discarding a rotation interrupted before publish"
+                );
                 self.journal.pending = None;
                 self.save_and_prune();
             }
             Recovery::RollForward(g) => match self.load_current(g) {
                 Ok((next, material)) => {
-                    tracing::info!(credential = %name, generation = g, event = "recovered", "finishing a rotation interrupted during publish or handoff");
+                    tracing::info!(
+                        generation = g,
+                        event = "recovered",
+                        "finishing a rotation interrupted during publish or handoff"
+                    );
                     if let Err(e) = self.hand_over(next, material).await {
-                        tracing::warn!(credential = %name, error = %e, "the interrupted rotation did not complete");
-                        self.note_failure(&e);
+                        self.note_failure(&e); // logs it
                     }
                 }
                 Err(e) => {
-                    tracing::error!(credential = %name, generation = g, error = %e, "staged generation unreadable; discarding it");
+                    tracing::error!(generation = g, error = %e, "staged generation unreadable; discarding it");
                     self.journal.pending = None;
                     self.save_and_prune();
                 }
             },
             Recovery::RollBack(g) => {
-                tracing::info!(credential = %name, generation = g, "finishing a rollback interrupted by a restart");
+                tracing::info!(
+                    generation = g,
+                    "finishing a rollback interrupted by a restart"
+                );
                 self.restore_committed("interrupted rollback").await;
                 self.journal.pending = None;
                 self.save_and_prune();
@@ -439,11 +448,11 @@ impl Task {
 
     pub(super) fn save_and_prune(&mut self) {
         if let Err(e) = self.store.save_journal(&self.journal) {
-            tracing::error!(credential = %self.cfg.name, error = %e, "cannot save the journal");
+            tracing::error!(error = %e, "cannot save the journal");
             return;
         }
         if let Err(e) = self.store.prune(&self.journal.keep()) {
-            tracing::warn!(credential = %self.cfg.name, error = %e, "cannot remove old generations");
+            tracing::warn!(error = %e, "cannot remove old generations");
         }
     }
 
@@ -482,8 +491,8 @@ impl Task {
             s.generation = Some(c.generation);
             s.fingerprint = Some(c.info.fingerprint.clone());
             s.serial = Some(c.info.serial.clone());
-            s.not_before = Some(cert::rfc3339(c.info.not_before));
-            s.not_after = Some(cert::rfc3339(c.info.not_after));
+            s.not_before = Some(Timestamp::new(c.info.not_before));
+            s.not_after = Some(Timestamp::new(c.info.not_after));
             // Without probes the app is only ever "told": unverified, unless
             // telling it failed.
             s.handoff =
@@ -495,7 +504,7 @@ impl Task {
         }
         s.served_fingerprint = self.served.clone();
         s.shortened_by_ca = self.current.as_ref().and_then(|c| c.shortened.clone());
-        s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
+        s.next_renewal = Some(Timestamp::new(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
         if self.current.is_some() && !matches!(s.handoff, Handoff::Verified | Handoff::Unverified) {

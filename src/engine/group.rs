@@ -176,7 +176,7 @@ impl Member {
                 }
             }
         }
-        tracing::debug!(credential = %credential, group = %self.group.label, "published; waiting for the group's reload");
+        tracing::debug!(group = %self.group.label, "published; waiting for the group's reload");
         answer.await.unwrap_or_else(|_| {
             Err(HandoffError::Group {
                 credential,

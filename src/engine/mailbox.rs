@@ -379,7 +379,7 @@ mod tests {
     fn outcome(result: &str) -> RotateOutcome {
         RotateOutcome {
             credential: "web".into(),
-            result: result.into(),
+            result: serde_json::from_value(serde_json::json!(result)).unwrap(),
             generation: Some(7),
             fingerprint: None,
             error: None,
@@ -441,7 +441,7 @@ mod tests {
         assert!(rx.take().is_none(), "a second rotation was queued");
         rx.finish_rotation(&outcome("success"), false);
         for w in waiters.into_iter().chain(late) {
-            assert_eq!(w.await.unwrap().result, "success");
+            assert_eq!(w.await.unwrap().result.as_str(), "success");
         }
         assert!(rx.take().is_none());
         assert!(
@@ -462,9 +462,9 @@ mod tests {
         let re = rotate(&tx, true);
         let plain2 = rotate(&tx, false);
         rx.finish_rotation(&outcome("rolled_back"), false);
-        assert_eq!(plain.await.unwrap().result, "rolled_back");
+        assert_eq!(plain.await.unwrap().result.as_str(), "rolled_back");
         assert_eq!(
-            plain2.await.unwrap().result,
+            plain2.await.unwrap().result.as_str(),
             "rolled_back",
             "joined the running one"
         );
@@ -477,7 +477,7 @@ mod tests {
         assert!(rx.take().is_none());
         rx.finish_rotation(&outcome("success"), false);
         for w in [re, plain3] {
-            assert_eq!(w.await.unwrap().result, "success");
+            assert_eq!(w.await.unwrap().result.as_str(), "success");
         }
     }
 
@@ -495,13 +495,13 @@ mod tests {
             Some(Command::Rotate { reissue: false })
         ));
         rx.finish_rotation(&outcome("success"), false);
-        assert_eq!(late.await.unwrap().result, "success");
+        assert_eq!(late.await.unwrap().result.as_str(), "success");
         assert!(tx.shared.lock().rotations.is_none());
         // A failed issuance (nothing staged) is not repeated for it.
         rx.begin_rotation();
         let late = rotate(&tx, false);
         rx.finish_rotation(&outcome("failed"), false);
-        assert_eq!(late.await.unwrap().result, "failed");
+        assert_eq!(late.await.unwrap().result.as_str(), "failed");
         assert!(rx.take().is_none());
     }
 
@@ -514,15 +514,18 @@ mod tests {
         let w = rotate(&tx, false);
         assert!(rx.take().is_none());
         rx.finish_rotation(&outcome("success"), false);
-        assert_eq!(w.await.unwrap().result, "success");
-        assert_eq!(early.await.unwrap().result, "success");
+        assert_eq!(w.await.unwrap().result.as_str(), "success");
+        assert_eq!(early.await.unwrap().result.as_str(), "success");
         // A queued reissue still gets a rotation of its own.
         let re = rotate(&tx, true);
         rx.begin_rotation();
         rx.finish_rotation(&outcome("success"), false);
         assert!(matches!(rx.take(), Some(Command::Rotate { reissue: true })));
-        rx.finish_rotation(&outcome("issued"), false);
-        assert_eq!(re.await.unwrap().result, "issued");
+        // Told apart from the first by its generation.
+        let mut issued = outcome("success");
+        issued.generation = Some(8);
+        rx.finish_rotation(&issued, false);
+        assert_eq!(re.await.unwrap().generation, Some(8));
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Semaphore};
+use tracing::Instrument;
 
 use crate::alert::Alerter;
 use crate::config::{CertificateConfig, OnRemove};
@@ -28,12 +29,7 @@ mod mailbox;
 mod retire;
 mod rotate;
 
-pub use retire::RetireOutcome;
-
-/// The values of [`RetireOutcome::revocation`].
-pub mod retire_revocation {
-    pub use super::retire::{FAILED, NOTHING, REVOKED, UNSUPPORTED};
-}
+pub use retire::{RetireOutcome, RetireResult, Revocation};
 pub use rotate::RotateError;
 
 /// Errors a caller of the engine can see.
@@ -291,15 +287,19 @@ impl Engine {
         let ledger = self
             .budgets
             .ledger(&self.store, &c.config.issuer, c.budget.total);
-        let mut task = credential::Task::new(
-            c,
-            ledger,
-            self.store.clone(),
-            self.status_tx.clone(),
-            self.permits.clone(),
-            self.alerter.clone(),
-            self.metrics.clone(),
-        );
+        // Every line the task logs, from its journal recovery on, names it.
+        let span = crate::logfmt::task_span(&name, "certificate");
+        let mut task = span.in_scope(|| {
+            credential::Task::new(
+                c,
+                ledger,
+                self.store.clone(),
+                self.status_tx.clone(),
+                self.permits.clone(),
+                self.alerter.clone(),
+                self.metrics.clone(),
+            )
+        });
         task.group = task
             .cfg
             .reload_group
@@ -308,7 +308,7 @@ impl Engine {
         let config = task.cfg.clone();
         let issuer = task.issuer.clone();
         let budget = task.budget;
-        let join = tokio::spawn(Box::new(task).run(rx));
+        let join = tokio::spawn(Box::new(task).run(rx).instrument(span));
         self.handle
             .senders
             .write()
@@ -347,7 +347,7 @@ impl Engine {
     /// caller then stops (joins) the task, whose loop has ended.
     async fn retire_dropped(&self, name: &str) {
         match self.handle.retire(name).await {
-            Ok(o) if o.result == "retired" && o.revocation != retire::FAILED => {
+            Ok(o) if o.result == RetireResult::Retired && o.revocation != Revocation::Failed => {
                 tracing::info!(credential = %name, revocation = %o.revocation, detail = %o.detail, "removed from the config with on_remove = \"revoke\": retired");
             }
             Ok(o) => {

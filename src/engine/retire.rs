@@ -15,17 +15,67 @@ use super::credential::Task;
 use super::{Command, EngineError, Handle};
 use crate::alert::{Alert, Event};
 use crate::audit::AuditEvent;
-use crate::issuer::Revocation;
+use crate::issuer;
 use crate::store;
 
-/// `revocation` value: the issuer revoked the credential.
-pub const REVOKED: &str = "revoked";
-/// `revocation` value: the issuer (or the key's config) has no way to revoke.
-pub const UNSUPPORTED: &str = "unsupported";
-/// `revocation` value: the issuer was asked and failed; revoke by hand.
-pub const FAILED: &str = "failed";
-/// `revocation` value: nothing had been issued, so nothing to revoke.
-pub const NOTHING: &str = "nothing";
+/// What the issuer did about a retired credential; `revocation` in the
+/// outcome, the log and the alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// The issuer revoked the credential.
+    Revoked,
+    /// The issuer (or the key's config) has no way to revoke.
+    Unsupported,
+    /// The issuer was asked and failed; revoke by hand.
+    Failed,
+    /// Nothing had been issued, so nothing to revoke.
+    Nothing,
+}
+
+impl Revocation {
+    /// The spelling on the wire, e.g. "unsupported".
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Revoked => "revoked",
+            Revocation::Unsupported => "unsupported",
+            Revocation::Failed => "failed",
+            Revocation::Nothing => "nothing",
+        }
+    }
+}
+
+impl std::fmt::Display for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether retiring removed the credential's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetireResult {
+    /// Files removed (revoked or not: see [`Revocation`]); the task stopped.
+    Retired,
+    /// Files could not be removed; the task still stopped.
+    Failed,
+}
+
+impl RetireResult {
+    /// The spelling on the wire and in the audit log, e.g. "retired".
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetireResult::Retired => "retired",
+            RetireResult::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RetireResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What retiring a credential did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,39 +83,39 @@ pub struct RetireOutcome {
     /// Credential name.
     pub credential: String,
     /// `retired`, or `failed` when files could not be removed (the task still stops).
-    pub result: String,
+    pub result: RetireResult,
     /// Published files removed.
     pub removed: Vec<String>,
     /// Whether the issuer revoked the credential.
     pub revoked: bool,
-    /// `revoked`, `unsupported`, `failed` or `nothing` (see the constants).
-    pub revocation: String,
+    /// `revoked`, `unsupported`, `failed` or `nothing`.
+    pub revocation: Revocation,
     /// How it was revoked, why not, or what failed.
     pub detail: String,
 }
 
 /// The revocation step's result, in the words the outcome and audit use.
 pub(super) struct RevokeStep {
-    /// One of [`REVOKED`], [`UNSUPPORTED`], [`FAILED`], [`NOTHING`].
-    pub(super) revocation: &'static str,
+    /// What the issuer did.
+    pub(super) revocation: Revocation,
     /// How, why not, or the error.
     pub(super) detail: String,
 }
 
 impl RevokeStep {
     /// From an issuer's answer.
-    pub(super) fn from_issuer(r: Result<Revocation, crate::issuer::IssuerError>) -> RevokeStep {
+    pub(super) fn from_issuer(r: Result<issuer::Revocation, issuer::IssuerError>) -> RevokeStep {
         match r {
-            Ok(Revocation::Revoked(how)) => RevokeStep {
-                revocation: REVOKED,
+            Ok(issuer::Revocation::Revoked(how)) => RevokeStep {
+                revocation: Revocation::Revoked,
                 detail: format!("revoked at the issuer ({how})"),
             },
-            Ok(Revocation::Unsupported(why)) => RevokeStep {
-                revocation: UNSUPPORTED,
+            Ok(issuer::Revocation::Unsupported(why)) => RevokeStep {
+                revocation: Revocation::Unsupported,
                 detail: format!("not revoked: {why}"),
             },
             Err(e) => RevokeStep {
-                revocation: FAILED,
+                revocation: Revocation::Failed,
                 detail: format!("NOT revoked: {e}"),
             },
         }
@@ -75,9 +125,9 @@ impl RevokeStep {
     /// issuer was asked.
     pub(super) fn metric(&self) -> Option<&'static str> {
         match self.revocation {
-            REVOKED => Some(crate::metrics::SUCCESS),
-            FAILED => Some(crate::metrics::FAILURE),
-            _ => None,
+            Revocation::Revoked => Some(crate::metrics::SUCCESS),
+            Revocation::Failed => Some(crate::metrics::FAILURE),
+            Revocation::Unsupported | Revocation::Nothing => None,
         }
     }
 
@@ -85,9 +135,9 @@ impl RevokeStep {
     /// that reached the issuer are recorded, "cannot revoke" is not.
     pub(super) fn audit_outcome(&self) -> Option<&'static str> {
         match self.revocation {
-            REVOKED => Some("success"),
-            FAILED => Some("failure"),
-            _ => None,
+            Revocation::Revoked => Some("success"),
+            Revocation::Failed => Some("failure"),
+            Revocation::Unsupported | Revocation::Nothing => None,
         }
     }
 }
@@ -100,22 +150,22 @@ pub(super) fn outcome(
 ) -> RetireOutcome {
     let (result, removed, detail) = match removed {
         Ok(paths) => (
-            "retired",
+            RetireResult::Retired,
             paths.iter().map(|p| p.display().to_string()).collect(),
             step.detail.clone(),
         ),
         Err(e) => (
-            "failed",
+            RetireResult::Failed,
             Vec::new(),
             format!("{e}; remove the files by hand; {}", step.detail),
         ),
     };
     RetireOutcome {
         credential: credential.to_string(),
-        result: result.to_string(),
+        result,
         removed,
-        revoked: step.revocation == REVOKED,
-        revocation: step.revocation.to_string(),
+        revoked: step.revocation == Revocation::Revoked,
+        revocation: step.revocation,
         detail,
     }
 }
@@ -152,12 +202,12 @@ impl Task {
                 Ok(pem) => RevokeStep::from_issuer(self.issuer.revoke(&self.cfg.name, &pem).await),
                 // Said plainly: the certificate stays valid until it expires.
                 Err(e) => RevokeStep {
-                    revocation: FAILED,
+                    revocation: Revocation::Failed,
                     detail: format!("NOT revoked: {e}"),
                 },
             },
             None => RevokeStep {
-                revocation: NOTHING,
+                revocation: Revocation::Nothing,
                 detail: "not revoked: no certificate had been issued".to_string(),
             },
         };
@@ -177,13 +227,11 @@ impl Task {
             self.tampered_dir(e);
         }
         let out = outcome(&self.cfg.name, &step, removed);
-        tracing::warn!(credential = %self.cfg.name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
-        let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, &out.result)
-            .reason(format!(
-                "removed {}; {}",
-                out.removed.join(", "),
-                out.detail
-            ));
+        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
+        let mut entry =
+            crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, out.result.as_str()).reason(
+                format!("removed {}; {}", out.removed.join(", "), out.detail),
+            );
         if let (Some(g), Some(fp)) = (generation, &fingerprint) {
             entry = entry.generation(g, fp);
         }

@@ -9,10 +9,10 @@ use super::journal::{Pending, Step};
 use crate::alert::{Alert, Event};
 use crate::cert;
 use crate::handoff::{self, Verdict};
-use crate::metrics;
 use crate::schedule;
-use crate::status::{Handoff, LastRotation, RotateOutcome};
+use crate::status::{Handoff, LastRotation, RotateOutcome, RotateResult};
 use crate::store::{self, Material};
+use crate::timestamp::Timestamp;
 
 /// Why one rotation attempt failed. Messages name the credential and say
 /// what to do.
@@ -152,20 +152,20 @@ impl Task {
             self.renewing = false;
             self.publish_status();
             self.permit = None;
-            let mut o = self.outcome("refused", Some(e.to_string()));
-            o.retry_at = Some(cert::rfc3339(super::budget::at(*frees_at)));
+            let mut o = self.outcome(RotateResult::Refused, Some(e.to_string()));
+            o.retry_at = Some(Timestamp::new(super::budget::at(*frees_at)));
             return o;
         }
         let handoff_ms = self.last_handoff.map(|d| d.as_millis() as u64);
         self.renewing = false;
         let duration_ms = started.elapsed().as_millis() as u64;
-        let at = cert::rfc3339(SystemTime::now());
+        let at = Timestamp::now();
         let kind = match &result {
-            Ok(()) => metrics::ROTATION_SUCCESS,
+            Ok(()) => RotateResult::Success,
             Err(RotateError::Handoff {
                 rolled_back: true, ..
-            }) => metrics::ROTATION_ROLLED_BACK,
-            Err(_) => metrics::ROTATION_FAILED,
+            }) => RotateResult::RolledBack,
+            Err(_) => RotateResult::Failed,
         };
         // The histogram covers publish through verify (or rollback). A
         // renewal held back by the budget is no attempt: its gauges say it.
@@ -173,7 +173,7 @@ impl Task {
             self.metrics.rotation(
                 &self.cfg.name,
                 "certificate",
-                kind,
+                kind.as_str(),
                 self.last_handoff.unwrap_or_default(),
             );
         }
@@ -184,29 +184,23 @@ impl Task {
                 self.last_error = None;
                 self.last_rotation = Some(LastRotation {
                     at,
-                    result: "success".into(),
+                    result: kind,
                     duration_ms,
                     handoff_ms,
                 });
                 let cur = self.current.as_ref();
-                tracing::info!(credential = %self.cfg.name, generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff_ms, handoff = ?self.handoff, event = "rotated", "rotated");
-                self.outcome("success", None)
+                tracing::info!(generation = cur.map(|c| c.generation), fingerprint = cur.map(|c| c.info.fingerprint.as_str()), issuer = %self.cfg.issuer, duration_ms, handoff_ms, handoff = ?self.handoff, event = "rotated", "rotated");
+                self.outcome(kind, None)
             }
             Err(e) => {
                 self.note_failure(e);
-                let result = match e {
-                    RotateError::Handoff {
-                        rolled_back: true, ..
-                    } => "rolled_back",
-                    _ => "failed",
-                };
                 self.last_rotation = Some(LastRotation {
                     at,
-                    result: result.into(),
+                    result: kind,
                     duration_ms,
                     handoff_ms,
                 });
-                self.outcome(result, Some(e.to_string()))
+                self.outcome(kind, Some(e.to_string()))
             }
         };
         self.publish_status();
@@ -216,10 +210,10 @@ impl Task {
         outcome
     }
 
-    fn outcome(&self, result: &str, error: Option<String>) -> RotateOutcome {
+    fn outcome(&self, result: RotateResult, error: Option<String>) -> RotateOutcome {
         RotateOutcome {
             credential: self.cfg.name.clone(),
-            result: result.into(),
+            result,
             generation: self.current.as_ref().map(|c| c.generation),
             fingerprint: self.current.as_ref().map(|c| c.info.fingerprint.clone()),
             error,
@@ -261,7 +255,27 @@ impl Task {
         self.failures += 1;
         self.retry_at = Some(now + delay);
         let msg = e.to_string();
-        tracing::warn!(credential = %self.cfg.name, issuer = %self.cfg.issuer, error = %msg, retry_in_ms = delay.as_millis() as u64, consecutive_failures = self.failures, event = "rotation_failed", "rotation failed; the current credential stays in place");
+        let retry_in_ms = delay.as_millis() as u64;
+        match e {
+            // One line for a failed handoff: what the app did, whether the
+            // previous generation is back, and when the handoff is retried.
+            RotateError::Handoff {
+                generation,
+                why,
+                rolled_back,
+                ..
+            } => {
+                let outcome = if *rolled_back {
+                    "rolled back to the previous generation"
+                } else {
+                    "the new generation stays published"
+                };
+                tracing::warn!(generation, rolled_back, reason = %why, retry_in_ms, consecutive_failures = self.failures, event = "handoff_failed", "handoff failed; {outcome}; retrying the handoff");
+            }
+            _ => {
+                tracing::warn!(issuer = %self.cfg.issuer, error = %msg, retry_in_ms, consecutive_failures = self.failures, event = "rotation_failed", "rotation failed; the current credential stays in place");
+            }
+        }
         if !matches!(e, RotateError::Handoff { .. } | RotateError::Budget { .. }) {
             let mut a = Alert::new(
                 Event::RenewalFailed,
@@ -372,7 +386,7 @@ impl Task {
             Some(cur) => match self.committed_material(cur) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    tracing::error!(credential = %self.cfg.name, error = %e, "the committed generation cannot be read back; it cannot be restored if this handoff fails");
+                    tracing::error!(error = %e, "the committed generation cannot be read back; it cannot be restored if this handoff fails");
                     None
                 }
             },
@@ -389,7 +403,7 @@ impl Task {
             // Put the committed generation back in case some files had flipped.
             if let Some(prev) = &previous {
                 if let Err(e2) = store::publish(&self.targets(), self.cfg.swap, prev, &self.pins) {
-                    tracing::error!(credential = %self.cfg.name, error = %e2, "cannot restore the committed generation after a failed publish");
+                    tracing::error!(error = %e2, "cannot restore the committed generation after a failed publish");
                 }
             }
             self.audit
@@ -416,7 +430,7 @@ impl Task {
             Err(e) if bootstrap => {
                 // Not a failed handoff (the app may not run yet), but not
                 // quiet either: a running app keeps serving what it had.
-                tracing::warn!(credential = %self.cfg.name, generation = g, error = %e, event = "reload_failed", "the first generation is published but the app could not be told to reload; if it runs, it serves what it had until the reload works (retried when a probe finds it serving something else) or it restarts");
+                tracing::warn!(generation = g, error = %e, event = "reload_failed", "the first generation is published but the app could not be told to reload; if it runs, it serves what it had until the reload works (retried when a probe finds it serving something else) or it restarts");
                 self.handoff_reason = Some(e.to_string());
                 self.reload_owed = true;
                 Verdict::Unreachable(e.to_string())
@@ -463,7 +477,7 @@ impl Task {
                     // The issuer may retire it now (ACME revoke_replaced).
                     failpoint!("revoke.before");
                     if let Err(e) = self.issuer.replaced(&self.cfg.name, &old).await {
-                        tracing::warn!(credential = %self.cfg.name, error = %e, "could not retire the replaced certificate");
+                        tracing::warn!(error = %e, "could not retire the replaced certificate");
                     }
                 }
                 failpoint!("revoke.after");
@@ -472,7 +486,7 @@ impl Task {
                 Ok(())
             }
             Verdict::Unreachable(why) if bootstrap => {
-                tracing::info!(credential = %self.cfg.name, generation = g, reason = %why, "the app is not serving yet; the handoff stays pending");
+                tracing::info!(generation = g, reason = %why, "the app is not serving yet; the handoff stays pending");
                 self.handoff_reason.get_or_insert(why);
                 self.handoff = Handoff::Pending;
                 self.probe_at = Some(

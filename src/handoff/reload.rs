@@ -220,8 +220,8 @@ impl SignalReload {
         if started > written + PIDFILE_SLACK {
             return Err(fail(format!(
                 "names process {pid}, but that process started at {} after the file was written at {}: the PID was reused by another program; not signalling",
-                crate::rfc3339::format(started),
-                crate::rfc3339::format(written)
+                crate::timestamp::rfc3339(started),
+                crate::timestamp::rfc3339(written)
             )));
         }
         Ok(pid)

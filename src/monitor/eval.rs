@@ -56,7 +56,7 @@ pub fn evaluate(certs: &[Seen], cfg: &WatchConfig, now: SystemTime) -> Option<Ve
 mod tests {
     use super::*;
     use crate::config::{Share, WatchSource};
-    use crate::status::WatchedCert;
+    use crate::status::{Timestamp, WatchedCert};
     use std::time::Duration;
 
     const DAY: Duration = Duration::from_secs(86400);
@@ -70,8 +70,8 @@ mod tests {
                 issuer_cn: None,
                 serial: String::new(),
                 fingerprint: String::new(),
-                not_before: String::new(),
-                not_after: String::new(),
+                not_before: Timestamp::new(std::time::UNIX_EPOCH),
+                not_after: Timestamp::new(std::time::UNIX_EPOCH),
                 is_ca: false,
             },
             not_before,

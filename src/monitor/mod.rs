@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use crate::alert::Alerter;
 use crate::certview::ViewError;
@@ -175,7 +176,8 @@ impl Monitor {
             self.settings.recheck,
             self.tls.clone(),
         );
-        let join = tokio::spawn(t.run(bell.clone(), stop_rx));
+        let span = crate::logfmt::task_span(&name, KIND_WATCH);
+        let join = tokio::spawn(t.run(bell.clone(), stop_rx).instrument(span));
         self.handle
             .bells
             .write()
@@ -351,7 +353,7 @@ pub fn describe(cfg: &WatchConfig, now: std::time::SystemTime) -> String {
                             v.state.as_str(),
                             c.subject_cn.as_deref().unwrap_or(&c.subject),
                             c.not_after,
-                            crate::rfc3339::format(v.alert_at)
+                            crate::timestamp::rfc3339(v.alert_at)
                         )
                     }
                     None => "file, no certificate".to_string(),

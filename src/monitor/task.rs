@@ -15,6 +15,7 @@ use crate::alert::{Alert, Alerter, Event};
 use crate::certview::{self, Seen};
 use crate::config::{WatchConfig, WatchSource};
 use crate::status::{CredentialStatus, Handoff, State, WatchStatus, KIND_WATCH};
+use crate::timestamp::Timestamp;
 
 /// First retry after a failed endpoint probe; doubles up to the interval.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -139,12 +140,12 @@ impl Task {
                 self.failing_since = None;
             }
             Err(e) if after_event && self.failures == 0 && self.found.is_some() => {
-                tracing::debug!(watch = %self.cfg.name, error = %e, "unreadable right after a file event; reading again in {EVENT_GRACE:?}");
+                tracing::debug!(error = %e, "unreadable right after a file event; reading again in {EVENT_GRACE:?}");
                 self.next_check = now + EVENT_GRACE;
                 return;
             }
             Err(e) => {
-                tracing::debug!(watch = %self.cfg.name, error = %e, "watch unreadable");
+                tracing::debug!(error = %e, "watch unreadable");
                 self.found = None;
                 self.error = Some(e.to_string());
                 self.failures = self.failures.saturating_add(1);
@@ -180,7 +181,7 @@ impl Task {
         s.labels = self.cfg.labels.clone();
         s.last_error = self.error.clone();
         s.consecutive_failures = self.failures;
-        s.failing_since = self.failing_since.map(crate::rfc3339::format);
+        s.failing_since = self.failing_since.map(Timestamp::new);
         let (path, endpoint, server_name, starttls) = match &self.cfg.source {
             WatchSource::File(p) => (Some(p.display().to_string()), None, None, None),
             WatchSource::Endpoint {
@@ -202,8 +203,8 @@ impl Task {
             starttls,
             alert_before: self.cfg.alert_before_text(),
             alert_at: None,
-            last_checked: self.last_checked.map(crate::rfc3339::format),
-            next_check: Some(crate::rfc3339::format(self.next_check)),
+            last_checked: self.last_checked.map(Timestamp::new),
+            next_check: Some(Timestamp::new(self.next_check)),
             certificates: Vec::new(),
         };
         match (&verdict, &self.found) {
@@ -213,9 +214,9 @@ impl Task {
                 s.issuer = c.issuer_cn.clone().unwrap_or_else(|| c.issuer.clone());
                 s.fingerprint = Some(c.fingerprint.clone());
                 s.serial = Some(c.serial.clone());
-                s.not_before = Some(c.not_before.clone());
-                s.not_after = Some(c.not_after.clone());
-                w.alert_at = Some(crate::rfc3339::format(v.alert_at));
+                s.not_before = Some(c.not_before);
+                s.not_after = Some(c.not_after);
+                w.alert_at = Some(Timestamp::new(v.alert_at));
                 w.certificates = found.iter().map(|f| f.cert.clone()).collect();
             }
             _ if self.error.is_some() => s.state = State::Unreadable,
@@ -243,25 +244,26 @@ impl Task {
                 State::Expiring | State::Expired | State::Unreadable
             ),
         );
+        let not_after = s
+            .not_after
+            .map_or_else(|| "-".to_string(), |t| t.to_string());
         let (event, message) = match s.state {
             State::Valid if !was_troubled => return,
             State::Valid => (
                 Event::Recovered,
-                format!("{what} is valid again (expires {})", s.not_after.as_deref().unwrap_or("-")),
+                format!("{what} is valid again (expires {not_after})"),
             ),
             State::Expiring => (
                 Event::Expiring,
                 format!(
-                    "{what} expires {} (alert_before {}); rekey does not renew it: renew it where it is issued",
-                    s.not_after.as_deref().unwrap_or("-"),
+                    "{what} expires {not_after} (alert_before {}); rekey does not renew it: renew it where it is issued",
                     self.cfg.alert_before_text()
                 ),
             ),
             State::Expired => (
                 Event::Expired,
                 format!(
-                    "{what} expired at {}; rekey does not renew it: renew it where it is issued",
-                    s.not_after.as_deref().unwrap_or("-")
+                    "{what} expired at {not_after}; rekey does not renew it: renew it where it is issued"
                 ),
             ),
             State::Unreadable => (
@@ -272,7 +274,7 @@ impl Task {
         };
         let mut a = Alert::new(event, &self.cfg.name, KIND_WATCH, message);
         a.fingerprint = s.fingerprint.clone();
-        a.not_after = s.not_after.clone();
+        a.not_after = s.not_after.map(|t| t.to_string());
         a.team = self.cfg.team.clone();
         a.labels = self.cfg.labels.clone();
         self.alerter.raise(a);

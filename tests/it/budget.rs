@@ -451,7 +451,7 @@ async fn a_burst_of_concurrent_rotate_requests_is_one_issuance() {
     for c in calls {
         sc.round();
         match c.await.unwrap() {
-            Ok(o) if o.result == "success" => {
+            Ok(o) if o.result.as_str() == "success" => {
                 ok += 1;
                 generations.insert(o.generation);
             }

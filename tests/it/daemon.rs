@@ -52,7 +52,7 @@ fn issues_rotates_on_request_and_adopts_on_restart() {
     assert_eq!(second.fingerprint, Some(fp2.clone()));
     assert!(second.generation > first.generation);
     assert_eq!(
-        second.last_rotation.map(|r| r.result).as_deref(),
+        second.last_rotation.map(|r| r.result.as_str()),
         Some("success")
     );
     assert_eq!(mode(&key), 0o640, "modes are applied on every write");

@@ -250,9 +250,11 @@ async fn bad_certificates_are_never_installed() {
         for _ in 0..2 {
             sc.round();
             let out = h.rotate("web").await.unwrap();
-            sc.check("rotation reported failed", out.result == "failed", || {
-                format!("{out:?}")
-            });
+            sc.check(
+                "rotation reported failed",
+                out.result.as_str() == "failed",
+                || format!("{out:?}"),
+            );
         }
         let s = serde_json::to_value(&h.snapshot()["web"]).unwrap();
         sc.check("nothing installed", c.snapshot() == files, || {
@@ -291,9 +293,11 @@ async fn bad_certificates_are_never_installed() {
         ca.set(Fault::None);
         let recovered_before = events(&hook, "recovered");
         let out = h.rotate("web").await.unwrap();
-        sc.check("recovers once fixed", out.result == "success", || {
-            format!("{out:?}")
-        });
+        sc.check(
+            "recovers once fixed",
+            out.result.as_str() == "success",
+            || format!("{out:?}"),
+        );
         alerter.flush(Duration::from_secs(5)).await;
         sc.check(
             "recovered alert",

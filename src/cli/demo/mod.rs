@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::daemon;
-use crate::status::{Handoff, Snapshot, State};
+use crate::status::{Handoff, RotateResult, Snapshot, State};
 
 pub mod app;
 
@@ -37,7 +37,7 @@ pub struct DemoOptions {
 }
 
 fn say(msg: impl AsRef<str>) {
-    let t = crate::rfc3339::format(SystemTime::now());
+    let t = crate::timestamp::rfc3339(SystemTime::now());
     println!("[{}] {}", &t[11..19], msg.as_ref());
 }
 
@@ -228,10 +228,13 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     // Said here, not left to the narrator: the handoff retry may already
     // have moved the status on when it looks.
-    if out.result == "rolled_back" {
+    if out.result == RotateResult::RolledBack {
         say("broken: rotation rolled back, handoff FAILED (the previous generation is back in place; see the alert above)");
     } else {
-        say(format!("broken: rotation {}", out.result.replace('_', " ")));
+        say(format!(
+            "broken: rotation {}",
+            out.result.as_str().replace('_', " ")
+        ));
     }
     if !opts.exit_after_rollback {
         say(format!(

@@ -53,14 +53,14 @@ impl KeyTask {
         match taken {
             Taken::Counted { at, overridden } => {
                 if let Some(which) = overridden {
-                    tracing::warn!(credential = %self.cfg.name, budget = %which, event = "budget_override", "the issuance budget is used up, but the key in place is in the last tenth of its lifetime (or there is none): minting anyway");
+                    tracing::warn!(budget = %which, event = "budget_override", "the issuance budget is used up, but the key in place is in the last tenth of its lifetime (or there is none): minting anyway");
                 }
                 self.budget_blocked = None;
                 Ok(at)
             }
             Taken::Blocked(b) => {
                 let frees = budget::at(b.frees_at);
-                tracing::warn!(credential = %self.cfg.name, budget = %b.budget, frees_at = %cert::rfc3339(frees), event = "budget_exhausted", "{}", b.message);
+                tracing::warn!(budget = %b.budget, frees_at = %cert::rfc3339(frees), event = "budget_exhausted", "{}", b.message);
                 if self.budget_alerted.is_none() {
                     self.alerter.raise(Alert::new(
                         Event::BudgetExhausted,

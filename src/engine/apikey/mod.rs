@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::Engine;
 use crate::config::ApiKeyConfig;
 use crate::handoff::{Probe, Reload};
@@ -131,17 +133,20 @@ impl Engine {
         let ledger = self
             .budgets
             .ledger(&self.store, &k.config.issuer, k.budget.total);
-        let mut t = task::KeyTask::new(
-            k,
-            ledger,
-            &self.store,
-            self.status_tx.clone(),
-            self.permits.clone(),
-            self.alerter.clone(),
-            self.metrics.clone(),
-        );
+        let span = crate::logfmt::task_span(&name, "api_key");
+        let mut t = span.in_scope(|| {
+            task::KeyTask::new(
+                k,
+                ledger,
+                &self.store,
+                self.status_tx.clone(),
+                self.permits.clone(),
+                self.alerter.clone(),
+                self.metrics.clone(),
+            )
+        });
         t.group = t.cfg.reload_group.as_ref().map(|g| self.groups.member(g));
-        let join = tokio::spawn(Box::new(t).run(rx));
+        let join = tokio::spawn(Box::new(t).run(rx).instrument(span));
         self.handle
             .senders
             .write()

@@ -9,9 +9,7 @@ use tokio::sync::oneshot;
 use super::task::{at, unix, KeyTask};
 use crate::alert::{Alert, Event};
 use crate::audit::{AuditEvent, Entry};
-use crate::engine::retire::{
-    outcome, RetireOutcome, RevokeStep, FAILED, NOTHING, REVOKED, UNSUPPORTED,
-};
+use crate::engine::retire::{outcome, RetireOutcome, Revocation, RevokeStep};
 
 impl KeyTask {
     /// Revoke, remove the file, record, alert and reply; the caller's loop then ends.
@@ -20,11 +18,11 @@ impl KeyTask {
         let committed = self.journal.committed.clone();
         let step = match &committed {
             None => RevokeStep {
-                revocation: NOTHING,
+                revocation: Revocation::Nothing,
                 detail: "not revoked: no key had been minted".to_string(),
             },
             Some(k) if self.cfg.revoke.is_none() => RevokeStep {
-                revocation: UNSUPPORTED,
+                revocation: Revocation::Unsupported,
                 detail: format!(
                     "not revoked: api_key \"{name}\" has no revoke configured; key {} stays valid until {} (add revoke = {{ ... }} or revoke it at issuer \"{}\" by hand)",
                     k.id,
@@ -34,11 +32,11 @@ impl KeyTask {
             },
             Some(k) => match self.issuer.revoke(&k.id, k.lease.as_deref()).await {
                 Ok(()) => RevokeStep {
-                    revocation: REVOKED,
+                    revocation: Revocation::Revoked,
                     detail: format!("revoked key {} at issuer \"{}\"", k.id, self.cfg.issuer),
                 },
                 Err(e) => RevokeStep {
-                    revocation: FAILED,
+                    revocation: Revocation::Failed,
                     detail: format!(
                         "NOT revoked: {e}; key {} stays valid until {}: revoke it at issuer \"{}\" by hand",
                         k.id,
@@ -92,8 +90,8 @@ impl KeyTask {
             self.journal.committed = None;
             self.save();
         }
-        tracing::warn!(credential = %name, result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "api key retired");
-        let mut e = Entry::key(&self.cfg, AuditEvent::Retired, &out.result, key_id).reason(
+        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "api key retired");
+        let mut e = Entry::key(&self.cfg, AuditEvent::Retired, out.result.as_str(), key_id).reason(
             format!("removed {}; {}", out.removed.join(", "), out.detail),
         );
         e.fingerprint = committed.as_ref().map(|k| k.hash.clone());

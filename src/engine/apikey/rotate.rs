@@ -8,8 +8,9 @@ use crate::config::OnFailure;
 use crate::engine::group::Purpose;
 use crate::handoff::{self, Verdict};
 use crate::metrics::{self};
-use crate::status::{Handoff, LastRotation, RotateOutcome};
-use crate::{cert, schedule};
+use crate::schedule;
+use crate::status::{Handoff, LastRotation, RotateOutcome, RotateResult};
+use crate::timestamp::Timestamp;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::task::*;
@@ -36,11 +37,11 @@ impl KeyTask {
                 let k = self.journal.committed.as_ref();
                 return RotateOutcome {
                     credential: self.cfg.name.clone(),
-                    result: "refused".into(),
+                    result: RotateResult::Refused,
                     generation: k.map(|k| k.generation),
                     fingerprint: k.map(|k| k.hash.clone()),
                     error: Some(message.clone()),
-                    retry_at: until.map(|(_, f)| cert::rfc3339(at(f))),
+                    retry_at: until.map(|(_, f)| Timestamp::new(at(f))),
                 };
             }
             // Held back: try again when the budget frees up or gives way.
@@ -52,7 +53,7 @@ impl KeyTask {
             let k = self.journal.committed.as_ref();
             return RotateOutcome {
                 credential: self.cfg.name.clone(),
-                result: "failed".into(),
+                result: RotateResult::Failed,
                 generation: k.map(|k| k.generation),
                 fingerprint: k.map(|k| k.hash.clone()),
                 error: Some(message.clone()),
@@ -61,26 +62,26 @@ impl KeyTask {
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         let kind = match &result {
-            Ok(()) => metrics::ROTATION_SUCCESS,
+            Ok(()) => RotateResult::Success,
             Err(KeyRotateError::Handoff {
                 rolled_back: true, ..
-            }) => metrics::ROTATION_ROLLED_BACK,
-            Err(_) => metrics::ROTATION_FAILED,
+            }) => RotateResult::RolledBack,
+            Err(_) => RotateResult::Failed,
         };
         self.metrics.rotation(
             &self.cfg.name,
             "api_key",
-            kind,
+            kind.as_str(),
             handoff_time.unwrap_or_default(),
         );
-        let when = cert::rfc3339(SystemTime::now());
+        let when = Timestamp::now();
         let handoff_ms = handoff_time.map(|d| d.as_millis() as u64);
-        let (result_s, error) = match &result {
+        let error = match &result {
             Ok(()) => {
                 self.failures = 0;
                 self.retry_at = None;
                 self.last_error = None;
-                ("success", None)
+                None
             }
             Err(e) => {
                 // Every retry mints (see budget.rs), so every failure backs
@@ -90,7 +91,25 @@ impl KeyTask {
                 self.failures += 1;
                 self.retry_at = Some(SystemTime::now() + delay);
                 let msg = e.to_string();
-                tracing::warn!(credential = %self.cfg.name, error = %msg, retry_in_ms = delay.as_millis() as u64, event = "rotation_failed", "rotation failed; the current key stays in place");
+                let retry_in_ms = delay.as_millis() as u64;
+                if let KeyRotateError::Handoff {
+                    generation,
+                    id,
+                    why,
+                    rolled_back,
+                    ..
+                } = e
+                {
+                    // One line: what the app did, what was put back, when it is retried.
+                    let outcome = if *rolled_back {
+                        "rolled back to the previous key"
+                    } else {
+                        "the new key stays published"
+                    };
+                    tracing::warn!(generation, id = %id, rolled_back, reason = %why, retry_in_ms, event = "handoff_failed", "handoff failed; {outcome}; retrying with a new key");
+                } else {
+                    tracing::warn!(error = %msg, retry_in_ms, event = "rotation_failed", "rotation failed; the current key stays in place");
+                }
                 if !matches!(e, KeyRotateError::Handoff { .. }) {
                     self.alerter.raise(Alert::new(
                         Event::RenewalFailed,
@@ -100,23 +119,12 @@ impl KeyTask {
                     ));
                 }
                 self.last_error = Some(msg.clone());
-                let r = if matches!(
-                    e,
-                    KeyRotateError::Handoff {
-                        rolled_back: true,
-                        ..
-                    }
-                ) {
-                    "rolled_back"
-                } else {
-                    "failed"
-                };
-                (r, Some(msg))
+                Some(msg)
             }
         };
         self.last_rotation = Some(LastRotation {
             at: when,
-            result: result_s.into(),
+            result: kind,
             duration_ms,
             handoff_ms,
         });
@@ -125,7 +133,7 @@ impl KeyTask {
         let k = self.journal.committed.as_ref();
         RotateOutcome {
             credential: self.cfg.name.clone(),
-            result: result_s.into(),
+            result: kind,
             generation: k.map(|k| k.generation),
             fingerprint: k.map(|k| k.hash.clone()),
             error,
@@ -258,7 +266,7 @@ impl KeyTask {
                     Handoff::Unverified
                 };
                 self.commit(key.clone(), true);
-                tracing::info!(credential = %name, generation = g, id = %key.id, key_hash = %key.hash, handoff = ?self.handoff, event = "rotated", "rotated");
+                tracing::info!(generation = g, id = %key.id, key_hash = %key.hash, handoff = ?self.handoff, event = "rotated", "rotated");
                 if was_failed {
                     self.alerter.raise(Alert::new(
                         Event::Recovered,
@@ -270,7 +278,7 @@ impl KeyTask {
                 Ok(())
             }
             Verdict::Unreachable(why) if bootstrap => {
-                tracing::info!(credential = %name, generation = g, reason = %why, "the app is not running yet; the handoff stays pending");
+                tracing::info!(generation = g, reason = %why, "the app is not running yet; the handoff stays pending");
                 self.handoff = Handoff::Pending;
                 self.commit(key, false);
                 Ok(())
@@ -333,13 +341,13 @@ impl KeyTask {
                 )
                 .await;
                 if let Verdict::Failed { detail, .. } = v {
-                    tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not use the previous key either");
+                    tracing::error!(detail = %detail, "after rollback the app does not use the previous key either");
                 }
             }
         } else {
             self.commit(key.clone(), false);
         }
-        tracing::warn!(credential = %self.cfg.name, generation = key.generation, id = %key.id, rolled_back = can_roll_back, reason = %why, event = "handoff_failed", "handoff failed");
+        // Logged once, with the retry, by rotate().
         let mut a = Alert::new(
             Event::HandoffFailed,
             &self.cfg.name,

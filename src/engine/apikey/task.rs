@@ -21,6 +21,7 @@ use crate::issuer::keys::KeyIssuer;
 use crate::metrics::Metrics;
 use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
 use crate::store::{self, CredentialStore, Store};
+use crate::timestamp::Timestamp;
 use crate::{cert, schedule};
 
 /// Revocation retries back off up to this.
@@ -199,7 +200,7 @@ impl KeyTask {
                 },
             }
         }
-        tracing::debug!(credential = %self.cfg.name, "stopped");
+        tracing::debug!("stopped");
     }
 
     pub(super) fn secret_path(&self, generation: u64) -> std::path::PathBuf {
@@ -228,7 +229,7 @@ impl KeyTask {
 
     pub(super) fn save(&self) {
         if let Err(e) = self.store.save_journal(&self.journal) {
-            tracing::error!(credential = %self.cfg.name, error = %e, "cannot save the journal");
+            tracing::error!(error = %e, "cannot save the journal");
         }
     }
 
@@ -281,7 +282,7 @@ impl KeyTask {
         if !e.is_tamper() {
             return;
         }
-        tracing::warn!(credential = %self.cfg.name, event = "tampered", error = %e, "refusing to write: the key file's directory was replaced behind rekey's back");
+        tracing::warn!(event = "tampered", error = %e, "refusing to write: the key file's directory was replaced behind rekey's back");
         let a = Alert::new(Event::Tampered, &self.cfg.name, "api_key", e.to_string());
         self.alerter.raise(a);
         let entry = crate::audit::Entry::key(
@@ -315,28 +316,27 @@ impl KeyTask {
     /// the committed key back and revoke the new one (or, with nothing
     /// committed yet, finish it: the app has no other key).
     pub(super) async fn start(&mut self) {
-        let name = self.cfg.name.clone();
         // Before anything is written: the key file goes into this directory.
         self.pins.pin_file(&self.cfg.file);
         self.journal = match self.store.load_journal::<KeyJournal>() {
             Ok(Some(j)) => j,
             Ok(None) => KeyJournal::default(),
             Err(e) => {
-                tracing::error!(credential = %name, error = %e, "journal unreadable; minting a new key");
+                tracing::error!(error = %e, "journal unreadable; minting a new key");
                 KeyJournal::default()
             }
         };
         if let Some(p) = self.journal.pending.clone() {
             match (p.key, &self.journal.committed) {
                 (None, _) => {
-                    tracing::warn!(credential = %name, generation = p.generation, "a mint was interrupted before its answer was recorded; if the issuer minted a key it expires on its own");
+                    tracing::warn!(generation = p.generation, "a mint was interrupted before its answer was recorded; if the issuer minted a key it expires on its own");
                 }
                 (Some(k), None) if self.load_secret(k.generation).is_some() => {
-                    tracing::info!(credential = %name, id = %k.id, event = "recovered", "keeping the key of an interrupted first rotation");
+                    tracing::info!(id = %k.id, event = "recovered", "keeping the key of an interrupted first rotation");
                     self.journal.committed = Some(k);
                 }
                 (Some(k), _) => {
-                    tracing::info!(credential = %name, id = %k.id, event = "recovered", "revoking the key of an interrupted rotation and putting the committed key back");
+                    tracing::info!(id = %k.id, event = "recovered", "revoking the key of an interrupted rotation and putting the committed key back");
                     self.journal.owe(&k, unix(SystemTime::now()));
                     self.restore("interrupted rotation").await;
                 }
@@ -346,7 +346,10 @@ impl KeyTask {
         }
         if let Some(k) = &self.journal.committed {
             if self.load_secret(k.generation).is_none() {
-                tracing::error!(credential = %name, generation = k.generation, "the committed key's staged copy is gone; minting a new key");
+                tracing::error!(
+                    generation = k.generation,
+                    "the committed key's staged copy is gone; minting a new key"
+                );
                 let k = k.clone();
                 self.journal.owe(&k, unix(SystemTime::now()));
                 self.journal.committed = None;
@@ -416,14 +419,14 @@ impl KeyTask {
         };
         match self.publish(&k, &secret) {
             Ok(()) => {
-                tracing::info!(credential = %self.cfg.name, id = %k.id, event = "restored", reason = why, "restored the committed key");
+                tracing::info!(id = %k.id, event = "restored", reason = why, "restored the committed key");
                 let g = self.generation_of(&k, None);
                 if let Err(e) = self.tell_app(&g, Purpose::Restore).await {
-                    tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
+                    tracing::warn!(error = %e, "reload after restore failed");
                 }
             }
             Err(e) => {
-                tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed key")
+                tracing::error!(error = %e, "cannot restore the committed key")
             }
         }
     }
@@ -459,21 +462,21 @@ impl KeyTask {
             let r = self.journal.revokes[i].clone();
             match self.issuer.revoke(&r.id, r.lease.as_deref()).await {
                 Ok(()) if self.cfg.revoke.is_none() => {
-                    tracing::info!(credential = %self.cfg.name, id = %r.id, "no revoke configured; the key is left to expire");
+                    tracing::info!(id = %r.id, "no revoke configured; the key is left to expire");
                     done.push(i);
                 }
                 Ok(()) => {
-                    tracing::info!(credential = %self.cfg.name, id = %r.id, event = "revoked", "revoked the key");
+                    tracing::info!(id = %r.id, event = "revoked", "revoked the key");
                     done.push(i);
                 }
                 Err(e) if at(r.expires_at) <= now => {
-                    tracing::info!(credential = %self.cfg.name, id = %r.id, error = %e, "revocation failed, but the key has expired anyway");
+                    tracing::info!(id = %r.id, error = %e, "revocation failed, but the key has expired anyway");
                     done.push(i);
                 }
                 Err(e) => {
                     let attempts = r.attempts + 1;
                     let pause = (1u64 << attempts.min(9)).min(MAX_REVOKE_PAUSE);
-                    tracing::warn!(credential = %self.cfg.name, id = %r.id, error = %e, retry_in_s = pause, attempts, event = "revoke_failed", "cannot revoke the key; retrying");
+                    tracing::warn!(id = %r.id, error = %e, retry_in_s = pause, attempts, event = "revoke_failed", "cannot revoke the key; retrying");
                     if attempts == 1 || attempts % 10 == 0 {
                         let a = Alert::new(
                             Event::RenewalFailed,
@@ -513,15 +516,15 @@ impl KeyTask {
             s.generation = Some(k.generation);
             s.fingerprint = Some(k.hash.clone());
             s.serial = Some(k.id.clone());
-            s.not_before = Some(cert::rfc3339(at(k.minted_at)));
-            s.not_after = Some(cert::rfc3339(at(k.expires_at)));
+            s.not_before = Some(Timestamp::new(at(k.minted_at)));
+            s.not_after = Some(Timestamp::new(at(k.expires_at)));
             s.handoff = if self.probes.is_empty() && self.handoff != Handoff::Failed {
                 Handoff::Unverified
             } else {
                 self.handoff
             };
         }
-        s.next_renewal = Some(cert::rfc3339(self.due_at(now)));
+        s.next_renewal = Some(Timestamp::new(self.due_at(now)));
         s.last_rotation = self.last_rotation.clone();
         s.last_error = self.last_error.clone();
         s.consecutive_failures = self.failures;

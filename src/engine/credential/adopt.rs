@@ -20,7 +20,7 @@ impl Task {
         let (info, material) = match (state, material) {
             (DiskState::Valid(info), Some(material)) => (info, material),
             (DiskState::Missing(_), _) => {
-                tracing::info!(credential = %self.cfg.name, "no credential on disk yet; will issue");
+                tracing::info!("no credential on disk yet; will issue");
                 return;
             }
             (state, _) => return self.refuse_found(&state.describe(), None),
@@ -35,17 +35,17 @@ impl Task {
         }
         let mut material = material;
         if let Err(e) = self.encode(&mut material) {
-            tracing::error!(credential = %self.cfg.name, error = %e, "cannot encode the keystore of the credential found on disk; will issue");
+            tracing::error!(error = %e, "cannot encode the keystore of the credential found on disk; will issue");
             return;
         }
         let g = self.journal.allocate();
         if let Err(e) = self.store.stage(g, &material) {
-            tracing::error!(credential = %self.cfg.name, error = %e, "cannot stage the adopted credential; will issue");
+            tracing::error!(error = %e, "cannot stage the adopted credential; will issue");
             return;
         }
         self.journal.commit(g, fastrand::f64());
         self.save_and_prune();
-        tracing::info!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, event = "adopted", "adopted the valid credential found on disk");
+        tracing::info!(generation = g, fingerprint = %info.fingerprint, event = "adopted", "adopted the valid credential found on disk");
         self.audit.gen(
             &self.cfg,
             AuditEvent::Adopted,
@@ -60,7 +60,7 @@ impl Task {
     /// What was found on disk is not adopted: say why (WARN, audit record);
     /// the task then issues a new credential.
     fn refuse_found(&self, why: &str, fingerprint: Option<&str>) {
-        tracing::warn!(credential = %self.cfg.name, fingerprint, reason = %why, event = "not_adopted", "the credential found on disk is not adopted; issuing a new one");
+        tracing::warn!(fingerprint, reason = %why, event = "not_adopted", "the credential found on disk is not adopted; issuing a new one");
         let mut e = Entry::cert(&self.cfg, AuditEvent::Adopted, "refused")
             .reason(format!("{why}; issuing a new one"));
         e.fingerprint = fingerprint.map(str::to_string);

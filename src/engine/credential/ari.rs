@@ -53,7 +53,7 @@ impl Task {
                 let recheck = schedule::ari_recheck(recheck, fastrand::f64());
                 let valid = w.end > w.start;
                 if !valid {
-                    tracing::warn!(credential = %self.cfg.name, "the CA's renewal window ends before it starts; ignoring it and keeping renew_before");
+                    tracing::warn!("the CA's renewal window ends before it starts; ignoring it and keeping renew_before");
                 }
                 Some(Ari {
                     window: valid.then_some((w.start, w.end)),
@@ -61,7 +61,7 @@ impl Task {
                 })
             }
             Err((retry_after, e)) => {
-                tracing::warn!(credential = %self.cfg.name, error = %e, "cannot fetch the renewal window; keeping the last one");
+                tracing::warn!(error = %e, "cannot fetch the renewal window; keeping the last one");
                 let recheck = retry_after
                     .unwrap_or(ARI_RETRY)
                     .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
@@ -78,7 +78,7 @@ impl Task {
                 ..
             }) = ari
             {
-                tracing::info!(credential = %self.cfg.name, window_start = %cert::rfc3339(start), window_end = %cert::rfc3339(end), "the CA suggests a renewal window");
+                tracing::info!(window_start = %cert::rfc3339(start), window_end = %cert::rfc3339(end), "the CA suggests a renewal window");
             }
             self.journal.ari = ari;
             self.save_and_prune();

@@ -56,13 +56,13 @@ impl Task {
         match taken {
             Taken::Counted { at, overridden } => {
                 if let Some(which) = overridden {
-                    tracing::warn!(credential = %self.cfg.name, budget = %which, event = "budget_override", "the issuance budget is used up, but the certificate in place is in the last tenth of its lifetime (or there is none): issuing anyway");
+                    tracing::warn!(budget = %which, event = "budget_override", "the issuance budget is used up, but the certificate in place is in the last tenth of its lifetime (or there is none): issuing anyway");
                 }
                 self.budget_blocked = None;
                 Ok(at)
             }
             Taken::Blocked(b) => {
-                tracing::warn!(credential = %self.cfg.name, budget = %b.budget, frees_at = %cert::rfc3339(crate::engine::budget::at(b.frees_at)), event = "budget_exhausted", "{}", b.message);
+                tracing::warn!(budget = %b.budget, frees_at = %cert::rfc3339(crate::engine::budget::at(b.frees_at)), event = "budget_exhausted", "{}", b.message);
                 let frees = crate::engine::budget::at(b.frees_at);
                 if self.budget_alerted.is_none() {
                     let mut a = Alert::new(
@@ -172,9 +172,9 @@ impl Task {
                 why,
             })?;
         failpoint!("validate.after");
-        tracing::debug!(credential = %self.cfg.name, generation = g, fingerprint = %info.fingerprint, "issued and validated");
+        tracing::debug!(generation = g, fingerprint = %info.fingerprint, "issued and validated");
         if let Some(why) = &issued.shortened {
-            tracing::warn!(credential = %self.cfg.name, generation = g, not_after = %cert::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
+            tracing::warn!(generation = g, not_after = %cert::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
         }
         Ok((
             Material {

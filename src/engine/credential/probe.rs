@@ -25,7 +25,7 @@ impl Task {
             .await
         {
             Verdict::Verified => {
-                tracing::info!(credential = %self.cfg.name, generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
+                tracing::info!(generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
                 let was_failed = self.handoff == Handoff::Failed;
                 self.handoff = Handoff::Verified;
                 self.served = Some(g.fingerprint.clone());
@@ -68,14 +68,14 @@ impl Task {
         let result = self.audit.reloaded(&self.cfg, g, told);
         match result {
             Ok(()) => {
-                tracing::info!(credential = %self.cfg.name, generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
+                tracing::info!(generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
                 self.handoff_reason = None;
                 true
             }
             Err(e) => {
                 let why = e.to_string();
                 if self.handoff_reason.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(credential = %self.cfg.name, generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
+                    tracing::warn!(generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
                 }
                 self.handoff_reason = Some(why);
                 self.reload_owed = true;

@@ -46,7 +46,7 @@ impl Task {
     pub(in crate::engine) fn report_trust(&self) {
         if let (Some(b), Some(cur)) = (self.wanted_bundle(), &self.current) {
             if cur.expected.digest(FileKind::Ca) == Some(&b.digest) {
-                tracing::debug!(credential = %self.cfg.name, "the trust bundle is delivered");
+                tracing::debug!("the trust bundle is delivered");
                 self.issuer.trust_delivered(&self.cfg.name, &b.digest);
             }
         }
@@ -92,10 +92,15 @@ impl Task {
         let mut next = Current::new(g, info, &self.targets(), &material);
         next.shortened = shortened;
         if new_bundle {
-            tracing::info!(credential = %self.cfg.name, generation = g, from, event = "trust_refresh", "publishing the issuer's new trust bundle with the committed certificate");
+            tracing::info!(
+                generation = g,
+                from,
+                event = "trust_refresh",
+                "publishing the issuer's new trust bundle with the committed certificate"
+            );
         }
         if encoded {
-            tracing::info!(credential = %self.cfg.name, generation = g, from, event = "keystore_encoded", "encoded the PKCS#12 keystore again for the password configured now; publishing it with the committed certificate");
+            tracing::info!(generation = g, from, event = "keystore_encoded", "encoded the PKCS#12 keystore again for the password configured now; publishing it with the committed certificate");
         }
         self.hand_over(next, material).await
     }

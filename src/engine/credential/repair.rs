@@ -60,9 +60,9 @@ impl Task {
             Ok(_) => return Err(unavailable("they no longer hold it".into())),
             Err(why) => return Err(unavailable(why)),
         };
-        tracing::warn!(credential = %self.cfg.name, generation = cur.generation, reason = %state, "the state dir copy of the committed generation is unusable; staging it again from the published files, which still hold it");
+        tracing::warn!(generation = cur.generation, reason = %state, "the state dir copy of the committed generation is unusable; staging it again from the published files, which still hold it");
         if let Err(e) = self.store.stage(cur.generation, &published) {
-            tracing::error!(credential = %self.cfg.name, generation = cur.generation, error = %e, "cannot stage the committed generation again");
+            tracing::error!(generation = cur.generation, error = %e, "cannot stage the committed generation again");
         }
         Ok(published)
     }
@@ -109,7 +109,7 @@ impl Task {
             .map(|d| format!("{} ({})", d.path.display(), d.reason))
             .collect();
         let generation = cur.generation;
-        tracing::warn!(credential = %self.cfg.name, generation, event = "tampered", trigger = reason, files = %what.join(", "), "managed files changed behind rekey's back");
+        tracing::warn!(generation, event = "tampered", trigger = reason, files = %what.join(", "), "managed files changed behind rekey's back");
         let mut alert = Alert::new(
             Event::Tampered,
             &self.cfg.name,
@@ -149,7 +149,7 @@ impl Task {
             return;
         }
         let generation = self.current.as_ref().map(|c| c.generation);
-        tracing::warn!(credential = %self.cfg.name, generation, event = "tampered", error = %e, "refusing to write: a target directory was replaced behind rekey's back");
+        tracing::warn!(generation, event = "tampered", error = %e, "refusing to write: a target directory was replaced behind rekey's back");
         let mut alert = Alert::new(
             Event::Tampered,
             &self.cfg.name,
@@ -174,7 +174,7 @@ impl Task {
         match self.committed_material(cur) {
             Ok(material) => self.republish(&material, why).await,
             Err(e) => {
-                tracing::error!(credential = %self.cfg.name, generation = cur.generation, error = %e, reason = why, event = "repair_by_rotation", "cannot restore the committed generation; rotating to replace it");
+                tracing::error!(generation = cur.generation, error = %e, reason = why, event = "repair_by_rotation", "cannot restore the committed generation; rotating to replace it");
                 self.rotate_to_repair = true;
             }
         }
@@ -187,13 +187,18 @@ impl Task {
         match store::publish(&self.targets(), self.cfg.swap, material, &self.pins) {
             Ok(()) => {
                 let g = self.generation_of(cur);
-                tracing::info!(credential = %self.cfg.name, generation = cur.generation, event = "restored", reason = why, "restored the committed generation");
+                tracing::info!(
+                    generation = cur.generation,
+                    event = "restored",
+                    reason = why,
+                    "restored the committed generation"
+                );
                 if let Err(e) = self.tell_app(&g, Purpose::Restore).await {
-                    tracing::warn!(credential = %self.cfg.name, error = %e, "reload after restore failed");
+                    tracing::warn!(error = %e, "reload after restore failed");
                 }
             }
             Err(e) => {
-                tracing::error!(credential = %self.cfg.name, error = %e, "cannot restore the committed generation");
+                tracing::error!(error = %e, "cannot restore the committed generation");
                 self.tampered_dir(&e);
             }
         }

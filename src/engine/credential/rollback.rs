@@ -1,6 +1,6 @@
 //! A failed handoff: roll back to the committed generation when allowed,
 //! keep the new one staged for a retry of its handoff, alert
-//! `handoff_failed`.
+//! `handoff_failed` (the log line is note_failure's).
 
 use std::time::{Duration, SystemTime};
 
@@ -69,7 +69,7 @@ impl Task {
                 {
                     Verdict::Verified => served_after = Some(old.fingerprint.clone()),
                     Verdict::Failed { served, detail } => {
-                        tracing::error!(credential = %self.cfg.name, detail = %detail, "after rollback the app does not serve the previous generation either");
+                        tracing::error!(detail = %detail, "after rollback the app does not serve the previous generation either");
                         served_after = served;
                     }
                     _ => {}
@@ -88,7 +88,7 @@ impl Task {
             self.save_and_prune();
             self.probe_at = Some(SystemTime::now() + Duration::from_secs(1));
         }
-        tracing::warn!(credential = %self.cfg.name, generation = gen.generation, rolled_back = can_roll_back, reason = %message, event = "handoff_failed", "handoff failed");
+        // Logged once, with the retry, by the caller (note_failure).
         let mut a = Alert::new(
             Event::HandoffFailed,
             &self.cfg.name,

@@ -7,11 +7,11 @@
 use std::time::SystemTime;
 
 use super::{Current, Task};
-use crate::cert;
 use crate::engine::journal::Staged;
 use crate::engine::rotate::RotateError;
 use crate::schedule;
 use crate::status::StagedStatus;
+use crate::timestamp::Timestamp;
 
 impl Task {
     /// Keep `next`, whose handoff (or publish) just failed, staged for a
@@ -41,12 +41,15 @@ impl Task {
             return;
         };
         if !self.store.has_generation(st.generation) {
-            tracing::warn!(credential = %self.cfg.name, generation = st.generation, "the staged generation is gone from the state dir; the next rotation issues anew");
+            tracing::warn!(
+                generation = st.generation,
+                "the staged generation is gone from the state dir; the next rotation issues anew"
+            );
             self.journal.staged = None;
             self.save_and_prune();
             return;
         }
-        tracing::info!(credential = %self.cfg.name, generation = st.generation, fingerprint = %st.fingerprint, attempts = st.attempts, event = "handoff_pending", "a staged generation waits for its handoff; retrying it");
+        tracing::info!(generation = st.generation, fingerprint = %st.fingerprint, attempts = st.attempts, event = "handoff_pending", "a staged generation waits for its handoff; retrying it");
         if self.failures == 0 {
             self.failures = st.attempts.max(1);
             self.retry_at = Some(SystemTime::now());
@@ -71,7 +74,7 @@ impl Task {
         if fits {
             return Some(st);
         }
-        tracing::info!(credential = %self.cfg.name, generation = st.generation, "the staged generation no longer fits (expired, or the names or key type changed); issuing anew");
+        tracing::info!(generation = st.generation, "the staged generation no longer fits (expired, or the names or key type changed); issuing anew");
         self.journal.staged = None;
         self.save_and_prune();
         None
@@ -105,11 +108,11 @@ impl Task {
     ) -> Option<Result<(), RotateError>> {
         match self.load_current(st.generation) {
             Ok((next, material)) => {
-                tracing::info!(credential = %self.cfg.name, generation = st.generation, fingerprint = %st.fingerprint, attempt = st.attempts + 1, event = "handoff_retry", "handing the staged generation over again; nothing is asked of the issuer");
+                tracing::info!(generation = st.generation, fingerprint = %st.fingerprint, attempt = st.attempts + 1, event = "handoff_retry", "handing the staged generation over again; nothing is asked of the issuer");
                 Some(self.hand_over(next, material).await)
             }
             Err(e) => {
-                tracing::error!(credential = %self.cfg.name, generation = st.generation, error = %e, "the staged generation cannot be read back; issuing anew");
+                tracing::error!(generation = st.generation, error = %e, "the staged generation cannot be read back; issuing anew");
                 self.journal.staged = None;
                 self.save_and_prune();
                 None
@@ -123,7 +126,7 @@ impl Task {
         Some(Box::new(StagedStatus {
             generation: st.generation,
             fingerprint: st.fingerprint.clone(),
-            not_after: cert::rfc3339(st.not_after),
+            not_after: Timestamp::new(st.not_after),
             attempts: st.attempts,
         }))
     }

@@ -431,7 +431,7 @@ impl Issuer for Acme {
         let result = with_hints(self.issue_inner(req)).await;
         match result {
             Ok(issued) => {
-                tracing::info!(issuer = %self.name, credential = %req.credential, ms = started.elapsed().as_millis() as u64, "ACME certificate issued");
+                tracing::info!(issuer = %self.name, ms = started.elapsed().as_millis() as u64, "ACME certificate issued");
                 Ok(issued)
             }
             Err(e) => Err(IssuerError::Issue {
@@ -490,7 +490,7 @@ impl Issuer for Acme {
         })
         .await
         .map_err(fail)?;
-        tracing::info!(issuer = %self.name, credential, "revoked the replaced certificate");
+        tracing::info!(issuer = %self.name, "revoked the replaced certificate");
         Ok(())
     }
 
@@ -513,7 +513,7 @@ impl Issuer for Acme {
             message: format!("{e}; the certificate stays valid until it expires unless revoked by hand at the CA"),
             source: Some(Box::new(e)),
         })?;
-        tracing::info!(issuer = %self.name, credential, event = "revoked", "revoked the retired certificate at the CA");
+        tracing::info!(issuer = %self.name, event = "revoked", "revoked the retired certificate at the CA");
         Ok(Revocation::Revoked(
             "ACME revokeCert (reason cessationOfOperation)".to_string(),
         ))

@@ -74,7 +74,7 @@ pub(super) async fn run(
         // it back (instant-acme then fails the order): order without it.
         // Not when it is busy: that is for the engine's backoff.
         Err(e) if replaces.is_some() && !matches!(e, AcmeError::Busy { .. }) => {
-            tracing::debug!(credential = %req.credential, error = %e, "the order with `replaces` failed; ordering without it");
+            tracing::debug!(error = %e, "the order with `replaces` failed; ordering without it");
             new_order(account, &ids, None, &all, ctx).await?
         }
         other => other?,
@@ -92,7 +92,7 @@ pub(super) async fn run(
     if dir.renewal_info.is_some() {
         if let Ok(id) = ari::cert_id_pem(&cert_pem) {
             if let Err(e) = files.remember_issued(&req.credential, &id) {
-                tracing::warn!(credential = %req.credential, error = %e, "cannot remember the ARI id for `replaces`");
+                tracing::warn!(error = %e, "cannot remember the ARI id for `replaces`");
             }
         }
     }

@@ -151,7 +151,7 @@ impl Shared {
             let n = inner.gens.last().map_or(1, |g| g.n + 1);
             match gens::create(&self.dir, n, &inner.cfg) {
                 Ok(g) => {
-                    tracing::info!(issuer = %self.name, generation = n, not_after = %crate::rfc3339::format(g.not_after), event = "ca_created", "created the next CA generation; publishing a trust bundle with both to every credential with a ca file before signing with it");
+                    tracing::info!(issuer = %self.name, generation = n, not_after = %crate::timestamp::rfc3339(g.not_after), event = "ca_created", "created the next CA generation; publishing a trust bundle with both to every credential with a ca file before signing with it");
                     inner.gens.push(g);
                     changed = true;
                     // Plan again at once: the new bundle is now due.

@@ -136,9 +136,9 @@ impl Issuer for VaultIssuer {
                 // Roles that take names from the CSR (the default) warn on
                 // every request that we sent them too: expected, so quiet.
                 if w.contains("use_csr_") {
-                    tracing::debug!(issuer = %self.name, credential = %req.credential, warning = %w, "Vault warning");
+                    tracing::debug!(issuer = %self.name, warning = %w, "Vault warning");
                 } else {
-                    tracing::info!(issuer = %self.name, credential = %req.credential, warning = %w, "Vault warning");
+                    tracing::info!(issuer = %self.name, warning = %w, "Vault warning");
                 }
             }
         }
@@ -172,7 +172,7 @@ impl Issuer for VaultIssuer {
                     "{e}; the certificate (serial {serial}) stays valid until it expires unless revoked by hand (needs the \"update\" capability on {path})"
                 ), Some(Box::new(e)))
             })?;
-        tracing::info!(issuer = %self.name, credential, serial = %serial, event = "revoked", "revoked the retired certificate in Vault");
+        tracing::info!(issuer = %self.name, serial = %serial, event = "revoked", "revoked the retired certificate in Vault");
         Ok(Revocation::Revoked(format!(
             "POST /v1/{path} serial {serial}"
         )))

@@ -124,10 +124,10 @@ pub struct Results(pub Arc<Mutex<Vec<(String, Event, String)>>>);
 impl Results {
     pub fn hook(&self) -> ResultHook {
         let r = self.0.clone();
-        Arc::new(move |sink: &str, event: Event, result: &str| {
+        Arc::new(move |sink: &str, event: Event, result: alert::Delivery| {
             r.lock()
                 .unwrap()
-                .push((sink.to_string(), event, result.to_string()));
+                .push((sink.to_string(), event, result.as_str().to_string()));
         })
     }
 
