@@ -50,7 +50,7 @@ fn port_pair() -> u16 {
 struct Server {
     child: std::process::Child,
     url: String,
-    http: rekey::httpc::Client,
+    http: rekey::net::httpc::Client,
 }
 
 impl Drop for Server {
@@ -63,7 +63,7 @@ impl Drop for Server {
 impl Server {
     async fn call(&self, token: &str, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}/v1/{path}", self.url);
-        let mut call = rekey::httpc::Call::named(method, url, Duration::from_secs(10))
+        let mut call = rekey::net::httpc::Call::named(method, url, Duration::from_secs(10))
             .unwrap()
             .header("x-vault-token", token)
             .unwrap();
@@ -146,7 +146,7 @@ fn main() {
         url: format!("http://127.0.0.1:{port}"),
         // Keep-alive like the issuer's own client, so "raw" and "issue"
         // differ only by what the issuer adds.
-        http: rekey::httpc::Client::remote(rekey::httpc::Remote {
+        http: rekey::net::httpc::Client::remote(rekey::net::httpc::Remote {
             url: &format!("http://127.0.0.1:{port}"),
             trust_bundle: None,
             proxy: &rekey::config::ProxyConfig::Off,
@@ -163,7 +163,7 @@ fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let url = format!("{}/v1/sys/health", server.url);
-            let ok = server.http.send(rekey::httpc::Call::new(http::Method::GET, url, Duration::from_secs(1))).await;
+            let ok = server.http.send(rekey::net::httpc::Call::new(http::Method::GET, url, Duration::from_secs(1))).await;
             if matches!(ok, Ok(ref r) if r.status == 200) {
                 break;
             }
@@ -228,7 +228,7 @@ fn main() {
         let body = json!({"csr": csr_pem, "common_name": "localhost", "alt_names": "localhost", "ip_sans": "127.0.0.1", "ttl": "3600s", "format": "pem"}).to_string();
         let url = format!("{}/v1/pki/sign/web", server.url);
         let raw_call = || {
-            rekey::httpc::Call::new(http::Method::POST, url.as_str(), Duration::from_secs(10))
+            rekey::net::httpc::Call::new(http::Method::POST, url.as_str(), Duration::from_secs(10))
                 .header("x-vault-token", &raw_token)
                 .unwrap()
                 .body("application/json", body.clone().into_bytes())

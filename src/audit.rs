@@ -27,8 +27,9 @@ use file::open_append;
 pub use chain::{compressed, files, rotated_path, verify, Broken, Verified, GENESIS, KEEP};
 pub use read::{format, read_all, Filter};
 
-/// Default for `daemon.audit_max_size`: 10 MiB.
-pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// Default for `daemon.audit_max_size`: 10 MiB (defined by config, which
+/// imports nothing of rekey's).
+pub const DEFAULT_MAX_SIZE: u64 = crate::config::DEFAULT_AUDIT_MAX_SIZE;
 
 /// Why the audit log cannot be opened, written or read.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,7 @@ pub enum AuditError {
         /// The file.
         path: PathBuf,
         /// Why; names the path.
-        source: crate::safefile::ReadError,
+        source: crate::fs::safefile::ReadError,
     },
     /// A record could not be encoded (never expected).
     #[error("audit record: {0}")]

@@ -353,14 +353,9 @@ pub fn key_type_matches(info: &CertInfo, key_type: KeyType) -> bool {
     info.key_type == want
 }
 
-/// RFC 3339 UTC text of a time, for messages and JSON.
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    dt.replace_nanosecond(0)
-        .unwrap_or(dt)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t:?}"))
-}
+/// RFC 3339 UTC text of a time (see [`crate::timestamp::rfc3339`]); kept
+/// here for the engine's callers.
+pub use crate::timestamp::rfc3339;
 
 /// What an issuer handed back, before it is accepted.
 #[derive(Debug, Clone)]

@@ -19,7 +19,6 @@ use zeroize::Zeroizing;
 
 use crate::cert;
 use crate::config::Pkcs12Options;
-use crate::safefile::{self, Guard};
 
 /// Iterations of the password-based key derivation and of the MAC key
 /// derivation: the JDK's defaults (keystore.pkcs12.*IterationCount).
@@ -57,22 +56,12 @@ pub const PASSWORD_KEY: &str = "files.pkcs12_password.file";
 /// others can write it, a WARN when others can read it), without a trailing
 /// newline. `key` names the setting in messages.
 pub fn read_password(path: &Path, key: &str) -> Result<Zeroizing<String>, KeystoreError> {
-    let fail = |reason: String| KeystoreError::Password {
+    // The rule lives in config, which checks the file at load and imports
+    // nothing of rekey's.
+    crate::config::read_keystore_password(path, key).map_err(|reason| KeystoreError::Password {
         key: key.to_string(),
         reason,
-    };
-    let bytes = safefile::read_guarded(path, key, Guard::Secret, safefile::MAX_SECRET)
-        .map_err(|e| fail(e.to_string()))?;
-    let mut text = safefile::text(path, bytes).map_err(|e| fail(e.to_string()))?;
-    let keep = text.trim_end_matches(['\r', '\n']).len();
-    text.truncate(keep);
-    if text.is_empty() {
-        return Err(fail(format!(
-            "{} is empty; put the keystore password in it (a trailing newline is ignored)",
-            path.display()
-        )));
-    }
-    Ok(text)
+    })
 }
 
 /// The first certificate of `pem` as DER.
@@ -120,7 +109,9 @@ pub fn pkcs12(
     // The local key id ties the key to its certificate; Java and OpenSSL
     // use the SHA-1 of the certificate, here its SHA-256 prefix (any
     // value both bags share will do).
-    let id = crate::store::sha256(leaf.as_ref())[..20].to_vec();
+    // (aws-lc directly: the store depends on this module, not the other way.)
+    let id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref()).as_ref()[..20]
+        .to_vec();
     let mut store = KeyStore::new();
     store.add_entry(
         &opts.alias,

@@ -158,7 +158,7 @@ struct Inner {
     /// Watches and (with compatibility metrics) managed leaves.
     watches: watch_families::WatchFamilies,
     /// The monitor's view, once the daemon has one.
-    view: RwLock<Option<tokio::sync::watch::Receiver<crate::monitor::View>>>,
+    view: RwLock<Option<tokio::sync::watch::Receiver<crate::watched::View>>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -339,7 +339,7 @@ impl Metrics {
     }
 
     /// Export the watches (and compatibility families) of the monitor's view.
-    pub fn set_watch_view(&self, view: tokio::sync::watch::Receiver<crate::monitor::View>) {
+    pub fn set_watch_view(&self, view: tokio::sync::watch::Receiver<crate::watched::View>) {
         *self.inner.view.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
     }
 
@@ -477,7 +477,7 @@ impl Metrics {
             }
         }
         let view = m.view.read().unwrap_or_else(|e| e.into_inner());
-        let empty = crate::monitor::View::default();
+        let empty = crate::watched::View::default();
         match view.as_ref() {
             Some(rx) => m.watches.refresh(&rx.borrow(), SystemTime::now()),
             None => m.watches.refresh(&empty, SystemTime::now()),

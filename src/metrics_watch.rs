@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 
 use super::{unix_seconds, F64Gauge};
 use crate::certview::serial_decimal;
-use crate::monitor::View;
 use crate::status::{State, Timestamp, WatchedCert};
+use crate::watched::View;
 
 /// `{watch, source[, team]}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]

@@ -26,7 +26,7 @@ pub mod gate;
 mod listen;
 
 pub use crate::config::ADMIN_SOCKET;
-pub use listen::{bind, bind_admin, serve, serve_admin, spawn};
+pub use listen::{bind, bind_admin, spawn};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -93,7 +93,7 @@ struct Inner {
     /// Named in the 403 that tells a TCP client where rotate is served.
     admin_socket: Option<PathBuf>,
     /// Watched certificates, listed in `/status` after the credentials.
-    watches: Option<tokio::sync::watch::Receiver<crate::monitor::View>>,
+    watches: Option<tokio::sync::watch::Receiver<crate::watched::View>>,
 }
 
 impl Endpoint {
@@ -120,7 +120,7 @@ impl Endpoint {
     /// never count for `/readyz`).
     pub fn with_watches(
         self,
-        watches: tokio::sync::watch::Receiver<crate::monitor::View>,
+        watches: tokio::sync::watch::Receiver<crate::watched::View>,
     ) -> Endpoint {
         self.with(|i| i.watches = Some(watches))
     }

@@ -92,6 +92,17 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// RFC 3339 UTC text of a time, to the second, for messages and JSON (the
+/// spelling a [`Timestamp`] is written in).
+pub fn rfc3339(t: SystemTime) -> String {
+    Timestamp::new(t).to_string()
+}
+
+/// Parse RFC 3339 text (`None` when absent or malformed).
+pub fn parse(s: Option<&str>) -> Option<SystemTime> {
+    Timestamp::parse(s?).map(Timestamp::time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{digest, SHA256};
 
-use crate::safefile::{self, Guard, ReadError};
+use crate::fs::safefile::{self, Guard, ReadError};
 
 /// Reading the token file failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ impl std::fmt::Debug for AdminToken {
 impl AdminToken {
     /// The token in `path`: its contents without surrounding whitespace
     /// (files written by `echo` end with a newline). The file is read as a
-    /// secret (see [`crate::safefile::read_guarded`]): refused when other
+    /// secret (see [`crate::fs::safefile::read_guarded`]): refused when other
     /// users can write it, a WARN when they can read it.
     pub fn read(path: &Path) -> Result<AdminToken, TokenError> {
         let bytes = safefile::read_guarded(

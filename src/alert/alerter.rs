@@ -19,7 +19,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
 
 use super::dedup::{Dedup, Verdict, DEFAULT_BASE, DEFAULT_CAP};
-use super::owner::{AlertMatch, Owners};
+use super::owner::Owners;
+use super::AlertMatch;
 use super::{Alert, AlertError, AlertSink, Event, Policy};
 
 /// Called after each delivery outcome: (sink name, event, result). Meant

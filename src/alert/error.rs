@@ -31,7 +31,7 @@ pub enum AlertError {
         url: String,
         /// What failed.
         #[source]
-        source: crate::httpc::HttpError,
+        source: crate::net::httpc::HttpError,
     },
     /// One try took longer than the sink's `timeout`.
     #[error("alert sink {sink}: no answer within {} from {target}; raise the sink's timeout or fix the receiver", humantime::format_duration(*after))]
@@ -92,9 +92,9 @@ pub enum AlertError {
 
 /// What to check when the receiver was not reached; a proxy failure
 /// already says what to check.
-fn reach_hint(e: &crate::httpc::HttpError) -> &'static str {
+fn reach_hint(e: &crate::net::httpc::HttpError) -> &'static str {
     match e {
-        crate::httpc::HttpError::Proxy { .. } => "",
+        crate::net::httpc::HttpError::Proxy { .. } => "",
         _ => "; is the receiver running and reachable from this host?",
     }
 }

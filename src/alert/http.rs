@@ -1,5 +1,5 @@
 //! The HTTP POST of the webhook and Alertmanager sinks, through rekey's
-//! outbound client ([`crate::httpc`]): the platform roots plus an optional
+//! outbound client ([`crate::net::httpc`]): the platform roots plus an optional
 //! `trust_bundle` (verification cannot be turned off), the sink's `proxy`
 //! setting, and a new connection per alert (alerts are rare).
 
@@ -11,8 +11,8 @@ use http::{Method, Uri};
 use super::error::first_bytes;
 use super::{AlertError, Policy};
 use crate::config::{HeaderSource, HttpConfig, UrlSource};
-use crate::httpc::{self, Call, HttpError, SetupError};
-use crate::tlsutil::TrustError;
+use crate::net::httpc::{self, Call, HttpError, SetupError};
+use crate::net::tls::TrustError;
 
 /// How much of an error response's body goes into the message.
 const BODY_TAIL: usize = 300;
@@ -166,8 +166,8 @@ impl HttpClient {
 fn read_secret_file(
     path: &Path,
     key: &str,
-) -> Result<zeroize::Zeroizing<String>, crate::safefile::ReadError> {
-    use crate::safefile::{self, Guard};
+) -> Result<zeroize::Zeroizing<String>, crate::fs::safefile::ReadError> {
+    use crate::fs::safefile::{self, Guard};
     let bytes = safefile::read_guarded(path, key, Guard::Secret, safefile::MAX_SECRET)?;
     safefile::text(path, bytes)
 }

@@ -4,19 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
-use super::Alert;
+use super::{Alert, AlertMatch};
 use crate::config::CertificateConfig;
-
-/// A sink's `match = { team = "...", labels = { k = "v" } }`: every given part must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertMatch {
-    /// The alert's team must be this.
-    pub team: Option<String>,
-    /// The alert must carry each of these labels with this value.
-    pub labels: BTreeMap<String, String>,
-}
 
 impl AlertMatch {
     /// Whether `alert` is for this sink.

@@ -53,14 +53,14 @@ pub(super) const MAX_LINE: usize = 64 * 1024;
 /// only, not through a symlink. Read by line (see [`Lines`]), never whole,
 /// so a huge file costs no memory.
 pub(super) fn open_read(path: &Path) -> Result<File, AuditError> {
-    let opts = crate::safefile::Options {
+    let opts = crate::fs::safefile::Options {
         follow: false,
         max: u64::MAX,
     };
-    crate::safefile::open(path, opts)
+    crate::fs::safefile::open(path, opts)
         .map(|(f, _)| f)
         .map_err(|e| match &e {
-            crate::safefile::ReadError::Io { source, .. }
+            crate::fs::safefile::ReadError::Io { source, .. }
                 if source.raw_os_error() == Some(nix::libc::ELOOP) =>
             {
                 AuditError::Io {

@@ -21,7 +21,7 @@ use super::convert::{resolve, value};
 use super::error::{did_you_mean, ConfigError, Src};
 use super::raw::{RawTagged, TableReader};
 use super::values;
-use crate::alert::Event;
+use super::{AlertMatch, Event};
 
 /// Default per-try timeout of webhook, alertmanager and exec sinks.
 pub const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +40,7 @@ pub struct AlertConfig {
     /// The sink type and its settings.
     pub sink: SinkConfig,
     /// `match = { team = "...", labels = { k = "v" } }`: only matching alerts; `None` means all.
-    pub matcher: Option<crate::alert::AlertMatch>,
+    pub matcher: Option<AlertMatch>,
 }
 
 /// The settings of one sink type.
@@ -468,7 +468,7 @@ fn strings(
 }
 
 /// `match = { team = "payments", labels = { env = "prod" } }`.
-fn matcher(t: &mut TableReader<'_, '_>) -> Result<Option<crate::alert::AlertMatch>, ConfigError> {
+fn matcher(t: &mut TableReader<'_, '_>) -> Result<Option<AlertMatch>, ConfigError> {
     let Some(v) = t.take("match") else {
         return Ok(None);
     };
@@ -478,7 +478,7 @@ fn matcher(t: &mut TableReader<'_, '_>) -> Result<Option<crate::alert::AlertMatc
     let toml::Value::Table(table) = v.into_inner() else {
         return Err(t.err("match", Some(span), format!("must be a table; {help}")));
     };
-    let mut m = crate::alert::AlertMatch::default();
+    let mut m = AlertMatch::default();
     for (key, value) in table {
         match (key.as_str(), value) {
             ("team", toml::Value::String(s)) if !s.trim().is_empty() => m.team = Some(s),

@@ -230,7 +230,7 @@ fn issuer(
     let mut budgets = IssuanceBudgets::for_type(tag.get_ref());
     for key in ["max_issuances", "max_issuances_total"] {
         let Some(s) = t.string(key)? else { continue };
-        let limit = value(src, &t.key_path(key), &s, crate::budget::parse)?;
+        let limit = value(src, &t.key_path(key), &s, super::budget::parse)?;
         if key == "max_issuances" {
             budgets.per_credential = limit;
         } else {

@@ -13,7 +13,7 @@ pub enum ConfigError {
         /// The config file.
         file: PathBuf,
         /// Why it could not be read; names the path.
-        source: crate::safefile::ReadError,
+        source: crate::fs::safefile::ReadError,
     },
     /// The text is not valid TOML.
     #[error("{}: TOML syntax error: {message}", place(Some(file), *line, *column))]

@@ -5,10 +5,12 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
+use zeroize::Zeroizing;
 
 use super::convert::resolve;
 use super::error::{ConfigError, Src};
 use super::raw::RawFiles;
+use crate::fs::safefile::{self, Guard};
 
 /// The files of one certificate; relative paths are already resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,7 +278,27 @@ fn pkcs12_options(
 /// The load-time check of the password file: readable under the secret
 /// rules and not empty. The password is dropped (zeroized) at once.
 fn check_password_file(path: &Path, key: &str) -> Result<(), String> {
-    crate::keystore::read_password(path, key)
+    read_keystore_password(path, key)
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|reason| format!("{key}: {reason}"))
+}
+
+/// Read the keystore password from `path` (a secret file: refused when
+/// others can write it, a WARN when others can read it), without a trailing
+/// newline; the error says what is wrong and what to do (`key` names the
+/// setting). `crate::keystore::read_password` reads it through this when
+/// a generation is staged.
+pub fn read_keystore_password(path: &Path, key: &str) -> Result<Zeroizing<String>, String> {
+    let bytes = safefile::read_guarded(path, key, Guard::Secret, safefile::MAX_SECRET)
+        .map_err(|e| e.to_string())?;
+    let mut text = safefile::text(path, bytes).map_err(|e| e.to_string())?;
+    let keep = text.trim_end_matches(['\r', '\n']).len();
+    text.truncate(keep);
+    if text.is_empty() {
+        return Err(format!(
+            "{} is empty; put the keystore password in it (a trailing newline is ignored)",
+            path.display()
+        ));
+    }
+    Ok(text)
 }

@@ -8,6 +8,7 @@
 mod acme;
 mod alert;
 mod apikey;
+pub(crate) mod budget;
 mod certificate;
 mod convert;
 mod error;
@@ -18,6 +19,7 @@ mod policy;
 mod proxy;
 mod raw;
 mod reload_group;
+mod routing;
 mod starttls;
 #[cfg(test)]
 mod tests;
@@ -33,8 +35,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{Budget, Limit};
-use crate::safefile::{self, Guard};
+use crate::fs::safefile::{self, Guard};
+pub use budget::{Budget, Limit};
 
 pub use acme::{AcmeConfig, ChallengeConfig, EabConfig};
 pub use alert::{
@@ -45,7 +47,7 @@ pub use apikey::{
     ApiKeyConfig, ExecKeysConfig, HttpKeysConfig, KeyFormat, MintConfig, RevokeConfig,
 };
 pub use error::ConfigError;
-pub use files::{FileKind, Files, Pkcs12Options};
+pub use files::{read_keystore_password, FileKind, Files, Pkcs12Options};
 pub use handoff::{OnFailure, PidSource, ProbeConfig, ReloadConfig, VerifyConfig, DEFAULT_SETTLE};
 pub use on_remove::OnRemove;
 pub use policy::{evaluate as evaluate_policy, PolicyConfig, Violation, DEFAULT_MIN_RSA_BITS};
@@ -54,6 +56,7 @@ pub use reload_group::{
     ReloadGroup, DEFAULT_RELOAD_MAX_WAIT, DEFAULT_RELOAD_WINDOW, MAX_RELOAD_MAX_WAIT,
     MAX_RELOAD_WINDOW,
 };
+pub use routing::{AlertMatch, Event};
 pub use starttls::StartTls;
 pub use vault::{
     VaultAuth, VaultConfig, DEFAULT_JWT_FILE, DEFAULT_PKI_MOUNT, DEFAULT_VAULT_TIMEOUT,
@@ -131,11 +134,11 @@ impl Config {
 }
 
 /// An issuer's issuance budgets (`max_issuances`, `max_issuances_total`):
-/// see [`crate::budget`].
+/// see `crate::budget`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IssuanceBudgets {
     /// For each credential of this issuer; `Default` derives it from the
-    /// credential's lifetime ([`crate::budget::default_budget`]).
+    /// credential's lifetime (`crate::budget::default_budget`).
     pub per_credential: Limit,
     /// For all credentials of this issuer together; never `Default` once
     /// parsed ([`IssuanceBudgets::for_type`] fills it in).
@@ -180,6 +183,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rekey";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 /// The admin socket's file name in the state dir.
 pub const ADMIN_SOCKET: &str = "rekey.sock";
+/// Default for `daemon.audit_max_size`: 10 MiB.
+pub const DEFAULT_AUDIT_MAX_SIZE: u64 = 10 * 1024 * 1024;
 
 /// The admin socket of the daemon that runs the config in `path`:
 /// `daemon.state_dir/rekey.sock`. Reads only that key, so `rekey rotate`
@@ -276,7 +281,7 @@ impl Default for DaemonConfig {
             backstop: Duration::from_secs(300),
             admin_token_file: None,
             audit_log: None,
-            audit_max_size: crate::audit::DEFAULT_MAX_SIZE,
+            audit_max_size: DEFAULT_AUDIT_MAX_SIZE,
             compat_metrics: Vec::new(),
             reload_window: DEFAULT_RELOAD_WINDOW,
             reload_max_wait: DEFAULT_RELOAD_MAX_WAIT,

@@ -25,12 +25,13 @@ use crate::issuer::vault::{VaultClient, VaultIssuer};
 use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
-use crate::notify;
+
 use crate::server::{self, Endpoint};
 use crate::store::Store;
 use crate::token::AdminToken;
 
 mod error;
+pub mod sdnotify;
 pub use error::DaemonError;
 
 /// How long a shutdown waits for rotations in progress before giving up.
@@ -83,7 +84,7 @@ pub fn build_handoff_parts(
     };
     // The app on this host: never through a proxy, any certificate (the
     // fingerprint is what the handoff checks).
-    let local = || crate::httpc::Client::local().map_err(|e| fail(e.to_string()));
+    let local = || crate::net::httpc::Client::local().map_err(|e| fail(e.to_string()));
     let reload: Arc<dyn Reload> = match reload {
         ReloadConfig::None => Arc::new(NoReload),
         ReloadConfig::Signal { signal, target } => {
@@ -126,7 +127,7 @@ pub fn build_handoff_parts(
                 client_key,
             } => {
                 let client = client_cert.as_deref().zip(client_key.as_deref());
-                let tls = crate::tlsutil::probe_config(client)
+                let tls = crate::net::tls::probe_config(client)
                     .map(Arc::new)
                     .map_err(fail)?;
                 Arc::new(TlsProbe {
@@ -423,10 +424,10 @@ pub async fn start(
     let addr = listener.as_ref().map(|(_, bound)| *bound);
     tracing::info!(addr = ?addr, admin_socket = %admin_socket.display(), admin_token = token.is_some(), "endpoint listening");
     server::spawn(listener.map(|(l, _)| l), admin, endpoint, stop_rx.clone())?;
-    tokio::spawn(notify::status_task(engine.handle(), stop_rx.clone()));
-    if let Some(period) = notify::watchdog_period() {
+    tokio::spawn(sdnotify::status_task(engine.handle(), stop_rx.clone()));
+    if let Some(period) = sdnotify::watchdog_period() {
         tracing::debug!(period_ms = period.as_millis() as u64, "systemd watchdog on");
-        tokio::spawn(notify::watchdog_task(engine.handle(), period, stop_rx));
+        tokio::spawn(sdnotify::watchdog_task(engine.handle(), period, stop_rx));
     }
     let watcher = watch_files(&engine);
     let monitor_watcher = watch_watches(&monitor);
@@ -482,7 +483,7 @@ pub fn build_alerter(config: &Config, metrics: &Metrics) -> Result<Alerter, Daem
 }
 
 /// Run the daemon until SIGTERM or SIGINT; systemd is notified through
-/// [`notify`] (call `notify::init` first).
+/// [`sdnotify`] (call `sdnotify::init` first).
 pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
@@ -498,14 +499,14 @@ pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
                     tracing::warn!("some credentials are still starting after {STARTUP_WAIT:?}; telling systemd we are ready anyway (see /readyz)");
                 }
                 // The endpoint is already listening (bound in start).
-                notify::ready();
+                sdnotify::ready();
                 started = true;
                 crate::heap::release_free_memory();
             }
             _ = sighup.recv() => {
-                notify::reloading();
+                sdnotify::reloading();
                 reload(&mut running, &mut config).await;
-                notify::ready();
+                sdnotify::ready();
                 crate::heap::release_free_memory();
             }
             _ = sigterm.recv() => break "SIGTERM",
@@ -513,7 +514,7 @@ pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
         }
     };
     tracing::info!("{signal}: stopping after the current step");
-    notify::stopping();
+    sdnotify::stopping();
     running.shutdown().await;
     Ok(())
 }

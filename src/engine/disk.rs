@@ -73,7 +73,7 @@ pub fn vouch(
         .and_then(|d| ServerName::try_from(d.clone()).ok())
         .or_else(|| names.ip_addresses.first().map(|ip| ServerName::from(*ip)))
         .ok_or("the certificate config names no DNS name or IP address")?;
-    crate::tlsutil::verify_chain(&chain, anchors, name, now).map_err(|e| {
+    crate::net::tls::verify_chain(&chain, anchors, name, now).map_err(|e| {
         format!(
             "it does not chain to issuer \"{}\" ({e}); a certificate rekey did not record is adopted only when it verifies against the issuer",
             cfg.issuer

@@ -142,7 +142,7 @@ pub enum HandoffError {
         url: String,
         /// What failed (connection, TLS, deadline...).
         #[source]
-        source: crate::httpc::HttpError,
+        source: crate::net::httpc::HttpError,
     },
     /// A reload request was answered with a status other than 2xx.
     #[error("reload of {credential}: {method} {url} answered HTTP {status}; expected 2xx")]

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use super::starttls::StartTls;
 use super::{Generation, Observation, Probe};
 use crate::cert;
-use crate::httpc::{self, Call, HttpError};
+use crate::net::httpc::{self, Call, HttpError};
 
 /// One probe attempt gives up after this long (the overall deadline is the
 /// verify timeout; a hung app must not stall a single attempt).
@@ -49,7 +49,7 @@ pub enum ChainError {
 /// negotiation `starttls` when the protocol has one. The one TLS client of
 /// the probes: the handoff's TLS verify and endpoint watches both read it
 /// here. `tls` normally accepts any server certificate
-/// ([`crate::tlsutil::probe_config`]): what is served is what is checked.
+/// ([`crate::net::tls::probe_config`]): what is served is what is checked.
 /// `timeout` bounds everything: connect, negotiation and handshake.
 pub async fn served_chain(
     connect: &str,

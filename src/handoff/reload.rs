@@ -2,7 +2,7 @@
 //! command, an HTTP request, or nothing.
 //!
 //! A signal reload trusts nothing the pid file says. The file is read with
-//! [`crate::safefile`] (a FIFO cannot block, `/dev/zero` cannot fill memory,
+//! [`crate::fs::safefile`] (a FIFO cannot block, `/dev/zero` cannot fill memory,
 //! 64 bytes at most), its pid must be plain ASCII digits, and rekey never
 //! signals PID 1, itself, or a process group. Before signalling it asks the
 //! kernel (`kill(pid, 0)`) whether the process exists and may be signalled,
@@ -21,8 +21,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{Generation, HandoffError, Reload};
-use crate::httpc::{self, Call};
-use crate::safefile;
+use crate::fs::safefile;
+use crate::net::httpc::{self, Call};
 
 /// A process may start this long after its pid file's mtime and still count
 /// as the one the file names (the file is usually written just after start,
@@ -220,8 +220,8 @@ impl SignalReload {
         if started > written + PIDFILE_SLACK {
             return Err(fail(format!(
                 "names process {pid}, but that process started at {} after the file was written at {}: the PID was reused by another program; not signalling",
-                crate::cert::rfc3339(started),
-                crate::cert::rfc3339(written)
+                crate::timestamp::rfc3339(started),
+                crate::timestamp::rfc3339(written)
             )));
         }
         Ok(pid)

@@ -21,7 +21,7 @@ fn server_tls() -> (Arc<rustls::ServerConfig>, CertificateDer<'static>) {
         .self_signed(&key)
         .unwrap();
     let der = cert.der().clone();
-    let cfg = rustls::ServerConfig::builder_with_provider(crate::tlsutil::provider())
+    let cfg = rustls::ServerConfig::builder_with_provider(crate::net::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -72,7 +72,7 @@ async fn read_line(tcp: &mut TcpStream) -> String {
 }
 
 async fn probe(addr: &str, proto: StartTls) -> Result<Vec<CertificateDer<'static>>, ChainError> {
-    let tls = Arc::new(crate::tlsutil::probe_config(None).unwrap());
+    let tls = Arc::new(crate::net::tls::probe_config(None).unwrap());
     served_chain(addr, "db.test", Some(proto), tls, Duration::from_secs(3)).await
 }
 
@@ -369,7 +369,7 @@ async fn a_hostile_server_neither_hangs_nor_floods_the_probe() {
         })
     })
     .await;
-    let tls = Arc::new(crate::tlsutil::probe_config(None).unwrap());
+    let tls = Arc::new(crate::net::tls::probe_config(None).unwrap());
     let started = std::time::Instant::now();
     let e = served_chain(
         &addr,

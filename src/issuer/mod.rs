@@ -50,7 +50,7 @@ pub fn anchors_of(
             return Err("an API key issuer issues no certificates".into())
         }
     };
-    crate::tlsutil::anchors(bundle).map_err(|e| e.to_string())
+    crate::net::tls::anchors(bundle).map_err(|e| e.to_string())
 }
 
 /// What an issuer returned, before validation.
@@ -174,10 +174,10 @@ impl IssuerError {
     /// The transport failure behind this error, if the issuer was not
     /// reached or did not answer in full: a timeout, a refused connection,
     /// a TLS or proxy failure, told apart by type rather than by text.
-    pub fn transport(&self) -> Option<&crate::httpc::HttpError> {
+    pub fn transport(&self) -> Option<&crate::net::httpc::HttpError> {
         let mut next = std::error::Error::source(self);
         while let Some(e) = next {
-            if let Some(h) = e.downcast_ref::<crate::httpc::HttpError>() {
+            if let Some(h) = e.downcast_ref::<crate::net::httpc::HttpError>() {
                 return Some(h);
             }
             next = e.source();
@@ -221,7 +221,7 @@ pub trait Issuer: Send + Sync {
     /// check`). The default, for issuers without a root of their own: the
     /// platform's roots.
     fn trust_anchors(&self) -> Result<Vec<CertificateDer<'static>>, IssuerError> {
-        crate::tlsutil::anchors(None).map_err(|e| IssuerError::Setup {
+        crate::net::tls::anchors(None).map_err(|e| IssuerError::Setup {
             issuer: self.name().to_string(),
             message: e.to_string(),
         })

@@ -86,7 +86,7 @@ async fn run(mut engine: watch::Receiver<Snapshot>, paths: Paths, view: watch::S
                 continue;
             }
             let p = path.clone();
-            let read = tokio::task::spawn_blocking(move || crate::safefile::read(&p)).await;
+            let read = tokio::task::spawn_blocking(move || crate::fs::safefile::read(&p)).await;
             let found = match read {
                 Ok(Ok(bytes)) => crate::certview::certificates(&bytes).ok(),
                 _ => None,

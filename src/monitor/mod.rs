@@ -27,11 +27,12 @@ use crate::alert::Alerter;
 use crate::certview::ViewError;
 use crate::config::{CertificateConfig, WatchConfig, WatchSource};
 use crate::engine::Reconciled;
+use crate::fs::safefile::ReadError;
 use crate::handoff::probe::ChainError;
-use crate::safefile::ReadError;
-use crate::status::{CredentialStatus, Snapshot, WatchedCert, KIND_WATCH};
+use crate::status::{CredentialStatus, Snapshot, KIND_WATCH};
 
-pub use eval::{evaluate, Verdict};
+pub use crate::watched::{ManagedLeaf, View};
+pub use eval::evaluate;
 
 /// Why a watch could not see its certificates (shown as `last_error` and
 /// in the `unreadable` alert).
@@ -80,25 +81,6 @@ pub enum WatchError {
     /// The probe's TLS client could not be set up.
     #[error("cannot set up the TLS client for endpoint watches: {0}")]
     Setup(String),
-}
-
-/// What the monitor publishes: every watch's status object, and (with
-/// compatibility metrics) the leaf details of each managed certificate.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct View {
-    /// Status objects with `kind = "watch"`, by name.
-    pub watches: BTreeMap<String, CredentialStatus>,
-    /// Managed certificates' leaves, by credential name.
-    pub managed: BTreeMap<String, ManagedLeaf>,
-}
-
-/// The leaf a managed certificate publishes, as read from its file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedLeaf {
-    /// The file holding it (`cert`, else `fullchain`, else `bundle`).
-    pub path: PathBuf,
-    /// What it says.
-    pub cert: WatchedCert,
 }
 
 /// Monitor settings.
@@ -157,7 +139,7 @@ impl Monitor {
         settings: Settings,
         alerter: Alerter,
     ) -> Result<Monitor, WatchError> {
-        let tls = crate::tlsutil::probe_config(None)
+        let tls = crate::net::tls::probe_config(None)
             .map(Arc::new)
             .map_err(WatchError::Setup)?;
         let (tx, _) = watch::channel(View::default());
@@ -334,7 +316,7 @@ impl Drop for Monitor {
 /// Read or probe one watch now, without a daemon (`rekey report`, `rekey
 /// check`): its status object as `/status` would show it after a first check.
 pub async fn check_once(cfg: &WatchConfig) -> Result<CredentialStatus, WatchError> {
-    let tls = crate::tlsutil::probe_config(None)
+    let tls = crate::net::tls::probe_config(None)
         .map(Arc::new)
         .map_err(WatchError::Setup)?;
     let (tx, rx) = watch::channel(View::default());
@@ -356,7 +338,7 @@ pub async fn check_once(cfg: &WatchConfig) -> Result<CredentialStatus, WatchErro
 pub fn describe(cfg: &WatchConfig, now: std::time::SystemTime) -> String {
     let what = match &cfg.source {
         WatchSource::File(path) => {
-            let found = crate::safefile::read(path)
+            let found = crate::fs::safefile::read(path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| crate::certview::certificates(&b).map_err(|e| e.to_string()));
             match found {
@@ -371,7 +353,7 @@ pub fn describe(cfg: &WatchConfig, now: std::time::SystemTime) -> String {
                             v.state.as_str(),
                             c.subject_cn.as_deref().unwrap_or(&c.subject),
                             c.not_after,
-                            crate::cert::rfc3339(v.alert_at)
+                            crate::timestamp::rfc3339(v.alert_at)
                         )
                     }
                     None => "file, no certificate".to_string(),

@@ -308,11 +308,11 @@ impl Task {
 /// the async workers, and describe every certificate in it.
 async fn read_file(watch: &str, path: &std::path::Path) -> Result<Vec<Seen>, WatchError> {
     let p = path.to_path_buf();
-    let bytes = tokio::task::spawn_blocking(move || crate::safefile::read(&p))
+    let bytes = tokio::task::spawn_blocking(move || crate::fs::safefile::read(&p))
         .await
         .map_err(|e| WatchError::Read {
             watch: watch.to_string(),
-            source: crate::safefile::ReadError::Io {
+            source: crate::fs::safefile::ReadError::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::other(e.to_string()),
             },

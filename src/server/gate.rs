@@ -115,6 +115,7 @@ impl Gate {
     }
 
     /// How many connections wait right now.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.lock().waiting
     }

@@ -15,8 +15,9 @@ use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
 use zeroize::Zeroizing;
 
-use super::{fsutil, StoreError};
-use crate::safefile::{self, ReadError};
+use super::StoreError;
+use crate::fs::ops;
+use crate::fs::safefile::{self, ReadError};
 
 /// Open `name` in `dir` as a directory, never through a symlink.
 pub(super) fn open_sub(dir: &File, name: &Path) -> Result<File, Errno> {
@@ -82,7 +83,7 @@ impl Dir {
 
     /// Create `name` (which must not exist; never through a symlink), set
     /// owner and mode on the descriptor, then write and fsync `bytes`:
-    /// [`fsutil::write_new_file`], relative to this directory.
+    /// [`ops::write_new_file`], relative to this directory.
     pub(super) fn create_file(
         &self,
         name: &str,
@@ -181,7 +182,7 @@ impl Dir {
     ) -> Result<(Zeroizing<Vec<u8>>, Metadata), ReadError> {
         let opts = safefile::Options {
             follow,
-            max: fsutil::MAX_READ,
+            max: ops::MAX_READ,
         };
         safefile::read_at(self.file.as_fd(), Path::new(name), &self.join(name), opts)
     }

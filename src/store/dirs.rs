@@ -32,7 +32,8 @@ use nix::sys::stat::Mode;
 
 use super::dirfd::open_sub;
 pub(super) use super::dirfd::Dir;
-use super::{fsutil, StoreError, Target};
+use super::{StoreError, Target};
+use crate::fs::ops;
 
 /// Mode of target directories rekey creates: the app must traverse them.
 pub(super) const TARGET_DIR_MODE: u32 = 0o755;
@@ -99,7 +100,7 @@ impl Pins {
         super::blocking(|| {
             let mut seen: Vec<PathBuf> = Vec::with_capacity(1);
             for t in targets {
-                let dir = fsutil::parent_dir(&t.path);
+                let dir = ops::parent_dir(&t.path);
                 if seen.contains(&dir) {
                     continue;
                 }
@@ -116,7 +117,7 @@ impl Pins {
 
     /// Pin the directory of `path` (an API key file) as it is now.
     pub fn pin_file(&self, path: &Path) {
-        let dir = fsutil::parent_dir(path);
+        let dir = ops::parent_dir(path);
         if let Ok(pin) = super::blocking(|| take(&dir)) {
             self.set(&dir, pin);
         }

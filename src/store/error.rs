@@ -160,7 +160,7 @@ pub enum StoreError {
 impl StoreError {
     /// Wrap an I/O error with the operation, the path and a hint chosen from both.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        let hint = hint(op, &source);
+        let hint = crate::fs::hint(op, &source);
         StoreError::Io {
             op,
             path: path.into(),
@@ -176,23 +176,26 @@ impl StoreError {
     }
 }
 
-/// Pick advice for the operator: most failures are permissions, space or a missing path.
-fn hint(op: &'static str, err: &io::Error) -> &'static str {
-    let reading = matches!(op, "read" | "open" | "read symlink" | "list" | "stat");
-    match err.kind() {
-        io::ErrorKind::PermissionDenied if op == "set owner of" => {
-            "setting owner/group needs root or CAP_CHOWN; run rekey with it or drop owner/group from the config"
+/// The file helpers' errors keep their variant (and message) in the store's
+/// own enum, so callers match one type.
+impl From<crate::fs::FsError> for StoreError {
+    fn from(e: crate::fs::FsError) -> Self {
+        use crate::fs::FsError;
+        match e {
+            FsError::Io {
+                op,
+                path,
+                source,
+                hint,
+            } => StoreError::Io {
+                op,
+                path,
+                source,
+                hint,
+            },
+            FsError::NotADirectory { path } => StoreError::NotADirectory { path },
+            FsError::NotRegularFile { path, kind } => StoreError::NotRegularFile { path, kind },
+            FsError::TooLarge { path, size } => StoreError::TooLarge { path, size },
         }
-        io::ErrorKind::PermissionDenied if reading => "make it readable by rekey's user",
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-            "make the directory writable by rekey's user"
-        }
-        io::ErrorKind::NotFound if reading => "check that the path exists",
-        io::ErrorKind::NotFound => "check that the parent directory exists",
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "free space on that filesystem",
-        _ if err.raw_os_error() == Some(nix::libc::ELOOP) => {
-            "it is a symlink where rekey expects a regular file; remove the symlink"
-        }
-        _ => "check the path and the filesystem",
     }
 }

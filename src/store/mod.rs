@@ -65,7 +65,6 @@
 mod dirfd;
 mod dirs;
 mod error;
-mod fsutil;
 mod publish;
 mod state;
 mod unpublish;
@@ -81,6 +80,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
+
+use crate::fs::ops;
 
 pub use crate::config::{FileKind, SwapMode};
 pub use dirs::Pins;
@@ -242,87 +243,6 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Create `dir` (and parents) private to rekey: mode 0700.
-pub fn write_private_dir(dir: &Path) -> Result<(), StoreError> {
-    fsutil::create_dir_all_mode(dir, 0o700)
-}
-
-/// Atomically replace `path` with `bytes` at `mode` (temp, fsync, rename, dir fsync).
-pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
-    let dir = fsutil::parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    fsutil::replace_file(&dir, &name, bytes, mode)
-}
-
-/// Create directory `parent/name` (0700) holding `files` (name, bytes,
-/// mode) complete or not at all: written and fsynced in a hidden temp
-/// directory that is renamed into place, then `parent` is fsynced. Fails if
-/// `parent/name` exists. For state-dir data that must never be seen half
-/// written (the local CA's generations).
-pub fn write_dir_atomic(
-    parent: &Path,
-    name: &str,
-    files: &[(&str, &[u8], u32)],
-) -> Result<(), StoreError> {
-    let tmp = fsutil::temp_path(parent, name);
-    let mut cleanup = fsutil::Cleanup::default();
-    fsutil::create_dir_all_mode(&tmp, 0o700)?;
-    cleanup.add(tmp.clone());
-    for (file, bytes, mode) in files {
-        fsutil::write_new_file(&tmp.join(file), bytes, *mode, None, None)?;
-    }
-    fsutil::fsync_dir(&tmp)?;
-    let dest = parent.join(name);
-    if std::fs::symlink_metadata(&dest).is_ok() {
-        return Err(StoreError::io(
-            "create",
-            &dest,
-            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        ));
-    }
-    std::fs::rename(&tmp, &dest).map_err(|e| StoreError::io("rename into place", &dest, e))?;
-    cleanup.forget(&tmp);
-    fsutil::fsync_dir(parent)
-}
-
-/// Remove `path` (a file or a directory tree) so that it is gone in one
-/// step: a directory is first renamed to a hidden temp name (which
-/// [`remove_temps`] finds after a crash), then deleted; `path`'s directory
-/// is fsynced. A missing path is fine.
-pub fn remove_atomic(path: &Path) -> Result<(), StoreError> {
-    let parent = fsutil::parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let aside = fsutil::temp_path(&parent, &name);
-    match std::fs::rename(path, &aside) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io("rename aside", path, e)),
-    }
-    fsutil::fsync_dir(&parent)?;
-    fsutil::remove_any(&aside)
-}
-
-/// Remove the temp files and directories a crash left in `dir` (names made
-/// by this module's atomic writes); best effort.
-pub fn remove_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_str().is_some_and(fsutil::is_temp_name) {
-            if let Err(err) = fsutil::remove_any(&e.path()) {
-                tracing::warn!(error = %err, "cannot remove a leftover temp file");
-            }
-        }
-    }
-}
-
 /// Atomically replace the application's file `path` with `bytes`, owner
 /// and mode set before any byte is written (temp, fsync, rename, dir fsync),
 /// inside the directory `pins` holds (see [`Pins`]): for API key files.
@@ -342,11 +262,11 @@ pub fn publish_file(
             reason: "the path has no UTF-8 file name; give a file path",
         })?;
     blocking(|| {
-        let dir = pins.open(&fsutil::parent_dir(path))?;
+        let dir = pins.open(&ops::parent_dir(path))?;
         if dir.is_dir(name)? {
             return Err(StoreError::TargetIsDirectory { path: path.into() });
         }
-        let tmp = fsutil::temp_name(name);
+        let tmp = ops::temp_name(name);
         let result = dir
             .create_file(&tmp, bytes, mode, uid, gid)
             .and_then(|()| dir.rename(&tmp, name));
@@ -365,7 +285,7 @@ pub fn remove_file(path: &Path, pins: &Pins) -> Result<bool, StoreError> {
         return Ok(false);
     };
     blocking(|| {
-        let Some(dir) = pins.open_existing(&fsutil::parent_dir(path))? else {
+        let Some(dir) = pins.open_existing(&ops::parent_dir(path))? else {
             return Ok(false);
         };
         if dir.lstat(name)?.is_none() || dir.is_dir(name)? {
@@ -377,31 +297,6 @@ pub fn remove_file(path: &Path, pins: &Pins) -> Result<bool, StoreError> {
     })
 }
 
-/// Append one `line` (a newline is added) to the record file `path`, made
-/// 0600 when new and never followed through a symlink; once it has grown
-/// past `max_size` it is first moved to `PATH.1` (replacing the one there).
-/// Not fsynced: such a record is for people and tests, and nothing that
-/// decides what rekey does depends on it.
-pub fn append_record(path: &Path, line: &str, max_size: u64) -> Result<(), StoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.len() > max_size) {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".1");
-        std::fs::rename(path, &old).map_err(|e| StoreError::io("rotate", path, e))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| StoreError::io("open", path, e))?;
-    // One write of one line: records of concurrent issuances never interleave.
-    f.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| StoreError::io("append to", path, e))
-}
-
 /// Atomically replace `path` with `bytes`, owner and mode set before any byte
 /// is written (temp, fsync, rename, dir fsync): for files in the state dir.
 pub fn write_secret_file(
@@ -411,18 +306,20 @@ pub fn write_secret_file(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> Result<(), StoreError> {
-    let dir = fsutil::parent_dir(path);
+    let dir = ops::parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = fsutil::temp_path(&dir, &name);
-    let result = fsutil::write_new_file(&tmp, bytes, mode, uid, gid).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e))
-    });
+    let tmp = ops::temp_path(&dir, &name);
+    let result = ops::write_new_file(&tmp, bytes, mode, uid, gid)
+        .map_err(StoreError::from)
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e))
+        });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp); // best effort
         return Err(e);
     }
-    fsutil::fsync_dir(&dir)
+    Ok(ops::fsync_dir(&dir)?)
 }

@@ -8,9 +8,9 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::dirs::{Dir, Pins, TARGET_DIR_MODE};
-use super::fsutil;
 use super::{Drift, Expected, Material, StoreError, SwapMode, Target};
-use crate::safefile::ReadError;
+use crate::fs::ops;
+use crate::fs::safefile::ReadError;
 
 /// The symlink that selects the live generation in symlink mode.
 pub(super) const DATA: &str = "..data";
@@ -109,7 +109,7 @@ fn publish_rename(targets: &[Target], material: &Material, pins: &Pins) -> Resul
     let mut dirs: Vec<Dir> = Vec::new();
     let mut at = Vec::with_capacity(rendered.len());
     for (t, name, _) in &rendered {
-        let path = fsutil::parent_dir(&t.path);
+        let path = ops::parent_dir(&t.path);
         let i = match dirs.iter().position(|d| d.path() == path) {
             Some(i) => i,
             None => {
@@ -123,7 +123,7 @@ fn publish_rename(targets: &[Target], material: &Material, pins: &Pins) -> Resul
     let mut temps = Temps::new(&dirs);
     let mut staged = Vec::with_capacity(rendered.len());
     for ((t, name, bytes), &i) in rendered.iter().zip(&at) {
-        let tmp = fsutil::temp_name(name);
+        let tmp = ops::temp_name(name);
         temps.add(i, &tmp);
         dirs[i].create_file(&tmp, bytes, t.mode, t.uid, t.gid)?;
         failpoint!("publish.file");
@@ -166,7 +166,7 @@ fn publish_symlink(targets: &[Target], material: &Material, pins: &Pins) -> Resu
     let Some(first) = targets.first() else {
         return Ok(());
     };
-    let dir_path = fsutil::parent_dir(&first.path);
+    let dir_path = ops::parent_dir(&first.path);
     let mut rendered = Vec::with_capacity(targets.len());
     for t in targets {
         let name = base_name(t)?;
@@ -177,7 +177,7 @@ fn publish_symlink(targets: &[Target], material: &Material, pins: &Pins) -> Resu
                     "names starting with '..' are reserved for the symlink swap; rename the file",
             });
         }
-        if fsutil::parent_dir(&t.path) != dir_path {
+        if ops::parent_dir(&t.path) != dir_path {
             return Err(StoreError::SymlinkSplit {
                 first: first.path.clone(),
                 other: t.path.clone(),
@@ -192,7 +192,7 @@ fn publish_symlink(targets: &[Target], material: &Material, pins: &Pins) -> Resu
     }
 
     // 1. The new generation directory, complete and durable under its final name.
-    let gen = format!("{GEN_PREFIX}{}", fsutil::random_suffix());
+    let gen = format!("{GEN_PREFIX}{}", ops::random_suffix());
     let gen_tmp = format!("{gen}.tmp");
     let mut temps = Temps::new(&dirs);
     let sub = dir.mkdir(&gen_tmp, TARGET_DIR_MODE)?;
@@ -232,7 +232,7 @@ fn publish_symlink(targets: &[Target], material: &Material, pins: &Pins) -> Resu
         if dir.read_link(name).is_some_and(|p| p == want) {
             continue;
         }
-        let tmp = fsutil::temp_name(name);
+        let tmp = ops::temp_name(name);
         dir.symlink(&want, &tmp)?;
         if let Err(e) = dir.rename(&tmp, name) {
             let _ = dir.remove(&tmp);
@@ -257,7 +257,7 @@ fn remove_old_generations(dir: &Dir, current: &str, previous: Option<&str>) {
         }
     };
     for name in names {
-        let stale_temp = fsutil::is_temp_name(&name);
+        let stale_temp = ops::is_temp_name(&name);
         let old_gen =
             name.starts_with(GEN_PREFIX) && name != current && Some(name.as_str()) != previous;
         if stale_temp || old_gen {
@@ -295,7 +295,7 @@ fn diff_published_now(
     let mut dirs: Vec<(std::path::PathBuf, Opened)> = Vec::new();
     let mut out = Vec::new();
     for t in targets {
-        let path = fsutil::parent_dir(&t.path);
+        let path = ops::parent_dir(&t.path);
         let i = match dirs.iter().position(|(p, _)| *p == path) {
             Some(i) => i,
             None => {
@@ -387,7 +387,7 @@ fn check_target(dir: &Dir, t: &Target, swap: SwapMode, expected: &Expected) -> R
 pub fn read_published(path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     // Following any symlink is harmless for a read, and adoption must read
     // files other tools manage through symlinks (certbot's live/ dir).
-    fsutil::read_file(path, true)
+    Ok(ops::read_file(path, true)?)
 }
 
 /// SHA-256 of `bytes`.

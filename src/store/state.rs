@@ -10,8 +10,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use zeroize::Zeroizing;
 
-use super::fsutil::{self, Cleanup};
 use super::{Material, StoreError};
+use crate::fs::ops::{self, Cleanup};
 
 /// Mode of every directory rekey creates in the state dir.
 const DIR_MODE: u32 = 0o700;
@@ -49,7 +49,7 @@ impl fmt::Debug for Store {
 impl Store {
     /// Open (create with 0700 if missing, parents too) the state dir; refuse one whose mode has group/other bits; take an exclusive non-blocking flock on `<state_dir>/lock` held as long as the Store lives (error StoreError::Locked naming the dir if another rekey holds it).
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        fsutil::create_dir_all_mode(state_dir, DIR_MODE)?;
+        ops::create_dir_all_mode(state_dir, DIR_MODE)?;
         let meta = fs::metadata(state_dir).map_err(|e| StoreError::io("stat", state_dir, e))?;
         if !meta.is_dir() {
             return Err(StoreError::NotADirectory {
@@ -116,7 +116,7 @@ impl Store {
     pub fn ca_dir(&self) -> Result<PathBuf, StoreError> {
         let dir = self.root.join("ca");
         if !self.readonly {
-            fsutil::create_dir_all_mode(&dir, DIR_MODE)?;
+            ops::create_dir_all_mode(&dir, DIR_MODE)?;
         }
         Ok(dir)
     }
@@ -165,12 +165,14 @@ impl CredentialStore {
     fn load_journal_now<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
         self.check_name()?;
         let path = self.dir.join(JOURNAL);
-        let bytes = match fsutil::read_file(&path, false) {
+        let bytes = match ops::read_file(&path, false) {
             Ok(b) => b,
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(crate::fs::FsError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
                 return Ok(None)
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         serde_json::from_slice(&bytes)
             .map(Some)
@@ -191,7 +193,7 @@ impl CredentialStore {
                 source,
             })?;
         bytes.push(b'\n');
-        fsutil::replace_file(&self.dir, JOURNAL, &bytes, 0o600)
+        Ok(ops::replace_file(&self.dir, JOURNAL, &bytes, 0o600)?)
     }
 
     /// Write generation N (`gen-N/` dir 0700 with cert.pem, chain.pem, key.pem 0600, ca.pem and keystore.p12 if any), fsync every file and the dir, via a temp dir renamed into place, so a staged generation is either complete or absent.
@@ -204,11 +206,11 @@ impl CredentialStore {
         self.ensure_dir()?;
         let name = gen_name(generation);
         let final_dir = self.dir.join(&name);
-        let tmp = fsutil::temp_path(&self.dir, &name);
+        let tmp = ops::temp_path(&self.dir, &name);
         let mut cleanup = Cleanup::default();
         fs::create_dir(&tmp).map_err(|e| StoreError::io("create directory", &tmp, e))?;
         cleanup.add(tmp.clone());
-        fsutil::set_mode(&tmp, DIR_MODE)?;
+        ops::set_mode(&tmp, DIR_MODE)?;
         let mut files: Vec<(&str, &[u8])> = vec![
             ("cert.pem", material.cert_pem.as_bytes()),
             ("chain.pem", material.chain_pem.as_bytes()),
@@ -222,16 +224,16 @@ impl CredentialStore {
         }
         for (file, bytes) in files {
             failpoint!("stage.file");
-            fsutil::write_new_file(&tmp.join(file), bytes, GEN_FILE_MODE, None, None)?;
+            ops::write_new_file(&tmp.join(file), bytes, GEN_FILE_MODE, None, None)?;
         }
-        fsutil::fsync_dir(&tmp)?;
+        ops::fsync_dir(&tmp)?;
         // Re-staging a generation (after a crash mid-rotation): move the old
         // one aside first, since rename cannot replace a non-empty directory,
         // and gen-N must never be seen half-removed.
         if fs::symlink_metadata(&final_dir).is_ok() {
             let aside = self
                 .dir
-                .join(format!(".{name}.rekey-old-{}.tmp", fsutil::random_suffix()));
+                .join(format!(".{name}.rekey-old-{}.tmp", ops::random_suffix()));
             fs::rename(&final_dir, &aside)
                 .map_err(|e| StoreError::io("rename aside", &final_dir, e))?;
             cleanup.add(aside);
@@ -241,7 +243,7 @@ impl CredentialStore {
             .map_err(|e| StoreError::io("rename into place", &final_dir, e))?;
         cleanup.forget(&tmp);
         // On return `cleanup` removes only the moved-aside old copy, if any.
-        fsutil::fsync_dir(&self.dir)
+        Ok(ops::fsync_dir(&self.dir)?)
     }
 
     /// Read generation N back.
@@ -255,7 +257,7 @@ impl CredentialStore {
         let dir = self.dir.join(gen_name(generation));
         let read_text = |file: &str| -> Result<Zeroizing<String>, StoreError> {
             let path = dir.join(file);
-            let mut bytes = fsutil::read_file(&path, false)?;
+            let mut bytes = ops::read_file(&path, false)?;
             // Move the bytes out (no copy); a rejected buffer is zeroized explicitly.
             String::from_utf8(std::mem::take(&mut *bytes))
                 .map(Zeroizing::new)
@@ -285,7 +287,7 @@ impl CredentialStore {
             Err(e) if absent(&e) => None,
             Err(e) => return Err(e),
         };
-        let pkcs12 = match fsutil::read_file(&dir.join(KEYSTORE), false) {
+        let pkcs12 = match ops::read_file(&dir.join(KEYSTORE), false).map_err(StoreError::from) {
             Ok(bytes) => Some(bytes),
             Err(e) if absent(&e) => None,
             Err(e) => return Err(e),
@@ -305,7 +307,7 @@ impl CredentialStore {
         super::blocking(|| {
             self.check_name()?;
             let path = self.dir.join(gen_name(generation)).join("cert.pem");
-            let bytes = fsutil::read_file(&path, false)?;
+            let bytes = ops::read_file(&path, false)?;
             String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::BadGeneration {
                 path,
                 reason: "a file is not valid UTF-8 PEM",
@@ -352,15 +354,15 @@ impl CredentialStore {
             };
             let doomed = match parse_gen_name(&name) {
                 Some(n) => !keep.contains(&n),
-                None => fsutil::is_temp_name(&name),
+                None => ops::is_temp_name(&name),
             };
             if doomed {
-                fsutil::remove_any(&entry.path())?;
+                ops::remove_any(&entry.path())?;
                 removed = true;
             }
         }
         if removed {
-            fsutil::fsync_dir(&self.dir)?;
+            ops::fsync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -373,7 +375,7 @@ impl CredentialStore {
             });
         }
         self.check_name()?;
-        fsutil::create_dir_all_mode(&self.dir, DIR_MODE)
+        Ok(ops::create_dir_all_mode(&self.dir, DIR_MODE)?)
     }
 
     /// The name becomes a path component: refuse anything that could escape `certs/`.

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use super::dirs::{Dir, Pins};
-use super::fsutil;
 use super::publish::{base_name, DATA, DATA_TMP, GEN_PREFIX};
 use super::{StoreError, SwapMode, Target};
+use crate::fs::ops;
 
 /// Remove every target (and, for a symlink swap, `..data` and the
 /// generation directories beside them); returns the paths removed. Only in
@@ -28,7 +28,7 @@ fn unpublish_now(
     let mut dirs: Vec<Dir> = Vec::new();
     let mut removed = Vec::new();
     for t in targets {
-        let path = fsutil::parent_dir(&t.path);
+        let path = ops::parent_dir(&t.path);
         let i = match dirs.iter().position(|d| d.path() == path) {
             Some(i) => i,
             None => match pins.open_existing(&path)? {

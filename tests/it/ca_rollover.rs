@@ -96,7 +96,7 @@ fn exchange(client_dir: &Path, addr: SocketAddr) -> Result<(), String> {
             .add(c.map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(rekey::tlsutil::provider())
+    let cfg = rustls::ClientConfig::builder_with_provider(rekey::net::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)

@@ -319,7 +319,10 @@ async fn a_proxy_that_refuses_the_tunnel_is_named_and_typed() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err.transport(), Some(rekey::httpc::HttpError::Proxy { .. })),
+        matches!(
+            err.transport(),
+            Some(rekey::net::httpc::HttpError::Proxy { .. })
+        ),
         "{err:?}"
     );
     let text = err.to_string();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{line_of, parse, FILE};
-use crate::alert::Event;
+use crate::config::Event;
 use crate::config::{HeaderSource, SinkConfig, UrlSource, WebhookFormat};
 
 #[test]

@@ -1,7 +1,7 @@
 //! `max_issuances` / `max_issuances_total` on any issuer type.
 
 use super::{line_of, parse, web, FILE};
-use crate::budget::{Budget, Limit};
+use crate::config::{Budget, Limit};
 use crate::config::{IssuanceBudgets, ACME_DEFAULT_TOTAL};
 
 fn issuer(kind: &str, extra: &str) -> String {

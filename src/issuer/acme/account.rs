@@ -22,8 +22,7 @@ use zeroize::Zeroizing;
 use super::http::Http;
 use super::{AcmeError, Directory};
 use crate::config::EabConfig;
-use crate::safefile::{self, Guard};
-use crate::store;
+use crate::fs::safefile::{self, Guard};
 
 /// How often one request is re-sent after `badNonce`.
 pub(super) const NONCE_RETRIES: u32 = 10;
@@ -90,8 +89,8 @@ impl AccountFiles {
                 "PRIVATE KEY",
                 doc.as_ref().to_vec(),
             )));
-            store::write_private_dir(&self.dir).map_err(|e| state(e.to_string()))?;
-            store::write_file_atomic(&path, pem.as_bytes(), 0o600)
+            crate::fs::write_private_dir(&self.dir).map_err(|e| state(e.to_string()))?;
+            crate::fs::write_file_atomic(&path, pem.as_bytes(), 0o600)
                 .map_err(|e| state(e.to_string()))?;
             tracing::info!(path = %path.display(), "created the ACME account key");
         }
@@ -121,7 +120,7 @@ impl AccountFiles {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        store::write_file_atomic(&path, &bytes, 0o600).map_err(|e| AcmeError::State {
+        crate::fs::write_file_atomic(&path, &bytes, 0o600).map_err(|e| AcmeError::State {
             path,
             reason: e.to_string(),
         })
@@ -143,8 +142,8 @@ impl AccountFiles {
     pub(super) fn remember_issued(&self, credential: &str, id: &str) -> Result<(), AcmeError> {
         let dir = self.dir.join("issued");
         let path = dir.join(credential);
-        store::write_private_dir(&dir)
-            .and_then(|()| store::write_file_atomic(&path, id.as_bytes(), 0o600))
+        crate::fs::write_private_dir(&dir)
+            .and_then(|()| crate::fs::write_file_atomic(&path, id.as_bytes(), 0o600))
             .map_err(|e| AcmeError::State {
                 path,
                 reason: e.to_string(),

@@ -173,7 +173,7 @@ fn write_token(webroot: &Path, token: &str, key_auth: &str) -> Result<PathBuf, S
     let dir = webroot.join(".well-known").join("acme-challenge");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(token);
-    crate::store::write_file_atomic(&path, key_auth.as_bytes(), 0o644)
+    crate::fs::write_file_atomic(&path, key_auth.as_bytes(), 0o644)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }

@@ -1,4 +1,4 @@
-//! Requests to the CA: rekey's outbound client ([`crate::httpc`]: platform
+//! Requests to the CA: rekey's outbound client ([`crate::net::httpc`]: platform
 //! roots plus the configured `trust_bundle`, always verified, the issuer's
 //! proxy setting), a deadline on each request's whole exchange, bodies
 //! capped, and the `Retry-After` / status of the latest response kept for
@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
 use crate::config::AcmeConfig;
-use crate::httpc::{self, Call, HttpError};
+use crate::net::httpc::{self, Call, HttpError};
 
 /// Each request (connect, send, whole response) must finish within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -23,7 +23,7 @@ use self::challenge::Http01Listener;
 use self::http::{take_hints, with_hints, Http};
 use super::{IssueRequest, Issued, Issuer, IssuerError, RenewalWindow, Revocation};
 use crate::config::{AcmeConfig, ChallengeConfig};
-use crate::httpc::HttpError;
+use crate::net::httpc::HttpError;
 
 /// Why an ACME operation failed; every message names the CA's directory and,
 /// where there is one, the identifier. Never holds a key or the EAB secret.
@@ -420,7 +420,7 @@ impl Issuer for Acme {
     fn trust_anchors(&self) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, IssuerError> {
         // Public ACME CAs chain to the platform's roots; a private one's
         // root goes into trust_bundle.
-        crate::tlsutil::anchors(self.cfg.trust_bundle.as_deref()).map_err(|e| IssuerError::Setup {
+        crate::net::tls::anchors(self.cfg.trust_bundle.as_deref()).map_err(|e| IssuerError::Setup {
             issuer: self.name.clone(),
             message: e.to_string(),
         })

@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 
 use super::{fill, read_answer, KeyError, KeyIssuer, MintedKey};
 use crate::config::{HeaderSource, HttpKeysConfig, MintConfig, RevokeConfig};
-use crate::httpc::{self, Call};
-use crate::safefile::{self, Guard};
+use crate::fs::safefile::{self, Guard};
+use crate::net::httpc::{self, Call};
 
 /// One `[[api_key]]` minted by a `type = "http"` issuer.
 pub struct HttpKeys {

@@ -66,7 +66,7 @@ pub enum KeyError {
         /// What failed (connection, TLS, proxy, deadline...); boxed to
         /// keep every `Result` of the key engine small.
         #[source]
-        source: Box<crate::httpc::HttpError>,
+        source: Box<crate::net::httpc::HttpError>,
     },
     /// Vault refused the request or could not be reached.
     #[error("issuer {issuer}: {op} via {path}: {source}")]
@@ -197,7 +197,7 @@ pub fn read_answer(
     } else if let Some(at) = &m.expires {
         field(answer, at)
             .and_then(Value::as_str)
-            .and_then(|s| crate::status::parse_time(Some(s)))
+            .and_then(|s| crate::timestamp::parse(Some(s)))
             .filter(|t| *t > now)
             .ok_or_else(|| missing("expires", at))?
     } else {
@@ -305,7 +305,10 @@ mod tests {
         let left = k.expires_at.duration_since(SystemTime::now()).unwrap();
         assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
         let k = read_answer("svc", &mint(None, Some("k.exp")), &a, hour).unwrap();
-        assert_eq!(crate::cert::rfc3339(k.expires_at), "2099-01-01T00:00:00Z");
+        assert_eq!(
+            crate::timestamp::rfc3339(k.expires_at),
+            "2099-01-01T00:00:00Z"
+        );
         assert!(!format!("{k:?}").contains("hunter2"));
         let mut m = mint(None, None);
         m.id = "k.nope".into();

@@ -14,7 +14,6 @@ use rcgen::{
 use super::random_serial;
 use crate::cert;
 use crate::config::LocalCaConfig;
-use crate::store;
 
 const CERT: &str = "ca.pem";
 const KEY: &str = "ca.key";
@@ -46,8 +45,8 @@ fn gen_dir(dir: &Path, n: u64) -> PathBuf {
 /// a symlink is not followed (rekey writes none there).
 pub(super) fn read_own(
     path: &Path,
-) -> Result<zeroize::Zeroizing<String>, crate::safefile::ReadError> {
-    use crate::safefile;
+) -> Result<zeroize::Zeroizing<String>, crate::fs::safefile::ReadError> {
+    use crate::fs::safefile;
     let opts = safefile::Options {
         follow: false,
         max: safefile::MAX_READ,
@@ -163,20 +162,20 @@ pub fn create(dir: &Path, n: u64, cfg: &LocalCaConfig) -> Result<Gen, String> {
         .self_signed(key.pair())
         .map_err(|e| format!("cannot create the CA certificate: {e}"))?;
     let pem = ca.pem();
-    store::write_private_dir(dir).map_err(|e| e.to_string())?;
+    crate::fs::write_private_dir(dir).map_err(|e| e.to_string())?;
     if n == 1 {
         // Certificate first: a crash between the two writes leaves no key,
         // and the next start creates a fresh pair instead of a mismatched one.
-        store::write_file_atomic(&dir.join(CERT), pem.as_bytes(), 0o644)
+        crate::fs::write_file_atomic(&dir.join(CERT), pem.as_bytes(), 0o644)
             .map_err(|e| e.to_string())?;
-        store::write_file_atomic(&dir.join(KEY), key.pem().as_bytes(), 0o600)
+        crate::fs::write_file_atomic(&dir.join(KEY), key.pem().as_bytes(), 0o600)
             .map_err(|e| e.to_string())?;
     } else {
         let files: [(&str, &[u8], u32); 2] = [
             (CERT, pem.as_bytes(), 0o644),
             (KEY, key.pem().as_bytes(), 0o600),
         ];
-        store::write_dir_atomic(dir, &n.to_string(), &files).map_err(|e| e.to_string())?;
+        crate::fs::write_dir_atomic(dir, &n.to_string(), &files).map_err(|e| e.to_string())?;
     }
     load(dir, n)
 }
@@ -186,21 +185,21 @@ pub fn create(dir: &Path, n: u64, cfg: &LocalCaConfig) -> Result<Gen, String> {
 pub fn remove(dir: &Path, n: u64) -> Result<(), String> {
     if n == 1 {
         for f in [KEY, CERT] {
-            store::remove_atomic(&dir.join(f)).map_err(|e| e.to_string())?;
+            crate::fs::remove_atomic(&dir.join(f)).map_err(|e| e.to_string())?;
         }
         Ok(())
     } else {
-        store::remove_atomic(&gen_dir(dir, n)).map_err(|e| e.to_string())
+        crate::fs::remove_atomic(&gen_dir(dir, n)).map_err(|e| e.to_string())
     }
 }
 
 /// Remove what a crash left: temp files and directories, and generation
 /// 1's certificate when its key is gone and later generations exist.
 pub fn tidy(dir: &Path, gens: &[Gen]) {
-    store::remove_temps(dir);
+    crate::fs::remove_temps(dir);
     let orphan = !dir.join(KEY).exists() && dir.join(CERT).exists();
     if orphan && !gens.is_empty() {
-        if let Err(e) = store::remove_atomic(&dir.join(CERT)) {
+        if let Err(e) = crate::fs::remove_atomic(&dir.join(CERT)) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the certificate of a removed CA generation");
         }
     }

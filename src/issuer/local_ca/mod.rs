@@ -205,15 +205,15 @@ impl Issuer for LocalCa {
         if not_after <= now {
             return Err(fail(format!(
                 "the CA certificate expired at {}; remove its directory to create a new CA",
-                cert::rfc3339(ca_end)
+                crate::timestamp::rfc3339(ca_end)
             )));
         }
         let shortened = (not_after < asked).then(|| {
             format!(
                 "the local CA \"{}\" (generation {n}) ends at {}, so the certificate ends then too instead of at {}; the next CA signs once every credential with a ca file has its trust bundle",
                 self.name,
-                cert::rfc3339(ca_end),
-                cert::rfc3339(asked)
+                crate::timestamp::rfc3339(ca_end),
+                crate::timestamp::rfc3339(asked)
             )
         });
         // Recorded before the signature: the old CA stays in the bundle
@@ -249,15 +249,15 @@ impl Issuer for LocalCa {
             .map_err(|e| fail(format!("signing failed: {e}")))?;
         drop(inner);
         let record = serde_json::json!({
-            "time": cert::rfc3339(now),
+            "time": crate::timestamp::rfc3339(now),
             "credential": req.credential,
             "serial": serial_hex,
             "names": req.names.dns_names,
             "ips": req.names.ip_addresses,
-            "not_after": cert::rfc3339(not_after),
+            "not_after": crate::timestamp::rfc3339(not_after),
         });
         if let Err(e) =
-            crate::store::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
+            crate::fs::append_record(&self.issued_log, &record.to_string(), ISSUED_LOG_MAX)
         {
             // The certificate is issued all the same; only the record is missing.
             tracing::warn!(issuer = %self.name, error = %e, "cannot record the issued certificate in the CA's issued.log");

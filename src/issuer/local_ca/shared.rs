@@ -16,7 +16,6 @@ use super::gens::{self, Gen};
 use super::rollover::{self, State};
 use crate::config::LocalCaConfig;
 use crate::issuer::TrustBundle;
-use crate::store;
 
 /// The journal of the rollover, in the CA's directory.
 const STATE_FILE: &str = "rollover.json";
@@ -152,7 +151,7 @@ impl Shared {
             let n = inner.gens.last().map_or(1, |g| g.n + 1);
             match gens::create(&self.dir, n, &inner.cfg) {
                 Ok(g) => {
-                    tracing::info!(issuer = %self.name, generation = n, not_after = %crate::cert::rfc3339(g.not_after), event = "ca_created", "created the next CA generation; publishing a trust bundle with both to every credential with a ca file before signing with it");
+                    tracing::info!(issuer = %self.name, generation = n, not_after = %crate::timestamp::rfc3339(g.not_after), event = "ca_created", "created the next CA generation; publishing a trust bundle with both to every credential with a ca file before signing with it");
                     inner.gens.push(g);
                     changed = true;
                     // Plan again at once: the new bundle is now due.
@@ -275,7 +274,7 @@ fn load_state(dir: &Path) -> State {
 fn save_state(dir: &Path, st: &State) -> Result<(), String> {
     let mut bytes = serde_json::to_vec_pretty(st).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
-    store::write_file_atomic(&dir.join(STATE_FILE), &bytes, 0o600).map_err(|e| e.to_string())
+    crate::fs::write_file_atomic(&dir.join(STATE_FILE), &bytes, 0o600).map_err(|e| e.to_string())
 }
 
 /// Run due steps on time until every [`super::LocalCa`] on the directory is gone.

@@ -19,7 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::client::{AbortOnDrop, Inner};
 use super::error::VaultError;
 use crate::config::VaultAuth;
-use crate::safefile::{self, Guard};
+use crate::fs::safefile::{self, Guard};
 
 /// A token in memory. Its secret is zeroized on drop and never printed.
 pub(crate) struct Token {

@@ -13,7 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::auth::Token;
 use super::error::{errors_text, VaultError};
 use crate::config::{VaultAuth, VaultConfig};
-use crate::httpc::{self, Call};
+use crate::net::httpc::{self, Call};
 
 /// A Vault API client; cheap to clone (clones share the token).
 #[derive(Clone)]

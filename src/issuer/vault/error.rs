@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::httpc::{HttpError, SetupError};
+use crate::net::httpc::{HttpError, SetupError};
 
 /// How much of a non-JSON error body goes into a message.
 const BODY_HEAD: usize = 200;

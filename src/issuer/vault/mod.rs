@@ -105,7 +105,7 @@ impl Issuer for VaultIssuer {
     fn trust_anchors(&self) -> Result<Vec<CertificateDer<'static>>, IssuerError> {
         // Offline: the platform's roots and trust_bundle (put the PKI
         // mount's root there to have its certificates adopted).
-        crate::tlsutil::anchors(self.trust_bundle.as_deref()).map_err(|e| IssuerError::Setup {
+        crate::net::tls::anchors(self.trust_bundle.as_deref()).map_err(|e| IssuerError::Setup {
             issuer: self.name.clone(),
             message: e.to_string(),
         })

@@ -202,7 +202,10 @@ async fn unreachable_vault_names_issuer_path_and_address() {
     let e = issuer.issue(&request(&key)).await.unwrap_err();
     // The cause is typed all the way up: a refused connection, not a timeout.
     assert!(
-        matches!(e.transport(), Some(crate::httpc::HttpError::Connect { .. })),
+        matches!(
+            e.transport(),
+            Some(crate::net::httpc::HttpError::Connect { .. })
+        ),
         "{e:?}"
     );
     let err = e.to_string();

@@ -25,7 +25,7 @@ pub struct Bao {
     pub audit: PathBuf,
     /// With `-dev-tls`: the generated CA that signed the server certificate.
     pub ca: Option<PathBuf>,
-    http: rekey::httpc::Client,
+    http: rekey::net::httpc::Client,
     rt: tokio::runtime::Runtime,
 }
 
@@ -90,7 +90,7 @@ impl Bao {
                 root: root.clone(),
                 audit: audit.clone(),
                 ca: ca.clone(),
-                http: rekey::httpc::Client::local().unwrap(),
+                http: rekey::net::httpc::Client::local().unwrap(),
                 rt: tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -99,7 +99,7 @@ impl Bao {
             if bao.wait_ready(Duration::from_secs(30)) {
                 if let Some(ca) = &ca {
                     // From here on the test's own calls verify the server too.
-                    bao.http = rekey::httpc::Client::remote(rekey::httpc::Remote {
+                    bao.http = rekey::net::httpc::Client::remote(rekey::net::httpc::Remote {
                         url: &bao.url,
                         trust_bundle: Some(ca),
                         proxy: &rekey::config::ProxyConfig::Off,
@@ -146,7 +146,7 @@ impl Bao {
         namespace: Option<&str>,
     ) -> Result<(u16, Value), String> {
         let url = format!("{}/v1/{path}", self.url);
-        let mut call = rekey::httpc::Call::named(method, url, Duration::from_secs(20))
+        let mut call = rekey::net::httpc::Call::named(method, url, Duration::from_secs(20))
             .map_err(|e| e.to_string())?;
         if let Some(t) = token {
             call = call.header("x-vault-token", t).map_err(|e| e.to_string())?;

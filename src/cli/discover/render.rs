@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::plan::Plan;
 use super::Discovery;
-use crate::cert;
 use crate::certview::Seen;
 use crate::status::WatchedCert;
 
@@ -26,7 +25,7 @@ fn path(p: &std::path::Path) -> String {
 
 /// "expires 2027-03-06T00:00:00Z (in 89days)" or "... (expired 3days ago)".
 fn expiry(s: &Seen, now: SystemTime) -> String {
-    let at = cert::rfc3339(s.not_after);
+    let at = crate::timestamp::rfc3339(s.not_after);
     match s.not_after.duration_since(now) {
         Ok(left) => format!("expires {at} (in {})", approx(left)),
         Err(e) => format!("EXPIRED at {at} ({} ago)", approx(e.duration())),
@@ -74,7 +73,7 @@ pub fn toml(d: &Discovery, now: SystemTime) -> String {
         out,
         "# Starter config from `rekey discover {}` at {}.",
         args.join(" "),
-        cert::rfc3339(now)
+        crate::timestamp::rfc3339(now)
     );
     let _ = writeln!(
         out,

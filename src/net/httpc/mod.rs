@@ -36,7 +36,7 @@ pub use error::HttpError;
 pub use proxy::redact;
 
 use crate::config::ProxyConfig;
-use crate::tlsutil::TrustError;
+use crate::net::tls::TrustError;
 use proxy::Route;
 
 /// Bodies larger than this are an error unless a call sets its own cap.
@@ -110,13 +110,13 @@ impl Client {
     /// A client for an issuer or an alert receiver: TLS verified against
     /// the platform's roots plus `trust_bundle`, proxies as `proxy` says.
     pub fn remote(r: Remote<'_>) -> Result<Client, SetupError> {
-        let tls = match crate::tlsutil::verified_config(r.trust_bundle) {
+        let tls = match crate::net::tls::verified_config(r.trust_bundle) {
             Ok(tls) => tls,
             // A plain-http server needs no roots, and a host without the
             // ca-certificates package must still reach it; verification
             // stays on (with nothing trusted, any https fails).
             Err(TrustError::NoRoots) if !r.url.starts_with("https://") => {
-                crate::tlsutil::verified_config_with(rustls::RootCertStore::empty())?
+                crate::net::tls::verified_config_with(rustls::RootCertStore::empty())?
             }
             Err(e) => return Err(e.into()),
         };
@@ -143,7 +143,7 @@ impl Client {
         if let Some(c) = LOCAL.get() {
             return Ok(c.clone());
         }
-        let tls = crate::tlsutil::probe_config(None)
+        let tls = crate::net::tls::probe_config(None)
             .map_err(|reason| SetupError::Trust(TrustError::Setup(reason)))?;
         let inner = builder()
             .tls_backend_preconfigured(tls)

@@ -6,16 +6,37 @@
 //! the watched files (and probes watched endpoints); changes nothing.
 
 use std::fmt::Write;
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::audit::{self, AuditError, AuditEvent, Record};
-use crate::cert;
 use crate::config::{evaluate_policy, Config};
 use crate::engine::disk::DiskState;
 use crate::engine::journal::Journal;
 use crate::store::Store;
+
+/// `rekey report -c FILE [--json]`: 2 for an invalid config, else the
+/// report on stdout.
+pub fn command(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = match super::load_to_inspect(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let now = SystemTime::now();
+    let mut r = build(&config, now)?;
+    if !config.watches.is_empty() {
+        r.watches = super::runtime()?.block_on(watches(&config));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", text(&r, now));
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -140,7 +161,7 @@ pub fn build(config: &Config, now: SystemTime) -> Result<Report, AuditError> {
     let store = Store::open_readonly(&config.daemon.state_dir);
     let mut credentials = Vec::new();
     for c in &config.certificates {
-        let state = crate::report::judge(config, &store, c, now);
+        let state = super::check::judge(config, &store, c, now);
         let age_seconds = match &state {
             DiskState::Valid(info)
             | DiskState::Unusable(info, _)
@@ -219,7 +240,7 @@ pub fn text(r: &Report, now: SystemTime) -> String {
         out,
         "evidence report for {} at {}",
         r.config,
-        cert::rfc3339(now)
+        crate::timestamp::rfc3339(now)
     );
     match (&r.audit_log, &r.audit_span) {
         (None, _) => {

@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
-use crate::safefile::{self, Guard, MAX_READ};
+use crate::fs::safefile::{self, Guard, MAX_READ};
 
 /// Accepts any server certificate but still checks handshake signatures, so
 /// the peer proves it holds the key of the certificate it shows.

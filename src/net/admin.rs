@@ -1,6 +1,6 @@
 //! The CLI's side of `rekey status`, `rekey rotate` and `rekey retire`:
 //! one request to a running daemon over TCP or its admin socket, through
-//! [`crate::httpc`] (never a proxy: the daemon is on this host).
+//! [`crate::net::httpc`] (never a proxy: the daemon is on this host).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::httpc::{self, Call, HttpError, SetupError};
+use crate::net::httpc::{self, Call, HttpError, SetupError};
 
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,7 @@ pub struct DemoOptions {
 }
 
 fn say(msg: impl AsRef<str>) {
-    let t = crate::cert::rfc3339(SystemTime::now());
+    let t = crate::timestamp::rfc3339(SystemTime::now());
     println!("[{}] {}", &t[11..19], msg.as_ref());
 }
 
@@ -120,6 +120,13 @@ fn free_port() -> Result<u16, DemoError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| DemoError::Setup(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// `rekey demo`: the tour, logging only warnings.
+pub fn command(opts: DemoOptions) -> anyhow::Result<std::process::ExitCode> {
+    super::init_logging_level(crate::config::LogFormat::Text, "warn");
+    super::runtime()?.block_on(run(opts))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Run the tour.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::DiscoverError;
 use crate::certview::{self, Seen};
-use crate::safefile;
+use crate::fs::safefile;
 
 /// Deeper directory trees are not walked (a loop of bind mounts must end).
 pub const MAX_DEPTH: usize = 32;

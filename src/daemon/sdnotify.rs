@@ -273,5 +273,5 @@ async fn watchdog_loop(
 }
 
 #[cfg(test)]
-#[path = "notify_tests.rs"]
+#[path = "sdnotify_tests.rs"]
 mod tests;

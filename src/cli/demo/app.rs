@@ -28,19 +28,25 @@ pub struct AppOptions {
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, DemoError> {
     let bad = |why: String| DemoError::App(why);
-    let read = |p: &Path| crate::safefile::read(p).map_err(|e| bad(e.to_string()));
+    let read = |p: &Path| crate::fs::safefile::read(p).map_err(|e| bad(e.to_string()));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(format!("{}: {e}", cert.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&read(key)?)
         .map_err(|e| bad(format!("{}: {e}", key.display())))?;
-    let cfg = ServerConfig::builder_with_provider(crate::tlsutil::provider())
+    let cfg = ServerConfig::builder_with_provider(crate::net::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| bad(e.to_string()))?;
     Ok(Arc::new(cfg))
+}
+
+/// The hidden `rekey demo-app` the tour starts.
+pub fn command(opts: AppOptions) -> anyhow::Result<std::process::ExitCode> {
+    crate::cli::runtime()?.block_on(run(opts))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Serve until killed.

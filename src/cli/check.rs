@@ -1,17 +1,41 @@
-//! Human-readable reports for `rekey check` and `rekey inspect`. They read
-//! files but change nothing.
+//! `rekey check`: the config validated, and per credential what is on disk
+//! and when it renews, the handoff groups and the `[policy]` verdict. Reads
+//! files but changes nothing.
 
 use std::fmt::Write;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::SystemTime;
 
-use crate::cert::{self, CertInfo};
+use crate::cert;
 use crate::config::{CertificateConfig, Config};
 use crate::engine::disk::{self, DiskState};
 use crate::engine::journal::Journal;
 use crate::issuer;
 use crate::schedule;
 use crate::store::Store;
+
+/// `rekey check -c FILE`: 0 when the config is valid and every credential
+/// complies with `[policy]`, 1 listing the violations, 2 for an invalid config.
+pub fn command(config: &Path) -> ExitCode {
+    let config = match super::load_to_inspect(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    print!("{}", check(&config, SystemTime::now()));
+    let violations = crate::config::evaluate_policy(&config);
+    if violations.is_empty() {
+        if config.policy.is_some() {
+            println!("policy: every credential complies");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("policy: {} violation(s):", violations.len());
+    for v in &violations {
+        println!("  {v}");
+    }
+    ExitCode::from(1)
+}
 
 /// `rekey check`: per credential, what is on disk and when it renews.
 pub fn check(config: &Config, now: SystemTime) -> String {
@@ -47,11 +71,11 @@ pub fn check(config: &Config, now: SystemTime) -> String {
                     )
                 };
                 match draw {
-                    Some(d) => format!("renews at {}", cert::rfc3339(at(d))),
+                    Some(d) => format!("renews at {}", crate::timestamp::rfc3339(at(d))),
                     None => format!(
                         "renews between {} and {}",
-                        cert::rfc3339(at(1.0)),
-                        cert::rfc3339(at(0.0))
+                        crate::timestamp::rfc3339(at(1.0)),
+                        crate::timestamp::rfc3339(at(0.0))
                     ),
                 }
             }
@@ -141,112 +165,5 @@ pub fn judge(config: &Config, store: &Store, c: &CertificateConfig, now: SystemT
     match anchors.and_then(|a| disk::vouch(c, &material, &info, &a, now)) {
         Ok(()) => state,
         Err(why) => DiskState::Untrusted(info, why),
-    }
-}
-
-fn describe_cert(out: &mut String, info: &CertInfo, now: SystemTime) {
-    let _ = writeln!(out, "  subject:     {}", info.subject);
-    let mut sans: Vec<String> = info.dns_names.clone();
-    sans.extend(info.ip_addresses.iter().map(|i| i.to_string()));
-    let _ = writeln!(out, "  names:       {}", sans.join(", "));
-    let _ = writeln!(out, "  issuer:      {}", info.issuer);
-    let left = match info.not_after.duration_since(now) {
-        Ok(d) => format!(
-            "{} left",
-            humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
-        ),
-        Err(_) => "EXPIRED".to_string(),
-    };
-    let _ = writeln!(
-        out,
-        "  validity:    {} .. {} ({left})",
-        cert::rfc3339(info.not_before),
-        cert::rfc3339(info.not_after)
-    );
-    let _ = writeln!(out, "  serial:      {}", info.serial);
-    let _ = writeln!(out, "  fingerprint: {}", info.fingerprint);
-    let _ = writeln!(
-        out,
-        "  key:         {}{}",
-        info.key_type,
-        if info.is_ca { " (CA)" } else { "" }
-    );
-}
-
-/// `rekey inspect FILE...`: every certificate and key in the files, and
-/// whether each key matches each certificate. Err lists unreadable files.
-pub fn inspect(files: &[impl AsRef<Path>], now: SystemTime) -> Result<String, String> {
-    let mut out = String::new();
-    let mut certs: Vec<(String, CertInfo)> = Vec::new();
-    let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut errors = Vec::new();
-    for f in files {
-        let path = f.as_ref();
-        let shown = path.display().to_string();
-        // Never blocks on a FIFO, refuses devices, reads at most MAX_READ.
-        let bytes = match crate::safefile::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            // A chain file is empty when the issuer has no intermediates.
-            let _ = writeln!(out, "{shown}: empty");
-            continue;
-        }
-        let ders = cert::pem_certs(&bytes, &shown).unwrap_or_default();
-        for (i, der) in ders.iter().enumerate() {
-            match cert::parse_der(der) {
-                Ok(info) => {
-                    let _ = writeln!(out, "{shown}: certificate #{}", i + 1);
-                    describe_cert(&mut out, &info, now);
-                    certs.push((format!("{shown} #{}", i + 1), info));
-                }
-                Err(e) => errors.push(format!("{shown}: certificate #{}: {e}", i + 1)),
-            }
-        }
-        if let Some(pem) = cert::pem_private_key(&bytes) {
-            match cert::load_key(&pem, &shown) {
-                Ok(k) => {
-                    let _ = writeln!(out, "{shown}: private key ({})", key_kind(&k));
-                    keys.push((shown.clone(), k.public_key()));
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        } else if ders.is_empty() {
-            errors.push(format!(
-                "{shown}: no certificate or private key PEM block found"
-            ));
-        }
-    }
-    for (kname, kpub) in &keys {
-        for (cname, info) in certs.iter().filter(|(_, i)| !i.is_ca) {
-            let verdict = if &info.public_key == kpub {
-                "MATCHES"
-            } else {
-                "does NOT match"
-            };
-            let _ = writeln!(out, "key {kname} {verdict} certificate {cname}");
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!("{out}{}", errors.join("\n")))
-    }
-}
-
-fn key_kind(k: &cert::PrivateKey) -> &'static str {
-    let alg = k.pair().algorithm();
-    if alg == &rcgen::PKCS_ED25519 {
-        "ed25519"
-    } else if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
-        "ecdsa-p256"
-    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
-        "ecdsa-p384"
-    } else {
-        "rsa"
     }
 }

@@ -40,6 +40,26 @@ pub struct Discovery {
     pub plan: Plan,
 }
 
+/// `rekey discover PATH... [--json]`: the starter config (or the findings
+/// as JSON) on stdout; 2 when a path cannot be searched.
+pub fn command(paths: &[PathBuf], json: bool) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match discover(paths) {
+        Ok(d) if json => {
+            println!("{}", serde_json::to_string_pretty(&self::json(&d))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(d) => {
+            print!("{}", toml(&d, std::time::SystemTime::now()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("rekey: discover: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 /// Walk `paths` and propose a config.
 pub fn discover(paths: &[PathBuf]) -> Result<Discovery, DiscoverError> {
     let scan = scan(paths)?;

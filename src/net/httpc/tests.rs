@@ -198,7 +198,7 @@ async fn an_untrusted_server_certificate_is_a_tls_error() {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(crate::tlsutil::provider())
+    let cfg = rustls::ServerConfig::builder_with_provider(crate::net::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
