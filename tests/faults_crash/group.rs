@@ -72,14 +72,29 @@ fn committed(c: &Cred) -> Option<u64> {
 fn check_members(sc: &mut Scenario, cs: &[Cred], before: &[Option<u64>], swap: &str, when: &str) {
     for (c, b) in cs.iter().zip(before) {
         sc.check_ok(&format!("files whole {when}"), inv::files_whole(c));
-        sc.check_ok(
-            &format!("pair matches {when}"),
-            inv::pair_matches(c).map(|_| ()),
-        );
-        sc.check_ok(
-            &format!("cert and chain agree {when}"),
-            inv::published_valid(c),
-        );
+        // The kill stops every member at once, so in rename mode one that
+        // was between two renames of its own publish (or of putting its
+        // old generation back) holds two generations' files, as a lone
+        // credential does in its rename window; the restart repairs it
+        // (checked after recovery). Its journal says so.
+        let mid_swap = swap == "rename"
+            && c.journal().ok().and_then(|j| j.pending).is_some_and(|p| {
+                matches!(
+                    p.step,
+                    rekey::engine::journal::Step::Publishing
+                        | rekey::engine::journal::Step::RollingBack
+                )
+            });
+        if !mid_swap {
+            sc.check_ok(
+                &format!("pair matches {when}"),
+                inv::pair_matches(c).map(|_| ()),
+            );
+            sc.check_ok(
+                &format!("cert and chain agree {when}"),
+                inv::published_valid(c),
+            );
+        }
         if swap == "symlink" {
             sc.check_ok(
                 &format!("symlink pair flips together {when}"),
