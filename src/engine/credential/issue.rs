@@ -17,7 +17,7 @@ use crate::store::Material;
 impl Task {
     /// The budgets of this credential, for one check. The default
     /// per-credential budget follows the lifetime of the certificate in
-    /// place (an ACME CA may issue 90 days whatever was asked), else the
+    /// place (an ACME CA may grant 90 days whatever was asked), else the
     /// configured one.
     pub(in crate::engine) fn budgets(&self) -> Budgets<'_> {
         Budgets {
