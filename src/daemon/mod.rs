@@ -32,7 +32,9 @@ use crate::token::AdminToken;
 
 mod error;
 pub mod sdnotify;
+mod watchers;
 pub use error::DaemonError;
+use watchers::{watch_files, watch_watches};
 
 /// How long a shutdown waits for rotations in progress before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -324,37 +326,6 @@ fn key_credentials(config: &Config, audit: &Audit) -> Result<Vec<KeyCredential>,
         });
     }
     Ok(out)
-}
-
-/// Watch the directories of every managed file; a failure only loses the
-/// fast path (the backstop re-check still runs).
-fn watch_files(engine: &Engine) -> Option<crate::watch::Watcher> {
-    match crate::watch::spawn(engine.watched_dirs(), engine.handle()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "file watching is off");
-            None
-        }
-    }
-}
-
-/// Watch the directories of every watched file; never creates one, and
-/// skips those that cannot be watched (the re-read at every backstop
-/// covers them).
-fn watch_watches(monitor: &Monitor) -> Option<crate::watch::Watcher> {
-    let dirs = monitor.watched_dirs();
-    if dirs.is_empty() {
-        return None;
-    }
-    let handle = monitor.handle();
-    let on_change = move |names: &std::collections::BTreeSet<String>| handle.files_changed(names);
-    match crate::watch::spawn_with(dirs, crate::watch::Missing::Skip, on_change) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "file watching for [[watch]] entries is off; they are re-read at every backstop");
-            None
-        }
-    }
 }
 
 /// Wire the config to backends and start everything. `metrics` is shared
