@@ -191,13 +191,8 @@ impl Running {
         let credentials = credentials(config, &issuers, &self.audit)?;
         self.alerter.set_owners(&config.certificates);
         self.metrics.set_teams(&config.certificates);
-        let mut changes = self.engine.reconcile(credentials).await;
         let keys = key_credentials(config, &self.audit)?;
-        let k = self.engine.reconcile_keys(keys).await;
-        changes.added.extend(k.added);
-        changes.removed.extend(k.removed);
-        changes.retired.extend(k.retired);
-        changes.changed.extend(k.changed);
+        let mut changes = self.engine.reconcile(credentials, keys).await;
         self.watcher = watch_files(&self.engine);
         let w = self.monitor.reconcile(&config.watches).await;
         changes.added.extend(w.added);

@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::task::{Journaled, Kind, RotateError, Steps, Task};
+use crate::alert::Event;
 use crate::budget::{self, Budget, Gate, Limit};
 use crate::cert;
 use crate::config::{IssuanceBudgets, Share};
@@ -293,5 +295,88 @@ impl Budgets<'_> {
                 retry_at: Timestamp::new(at(b.until)),
             }),
         }
+    }
+}
+
+impl<K: Kind> Task<K>
+where
+    Task<K>: Steps,
+{
+    /// This credential's budgets, for one check. The default per-credential
+    /// budget follows the lifetime of what is in place (an ACME CA may
+    /// grant 90 days whatever was asked), else the configured one.
+    pub(crate) fn budgets(&self) -> Budgets<'_> {
+        let (renew_before, jitter) = self.renewal();
+        Budgets {
+            credential: self.name(),
+            kind: K::LABEL,
+            issuer: K::issuer_name(&self.cfg),
+            limits: self.budget,
+            lifetime: self.lifetime(),
+            renew_before,
+            jitter,
+            issuer_ledger: self.issuer_ledger.as_deref(),
+        }
+    }
+
+    /// Count an issuance at `now` against the budgets, or say why not. The
+    /// count reaches the disk with the next journal save (the step that
+    /// asks the issuer); a refusal raises `budget_exhausted` once per
+    /// episode.
+    pub(crate) fn take_budget(&mut self, now: SystemTime) -> Result<u64, RotateError> {
+        let current = self.validity(now).map(|(nb, na)| (unix(nb), unix(na)));
+        let mut ledger = std::mem::take(self.journal.issuances_mut());
+        let taken = self.budgets().take(&mut ledger, current, unix(now));
+        *self.journal.issuances_mut() = ledger;
+        match taken {
+            Taken::Counted { at, overridden } => {
+                if let Some(which) = overridden {
+                    let w = self.words();
+                    tracing::warn!(budget = %which, event = "budget_override", "the issuance budget is used up, but the {} in place is in the last tenth of its lifetime (or there is none): {} anyway", w.in_place, w.issue_anyway);
+                }
+                self.budget_blocked = None;
+                Ok(at)
+            }
+            Taken::Blocked(b) => {
+                let frees = at(b.frees_at);
+                tracing::warn!(budget = %b.budget, frees_at = %crate::timestamp::rfc3339(frees), event = "budget_exhausted", "{}", b.message);
+                if self.budget_alerted.is_none() {
+                    let a = self.alert(Event::BudgetExhausted, b.message.clone());
+                    self.alerter.raise(a);
+                }
+                self.budget_alerted = Some(self.budget_alerted.map_or(frees, |t| t.max(frees)));
+                let err = RotateError::Budget {
+                    message: b.message.clone(),
+                    until: b.until,
+                    frees_at: b.frees_at,
+                };
+                self.budget_blocked = Some(Box::new(b));
+                Err(err)
+            }
+        }
+    }
+
+    /// The issuer issued nothing for the issuance counted at `at`.
+    pub(crate) fn give_back_budget(&mut self, at: u64) {
+        let mut ledger = std::mem::take(self.journal.issuances_mut());
+        self.budgets().give_back(&mut ledger, at);
+        *self.journal.issuances_mut() = ledger;
+    }
+
+    /// Once the budget of the last `budget_exhausted` alert has freed up:
+    /// say so (`recovered`), so the alert does not stay open.
+    pub(crate) fn budget_freed(&mut self, now: SystemTime) {
+        if self.budget_alerted.is_none_or(|t| t > now) {
+            return;
+        }
+        self.budget_alerted = None;
+        self.budget_blocked = None;
+        self.alerter.raise(crate::alert::Alert::new(
+            Event::Recovered,
+            self.name(),
+            K::LABEL,
+            self.words().budget_freed,
+        ));
+        self.publish_status();
     }
 }

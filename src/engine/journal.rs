@@ -194,6 +194,18 @@ impl Journal {
     }
 }
 
+impl crate::engine::task::Journaled for Journal {
+    fn allocate(&mut self) -> u64 {
+        Journal::allocate(self)
+    }
+    fn issuances(&self) -> &[u64] {
+        &self.issuances
+    }
+    fn issuances_mut(&mut self) -> &mut Vec<u64> {
+        &mut self.issuances
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,16 +21,16 @@ use crate::store::{Store, Target};
 
 pub mod apikey;
 mod budget;
-mod credential;
+mod certificate;
 pub mod disk;
 mod group;
 pub mod journal;
 mod mailbox;
 mod retire;
-mod rotate;
+mod task;
 
 pub use retire::{RetireOutcome, RetireResult, Revocation};
-pub use rotate::RotateError;
+pub use task::RotateError;
 
 /// Errors a caller of the engine can see.
 #[derive(Debug, thiserror::Error)]
@@ -174,16 +174,89 @@ impl Handle {
     }
 }
 
-/// One running credential task.
+/// One running credential task, of either kind.
 struct Running {
-    config: Arc<CertificateConfig>,
-    /// Its issuer, to tell it which credentials publish its trust bundle.
-    issuer: Arc<dyn Issuer>,
-    /// Its issuer's budgets: a reload that changes them restarts the task.
-    budget: crate::config::IssuanceBudgets,
+    /// What it was started from: a reload that changes it restarts the task.
+    spec: Spec,
     /// Kept here too: the sender map loses it first when the task is stopped.
     mailbox: mailbox::Mailbox,
     join: tokio::task::JoinHandle<()>,
+}
+
+/// What a credential task was started from, by kind.
+enum Spec {
+    Certificate {
+        config: Arc<CertificateConfig>,
+        /// Its issuer, to tell it which credentials publish its trust bundle.
+        issuer: Arc<dyn Issuer>,
+        budget: crate::config::IssuanceBudgets,
+    },
+    ApiKey {
+        config: Box<crate::config::ApiKeyConfig>,
+        budget: crate::config::IssuanceBudgets,
+    },
+}
+
+impl Spec {
+    fn of_certificate(c: &Credential) -> Spec {
+        Spec::Certificate {
+            config: c.config.clone(),
+            issuer: c.issuer.clone(),
+            budget: c.budget,
+        }
+    }
+
+    fn of_key(k: &apikey::KeyCredential) -> Spec {
+        Spec::ApiKey {
+            config: Box::new(k.config.clone()),
+            budget: k.budget,
+        }
+    }
+
+    /// Whether a reload changed nothing the task was started from.
+    fn same(&self, other: &Spec) -> bool {
+        match (self, other) {
+            (
+                Spec::Certificate { config, budget, .. },
+                Spec::Certificate {
+                    config: c,
+                    budget: b,
+                    ..
+                },
+            ) => config == c && budget == b,
+            (
+                Spec::ApiKey { config, budget },
+                Spec::ApiKey {
+                    config: c,
+                    budget: b,
+                },
+            ) => config == c && budget == b,
+            _ => false,
+        }
+    }
+
+    fn on_remove(&self) -> OnRemove {
+        match self {
+            Spec::Certificate { config, .. } => config.on_remove,
+            Spec::ApiKey { config, .. } => config.on_remove,
+        }
+    }
+}
+
+/// A credential the config asks for, of either kind.
+enum Wanted {
+    Certificate(Credential),
+    /// Boxed: an API key's config is several times a certificate's handle.
+    ApiKey(Box<apikey::KeyCredential>),
+}
+
+impl Wanted {
+    fn spec(&self) -> Spec {
+        match self {
+            Wanted::Certificate(c) => Spec::of_certificate(c),
+            Wanted::ApiKey(k) => Spec::of_key(k),
+        }
+    }
 }
 
 /// What a config reload changed.
@@ -211,7 +284,6 @@ pub struct Engine {
     permits: Arc<Semaphore>,
     alerter: Alerter,
     metrics: Metrics,
-    keys: apikey::KeyTasks,
     /// The per-issuer issuance ledgers, shared by the tasks of each issuer.
     budgets: budget::BudgetBook,
     /// The handoff groups of the running credentials.
@@ -260,7 +332,6 @@ impl Engine {
             permits: Arc::new(Semaphore::new(settings.max_concurrent_rotations.max(1))),
             alerter,
             metrics,
-            keys: apikey::KeyTasks::default(),
             budgets: budget::BudgetBook::default(),
             groups: group::Groups::default(),
         };
@@ -268,7 +339,7 @@ impl Engine {
         // know every credential it waits for.
         announce_trust_consumers(credentials.iter().map(|c| (&c.config, &c.issuer)));
         for c in credentials {
-            engine.spawn(c);
+            engine.spawn(Wanted::Certificate(c));
         }
         // Started after the credentials, so its first pace counts them.
         let senders = engine.handle.senders.clone();
@@ -276,39 +347,53 @@ impl Engine {
         engine
     }
 
-    fn spawn(&mut self, c: Credential) {
-        let name = c.config.name.clone();
-        let starting =
-            CredentialStatus::starting(&name, "certificate", &c.config.issuer).owned_by(&c.config);
+    /// Start the task of `w`.
+    fn spawn(&mut self, w: Wanted) {
+        let spec = w.spec();
+        let shared = task::Shared {
+            store: self.store.clone(),
+            status_tx: self.status_tx.clone(),
+            permits: self.permits.clone(),
+            alerter: self.alerter.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let (name, starting, issuer, budget, group) = match &w {
+            Wanted::Certificate(c) => (
+                &c.config.name,
+                CredentialStatus::starting(&c.config.name, "certificate", &c.config.issuer)
+                    .owned_by(&c.config),
+                &c.config.issuer,
+                c.budget,
+                c.config.reload_group.as_ref(),
+            ),
+            Wanted::ApiKey(k) => (
+                &k.config.name,
+                CredentialStatus::starting(&k.config.name, "api_key", &k.config.issuer),
+                &k.config.issuer,
+                k.budget,
+                k.config.reload_group.as_ref(),
+            ),
+        };
+        let name = name.clone();
         self.status_tx.send_modify(|s| {
             s.insert(name.clone(), starting);
         });
+        let ledger = self.budgets.ledger(&self.store, issuer, budget.total);
+        let group = group.map(|g| self.groups.member(g));
         let (mailbox, rx) = mailbox::mailbox();
-        let ledger = self
-            .budgets
-            .ledger(&self.store, &c.config.issuer, c.budget.total);
         // Every line the task logs, from its journal recovery on, names it.
-        let span = crate::logfmt::task_span(&name, "certificate");
-        let mut task = span.in_scope(|| {
-            credential::Task::new(
-                c,
-                ledger,
-                self.store.clone(),
-                self.status_tx.clone(),
-                self.permits.clone(),
-                self.alerter.clone(),
-                self.metrics.clone(),
-            )
-        });
-        task.group = task
-            .cfg
-            .reload_group
-            .as_ref()
-            .map(|g| self.groups.member(g));
-        let config = task.cfg.clone();
-        let issuer = task.issuer.clone();
-        let budget = task.budget;
-        let join = tokio::spawn(Box::new(task).run(rx).instrument(span));
+        let join = match w {
+            Wanted::Certificate(c) => {
+                let span = crate::logfmt::task_span(&name, "certificate");
+                let t = certificate::task(c, &shared, ledger, group);
+                tokio::spawn(Box::new(t).run(rx).instrument(span))
+            }
+            Wanted::ApiKey(k) => {
+                let span = crate::logfmt::task_span(&name, "api_key");
+                let t = apikey::task(*k, &shared, ledger, group);
+                tokio::spawn(Box::new(t).run(rx).instrument(span))
+            }
+        };
         self.handle
             .senders
             .write()
@@ -317,13 +402,18 @@ impl Engine {
         self.tasks.insert(
             name,
             Running {
-                config,
-                issuer,
-                budget,
+                spec,
                 mailbox,
                 join,
             },
         );
+    }
+
+    /// Start one task per API key.
+    pub fn start_keys(&mut self, keys: Vec<apikey::KeyCredential>) {
+        for k in keys {
+            self.spawn(Wanted::ApiKey(Box::new(k)));
+        }
     }
 
     /// Stop one task after its current step; its files stay as they are.
@@ -362,13 +452,22 @@ impl Engine {
     /// Apply a reloaded config: start added credentials, stop removed ones
     /// (leaving their files alone, or retiring those whose old config says
     /// `on_remove = "revoke"`), restart changed ones. A restarted task
-    /// keeps its journal and committed generation; it rotates at once when
-    /// its names or key type no longer match, otherwise at its next renewal.
-    pub async fn reconcile(&mut self, credentials: Vec<Credential>) -> Reconciled {
+    /// keeps its journal and committed generation: a certificate rotates at
+    /// once when its names or key type no longer match, otherwise at its
+    /// next renewal; an API key keeps its key and its owed revocations.
+    pub async fn reconcile(
+        &mut self,
+        credentials: Vec<Credential>,
+        keys: Vec<apikey::KeyCredential>,
+    ) -> Reconciled {
         let mut out = Reconciled::default();
-        let wanted: BTreeMap<String, Credential> = credentials
+        let wanted: BTreeMap<String, Wanted> = credentials
             .into_iter()
-            .map(|c| (c.config.name.clone(), c))
+            .map(|c| (c.config.name.clone(), Wanted::Certificate(c)))
+            .chain(
+                keys.into_iter()
+                    .map(|k| (k.config.name.clone(), Wanted::ApiKey(Box::new(k)))),
+            )
             .collect();
         let gone: Vec<String> = self
             .tasks
@@ -380,7 +479,7 @@ impl Engine {
             let revoke = self
                 .tasks
                 .get(&name)
-                .is_some_and(|r| r.config.on_remove == OnRemove::Revoke);
+                .is_some_and(|r| r.spec.on_remove() == OnRemove::Revoke);
             if revoke {
                 self.retire_dropped(&name).await;
                 out.retired.push(name.clone());
@@ -389,24 +488,37 @@ impl Engine {
             }
             self.stop(&name).await;
         }
-        for (name, c) in wanted {
+        for (name, w) in wanted {
             match self.tasks.get(&name) {
-                Some(r) if r.config == c.config && r.budget == c.budget => continue,
+                Some(r) if r.spec.same(&w.spec()) => continue,
                 Some(_) => {
                     self.stop(&name).await;
                     out.changed.push(name);
                 }
                 None => out.added.push(name),
             }
-            self.spawn(c);
+            self.spawn(w);
         }
-        announce_trust_consumers(self.tasks.values().map(|r| (&r.config, &r.issuer)));
+        announce_trust_consumers(self.certificates());
         out
+    }
+
+    /// The running certificate tasks' configs and issuers.
+    fn certificates(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<CertificateConfig>, &Arc<dyn Issuer>)> + '_ {
+        self.tasks.values().filter_map(|r| match &r.spec {
+            Spec::Certificate { config, issuer, .. } => Some((config, issuer)),
+            Spec::ApiKey { .. } => None,
+        })
     }
 
     /// The config a running certificate task was started with.
     pub fn running_config(&self, name: &str) -> Option<Arc<CertificateConfig>> {
-        self.tasks.get(name).map(|r| r.config.clone())
+        match &self.tasks.get(name)?.spec {
+            Spec::Certificate { config, .. } => Some(config.clone()),
+            Spec::ApiKey { .. } => None,
+        }
     }
 
     /// A handle for the server, the watcher and signal handlers.
@@ -417,8 +529,11 @@ impl Engine {
     /// Directories holding managed files, and whose files they are.
     pub fn watched_dirs(&self) -> BTreeMap<PathBuf, Vec<String>> {
         let mut watched: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        for (name, r) in &self.tasks {
-            for t in targets(&r.config) {
+        for (name, config) in self.tasks.iter().filter_map(|(n, r)| match &r.spec {
+            Spec::Certificate { config, .. } => Some((n, config)),
+            Spec::ApiKey { .. } => None,
+        }) {
+            for t in targets(config) {
                 if let Some(dir) = t.path.parent() {
                     let names = watched.entry(dir.to_path_buf()).or_default();
                     if !names.contains(name) {
@@ -435,7 +550,6 @@ impl Engine {
         if let Some(b) = self.backstop.take() {
             b.abort();
         }
-        self.keys.shutdown().await;
         for r in self.tasks.values() {
             r.mailbox.stop();
         }

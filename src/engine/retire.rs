@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::credential::Task;
+use super::task::{Kind, Steps, Task};
 use super::{Command, EngineError, Handle};
 use crate::alert::{Alert, Event};
 use crate::audit::AuditEvent;
@@ -192,64 +192,55 @@ impl Handle {
     }
 }
 
-impl Task {
-    /// Revoke, remove the files, record, alert and reply; the caller's loop then ends.
-    pub(super) async fn retire(&mut self, reply: oneshot::Sender<RetireOutcome>) {
-        let generation = self.current.as_ref().map(|c| c.generation);
-        let fingerprint = self.current.as_ref().map(|c| c.info.fingerprint.clone());
-        let step = match &self.current {
-            Some(c) => match self.committed_cert_pem(c) {
-                Ok(pem) => RevokeStep::from_issuer(self.issuer.revoke(&self.cfg.name, &pem).await),
-                // Said plainly: the certificate stays valid until it expires.
-                Err(e) => RevokeStep {
-                    revocation: Revocation::Failed,
-                    detail: format!("NOT revoked: {e}"),
-                },
-            },
-            None => RevokeStep {
-                revocation: Revocation::Nothing,
-                detail: "not revoked: no certificate had been issued".to_string(),
-            },
-        };
+impl<K: Kind> Task<K>
+where
+    Task<K>: Steps,
+{
+    /// Revoke, remove the files, record, alert and reply; the caller's loop
+    /// then ends.
+    pub(crate) async fn retire(&mut self, reply: oneshot::Sender<RetireOutcome>) {
+        let committed = self.committed();
+        let step = self.revoke_all().await;
         if let Some(result) = step.metric() {
-            self.metrics.issuer_request(self.issuer.name(), result);
+            self.metrics
+                .issuer_request(K::issuer_name(&self.cfg), result);
         }
         if let Some(outcome) = step.audit_outcome() {
-            let mut entry = crate::audit::Entry::cert(&self.cfg, AuditEvent::Revoked, outcome)
+            let entry = self
+                .entry(AuditEvent::Revoked, outcome)
                 .reason(step.detail.clone());
-            if let (Some(g), Some(fp)) = (generation, &fingerprint) {
-                entry = entry.generation(g, fp);
-            }
             self.audit.record(entry);
         }
-        let removed = store::unpublish(&self.targets(), self.cfg.swap, &self.pins);
-        if let Err(e) = &removed {
-            self.tampered_dir(e);
-        }
-        let out = outcome(&self.cfg.name, &step, removed);
-        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "credential retired");
-        let mut entry =
-            crate::audit::Entry::cert(&self.cfg, AuditEvent::Retired, out.result.as_str()).reason(
-                format!("removed {}; {}", out.removed.join(", "), out.detail),
-            );
-        if let (Some(g), Some(fp)) = (generation, &fingerprint) {
-            entry = entry.generation(g, fp);
-        }
+        // What else the kind still owes its issuer goes too: nothing will be
+        // left to do it once this task stops.
+        let rest = self.revoke_rest().await;
+        let removed = self.remove_files();
+        let mut out = outcome(self.name(), &step, removed);
+        out.detail.push_str(&rest);
+        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "{}", self.words().retired);
+        let entry = self
+            .entry(AuditEvent::Retired, out.result.as_str())
+            .reason(format!(
+                "removed {}; {}",
+                out.removed.join(", "),
+                out.detail
+            ));
         self.audit.record(entry);
         let mut a = Alert::new(
             Event::Retired,
-            &self.cfg.name,
-            "certificate",
+            self.name(),
+            K::LABEL,
             format!(
                 "retired: files removed ({}); {}",
                 out.removed.join(", "),
                 out.detail
             ),
         );
-        a.generation = generation;
-        a.fingerprint = fingerprint;
+        a.generation = committed.as_ref().map(|c| c.0);
+        a.fingerprint = committed.map(|c| c.1);
         self.alerter.raise(a);
-        let name = self.cfg.name.clone();
+        self.forget();
+        let name = self.name().to_string();
         self.status_tx.send_modify(|s| {
             s.remove(&name);
         });

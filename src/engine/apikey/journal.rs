@@ -126,6 +126,18 @@ impl KeyJournal {
     }
 }
 
+impl crate::engine::task::Journaled for KeyJournal {
+    fn allocate(&mut self) -> u64 {
+        KeyJournal::allocate(self)
+    }
+    fn issuances(&self) -> &[u64] {
+        &self.issuances
+    }
+    fn issuances_mut(&mut self) -> &mut Vec<u64> {
+        &mut self.issuances
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,23 +1,23 @@
-//! API key credentials: a second task kind next to certificates, with a
-//! two-phase handoff (mint → publish → reload → verify → commit → revoke
-//! the previous key after `overlap`).
+//! The API key kind: a two-phase handoff (mint → publish → reload → verify
+//! → commit → revoke the previous key after `overlap`), driven by the
+//! shared task (`engine/task/`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tracing::Instrument;
-
-use super::Engine;
-use crate::config::ApiKeyConfig;
+use super::budget::IssuerLedger;
+use super::group::Member;
+use super::task::{self, Kind, Parts, Shared};
+use crate::config::{ApiKeyConfig, VerifyConfig};
 use crate::handoff::{Probe, Reload};
 use crate::issuer::keys::KeyIssuer;
-use crate::status::CredentialStatus;
 
-mod budget;
 pub mod journal;
 mod retire;
 mod rotate;
-mod task;
+mod steps;
+mod upkeep;
+
+use journal::KeyJournal;
 
 /// An API key to keep fresh, wired to its backends.
 pub struct KeyCredential {
@@ -33,6 +33,50 @@ pub struct KeyCredential {
     pub audit: crate::audit::Audit,
     /// Its issuer's issuance budgets: every mint counts, like a certificate.
     pub budget: crate::config::IssuanceBudgets,
+}
+
+/// The API key kind of credential (see [`Kind`]).
+pub(in crate::engine) struct Key;
+
+impl Kind for Key {
+    const LABEL: &'static str = "api_key";
+    type Config = ApiKeyConfig;
+    type Issuer = dyn KeyIssuer;
+    type Journal = KeyJournal;
+    /// Everything an API key's task keeps is in the shared state and its journal.
+    type Own = ();
+
+    fn name(cfg: &Self::Config) -> &str {
+        &cfg.name
+    }
+    fn issuer_name(cfg: &Self::Config) -> &str {
+        &cfg.issuer
+    }
+    fn verify(cfg: &Self::Config) -> &VerifyConfig {
+        &cfg.verify
+    }
+}
+
+/// An API key's task: the shared task over [`Key`].
+pub(in crate::engine) type KeyTask = task::Task<Key>;
+
+/// An API key's task, not started yet.
+pub(super) fn task(
+    k: KeyCredential,
+    shared: &Shared,
+    issuer_ledger: Option<Arc<IssuerLedger>>,
+    group: Option<Member>,
+) -> KeyTask {
+    let parts = Parts {
+        cfg: k.config,
+        issuer: k.issuer,
+        own: (),
+        reload: k.reload,
+        probes: k.probes,
+        audit: k.audit,
+        budget: k.budget,
+    };
+    task::Task::new(parts, shared, issuer_ledger, group)
 }
 
 /// One line for `rekey check`: the committed key (id, expiry) and when it
@@ -64,7 +108,7 @@ pub fn describe(
                     at(k.minted_at),
                     at(k.expires_at),
                     cfg.renew_before,
-                    task::JITTER,
+                    upkeep::JITTER,
                     draw,
                 );
                 format!(
@@ -84,142 +128,4 @@ pub fn describe(
         state,
         cfg.file.display()
     )
-}
-
-/// One running API key task.
-struct KeyRunning {
-    config: ApiKeyConfig,
-    budget: crate::config::IssuanceBudgets,
-    /// Kept here too: the sender map loses it first when the task is stopped.
-    mailbox: super::mailbox::Mailbox,
-    join: tokio::task::JoinHandle<()>,
-}
-
-/// The running API key tasks, by name.
-#[derive(Default)]
-pub struct KeyTasks {
-    tasks: BTreeMap<String, KeyRunning>,
-}
-
-impl KeyTasks {
-    /// Stop every task after its current step, and wait for them.
-    pub async fn shutdown(&mut self) {
-        for r in self.tasks.values() {
-            r.mailbox.stop();
-        }
-        for (_, r) in std::mem::take(&mut self.tasks) {
-            let _ = r.join.await;
-        }
-    }
-}
-
-impl Engine {
-    /// Start one task per API key.
-    pub fn start_keys(&mut self, keys: Vec<KeyCredential>) {
-        for k in keys {
-            self.spawn_key(k);
-        }
-    }
-
-    fn spawn_key(&mut self, k: KeyCredential) {
-        let name = k.config.name.clone();
-        let config = k.config.clone();
-        let budget = k.budget;
-        let starting = CredentialStatus::starting(&name, "api_key", &k.config.issuer);
-        self.status_tx.send_modify(|s| {
-            s.insert(name.clone(), starting);
-        });
-        let (mailbox, rx) = super::mailbox::mailbox();
-        let ledger = self
-            .budgets
-            .ledger(&self.store, &k.config.issuer, k.budget.total);
-        let span = crate::logfmt::task_span(&name, "api_key");
-        let mut t = span.in_scope(|| {
-            task::KeyTask::new(
-                k,
-                ledger,
-                &self.store,
-                self.status_tx.clone(),
-                self.permits.clone(),
-                self.alerter.clone(),
-                self.metrics.clone(),
-            )
-        });
-        t.group = t.cfg.reload_group.as_ref().map(|g| self.groups.member(g));
-        let join = tokio::spawn(Box::new(t).run(rx).instrument(span));
-        self.handle
-            .senders
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), mailbox.clone());
-        self.keys.tasks.insert(
-            name,
-            KeyRunning {
-                config,
-                budget,
-                mailbox,
-                join,
-            },
-        );
-    }
-
-    async fn stop_key(&mut self, name: &str) {
-        self.handle
-            .senders
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        if let Some(r) = self.keys.tasks.remove(name) {
-            r.mailbox.stop();
-            let _ = r.join.await;
-        }
-        self.status_tx.send_modify(|s| {
-            s.remove(name);
-        });
-    }
-
-    /// Apply a reloaded config to the API keys: start added ones, stop
-    /// removed ones (their files and owed revocations stay in the journal;
-    /// with `on_remove = "revoke"` they are retired instead), restart
-    /// changed ones.
-    pub async fn reconcile_keys(&mut self, keys: Vec<KeyCredential>) -> super::Reconciled {
-        let mut out = super::Reconciled::default();
-        let wanted: BTreeMap<String, KeyCredential> = keys
-            .into_iter()
-            .map(|k| (k.config.name.clone(), k))
-            .collect();
-        let gone: Vec<String> = self
-            .keys
-            .tasks
-            .keys()
-            .filter(|n| !wanted.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            let revoke = self
-                .keys
-                .tasks
-                .get(&name)
-                .is_some_and(|r| r.config.on_remove == crate::config::OnRemove::Revoke);
-            if revoke {
-                self.retire_dropped(&name).await;
-                out.retired.push(name.clone());
-            } else {
-                out.removed.push(name.clone());
-            }
-            self.stop_key(&name).await;
-        }
-        for (name, k) in wanted {
-            match self.keys.tasks.get(&name) {
-                Some(r) if r.config == k.config && r.budget == k.budget => continue,
-                Some(_) => {
-                    self.stop_key(&name).await;
-                    out.changed.push(name);
-                }
-                None => out.added.push(name),
-            }
-            self.spawn_key(k);
-        }
-        out
-    }
 }

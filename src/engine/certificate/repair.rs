@@ -90,13 +90,13 @@ impl Task {
 
     /// Compare the published files with the committed generation; put it
     /// back if something else changed them and it is still valid.
-    pub(in crate::engine) async fn check_files(&mut self, reason: &str) {
+    pub(in crate::engine) async fn repair_files(&mut self, reason: &str) {
         // A refresh is due at once and republishes every file; until then
         // the keystore the committed generation lacks would read as drift.
-        if self.keystore_owed {
+        if self.own.keystore_owed {
             return;
         }
-        let Some(cur) = &self.current else { return };
+        let Some(cur) = &self.own.current else { return };
         let drift =
             store::diff_published(&self.targets(), self.cfg.swap, &cur.expected, &self.pins);
         if drift.is_empty() {
@@ -148,7 +148,7 @@ impl Task {
         if !e.is_tamper() {
             return;
         }
-        let generation = self.current.as_ref().map(|c| c.generation);
+        let generation = self.own.current.as_ref().map(|c| c.generation);
         tracing::warn!(generation, event = "tampered", error = %e, "refusing to write: a target directory was replaced behind rekey's back");
         let mut alert = Alert::new(
             Event::Tampered,
@@ -170,12 +170,12 @@ impl Task {
     /// cannot be read back intact, rotate instead: the files stay wrong only
     /// until a new generation is issued, validated and published.
     pub(in crate::engine) async fn restore_committed(&mut self, why: &str) {
-        let Some(cur) = &self.current else { return };
+        let Some(cur) = &self.own.current else { return };
         match self.committed_material(cur) {
             Ok(material) => self.republish(&material, why).await,
             Err(e) => {
                 tracing::error!(generation = cur.generation, error = %e, reason = why, event = "repair_by_rotation", "cannot restore the committed generation; rotating to replace it");
-                self.rotate_to_repair = true;
+                self.own.rotate_to_repair = true;
             }
         }
     }
@@ -183,7 +183,7 @@ impl Task {
     /// Publish `material` (the committed generation, already checked) and
     /// reload the app.
     pub(in crate::engine) async fn republish(&mut self, material: &Material, why: &str) {
-        let Some(cur) = &self.current else { return };
+        let Some(cur) = &self.own.current else { return };
         match store::publish(&self.targets(), self.cfg.swap, material, &self.pins) {
             Ok(()) => {
                 let g = self.generation_of(cur);

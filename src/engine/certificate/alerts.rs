@@ -24,11 +24,11 @@ impl Task {
 
     /// The next moment an `expiring` or `expired` alert is due, if any.
     pub(super) fn next_date_alert(&self) -> Option<SystemTime> {
-        let c = self.current.as_ref()?;
+        let c = self.own.current.as_ref()?;
         let expiring = c.info.not_after - c.info.lifetime().mul_f64(EXPIRING_SHARE);
-        if self.alerted_expiring != Some(c.generation) {
+        if self.own.alerted_expiring != Some(c.generation) {
             Some(expiring)
-        } else if self.alerted_expired != Some(c.generation) {
+        } else if self.own.alerted_expired != Some(c.generation) {
             Some(c.info.not_after)
         } else {
             None
@@ -38,7 +38,7 @@ impl Task {
     /// `expiring` (under 10% of lifetime left and no successful renewal) and
     /// `expired`, driven by the certificate's own dates, once per generation.
     pub(super) fn date_alerts(&mut self, now: SystemTime) {
-        let Some(c) = &self.current else { return };
+        let Some(c) = &self.own.current else { return };
         let (g, na) = (c.generation, c.info.not_after);
         let expiring = na - c.info.lifetime().mul_f64(EXPIRING_SHARE);
         let make = |event, msg: String| {
@@ -48,14 +48,14 @@ impl Task {
             a.not_after = Some(cert::rfc3339(na));
             a
         };
-        if now >= na && self.alerted_expired != Some(g) {
+        if now >= na && self.own.alerted_expired != Some(g) {
             self.alerter.raise(make(
                 Event::Expired,
                 format!("the certificate expired at {}", cert::rfc3339(na)),
             ));
-            self.alerted_expired = Some(g);
-            self.alerted_expiring = Some(g);
-        } else if now >= expiring && now < na && self.alerted_expiring != Some(g) {
+            self.own.alerted_expired = Some(g);
+            self.own.alerted_expiring = Some(g);
+        } else if now >= expiring && now < na && self.own.alerted_expiring != Some(g) {
             self.alerter.raise(make(
                 Event::Expiring,
                 format!(
@@ -63,7 +63,7 @@ impl Task {
                     cert::rfc3339(na)
                 ),
             ));
-            self.alerted_expiring = Some(g);
+            self.own.alerted_expiring = Some(g);
         }
     }
 }

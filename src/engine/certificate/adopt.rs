@@ -54,7 +54,7 @@ impl Task {
             "adopted",
             Some("found on disk, valid, chains to the issuer"),
         );
-        self.current = Some(Current::new(g, *info, &self.targets(), &material));
+        self.own.current = Some(Current::new(g, *info, &self.targets(), &material));
     }
 
     /// What was found on disk is not adopted: say why (WARN, audit record);

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use super::{Current, Task};
 use crate::config::FileKind;
 use crate::engine::journal::Step;
-use crate::engine::rotate::RotateError;
+use crate::engine::task::RotateError;
 use crate::issuer::TrustBundle;
 
 impl Task {
@@ -24,7 +24,7 @@ impl Task {
 
     /// Whether the committed generation's `ca` file lacks that bundle.
     pub(in crate::engine) fn trust_owed(&self) -> bool {
-        match (self.wanted_bundle(), &self.current) {
+        match (self.wanted_bundle(), &self.own.current) {
             (Some(b), Some(cur)) => cur.expected.digest(FileKind::Ca) != Some(&b.digest),
             _ => false,
         }
@@ -35,16 +35,16 @@ impl Task {
     /// change into a stream of new certificates). A refresh whose handoff
     /// failed is staged like any generation, and the rotation retries it.
     pub(in crate::engine) fn refresh_only(&self, now: SystemTime) -> bool {
-        (self.trust_owed() || self.keystore_owed)
+        (self.trust_owed() || self.own.keystore_owed)
             && self.journal.staged.is_none()
-            && !self.rotate_to_repair
+            && !self.own.rotate_to_repair
             && self.natural_due(now) > now
     }
 
     /// Tell the issuer the committed generation's `ca` file holds the bundle
     /// it wants and the handoff completed.
     pub(in crate::engine) fn report_trust(&self) {
-        if let (Some(b), Some(cur)) = (self.wanted_bundle(), &self.current) {
+        if let (Some(b), Some(cur)) = (self.wanted_bundle(), &self.own.current) {
             if cur.expected.digest(FileKind::Ca) == Some(&b.digest) {
                 tracing::debug!("the trust bundle is delivered");
                 self.issuer.trust_delivered(&self.cfg.name, &b.digest);
@@ -55,7 +55,7 @@ impl Task {
     /// Publish the committed certificate and key as a new generation, with
     /// the wanted bundle and a keystore that fits, and hand it over.
     pub(in crate::engine) async fn try_refresh(&mut self) -> Result<(), RotateError> {
-        let Some(cur) = &self.current else {
+        let Some(cur) = &self.own.current else {
             return Ok(());
         };
         let mut material = self
@@ -79,7 +79,7 @@ impl Task {
                 source,
             })?;
         if !new_bundle && !encoded {
-            self.keystore_owed = false;
+            self.own.keystore_owed = false;
             return Ok(());
         }
         let g = self.journal.allocate();
@@ -102,6 +102,10 @@ impl Task {
         if encoded {
             tracing::info!(generation = g, from, event = "keystore_encoded", "encoded the PKCS#12 keystore again for the password configured now; publishing it with the committed certificate");
         }
-        self.hand_over(next, material).await
+        self.hand_over(super::Next {
+            current: next,
+            material: Some(material),
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@ use super::{Current, Task};
 use crate::alert::{Alert, Event};
 use crate::config::OnFailure;
 use crate::engine::journal::Step;
-use crate::engine::rotate::RotateError;
+use crate::engine::task::RotateError;
 use crate::handoff::{self, Verdict};
 use crate::status::Handoff;
 use crate::store::Material;
@@ -34,6 +34,7 @@ impl Task {
         // else to go back to.
         let wants_roll_back = self.cfg.on_failure == OnFailure::Rollback
             && self
+                .own
                 .current
                 .as_ref()
                 .is_some_and(|c| c.info.not_after > now && c.generation != next.generation);
@@ -43,7 +44,7 @@ impl Task {
         let can_roll_back = previous.is_some();
         let old_was_verified = self.handoff == Handoff::Verified;
         self.handoff = Handoff::Failed;
-        self.served = served.clone();
+        self.own.served = served.clone();
         let mut served_after = served.clone();
         // Kept staged for a retry of its handoff, journaled together with
         // the rollback step, so a crash from here on keeps it too.
@@ -55,7 +56,7 @@ impl Task {
             drop(prev); // zeroizes the old key before the verify wait
             failpoint!("rollback.after");
             // Only a generation the app was seen serving can be checked again.
-            if let Some(cur) = self.current.as_ref().filter(|_| old_was_verified) {
+            if let Some(cur) = self.own.current.as_ref().filter(|_| old_was_verified) {
                 let old = self.generation_of(cur);
                 // Check the old generation is served again (best effort).
                 match handoff::await_generation(
@@ -75,7 +76,7 @@ impl Task {
                     _ => {}
                 }
             }
-            self.served = served_after.clone();
+            self.own.served = served_after.clone();
             self.journal.pending = None;
             self.save_and_prune(); // the failed generation stays staged
         } else {
@@ -83,10 +84,10 @@ impl Task {
             // generation stays; keep probing so it can still turn verified,
             // and retry its reload with backoff (staged is the committed one).
             let staged = self.journal.staged.take();
-            self.commit(next);
+            self.commit_next(next);
             self.journal.staged = staged;
             self.save_and_prune();
-            self.probe_at = Some(SystemTime::now() + Duration::from_secs(1));
+            self.own.probe_at = Some(SystemTime::now() + Duration::from_secs(1));
         }
         // Logged once, with the retry, by the caller (note_failure).
         let mut a = Alert::new(
@@ -106,6 +107,7 @@ impl Task {
         Err(RotateError::Handoff {
             credential: self.cfg.name.clone(),
             generation: gen.generation,
+            key: None,
             why: message,
             rolled_back: can_roll_back,
         })

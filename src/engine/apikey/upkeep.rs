@@ -1,27 +1,21 @@
-//! One API key's task: recover (revoke an uncommitted key), rotate when due
-//! with the two-phase handoff, and work off owed revocations with backoff.
+//! An API key's own work: its staged secret and key file, recovery of an
+//! interrupted rotation (revoke the uncommitted key), drift repair, and
+//! owed revocations worked off with backoff.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{watch, Semaphore};
 use zeroize::Zeroizing;
 
-use super::journal::{KeyJournal, KeyRecord};
-use super::KeyCredential;
-use crate::alert::{Alert, Alerter, Event};
-use crate::config::{ApiKeyConfig, IssuanceBudgets, KeyFormat, Share};
-use crate::engine::budget::{Blocked, IssuerLedger};
+use super::journal::KeyRecord;
+use super::KeyTask;
+use crate::alert::{Alert, Event};
+use crate::config::{KeyFormat, Share};
 use crate::engine::group::Purpose;
-use crate::engine::mailbox::Receiver;
-use crate::engine::Command;
 use crate::fs::safefile;
-use crate::handoff::{self, Generation, Probe, Reload, Secret, Verdict};
-use crate::issuer::keys::KeyIssuer;
-use crate::metrics::Metrics;
-use crate::status::{CredentialStatus, Handoff, LastRotation, Snapshot, State};
-use crate::store::{self, CredentialStore, Store};
-use crate::timestamp::Timestamp;
+use crate::handoff::{self, Generation, Secret, Verdict};
+use crate::status::Handoff;
+use crate::store;
 use crate::{cert, schedule};
 
 /// Revocation retries back off up to this.
@@ -43,32 +37,6 @@ pub(super) fn short_hash(secret: &str) -> String {
     fp.chars().take("sha256:".len() + 12).collect()
 }
 
-/// Why a rotation failed; never holds the secret.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum KeyRotateError {
-    #[error("{credential}: {source}")]
-    Issuer {
-        credential: String,
-        source: crate::issuer::keys::KeyError,
-    },
-    #[error("{credential}: {source}")]
-    Store {
-        credential: String,
-        source: store::StoreError,
-    },
-    #[error("{credential}: handoff of key {id} (generation {generation}) failed: {why}{}", if *rolled_back { "; the previous key was put back and the new one revoked" } else { "" })]
-    Handoff {
-        credential: String,
-        generation: u64,
-        id: String,
-        why: String,
-        rolled_back: bool,
-    },
-    /// An exhausted issuance budget held the mint back.
-    #[error("{message}")]
-    Budget { message: String },
-}
-
 /// A key file rekey wrote (the staged copy or the app's file): bounded, never
 /// blocking, and a symlink is not followed (rekey writes none there, and one
 /// found is replaced by the next write, never written through).
@@ -80,134 +48,16 @@ fn read_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, safefile:
     safefile::read_with(path, opts).map(|(bytes, _)| bytes)
 }
 
-pub(super) struct KeyTask {
-    pub(super) cfg: ApiKeyConfig,
-    pub(super) issuer: Arc<dyn KeyIssuer>,
-    pub(super) reload: Arc<dyn Reload>,
-    pub(super) probes: Vec<Arc<dyn Probe>>,
-    pub(super) alerter: Alerter,
-    pub(super) audit: crate::audit::Audit,
-    pub(super) metrics: Metrics,
-    pub(super) store: CredentialStore,
-    pub(super) journal: KeyJournal,
-    pub(super) status_tx: watch::Sender<Snapshot>,
-    pub(super) permits: Arc<Semaphore>,
-    pub(super) failures: u32,
-    pub(super) retry_at: Option<SystemTime>,
-    pub(super) last_rotation: Option<LastRotation>,
-    pub(super) last_error: Option<String>,
-    pub(super) renewing: bool,
-    pub(super) handoff: Handoff,
-    /// The key file's directory, pinned when the task starts (see
-    /// [`crate::store::Pins`]).
-    pub(super) pins: store::Pins,
-    /// Its issuer's issuance budgets, the issuer's shared ledger when
-    /// `max_issuances_total` is limited, and what holds minting back.
-    pub(super) budget: IssuanceBudgets,
-    pub(super) issuer_ledger: Option<Arc<IssuerLedger>>,
-    pub(super) budget_blocked: Option<Box<Blocked>>,
-    /// When the budget of the last `budget_exhausted` alert frees up.
-    pub(super) budget_alerted: Option<SystemTime>,
-    /// Its place in the handoff group it shares its reload with, if any.
-    pub(super) group: Option<crate::engine::group::Member>,
-    /// The rotation slot held while rotating; given up while waiting for a
-    /// group's reload.
-    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
 impl KeyTask {
-    pub(super) fn new(
-        k: KeyCredential,
-        issuer_ledger: Option<Arc<IssuerLedger>>,
-        store: &Arc<Store>,
-        status_tx: watch::Sender<Snapshot>,
-        permits: Arc<Semaphore>,
-        alerter: Alerter,
-        metrics: Metrics,
-    ) -> KeyTask {
-        KeyTask {
-            store: store.credential(&k.config.name),
-            cfg: k.config,
-            issuer: k.issuer,
-            reload: k.reload,
-            probes: k.probes,
-            alerter,
-            audit: k.audit,
-            metrics,
-            journal: KeyJournal::default(),
-            status_tx,
-            permits,
-            failures: 0,
-            retry_at: None,
-            last_rotation: None,
-            last_error: None,
-            renewing: false,
-            handoff: Handoff::Pending,
-            pins: store::Pins::default(),
-            budget: k.budget,
-            issuer_ledger,
-            budget_blocked: None,
-            budget_alerted: None,
-            group: None,
-            permit: None,
-        }
-    }
-
-    /// The key's loop; `self` comes boxed for the reason given on the
-    /// certificate task's `run`.
-    pub(super) async fn run(mut self: Box<Self>, rx: Receiver) {
-        self.start().await;
-        self.publish_status();
-        loop {
-            // A stop takes effect here, after the current step and before
-            // anything queued.
-            if rx.stopped() {
-                break;
-            }
-            let now = SystemTime::now();
-            self.revoke_due(now).await;
-            self.budget_freed(now);
-            let due = self.due_at(now);
-            if due <= now {
-                // Requests that come meanwhile join this rotation (an API
-                // key keeps nothing staged to hand over again).
-                rx.begin_rotation();
-                let outcome = self.rotate(false).await;
-                rx.finish_rotation(&outcome, false);
-                continue;
-            }
-            let mut wake = due;
-            if let Some(r) = self.journal.revokes.iter().map(|r| at(r.at)).min() {
-                wake = wake.min(r);
-            }
-            if let Some(t) = self.budget_alerted {
-                wake = wake.min(t);
-            }
-            // The engine's one backstop task sends Backstop; no timer here.
-            tokio::select! {
-                _ = tokio::time::sleep(schedule::until(wake, now)) => {}
-                cmd = rx.recv() => match cmd {
-                    // An API key has no staged handoff to retry: every
-                    // rotation mints, so `reissue` changes nothing.
-                    Some(Command::Rotate { .. }) => {
-                        let outcome = self.rotate(true).await;
-                        rx.finish_rotation(&outcome, false);
-                    }
-                    Some(Command::FilesChanged | Command::Backstop) => self.check_file().await,
-                    Some(Command::Retire(reply)) => return self.retire(reply).await,
-                    // Stopped.
-                    None => break,
-                },
-            }
-        }
-        tracing::debug!("stopped");
-    }
-
     pub(super) fn secret_path(&self, generation: u64) -> std::path::PathBuf {
         self.store.dir().join(format!("key-{generation}.secret"))
     }
 
-    pub(super) fn stage(&self, generation: u64, secret: &str) -> Result<(), store::StoreError> {
+    pub(super) fn stage_secret(
+        &self,
+        generation: u64,
+        secret: &str,
+    ) -> Result<(), store::StoreError> {
         store::write_secret_file(
             &self.secret_path(generation),
             secret.as_bytes(),
@@ -225,21 +75,6 @@ impl KeyTask {
 
     pub(super) fn unstage(&self, generation: u64) {
         let _ = std::fs::remove_file(self.secret_path(generation));
-    }
-
-    pub(super) fn save(&self) {
-        if let Err(e) = self.store.save_journal(&self.journal) {
-            tracing::error!(error = %e, "cannot save the journal");
-        }
-    }
-
-    pub(super) fn save_strict(&self) -> Result<(), KeyRotateError> {
-        self.store
-            .save_journal(&self.journal)
-            .map_err(|source| KeyRotateError::Store {
-                credential: self.cfg.name.clone(),
-                source,
-            })
     }
 
     /// What the app's key file holds for `key`.
@@ -260,7 +95,11 @@ impl KeyTask {
         })
     }
 
-    pub(super) fn publish(&self, key: &KeyRecord, secret: &str) -> Result<(), store::StoreError> {
+    pub(super) fn write_key_file(
+        &self,
+        key: &KeyRecord,
+        secret: &str,
+    ) -> Result<(), store::StoreError> {
         let bytes = self.render(key, secret);
         let result = store::publish_file(
             &self.cfg.file,
@@ -315,17 +154,10 @@ impl KeyTask {
     /// Recover an interrupted rotation: its key was never committed, so put
     /// the committed key back and revoke the new one (or, with nothing
     /// committed yet, finish it: the app has no other key).
-    pub(super) async fn start(&mut self) {
+    pub(super) async fn recover(&mut self) {
         // Before anything is written: the key file goes into this directory.
         self.pins.pin_file(&self.cfg.file);
-        self.journal = match self.store.load_journal::<KeyJournal>() {
-            Ok(Some(j)) => j,
-            Ok(None) => KeyJournal::default(),
-            Err(e) => {
-                tracing::error!(error = %e, "journal unreadable; minting a new key");
-                KeyJournal::default()
-            }
-        };
+        self.load_journal("minting a new key");
         if let Some(p) = self.journal.pending.clone() {
             match (p.key, &self.journal.committed) {
                 (None, _) => {
@@ -391,24 +223,6 @@ impl KeyTask {
         }
     }
 
-    /// Tell the app that the key of `g` is published: through the key's
-    /// handoff group when it shares its reload, else at once (see
-    /// [`crate::engine::group`]).
-    pub(super) async fn tell_app(
-        &mut self,
-        g: &Generation,
-        purpose: Purpose,
-    ) -> Result<(), handoff::HandoffError> {
-        match &self.group {
-            Some(m) if !m.alone() => {
-                // Published: the rotation slot goes to the next credential.
-                self.permit = None;
-                m.reload(&self.reload, g, purpose).await
-            }
-            _ => self.reload.reload(g).await,
-        }
-    }
-
     /// Publish the committed key again and reload.
     pub(super) async fn restore(&mut self, why: &str) {
         let Some(k) = self.journal.committed.clone() else {
@@ -417,7 +231,7 @@ impl KeyTask {
         let Some(secret) = self.load_secret(k.generation) else {
             return;
         };
-        match self.publish(&k, &secret) {
+        match self.write_key_file(&k, &secret) {
             Ok(()) => {
                 tracing::info!(id = %k.id, event = "restored", reason = why, "restored the committed key");
                 let g = self.generation_of(&k, None);
@@ -431,7 +245,7 @@ impl KeyTask {
         }
     }
 
-    pub(super) fn due_at(&self, now: SystemTime) -> SystemTime {
+    pub(super) fn due(&self, now: SystemTime) -> SystemTime {
         let natural = match &self.journal.committed {
             Some(k) if at(k.expires_at) > now => schedule::renewal_point(
                 at(k.minted_at),
@@ -499,45 +313,6 @@ impl KeyTask {
             }
         }
         self.save();
-    }
-
-    pub(super) fn publish_status(&self) {
-        let now = SystemTime::now();
-        let mut s = CredentialStatus::starting(&self.cfg.name, "api_key", &self.cfg.issuer);
-        let k = self.journal.committed.as_ref();
-        s.state = match k {
-            _ if self.renewing => State::Renewing,
-            None => State::Missing,
-            Some(k) if at(k.expires_at) <= now => State::Expired,
-            Some(_) if self.failures > 0 => State::Backoff,
-            Some(_) => State::Valid,
-        };
-        if let Some(k) = k {
-            s.generation = Some(k.generation);
-            s.fingerprint = Some(k.hash.clone());
-            s.serial = Some(k.id.clone());
-            s.not_before = Some(Timestamp::new(at(k.minted_at)));
-            s.not_after = Some(Timestamp::new(at(k.expires_at)));
-            s.handoff = if self.probes.is_empty() && self.handoff != Handoff::Failed {
-                Handoff::Unverified
-            } else {
-                self.handoff
-            };
-        }
-        s.next_renewal = Some(Timestamp::new(self.due_at(now)));
-        s.last_rotation = self.last_rotation.clone();
-        s.last_error = self.last_error.clone();
-        s.consecutive_failures = self.failures;
-        s.issuance_budget = Some(Box::new(self.budgets().status(
-            &self.journal.issuances,
-            self.budget_blocked.as_deref(),
-            unix(now),
-        )));
-        let name = self.cfg.name.clone();
-        self.status_tx.send_modify(|snap| {
-            s.failing_since = crate::status::failing_since(snap.get(&name), self.failures, now);
-            snap.insert(name, s);
-        });
     }
 }
 

@@ -27,7 +27,7 @@ impl Task {
     /// the caller already holds it (start-up: reading it again for each of
     /// 10,000 credentials only churns the heap).
     pub(in crate::engine) async fn refresh_window_with(&mut self, known: Option<(u64, String)>) {
-        let Some(cur) = &self.current else { return };
+        let Some(cur) = &self.own.current else { return };
         let now = SystemTime::now();
         let pem = match known {
             Some((g, pem)) if g == cur.generation => Ok(pem),

@@ -15,8 +15,8 @@ impl Task {
     /// the app was maybe never told (`reload_owed`) and answers with another
     /// certificate, it is reloaded again.
     pub(super) async fn probe_in_background(&mut self) {
-        let Some(cur) = &self.current else {
-            self.probe_at = None;
+        let Some(cur) = &self.own.current else {
+            self.own.probe_at = None;
             return;
         };
         let g = self.generation_of(cur);
@@ -28,32 +28,32 @@ impl Task {
                 tracing::info!(generation = g.generation, fingerprint = %g.fingerprint, event = "verified", "the app now serves the committed generation");
                 let was_failed = self.handoff == Handoff::Failed;
                 self.handoff = Handoff::Verified;
-                self.served = Some(g.fingerprint.clone());
-                self.probe_at = None;
-                self.probe_pause = Duration::from_millis(50);
-                self.handoff_reason = None;
-                self.reload_owed = false;
+                self.own.served = Some(g.fingerprint.clone());
+                self.own.probe_at = None;
+                self.own.probe_pause = Duration::from_millis(50);
+                self.own.handoff_reason = None;
+                self.own.reload_owed = false;
                 if was_failed {
                     self.raise_recovered(&g);
                 }
                 self.report_trust();
             }
             other => {
-                let mut pause = (self.probe_pause * 2).min(MAX_PROBE_PAUSE);
+                let mut pause = (self.own.probe_pause * 2).min(MAX_PROBE_PAUSE);
                 if let Verdict::Failed { served, detail } = &other {
-                    self.served = served.clone();
-                    if self.reload_owed {
-                        self.reload_owed = false;
+                    self.own.served = served.clone();
+                    if self.own.reload_owed {
+                        self.own.reload_owed = false;
                         if self.reload_again(&g, detail).await {
                             // Look again soon: the app is reloading.
                             pause = Duration::from_millis(50);
                         }
                     } else if self.handoff == Handoff::Pending {
-                        self.handoff_reason = Some(detail.clone());
+                        self.own.handoff_reason = Some(detail.clone());
                     }
                 }
-                self.probe_pause = pause;
-                self.probe_at = Some(SystemTime::now() + self.probe_pause);
+                self.own.probe_pause = pause;
+                self.own.probe_at = Some(SystemTime::now() + self.own.probe_pause);
             }
         }
         self.publish_status();
@@ -69,16 +69,16 @@ impl Task {
         match result {
             Ok(()) => {
                 tracing::info!(generation = g.generation, seen = %served_detail, event = "reloaded", "the app served another certificate; told it to reload");
-                self.handoff_reason = None;
+                self.own.handoff_reason = None;
                 true
             }
             Err(e) => {
                 let why = e.to_string();
-                if self.handoff_reason.as_deref() != Some(why.as_str()) {
+                if self.own.handoff_reason.as_deref() != Some(why.as_str()) {
                     tracing::warn!(generation = g.generation, error = %why, event = "reload_failed", "the app serves another certificate and cannot be told to reload; it keeps serving what it has");
                 }
-                self.handoff_reason = Some(why);
-                self.reload_owed = true;
+                self.own.handoff_reason = Some(why);
+                self.own.reload_owed = true;
                 false
             }
         }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::{Current, Task};
 use crate::engine::journal::Staged;
-use crate::engine::rotate::RotateError;
+use crate::engine::task::RotateError;
 use crate::schedule;
 use crate::status::StagedStatus;
 use crate::timestamp::Timestamp;
@@ -21,7 +21,7 @@ impl Task {
         let now = SystemTime::now();
         let (issued_at, attempts) = match self.journal.staged.as_deref() {
             Some(s) if s.generation == next.generation => (s.issued_at, s.attempts + 1),
-            _ => (self.issued_at.unwrap_or(now), 1),
+            _ => (self.own.issued_at.unwrap_or(now), 1),
         };
         self.journal.staged = Some(Box::new(Staged {
             generation: next.generation,
@@ -64,7 +64,7 @@ impl Task {
         let committed = self.journal.committed == Some(st.generation);
         // Reading it back is left to the retry; here only its dates, names
         // and key type, from the committed record when it is the same one.
-        let fits = match self.current.as_ref().filter(|_| committed) {
+        let fits = match self.own.current.as_ref().filter(|_| committed) {
             Some(c) => self.usable(&c.info, now),
             None => match self.load_current(st.generation) {
                 Ok((c, _)) => self.usable(&c.info, now),
@@ -84,6 +84,7 @@ impl Task {
     /// asking the issuer again.
     pub(in crate::engine) fn retry_staged_now(&self, st: &Staged, now: SystemTime) -> bool {
         let committed = self
+            .own
             .current
             .as_ref()
             .filter(|c| c.generation != st.generation)
@@ -109,7 +110,13 @@ impl Task {
         match self.load_current(st.generation) {
             Ok((next, material)) => {
                 tracing::info!(generation = st.generation, fingerprint = %st.fingerprint, attempt = st.attempts + 1, event = "handoff_retry", "handing the staged generation over again; nothing is asked of the issuer");
-                Some(self.hand_over(next, material).await)
+                Some(
+                    self.hand_over(super::Next {
+                        current: next,
+                        material: Some(material),
+                    })
+                    .await,
+                )
             }
             Err(e) => {
                 tracing::error!(generation = st.generation, error = %e, "the staged generation cannot be read back; issuing anew");
