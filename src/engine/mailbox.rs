@@ -72,6 +72,9 @@ struct Rotation {
     replies: Vec<oneshot::Sender<RotateOutcome>>,
     /// Callers that joined after the rotation had started.
     late: Vec<oneshot::Sender<RotateOutcome>>,
+    /// Its outcome is decided and in the status: later callers wait for
+    /// the next rotation instead of getting this one's outcome.
+    sealed: bool,
 }
 
 /// The rotations of one task that callers wait for.
@@ -164,7 +167,11 @@ impl Mailbox {
             if waiting >= MAX_WAITERS {
                 return Err(Full);
             }
-            if let Some(r) = rs.running.as_mut().filter(|r| r.reissue || !reissue) {
+            if let Some(r) = rs
+                .running
+                .as_mut()
+                .filter(|r| !r.sealed && (r.reissue || !reissue))
+            {
                 // Its outcome is this request's outcome (see
                 // `finish_rotation` for a failed handoff): nothing to wake.
                 r.late.push(reply);
@@ -255,6 +262,16 @@ impl Receiver {
         if let Some(q) = queued {
             running.replies.extend(q.replies);
             running.late.extend(q.late);
+        }
+    }
+
+    /// The running rotation's outcome is decided and about to be published
+    /// in the status: a caller that comes from now on (it may have seen
+    /// that status) waits for a rotation of its own.
+    pub(crate) fn seal_rotation(&self) {
+        let mut p = self.shared.lock();
+        if let Some(r) = p.rotations.as_mut().and_then(|rs| rs.running.as_mut()) {
+            r.sealed = true;
         }
     }
 

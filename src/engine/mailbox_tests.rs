@@ -255,3 +255,28 @@ async fn a_cancelled_wait_loses_nothing() {
     let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
     assert!(matches!(next, Ok(Some(Command::FilesChanged))));
 }
+
+#[tokio::test]
+async fn a_request_after_the_outcome_is_decided_gets_a_rotation_of_its_own() {
+    let (tx, rx) = mailbox();
+    // A due rotation runs; one caller joins it while it runs.
+    rx.begin_rotation();
+    let mut joined = rotate(&tx, false);
+    // Its outcome is decided (and about to be in the status): a caller who
+    // comes now may have seen that status and wants a new rotation.
+    rx.seal_rotation();
+    let mut after = rotate(&tx, false);
+    rx.finish_rotation(&outcome("success"), false);
+    assert_eq!(joined.try_recv().unwrap().generation, Some(7));
+    assert!(
+        after.try_recv().is_err(),
+        "the late caller got the old outcome"
+    );
+    assert!(matches!(
+        rx.recv().await,
+        Some(Command::Rotate { reissue: false })
+    ));
+    rx.finish_rotation(&outcome("rolled_back"), false);
+    let r = after.try_recv().unwrap();
+    assert_eq!(r.result.as_str(), "rolled_back");
+}

@@ -3,7 +3,6 @@
 //! the [`Issuer`] trait, never a concrete backend.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,6 +19,7 @@ use crate::status::{CredentialStatus, RotateOutcome, Snapshot};
 use crate::store::{Store, Target};
 
 pub mod apikey;
+mod backstop;
 mod budget;
 mod certificate;
 pub mod disk;
@@ -27,9 +27,12 @@ mod group;
 pub mod journal;
 mod mailbox;
 mod retire;
+mod running;
 mod task;
 
+pub use backstop::{backstop_pace, BACKSTOP_MIN_TICK};
 pub use retire::{RetireOutcome, RetireResult, Revocation};
+use running::{Spec, Wanted};
 pub use task::RotateError;
 
 /// Errors a caller of the engine can see.
@@ -183,82 +186,6 @@ struct Running {
     join: tokio::task::JoinHandle<()>,
 }
 
-/// What a credential task was started from, by kind.
-enum Spec {
-    Certificate {
-        config: Arc<CertificateConfig>,
-        /// Its issuer, to tell it which credentials publish its trust bundle.
-        issuer: Arc<dyn Issuer>,
-        budget: crate::config::IssuanceBudgets,
-    },
-    ApiKey {
-        config: Box<crate::config::ApiKeyConfig>,
-        budget: crate::config::IssuanceBudgets,
-    },
-}
-
-impl Spec {
-    fn of_certificate(c: &Credential) -> Spec {
-        Spec::Certificate {
-            config: c.config.clone(),
-            issuer: c.issuer.clone(),
-            budget: c.budget,
-        }
-    }
-
-    fn of_key(k: &apikey::KeyCredential) -> Spec {
-        Spec::ApiKey {
-            config: Box::new(k.config.clone()),
-            budget: k.budget,
-        }
-    }
-
-    /// Whether a reload changed nothing the task was started from.
-    fn same(&self, other: &Spec) -> bool {
-        match (self, other) {
-            (
-                Spec::Certificate { config, budget, .. },
-                Spec::Certificate {
-                    config: c,
-                    budget: b,
-                    ..
-                },
-            ) => config == c && budget == b,
-            (
-                Spec::ApiKey { config, budget },
-                Spec::ApiKey {
-                    config: c,
-                    budget: b,
-                },
-            ) => config == c && budget == b,
-            _ => false,
-        }
-    }
-
-    fn on_remove(&self) -> OnRemove {
-        match self {
-            Spec::Certificate { config, .. } => config.on_remove,
-            Spec::ApiKey { config, .. } => config.on_remove,
-        }
-    }
-}
-
-/// A credential the config asks for, of either kind.
-enum Wanted {
-    Certificate(Credential),
-    /// Boxed: an API key's config is several times a certificate's handle.
-    ApiKey(Box<apikey::KeyCredential>),
-}
-
-impl Wanted {
-    fn spec(&self) -> Spec {
-        match self {
-            Wanted::Certificate(c) => Spec::of_certificate(c),
-            Wanted::ApiKey(k) => Spec::of_key(k),
-        }
-    }
-}
-
 /// What a config reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
@@ -343,7 +270,10 @@ impl Engine {
         }
         // Started after the credentials, so its first pace counts them.
         let senders = engine.handle.senders.clone();
-        engine.backstop = Some(tokio::spawn(backstop_loop(senders, settings.backstop)));
+        engine.backstop = Some(tokio::spawn(backstop::backstop_loop(
+            senders,
+            settings.backstop,
+        )));
         engine
     }
 
@@ -596,56 +526,6 @@ fn announce_trust_consumers<'a>(
     }
     for (issuer, names) in by_issuer.into_values() {
         issuer.trust_consumers(names);
-    }
-}
-
-/// The backstop never wakes more often than this, however many credentials.
-pub const BACKSTOP_MIN_TICK: Duration = Duration::from_secs(1);
-
-/// How the backstop walks `n` credentials once per `period`: wake every
-/// `tick` and re-check the next `batch` of them. One wake-up per credential
-/// spread evenly over the period, or, with many credentials, one wake-up per
-/// [`BACKSTOP_MIN_TICK`] re-checking several (10,000 credentials and a 5 min
-/// period: 34 every second).
-pub fn backstop_pace(n: usize, period: Duration) -> (Duration, usize) {
-    if n == 0 {
-        return (period, 0);
-    }
-    let tick = (period / n.min(u32::MAX as usize) as u32).max(BACKSTOP_MIN_TICK);
-    let batch = (n as f64 * tick.as_secs_f64() / period.as_secs_f64().max(1e-9)).ceil() as usize;
-    (tick, batch.clamp(1, n))
-}
-
-/// The engine's one backstop task: walks the credentials in name order, a
-/// batch per tick, and asks each to re-check its published files. Each step
-/// costs O(log n) (a range lookup in the sender map) plus the batch.
-async fn backstop_loop(senders: Senders, period: Duration) {
-    let mut cursor: Option<String> = None;
-    loop {
-        let n = senders
-            .read()
-            .map(|m| m.len())
-            .unwrap_or_else(|e| e.into_inner().len());
-        let (tick, batch) = backstop_pace(n, period);
-        tokio::time::sleep(tick).await;
-        let due: Vec<mailbox::Mailbox> = {
-            let map = senders.read().unwrap_or_else(|e| e.into_inner());
-            let after = match &cursor {
-                Some(c) => map.range::<String, _>((Bound::Excluded(c), Bound::Unbounded)),
-                None => map.range::<String, _>(..),
-            };
-            let picked: Vec<(&String, &mailbox::Mailbox)> = after.take(batch).collect();
-            // Past the last name: start the next round from the first.
-            cursor = match picked.last() {
-                Some((name, _)) if picked.len() == batch => Some((*name).clone()),
-                _ => None,
-            };
-            picked.into_iter().map(|(_, tx)| tx.clone()).collect()
-        };
-        for tx in due {
-            // Coalesces with a re-check already pending.
-            tx.poke(mailbox::Poke::Backstop);
-        }
     }
 }
 

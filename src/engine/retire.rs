@@ -217,7 +217,6 @@ where
         let removed = self.remove_files();
         let mut out = outcome(self.name(), &step, removed);
         out.detail.push_str(&rest);
-        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "{}", self.words().retired);
         let entry = self
             .entry(AuditEvent::Retired, out.result.as_str())
             .reason(format!(
@@ -225,6 +224,14 @@ where
                 out.removed.join(", "),
                 out.detail
             ));
+        // Gone from the status before the `retired` record and alert: whoever
+        // sees those finds the credential gone.
+        self.forget();
+        let name = self.name().to_string();
+        self.status_tx.send_modify(|s| {
+            s.remove(&name);
+        });
+        tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "{}", self.words().retired);
         self.audit.record(entry);
         let mut a = Alert::new(
             Event::Retired,
@@ -239,11 +246,6 @@ where
         a.generation = committed.as_ref().map(|c| c.0);
         a.fingerprint = committed.map(|c| c.1);
         self.alerter.raise(a);
-        self.forget();
-        let name = self.name().to_string();
-        self.status_tx.send_modify(|s| {
-            s.remove(&name);
-        });
         let _ = reply.send(out);
     }
 }

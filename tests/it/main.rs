@@ -37,6 +37,7 @@ mod governance;
 mod hostile_host;
 mod hostile_input;
 mod hygiene;
+mod journal_compat;
 mod load;
 mod logs;
 mod metrics;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{Attempt, Journaled, Kind, RotateError, Steps, Task};
 use crate::alert::Event;
 use crate::engine::budget;
+use crate::engine::mailbox::Receiver;
 use crate::status::{LastRotation, RotateOutcome, RotateResult};
 use crate::timestamp::Timestamp;
 
@@ -17,7 +18,13 @@ where
     /// Rotate now (bounded concurrency), record the outcome, update status.
     /// An attempt `rekey rotate` asked for is refused by an exhausted
     /// budget, leaving the credential's state as it was.
-    pub(in crate::engine) async fn rotation(&mut self, attempt: Attempt) -> RotateOutcome {
+    /// `rx` learns when the outcome is decided, so no caller that comes
+    /// after the status shows it joins this rotation.
+    pub(in crate::engine) async fn rotation(
+        &mut self,
+        attempt: Attempt,
+        rx: &Receiver,
+    ) -> RotateOutcome {
         self.permit = self.permits.clone().acquire_owned().await.ok();
         self.renewing = true;
         self.publish_status();
@@ -33,6 +40,7 @@ where
         {
             // Refused: nothing was tried, so nothing counts as a failure.
             self.renewing = false;
+            rx.seal_rotation();
             self.publish_status();
             self.permit = None;
             let mut o = self.outcome(RotateResult::Refused, Some(e.to_string()));
@@ -80,6 +88,7 @@ where
             handoff_ms,
         });
         let outcome = self.outcome(kind, error);
+        rx.seal_rotation();
         self.publish_status();
         // The slot is given back only once the status no longer says
         // `renewing`, so no snapshot shows more rotations than the limit.
