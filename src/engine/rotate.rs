@@ -286,7 +286,7 @@ impl Task {
             if let Some(c) = &self.current {
                 a.generation = Some(c.generation);
                 a.fingerprint = Some(c.info.fingerprint.clone());
-                a.not_after = Some(cert::rfc3339(c.info.not_after));
+                a.not_after = Some(Timestamp::new(c.info.not_after));
             }
             self.alerter.raise(a);
         }

@@ -18,7 +18,7 @@ impl Task {
         );
         a.generation = Some(g.generation);
         a.fingerprint = Some(g.fingerprint.clone());
-        a.not_after = Some(g.not_after.clone());
+        a.not_after = crate::timestamp::Timestamp::parse(&g.not_after);
         self.alerter.raise(a);
     }
 
@@ -45,7 +45,7 @@ impl Task {
             let mut a = Alert::new(event, &self.cfg.name, "certificate", msg);
             a.generation = Some(g);
             a.fingerprint = Some(c.info.fingerprint.clone());
-            a.not_after = Some(cert::rfc3339(na));
+            a.not_after = Some(crate::timestamp::Timestamp::new(na));
             a
         };
         if now >= na && self.alerted_expired != Some(g) {
