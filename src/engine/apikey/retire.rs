@@ -91,7 +91,7 @@ impl KeyTask {
             self.save();
         }
         tracing::warn!(result = %out.result, revocation = %out.revocation, detail = %out.detail, event = "retired", "api key retired");
-        let mut e = Entry::key(&self.cfg, AuditEvent::Retired, out.result.as_str(), key_id).reason(
+        let mut e = Entry::key(&self.cfg, AuditEvent::Retired, out.result.into(), key_id).reason(
             format!("removed {}; {}", out.removed.join(", "), out.detail),
         );
         e.fingerprint = committed.as_ref().map(|k| k.hash.clone());

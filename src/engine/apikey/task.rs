@@ -288,7 +288,7 @@ impl KeyTask {
         let entry = crate::audit::Entry::key(
             &self.cfg,
             crate::audit::AuditEvent::Tampered,
-            "refused",
+            crate::audit::AuditOutcome::Refused,
             None,
         )
         .reason(e.to_string());
