@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use super::task::{at, KeyTask};
 use crate::alert::{Alert, Event};
-use crate::cert;
 use crate::engine::budget::{self, Budgets, Taken};
+use crate::timestamp;
 
 impl KeyTask {
     /// This key's budgets, for one check; the default per-key budget
@@ -60,7 +60,7 @@ impl KeyTask {
             }
             Taken::Blocked(b) => {
                 let frees = budget::at(b.frees_at);
-                tracing::warn!(budget = %b.budget, frees_at = %cert::rfc3339(frees), event = "budget_exhausted", "{}", b.message);
+                tracing::warn!(budget = %b.budget, frees_at = %timestamp::rfc3339(frees), event = "budget_exhausted", "{}", b.message);
                 if self.budget_alerted.is_none() {
                     self.alerter.raise(Alert::new(
                         Event::BudgetExhausted,

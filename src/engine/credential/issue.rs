@@ -62,7 +62,7 @@ impl Task {
                 Ok(at)
             }
             Taken::Blocked(b) => {
-                tracing::warn!(budget = %b.budget, frees_at = %cert::rfc3339(crate::engine::budget::at(b.frees_at)), event = "budget_exhausted", "{}", b.message);
+                tracing::warn!(budget = %b.budget, frees_at = %crate::timestamp::rfc3339(crate::engine::budget::at(b.frees_at)), event = "budget_exhausted", "{}", b.message);
                 let frees = crate::engine::budget::at(b.frees_at);
                 if self.budget_alerted.is_none() {
                     let mut a = Alert::new(
@@ -174,7 +174,7 @@ impl Task {
         failpoint!("validate.after");
         tracing::debug!(generation = g, fingerprint = %info.fingerprint, "issued and validated");
         if let Some(why) = &issued.shortened {
-            tracing::warn!(generation = g, not_after = %cert::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
+            tracing::warn!(generation = g, not_after = %crate::timestamp::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
         }
         Ok((
             Material {
