@@ -94,6 +94,16 @@ pub(super) fn value<T>(
     parse(raw.get_ref()).map_err(|msg| src.err(key, Some(raw.span()), msg))
 }
 
+/// [`value`] of a key that may be absent.
+pub(super) fn optional<T>(
+    src: &Src<'_>,
+    key: &str,
+    raw: Option<&Spanned<String>>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    raw.map(|r| value(src, key, r, parse)).transpose()
+}
+
 /// A path as written, relative ones resolved against the config file's directory.
 pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     // Collecting components drops "a/./b" noise so equal paths compare equal.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::convert::{resolve, value, MIN_LIFETIME};
+use super::convert::{optional, resolve, value, MIN_LIFETIME};
 use super::error::{line_col, ConfigError, Src};
 use super::handoff::{self, OnFailure};
 use super::raw::RawApiKey;
@@ -262,14 +262,8 @@ fn ownership(
         }
         None => 0o600,
     };
-    let uid = match &rk.owner {
-        Some(s) => Some(value(src, &k("owner"), s, values::uid)?),
-        None => None,
-    };
-    let gid = match &rk.group {
-        Some(s) => Some(value(src, &k("group"), s, values::gid)?),
-        None => None,
-    };
+    let uid = optional(src, &k("owner"), rk.owner.as_ref(), values::uid)?;
+    let gid = optional(src, &k("group"), rk.group.as_ref(), values::gid)?;
     Ok((key_mode, uid, gid))
 }
 
