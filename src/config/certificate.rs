@@ -446,7 +446,7 @@ fn jitter(
 
 /// A free-text key (`team`, `policy_waiver`) that must not be blank when
 /// written; `empty` says what to write instead.
-fn not_blank(
+pub(super) fn not_blank(
     src: &Src<'_>,
     key: String,
     raw: Option<&Spanned<String>>,
@@ -460,7 +460,7 @@ fn not_blank(
 }
 
 /// `labels`: no empty label name.
-fn labels(
+pub(super) fn labels(
     src: &Src<'_>,
     key: String,
     raw: Option<&Spanned<BTreeMap<String, Spanned<String>>>>,
