@@ -9,6 +9,7 @@
 
 mod chain;
 mod file;
+mod outcome;
 mod read;
 
 use std::fs::{File, OpenOptions};
@@ -16,15 +17,16 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ApiKeyConfig, CertificateConfig};
 use crate::handoff::{Generation, Verdict};
+use crate::timestamp::Timestamp;
 use file::open_append;
 
 pub use chain::{compressed, files, rotated_path, verify, Broken, Verified, GENESIS, KEEP};
+pub use outcome::AuditOutcome;
 pub use read::{format, read_all, Filter};
 
 /// Default for `daemon.audit_max_size`: 10 MiB (defined by config, which
@@ -115,8 +117,8 @@ impl AuditEvent {
 pub struct Record {
     /// 1 for the first record ever, +1 per record, across rotated files.
     pub seq: u64,
-    /// RFC 3339, UTC, seconds.
-    pub time: String,
+    /// When it was written (RFC 3339, UTC, to the second on the wire).
+    pub time: Timestamp,
     /// What happened.
     pub event: AuditEvent,
     /// Credential name ("" for daemon-wide events).
@@ -131,8 +133,8 @@ pub struct Record {
     pub key_id: Option<String>,
     /// The issuer's name.
     pub issuer: Option<String>,
-    /// e.g. success, failure, verified, unverified, rolled_back, kept.
-    pub outcome: String,
+    /// How the step ended.
+    pub outcome: AuditOutcome,
     /// Why, in words (an error message, a trigger).
     pub reason: Option<String>,
     /// Hex SHA-256 of the previous line.
@@ -156,15 +158,15 @@ pub struct Entry {
     pub key_id: Option<String>,
     /// Issuer name.
     pub issuer: Option<String>,
-    /// Outcome word.
-    pub outcome: String,
+    /// How the step ended.
+    pub outcome: AuditOutcome,
     /// Reason in words.
     pub reason: Option<String>,
 }
 
 impl Entry {
     /// A daemon-wide entry (config events).
-    pub fn daemon(event: AuditEvent, outcome: &str, reason: Option<String>) -> Entry {
+    pub fn daemon(event: AuditEvent, outcome: AuditOutcome, reason: Option<String>) -> Entry {
         Entry {
             event,
             credential: String::new(),
@@ -173,13 +175,13 @@ impl Entry {
             fingerprint: None,
             key_id: None,
             issuer: None,
-            outcome: outcome.to_string(),
+            outcome,
             reason,
         }
     }
 
     /// An entry about certificate `cfg`.
-    pub fn cert(cfg: &CertificateConfig, event: AuditEvent, outcome: &str) -> Entry {
+    pub fn cert(cfg: &CertificateConfig, event: AuditEvent, outcome: AuditOutcome) -> Entry {
         Entry {
             event,
             credential: cfg.name.clone(),
@@ -188,7 +190,7 @@ impl Entry {
             fingerprint: None,
             key_id: None,
             issuer: Some(cfg.issuer.clone()),
-            outcome: outcome.to_string(),
+            outcome,
             reason: None,
         }
     }
@@ -197,7 +199,7 @@ impl Entry {
     pub fn key(
         cfg: &ApiKeyConfig,
         event: AuditEvent,
-        outcome: &str,
+        outcome: AuditOutcome,
         key_id: Option<&str>,
     ) -> Entry {
         Entry {
@@ -208,7 +210,7 @@ impl Entry {
             fingerprint: None,
             key_id: key_id.map(str::to_string),
             issuer: Some(cfg.issuer.clone()),
-            outcome: outcome.to_string(),
+            outcome,
             reason: None,
         }
     }
@@ -315,7 +317,7 @@ impl Audit {
         &self,
         cfg: &CertificateConfig,
         event: AuditEvent,
-        outcome: &str,
+        outcome: AuditOutcome,
         reason: Option<&str>,
     ) {
         if !self.is_on() {
@@ -333,7 +335,7 @@ impl Audit {
         event: AuditEvent,
         g: u64,
         fp: &str,
-        outcome: &str,
+        outcome: AuditOutcome,
         reason: Option<&str>,
     ) {
         if !self.is_on() {
@@ -346,17 +348,29 @@ impl Audit {
 
     /// `issued` / success for generation `g`.
     pub fn issued(&self, cfg: &CertificateConfig, g: u64, fp: &str) {
-        self.gen(cfg, AuditEvent::Issued, g, fp, "success", None);
+        self.gen(cfg, AuditEvent::Issued, g, fp, AuditOutcome::Success, None);
     }
 
     /// `issued` / failure: the issuer refused or the answer was invalid.
     pub fn issue_failed(&self, cfg: &CertificateConfig, e: &dyn std::fmt::Display) {
-        self.cert(cfg, AuditEvent::Issued, "failure", Some(&e.to_string()));
+        self.cert(
+            cfg,
+            AuditEvent::Issued,
+            AuditOutcome::Failure,
+            Some(&e.to_string()),
+        );
     }
 
     /// `published` / success.
     pub fn published(&self, cfg: &CertificateConfig, g: u64, fp: &str) {
-        self.gen(cfg, AuditEvent::Published, g, fp, "success", None);
+        self.gen(
+            cfg,
+            AuditEvent::Published,
+            g,
+            fp,
+            AuditOutcome::Success,
+            None,
+        );
     }
 
     /// `published` / failure (the committed generation was put back).
@@ -372,7 +386,7 @@ impl Audit {
             AuditEvent::Published,
             g,
             fp,
-            "failure",
+            AuditOutcome::Failure,
             Some(&e.to_string()),
         );
     }
@@ -385,7 +399,11 @@ impl Audit {
         rolled_back: bool,
         why: &str,
     ) {
-        let outcome = if rolled_back { "rolled_back" } else { "kept" };
+        let outcome = if rolled_back {
+            AuditOutcome::RolledBack
+        } else {
+            AuditOutcome::Kept
+        };
         self.gen(
             cfg,
             AuditEvent::RolledBack,
@@ -403,7 +421,7 @@ impl Audit {
             AuditEvent::Tampered,
             g,
             fp,
-            "restoring",
+            AuditOutcome::Restoring,
             Some(&files.join(", ")),
         );
     }
@@ -416,8 +434,8 @@ impl Audit {
         result: Result<(), E>,
     ) -> Result<(), E> {
         let (outcome, reason) = match &result {
-            Ok(()) => ("success", None),
-            Err(e) => ("failure", Some(e.to_string())),
+            Ok(()) => (AuditOutcome::Success, None),
+            Err(e) => (AuditOutcome::Failure, Some(e.to_string())),
         };
         self.gen(
             cfg,
@@ -433,10 +451,10 @@ impl Audit {
     /// Record the probes' verdict on `gen` as a `verified` event.
     pub fn verdict(&self, cfg: &CertificateConfig, gen: &Generation, verdict: &Verdict) {
         let (outcome, reason) = match verdict {
-            Verdict::Verified => ("verified", None),
-            Verdict::Unverified => ("unverified", Some("verify = none")),
-            Verdict::Unreachable(why) => ("unreachable", Some(why.as_str())),
-            Verdict::Failed { detail, .. } => ("failed", Some(detail.as_str())),
+            Verdict::Verified => (AuditOutcome::Verified, None),
+            Verdict::Unverified => (AuditOutcome::Unverified, Some("verify = none")),
+            Verdict::Unreachable(why) => (AuditOutcome::Unreachable, Some(why.as_str())),
+            Verdict::Failed { detail, .. } => (AuditOutcome::Failed, Some(detail.as_str())),
         };
         self.gen(
             cfg,
@@ -453,7 +471,7 @@ impl Writer {
     fn append(&mut self, entry: Entry) -> Result<(), AuditError> {
         let record = Record {
             seq: self.next_seq,
-            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            time: Timestamp::now(),
             event: entry.event,
             credential: entry.credential,
             team: entry.team,

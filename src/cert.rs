@@ -14,6 +14,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::config::KeyType;
+use crate::timestamp::rfc3339;
 
 /// How far in the future an issuer may put `not_before` (clock skew between
 /// us and the CA) before we call the certificate "not yet valid".
@@ -352,10 +353,6 @@ pub fn key_type_matches(info: &CertInfo, key_type: KeyType) -> bool {
     };
     info.key_type == want
 }
-
-/// RFC 3339 UTC text of a time (see [`crate::timestamp::rfc3339`]); kept
-/// here for the engine's callers.
-pub use crate::timestamp::rfc3339;
 
 /// What an issuer handed back, before it is accepted.
 #[derive(Debug, Clone)]

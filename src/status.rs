@@ -333,11 +333,6 @@ pub fn failing_since(
         .or_else(|| Some(Timestamp::new(now)))
 }
 
-/// Parse an RFC 3339 timestamp from the snapshot (`None` when absent or malformed).
-pub fn parse_time(s: Option<&str>) -> Option<SystemTime> {
-    Timestamp::parse(s?).map(Timestamp::time)
-}
-
 /// One reason a credential makes the daemon not ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotReady {

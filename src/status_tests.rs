@@ -4,7 +4,7 @@ use std::time::Duration;
 const NOW: &str = "2030-01-01T00:00:00Z";
 
 fn now() -> SystemTime {
-    parse_time(Some(NOW)).unwrap()
+    Timestamp::parse(NOW).unwrap().time()
 }
 
 fn cred(state: State, not_after: Option<&str>, handoff: Handoff) -> CredentialStatus {

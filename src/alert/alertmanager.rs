@@ -18,14 +18,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 use super::http::HttpClient;
-use super::{rfc3339, Alert, AlertError, AlertSink, Event, Policy};
+use super::{Alert, AlertError, AlertSink, Event, Policy};
 use crate::config::HttpConfig;
+use crate::timestamp::Timestamp;
 
 /// How often firing alerts are re-posted.
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -38,9 +39,9 @@ pub(super) struct AmAlert {
     pub labels: BTreeMap<&'static str, String>,
     pub annotations: BTreeMap<&'static str, String>,
     #[serde(rename = "startsAt")]
-    pub starts_at: String,
+    pub starts_at: Timestamp,
     #[serde(rename = "endsAt")]
-    pub ends_at: String,
+    pub ends_at: Timestamp,
 }
 
 /// A remembered alert: firing, or resolved but not yet delivered as such.
@@ -116,12 +117,12 @@ impl AlertSink for AlertmanagerSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), AlertError> {
-        let now = time::OffsetDateTime::now_utc();
+        let now = SystemTime::now();
         // A retired credential's alerts resolve like a recovery, and the
         // retirement itself is posted already resolved so it never re-fires.
         let resolves = matches!(alert.event, Event::Recovered | Event::Retired);
         let batch = if resolves {
-            let ends = rfc3339(now);
+            let ends = Timestamp::new(now);
             let mut batch = self.with_tracked(|t| {
                 let Some(events) = t.get_mut(&alert.credential) else {
                     return Vec::new();
@@ -130,25 +131,22 @@ impl AlertSink for AlertmanagerSink {
                     .values_mut()
                     .map(|tr| {
                         tr.resolved = true;
-                        tr.alert.ends_at = ends.clone();
+                        tr.alert.ends_at = ends;
                         tr.alert.clone()
                     })
                     .collect()
             });
             if alert.event == Event::Retired {
-                let mut am = to_am(alert);
-                am.ends_at = ends;
-                batch.push(am);
+                batch.push(to_am(alert, ends));
             }
             batch
         } else {
-            let mut am = to_am(alert);
-            am.ends_at = rfc3339(now + HOLD);
+            let mut am = to_am(alert, Timestamp::new(now + HOLD));
             // Remember before posting: if the post fails, the refresh delivers it.
             self.with_tracked(|t| {
                 let events = t.entry(alert.credential.clone()).or_default();
                 if let Some(prev) = events.get(&alert.event).filter(|p| !p.resolved) {
-                    am.starts_at = prev.alert.starts_at.clone();
+                    am.starts_at = prev.alert.starts_at;
                 }
                 events.insert(
                     alert.event,
@@ -171,13 +169,13 @@ impl AlertSink for AlertmanagerSink {
     }
 
     async fn refresh(&self) -> Result<(), AlertError> {
-        let ends = rfc3339(time::OffsetDateTime::now_utc() + HOLD);
+        let ends = Timestamp::new(SystemTime::now() + HOLD);
         let batch: Vec<AmAlert> = self.with_tracked(|t| {
             t.values_mut()
                 .flat_map(|events| events.values_mut())
                 .map(|tr| {
                     if !tr.resolved {
-                        tr.alert.ends_at = ends.clone();
+                        tr.alert.ends_at = ends;
                     }
                     tr.alert.clone()
                 })
@@ -205,8 +203,8 @@ pub(super) fn alertname(event: Event) -> String {
     out
 }
 
-/// The Alertmanager alert for a failure event (`endsAt` left for the caller).
-pub(super) fn to_am(a: &Alert) -> AmAlert {
+/// The Alertmanager alert for a failure event, ending at `ends_at`.
+pub(super) fn to_am(a: &Alert, ends_at: Timestamp) -> AmAlert {
     let mut labels = BTreeMap::from([
         ("alertname", alertname(a.event)),
         ("credential", a.credential.clone()),
@@ -237,8 +235,8 @@ pub(super) fn to_am(a: &Alert) -> AmAlert {
     if let Some(f) = &a.served_fingerprint {
         annotations.insert("served_fingerprint", f.clone());
     }
-    if let Some(t) = &a.not_after {
-        annotations.insert("not_after", t.clone());
+    if let Some(t) = a.not_after {
+        annotations.insert("not_after", t.to_string());
     }
     if let Some(r) = a.rolled_back {
         annotations.insert("rolled_back", r.to_string());
@@ -246,7 +244,7 @@ pub(super) fn to_am(a: &Alert) -> AmAlert {
     AmAlert {
         labels,
         annotations,
-        starts_at: a.time.clone(),
-        ends_at: String::new(),
+        starts_at: a.time,
+        ends_at,
     }
 }

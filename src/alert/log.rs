@@ -20,8 +20,10 @@ impl LogSink {
 }
 
 /// One tracing event at a level chosen at run time (tracing wants a constant).
+/// `not_after` goes in as text (`$not_after`, an `Option<&str>`) so the field
+/// is recorded as a string, quoted in text logs as it always was.
 macro_rules! alert_event {
-    ($level:expr, $a:expr) => {
+    ($level:expr, $a:expr, $not_after:expr) => {
         tracing::event!(
             target: "rekey::alert",
             $level,
@@ -32,7 +34,7 @@ macro_rules! alert_event {
             generation = $a.generation,
             fingerprint = $a.fingerprint.as_deref(),
             served_fingerprint = $a.served_fingerprint.as_deref(),
-            not_after = $a.not_after.as_deref(),
+            not_after = $not_after,
             rolled_back = $a.rolled_back,
             "alert: {}",
             $a.message
@@ -47,10 +49,12 @@ impl AlertSink for LogSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), AlertError> {
+        let not_after = alert.not_after.map(|t| t.to_string());
+        let not_after = not_after.as_deref();
         match alert.severity {
-            Severity::Critical => alert_event!(tracing::Level::ERROR, alert),
-            Severity::Warning => alert_event!(tracing::Level::WARN, alert),
-            Severity::Info => alert_event!(tracing::Level::INFO, alert),
+            Severity::Critical => alert_event!(tracing::Level::ERROR, alert, not_after),
+            Severity::Warning => alert_event!(tracing::Level::WARN, alert, not_after),
+            Severity::Info => alert_event!(tracing::Level::INFO, alert, not_after),
         }
         Ok(())
     }

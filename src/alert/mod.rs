@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::config::{AlertConfig, SinkConfig};
+use crate::timestamp::Timestamp;
 
 pub use crate::config::{AlertMatch, Event};
 pub use alerter::{Alerter, Delivery, Options, ResultHook, Route};
@@ -103,9 +104,9 @@ pub struct Alert {
     /// `sha256:…` of what the application was seen serving.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub served_fingerprint: Option<String>,
-    /// RFC 3339 expiry of the credential in place.
+    /// Expiry of the credential in place (RFC 3339 UTC on the wire).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
+    pub not_after: Option<Timestamp>,
     /// Whether the previous generation was put back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
@@ -117,8 +118,8 @@ pub struct Alert {
     pub labels: BTreeMap<String, String>,
     /// This machine's hostname.
     pub host: String,
-    /// When the alert was made, RFC 3339 UTC to the second.
-    pub time: String,
+    /// When the alert was made (RFC 3339 UTC to the second on the wire).
+    pub time: Timestamp,
 }
 
 impl Alert {
@@ -143,7 +144,7 @@ impl Alert {
             team: None,
             labels: BTreeMap::new(),
             host: hostname().to_string(),
-            time: rfc3339_now(),
+            time: Timestamp::now(),
         }
     }
 
@@ -165,9 +166,9 @@ impl Alert {
         self
     }
 
-    /// Set `not_after` (RFC 3339).
-    pub fn with_not_after(mut self, not_after: impl Into<String>) -> Alert {
-        self.not_after = Some(not_after.into());
+    /// Set `not_after`.
+    pub fn with_not_after(mut self, not_after: Timestamp) -> Alert {
+        self.not_after = Some(not_after);
         self
     }
 
@@ -179,7 +180,8 @@ impl Alert {
 
     /// The alert as its JSON object.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising plain strings, integers and bools cannot fail.
+        // Serialising strings, integers, bools and timestamps (written as
+        // text) cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
@@ -194,18 +196,6 @@ pub fn hostname() -> &'static str {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unknown".to_string())
     })
-}
-
-/// Now as RFC 3339 UTC to the second, e.g. "2026-11-23T19:00:00Z".
-pub(crate) fn rfc3339_now() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
-}
-
-/// `t` as RFC 3339 UTC to the second.
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// How the Alerter delivers to one sink.

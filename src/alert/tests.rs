@@ -17,11 +17,39 @@ fn full() -> Alert {
     .with_generation(7)
     .with_fingerprint("sha256:new")
     .with_served_fingerprint("sha256:old")
-    .with_not_after("2026-11-24T19:00:00Z")
+    .with_not_after(ts("2026-11-24T19:00:00Z"))
     .with_rolled_back(true);
     a.host = "web-1".into();
-    a.time = "2026-11-23T19:00:00Z".into();
+    a.time = ts("2026-11-23T19:00:00Z");
     a
+}
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+/// The bytes a receiver gets, written out literally: field order, the
+/// times' spelling (UTC, `Z`, no fraction) and the omitted fields are the
+/// contract receivers parse.
+#[test]
+fn json_text_is_byte_for_byte_the_documented_one() {
+    let got = String::from_utf8(full().to_json()).unwrap();
+    assert_eq!(
+        got,
+        r#"{"event":"handoff_failed","severity":"critical","credential":"web","kind":"certificate","message":"app still serves sha256:ab… after 30s","generation":7,"fingerprint":"sha256:new","served_fingerprint":"sha256:old","not_after":"2026-11-24T19:00:00Z","rolled_back":true,"host":"web-1","time":"2026-11-23T19:00:00Z"}"#
+    );
+    // Made from a clock (with a fraction of a second), a time is still
+    // written to the second.
+    let mut a = Alert::new(Event::Expiring, "api", "api_key", "soon").with_not_after(
+        Timestamp::new(std::time::UNIX_EPOCH + Duration::from_millis(1_795_546_800_999)),
+    );
+    a.host = "web-1".into();
+    a.time =
+        Timestamp::new(std::time::UNIX_EPOCH + Duration::from_nanos(1_795_460_400_123_456_789));
+    assert_eq!(
+        String::from_utf8(a.to_json()).unwrap(),
+        r#"{"event":"expiring","severity":"warning","credential":"api","kind":"api_key","message":"soon","not_after":"2026-11-24T19:00:00Z","host":"web-1","time":"2026-11-23T19:00:00Z"}"#
+    );
 }
 
 #[test]
@@ -62,10 +90,11 @@ fn optional_fields_are_omitted_when_none() {
 #[test]
 fn time_is_rfc3339_utc_to_the_second() {
     let a = Alert::new(Event::Expired, "web", "certificate", "x");
-    let t = time::OffsetDateTime::parse(&a.time, &time::format_description::well_known::Rfc3339)
-        .unwrap();
-    assert!(a.time.ends_with('Z'), "{}", a.time);
-    assert_eq!(a.time.len(), "2026-11-23T19:00:00Z".len(), "{}", a.time);
+    let text = a.time.to_string();
+    let t =
+        time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(text.ends_with('Z'), "{text}");
+    assert_eq!(text.len(), "2026-11-23T19:00:00Z".len(), "{text}");
     let age = time::OffsetDateTime::now_utc() - t;
     assert!(age.whole_seconds() >= 0 && age.whole_seconds() < 5, "{age}");
 }
@@ -116,7 +145,7 @@ fn slack_payload_is_one_text_field_with_details_and_escaping() {
 
 #[test]
 fn alertmanager_payload_has_the_identifying_labels() {
-    let am = to_am(&full());
+    let am = to_am(&full(), ts("2026-11-23T19:05:00Z"));
     let v = serde_json::to_value(&am).unwrap();
     assert_eq!(
         v["labels"],
@@ -124,6 +153,8 @@ fn alertmanager_payload_has_the_identifying_labels() {
                "severity": "critical", "instance": "web-1"})
     );
     assert_eq!(v["startsAt"], "2026-11-23T19:00:00Z");
+    assert_eq!(v["endsAt"], "2026-11-23T19:05:00Z");
+    assert_eq!(v["annotations"]["not_after"], "2026-11-24T19:00:00Z");
     assert_eq!(v["annotations"]["rolled_back"], "true");
     assert_eq!(v["annotations"]["served_fingerprint"], "sha256:old");
     assert_eq!(v["annotations"]["description"], full().message);

@@ -22,10 +22,7 @@ impl Filter {
         if self.credential.as_ref().is_some_and(|c| *c != r.credential) {
             return false;
         }
-        match (self.since, humantime::parse_rfc3339_weak(&r.time)) {
-            (Some(since), Ok(t)) => t >= since,
-            _ => true,
-        }
+        self.since.is_none_or(|since| r.time.time() >= since)
     }
 }
 

@@ -3,7 +3,7 @@ use super::*;
 fn write(path: &Path, max: u64, n: usize) {
     let a = Audit::open(path, max).unwrap();
     for i in 0..n {
-        let mut e = Entry::daemon(AuditEvent::ConfigLoaded, "success", None);
+        let mut e = Entry::daemon(AuditEvent::ConfigLoaded, AuditOutcome::Success, None);
         e.credential = format!("c{i}");
         a.try_record(e).unwrap();
     }
@@ -79,7 +79,7 @@ fn logrotate_rename_copytruncate_and_remove_are_followed() {
     let p = dir.path().join("audit.log");
     let a = Audit::open(&p, DEFAULT_MAX_SIZE).unwrap();
     let rec = |n: &str| {
-        let mut e = Entry::daemon(AuditEvent::ConfigLoaded, "success", None);
+        let mut e = Entry::daemon(AuditEvent::ConfigLoaded, AuditOutcome::Success, None);
         e.credential = n.into();
         a.try_record(e).unwrap();
     };
@@ -155,4 +155,88 @@ fn logrotate_rename_copytruncate_and_remove_are_followed() {
     let b = verify(&p).unwrap().unwrap_err();
     assert!(b.file.ends_with("audit.log-20261203"), "{b}");
     assert!(b.why.contains("expected record #4, found #5"), "{b}");
+}
+
+/// Every outcome rekey writes, with the word it is written as.
+const OUTCOMES: [(AuditOutcome, &str); 13] = [
+    (AuditOutcome::Success, "success"),
+    (AuditOutcome::Failure, "failure"),
+    (AuditOutcome::Verified, "verified"),
+    (AuditOutcome::Unverified, "unverified"),
+    (AuditOutcome::Unreachable, "unreachable"),
+    (AuditOutcome::Failed, "failed"),
+    (AuditOutcome::RolledBack, "rolled_back"),
+    (AuditOutcome::Kept, "kept"),
+    (AuditOutcome::Restoring, "restoring"),
+    (AuditOutcome::Refused, "refused"),
+    (AuditOutcome::Adopted, "adopted"),
+    (AuditOutcome::Rejected, "rejected"),
+    (AuditOutcome::Retired, "retired"),
+];
+
+#[test]
+fn outcomes_are_written_as_their_documented_words_and_read_back() {
+    for (o, word) in OUTCOMES {
+        assert_eq!(o.as_str(), word);
+        assert_eq!(o.to_string(), word);
+        assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{word}\""));
+        let back: AuditOutcome = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+        assert_eq!(back, o, "{word} must read back as itself, not as Other");
+    }
+}
+
+#[test]
+fn a_written_line_reads_back_as_the_same_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let a = Audit::open(&p, DEFAULT_MAX_SIZE).unwrap();
+    let mut e = Entry::daemon(AuditEvent::RolledBack, AuditOutcome::Kept, None);
+    e.credential = "web".into();
+    a.try_record(e.reason("app never reloaded")).unwrap();
+    let line = &lines(&p)[0];
+    assert!(
+        line.contains(r#""event":"rolled_back","credential":"web","#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#""outcome":"kept","reason":"app never reloaded","#),
+        "{line}"
+    );
+    // The time is RFC 3339 UTC to the second, as before it was typed.
+    let at = line.find(r#""time":""#).unwrap() + 8;
+    let time = &line[at..at + 21];
+    assert!(time.ends_with("Z\""), "{line}");
+    assert!(Timestamp::parse(&time[..20]).is_some(), "{line}");
+    let (_, _, r) = read_all(&p).unwrap().remove(0);
+    assert_eq!(r.outcome, AuditOutcome::Kept);
+    // Encoding what was read gives the same bytes: the chain still holds.
+    assert_eq!(&chain::encode(&r).unwrap(), line);
+}
+
+/// A line an older (or newer) rekey wrote, with an outcome this one does
+/// not know: `rekey audit`, `rekey report` and `audit verify` still read it.
+#[test]
+fn an_old_line_with_an_unknown_outcome_is_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let body = format!(
+        r#"{{"seq":1,"time":"2025-06-01T12:00:00Z","event":"verified","credential":"web","team":null,"generation":3,"fingerprint":"sha256:ab","key_id":null,"issuer":"local","outcome":"partly_verified","reason":null,"prev":"{}"}}"#,
+        chain::genesis_hash()
+    );
+    let record: Record = serde_json::from_str(&body).unwrap();
+    let line = chain::encode(&record).unwrap();
+    assert!(line.starts_with(&body[..body.len() - 1]), "{line}");
+    std::fs::write(&p, format!("{line}\n")).unwrap();
+
+    assert_eq!(verify(&p).unwrap().unwrap().records, 1);
+    let (_, _, r) = read_all(&p).unwrap().remove(0);
+    assert_eq!(r.outcome, AuditOutcome::Other("partly_verified".into()));
+    assert_eq!(r.time, Timestamp::parse("2025-06-01T12:00:00Z").unwrap());
+    assert_eq!(
+        format(&r),
+        "2025-06-01T12:00:00Z #1 verified        web gen 3 partly_verified issuer=local fingerprint=sha256:ab"
+    );
+    // rekey appends after it, and the chain verifies across both.
+    write(&p, DEFAULT_MAX_SIZE, 1);
+    assert_eq!(verify(&p).unwrap().unwrap().records, 2);
 }

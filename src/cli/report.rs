@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::audit::{self, AuditError, AuditEvent, Record};
+use crate::audit::{self, AuditError, AuditEvent, AuditOutcome, Record};
 use crate::config::{evaluate_policy, Config};
 use crate::engine::disk::DiskState;
 use crate::engine::journal::Journal;
 use crate::store::Store;
+use crate::timestamp::Timestamp;
 
 /// `rekey report -c FILE [--json]`: 2 for an invalid config, else the
 /// report on stdout.
@@ -45,8 +46,8 @@ pub struct Report {
     pub config: String,
     /// The audit log read, if any.
     pub audit_log: Option<String>,
-    /// First and last audit record times (RFC 3339): the span counted below.
-    pub audit_span: Option<(String, String)>,
+    /// First and last audit record times: the span counted below.
+    pub audit_span: Option<(Timestamp, Timestamp)>,
     /// One entry per credential, in config order.
     pub credentials: Vec<CredentialReport>,
     /// One entry per `[[watch]]` (certificates rekey monitors but does not
@@ -69,8 +70,8 @@ pub struct WatchReport {
     pub subject: Option<String>,
     /// ...its issuer.
     pub issuer: Option<String>,
-    /// ...and its expiry (RFC 3339).
-    pub not_after: Option<String>,
+    /// ...and its expiry.
+    pub not_after: Option<Timestamp>,
     /// Certificates found.
     pub certificates: usize,
     /// `alert_before` in words.
@@ -113,7 +114,7 @@ pub async fn watches(config: &Config) -> Vec<WatchReport> {
                 r.state = s.state.as_str().to_string();
                 r.subject = soonest.map(|c| c.subject.clone());
                 r.issuer = soonest.map(|c| c.issuer.clone());
-                r.not_after = s.not_after.map(|t| t.to_string());
+                r.not_after = s.not_after;
                 r.certificates = s.watch.as_ref().map_or(0, |d| d.certificates.len());
                 r.error = s.last_error;
             }
@@ -141,8 +142,8 @@ pub struct CredentialReport {
     pub age_seconds: Option<u64>,
     /// Configured lifetime, seconds.
     pub lifetime_seconds: u64,
-    /// When a probe last saw the app use a new generation (RFC 3339), per the audit log.
-    pub last_verified_handoff: Option<String>,
+    /// When a probe last saw the app use a new generation, per the audit log.
+    pub last_verified_handoff: Option<Timestamp>,
     /// Generations issued, per the audit log.
     pub rotations: u64,
     /// Issue or publish failures and failed handoffs, per the audit log.
@@ -180,11 +181,13 @@ pub fn build(config: &Config, now: SystemTime) -> Result<Report, AuditError> {
         let mine = records.iter().filter(|r| r.credential == c.name);
         let (mut rotations, mut failures, mut last_verified) = (0, 0, None);
         for r in mine {
-            match (r.event, r.outcome.as_str()) {
-                (AuditEvent::Issued, "success") => rotations += 1,
-                (AuditEvent::Issued | AuditEvent::Published, "failure") => failures += 1,
+            match (r.event, &r.outcome) {
+                (AuditEvent::Issued, AuditOutcome::Success) => rotations += 1,
+                (AuditEvent::Issued | AuditEvent::Published, AuditOutcome::Failure) => {
+                    failures += 1
+                }
                 (AuditEvent::RolledBack, _) => failures += 1,
-                (AuditEvent::Verified, "verified") => last_verified = Some(r.time.clone()),
+                (AuditEvent::Verified, AuditOutcome::Verified) => last_verified = Some(r.time),
                 _ => {}
             }
         }
@@ -217,7 +220,7 @@ pub fn build(config: &Config, now: SystemTime) -> Result<Report, AuditError> {
         });
     }
     let audit_span = match (records.first(), records.last()) {
-        (Some(a), Some(b)) => Some((a.time.clone(), b.time.clone())),
+        (Some(a), Some(b)) => Some((a.time, b.time)),
         _ => None,
     };
     Ok(Report {
@@ -277,8 +280,7 @@ pub fn text(r: &Report, now: SystemTime) -> String {
             out,
             "  last verified handoff: {}",
             c.last_verified_handoff
-                .as_deref()
-                .unwrap_or("never (in the audit log)")
+                .map_or_else(|| "never (in the audit log)".to_string(), |t| t.to_string())
         );
         let _ = writeln!(
             out,

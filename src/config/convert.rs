@@ -94,6 +94,16 @@ pub(super) fn value<T>(
     parse(raw.get_ref()).map_err(|msg| src.err(key, Some(raw.span()), msg))
 }
 
+/// [`value`] of a key that may be absent.
+pub(super) fn optional<T>(
+    src: &Src<'_>,
+    key: &str,
+    raw: Option<&Spanned<String>>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    raw.map(|r| value(src, key, r, parse)).transpose()
+}
+
 /// A path as written, relative ones resolved against the config file's directory.
 pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     // Collecting components drops "a/./b" noise so equal paths compare equal.
@@ -116,77 +126,41 @@ fn daemon(
         state_dir_span = Some(s.span());
     }
     if let Some(s) = &raw.listen {
-        d.listen = value(src, "daemon.listen", s, |v| {
-            if v.is_empty() {
-                return Ok(None);
-            }
-            v.parse::<SocketAddr>().map(Some).map_err(|_| {
-                format!("invalid address \"{v}\"; write IP:PORT like \"127.0.0.1:9464\" or \"[::1]:9464\", or \"\" to turn the endpoint off")
-            })
-        })?;
+        d.listen = value(src, "daemon.listen", s, listen)?;
     }
     if let Some(s) = &raw.log_format {
         d.log_format = value(src, "daemon.log_format", s, values::log_format)?;
     }
     if let Some(n) = &raw.max_concurrent_rotations {
-        d.max_concurrent_rotations = usize::try_from(*n.get_ref())
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                src.err(
-                    "daemon.max_concurrent_rotations",
-                    Some(n.span()),
-                    format!("must be at least 1, found {}", n.get_ref()),
-                )
-            })?;
+        d.max_concurrent_rotations = max_concurrent_rotations(src, n)?;
     }
     if let Some(s) = &raw.backstop {
-        d.backstop = value(src, "daemon.backstop", s, values::duration)?;
-        if d.backstop < MIN_BACKSTOP {
-            return Err(src.err(
-                "daemon.backstop",
-                Some(s.span()),
-                format!("must be at least 60s, found \"{}\"", s.get_ref()),
-            ));
-        }
+        d.backstop = backstop(src, s)?;
     }
     if let Some(s) = &raw.admin_token_file {
-        if s.get_ref().is_empty() {
-            return Err(src.err(
-                "daemon.admin_token_file",
-                Some(s.span()),
-                "must not be empty; name a file holding the token, or leave the key out",
-            ));
-        }
-        d.admin_token_file = Some(resolve(base, s.get_ref()));
+        d.admin_token_file = Some(named_file(
+            src,
+            base,
+            "daemon.admin_token_file",
+            s,
+            "must not be empty; name a file holding the token, or leave the key out",
+        )?);
     }
     if let Some(s) = &raw.audit_log {
-        if s.get_ref().is_empty() {
-            return Err(src.err(
-                "daemon.audit_log",
-                Some(s.span()),
-                "must not be empty; name the audit log file, or leave the key out",
-            ));
-        }
-        d.audit_log = Some(resolve(base, s.get_ref()));
+        d.audit_log = Some(named_file(
+            src,
+            base,
+            "daemon.audit_log",
+            s,
+            "must not be empty; name the audit log file, or leave the key out",
+        )?);
     }
     if let Some(v) = &raw.audit_max_size {
         d.audit_max_size = values::size(v.get_ref())
             .map_err(|m| src.err("daemon.audit_max_size", Some(v.span()), m))?;
     }
     if let Some(list) = &raw.compat_metrics {
-        for (i, s) in list.get_ref().iter().enumerate() {
-            let key = format!("daemon.compat_metrics[{i}]");
-            let c = value(src, &key, s, |v| {
-                super::CompatMetrics::ALL
-                    .into_iter()
-                    .find(|c| c.as_str() == v)
-                    .ok_or_else(|| format!("unknown metrics set \"{v}\"; allowed: x509-exporter"))
-            })?;
-            if !d.compat_metrics.contains(&c) {
-                d.compat_metrics.push(c);
-            }
-        }
+        d.compat_metrics = compat_metrics(src, list.get_ref())?;
     }
     super::reload_group::daemon_timing(
         src,
@@ -194,21 +168,102 @@ fn daemon(
         raw.reload_window.as_ref(),
         raw.reload_max_wait.as_ref(),
     )?;
-    // The admin socket lives in the state dir, and a Unix socket path is
-    // at most 107 bytes (sun_path).
+    socket_path_fits(src, &d, raw.state_dir.as_ref())?;
+    Ok((d, state_dir_span))
+}
+
+/// `daemon.listen`: IP:PORT, or "" for no endpoint.
+fn listen(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("invalid address \"{v}\"; write IP:PORT like \"127.0.0.1:9464\" or \"[::1]:9464\", or \"\" to turn the endpoint off")
+    })
+}
+
+/// `daemon.max_concurrent_rotations`: at least 1.
+fn max_concurrent_rotations(src: &Src<'_>, n: &Spanned<i64>) -> Result<usize, ConfigError> {
+    usize::try_from(*n.get_ref())
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            src.err(
+                "daemon.max_concurrent_rotations",
+                Some(n.span()),
+                format!("must be at least 1, found {}", n.get_ref()),
+            )
+        })
+}
+
+/// `daemon.backstop`: at least [`MIN_BACKSTOP`].
+fn backstop(src: &Src<'_>, s: &Spanned<String>) -> Result<Duration, ConfigError> {
+    let d = value(src, "daemon.backstop", s, values::duration)?;
+    if d < MIN_BACKSTOP {
+        return Err(src.err(
+            "daemon.backstop",
+            Some(s.span()),
+            format!("must be at least 60s, found \"{}\"", s.get_ref()),
+        ));
+    }
+    Ok(d)
+}
+
+/// A file key that, when written, must name a file (`empty` says so).
+fn named_file(
+    src: &Src<'_>,
+    base: &Path,
+    key: &str,
+    s: &Spanned<String>,
+    empty: &str,
+) -> Result<PathBuf, ConfigError> {
+    if s.get_ref().is_empty() {
+        return Err(src.err(key, Some(s.span()), empty));
+    }
+    Ok(resolve(base, s.get_ref()))
+}
+
+/// `daemon.compat_metrics`: known sets, each once.
+fn compat_metrics(
+    src: &Src<'_>,
+    list: &[Spanned<String>],
+) -> Result<Vec<super::CompatMetrics>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let key = format!("daemon.compat_metrics[{i}]");
+        let c = value(src, &key, s, |v| {
+            super::CompatMetrics::ALL
+                .into_iter()
+                .find(|c| c.as_str() == v)
+                .ok_or_else(|| format!("unknown metrics set \"{v}\"; allowed: x509-exporter"))
+        })?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// The admin socket lives in the state dir, and a Unix socket path is at
+/// most 107 bytes (sun_path).
+fn socket_path_fits(
+    src: &Src<'_>,
+    d: &DaemonConfig,
+    state_dir: Option<&Spanned<String>>,
+) -> Result<(), ConfigError> {
     let socket = d.admin_socket();
     let len = socket.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         return Err(src.err(
             "daemon.state_dir",
-            raw.state_dir.as_ref().map(|s| s.span()),
+            state_dir.map(|s| s.span()),
             format!(
                 "the admin socket {} would be {len} bytes long, and a Unix socket path may have at most {MAX_SOCKET_PATH}; use a shorter state_dir",
                 socket.display()
             ),
         ));
     }
-    Ok((d, state_dir_span))
+    Ok(())
 }
 
 /// `[issuer.NAME]`, dispatched on its `type`, with its issuance budgets.

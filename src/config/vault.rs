@@ -197,34 +197,7 @@ fn auth(
     raw: Spanned<toml::Value>,
 ) -> Result<VaultAuth, ConfigError> {
     let span = raw.span();
-    let toml::Value::Table(table) = raw.into_inner() else {
-        return Err(src.err(
-            path,
-            Some(span),
-            "must be a table like { method = \"approle\", role_id_file = \"...\", secret_id_file = \"...\" }",
-        ));
-    };
-    // toml::Value keeps no spans of its own: errors inside point at the
-    // auth table, which is usually one line.
-    let entries: BTreeMap<String, Spanned<toml::Value>> = table
-        .into_iter()
-        .map(|(k, v)| (k, Spanned::new(span.clone(), v)))
-        .collect();
-    // A secret written inline would sit in the config and its backups.
-    for (inline, file) in [
-        ("token", "token_file"),
-        ("role_id", "role_id_file"),
-        ("secret_id", "secret_id_file"),
-        ("jwt", "jwt_file"),
-    ] {
-        if entries.contains_key(inline) {
-            return Err(src.err(
-                format!("{path}.{inline}"),
-                Some(span),
-                format!("secrets are never written in the config; put it in a file readable only by rekey and set {file}"),
-            ));
-        }
-    }
+    let entries = auth_entries(src, path, raw)?;
     let mut t = TableReader::new(
         src,
         path.to_string(),
@@ -278,6 +251,45 @@ fn auth(
     };
     t.finish()?;
     Ok(auth)
+}
+
+/// The `auth` table's entries, each located at the table; a secret
+/// written inline is refused.
+fn auth_entries(
+    src: &Src<'_>,
+    path: &str,
+    raw: Spanned<toml::Value>,
+) -> Result<BTreeMap<String, Spanned<toml::Value>>, ConfigError> {
+    let span = raw.span();
+    let toml::Value::Table(table) = raw.into_inner() else {
+        return Err(src.err(
+            path,
+            Some(span),
+            "must be a table like { method = \"approle\", role_id_file = \"...\", secret_id_file = \"...\" }",
+        ));
+    };
+    // toml::Value keeps no spans of its own: errors inside point at the
+    // auth table, which is usually one line.
+    let entries: BTreeMap<String, Spanned<toml::Value>> = table
+        .into_iter()
+        .map(|(k, v)| (k, Spanned::new(span.clone(), v)))
+        .collect();
+    // A secret written inline would sit in the config and its backups.
+    for (inline, file) in [
+        ("token", "token_file"),
+        ("role_id", "role_id_file"),
+        ("secret_id", "secret_id_file"),
+        ("jwt", "jwt_file"),
+    ] {
+        if entries.contains_key(inline) {
+            return Err(src.err(
+                format!("{path}.{inline}"),
+                Some(span),
+                format!("secrets are never written in the config; put it in a file readable only by rekey and set {file}"),
+            ));
+        }
+    }
+    Ok(entries)
 }
 
 /// An optional path key, resolved against the config's directory.

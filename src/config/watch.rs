@@ -168,68 +168,125 @@ fn watch(
     rw: RawWatch,
 ) -> Result<WatchConfig, ConfigError> {
     let k = |key: &str| format!("{at}.{key}");
-    let endpoint_only = |key: &str, s: &Spanned<String>| {
-        src.err(
-            k(key),
-            Some(s.span()),
-            format!("only an endpoint watch takes {key}; a file watch is re-read when the file changes and at every daemon.backstop"),
-        )
+    let source = source(src, base, at, span, &rw)?;
+    let (interval, timeout) = probe_times(src, at, &rw)?;
+    let alert_before = match &rw.alert_before {
+        Some(s) => Some(alert_before(src, &k("alert_before"), s)?),
+        None => None,
     };
-    let source = match (&rw.file, &rw.endpoint) {
-        (Some(f), None) => {
-            if f.get_ref().is_empty() {
-                return Err(src.err(k("file"), Some(f.span()), "path must not be empty"));
-            }
-            for (key, v) in [
-                ("server_name", &rw.server_name),
-                ("starttls", &rw.starttls),
-                ("interval", &rw.interval),
-                ("timeout", &rw.timeout),
-            ] {
-                if let Some(v) = v {
-                    return Err(endpoint_only(key, v));
-                }
-            }
-            WatchSource::File(resolve(base, f.get_ref()))
-        }
-        (None, Some(e)) => {
-            let host = value(src, &k("endpoint"), e, host_port)?;
-            let server_name = match &rw.server_name {
-                Some(s) => {
-                    value(src, &k("server_name"), s, |v| {
-                        rustls::pki_types::ServerName::try_from(v.to_string())
-                            .map(drop)
-                            .map_err(|_| format!("\"{v}\" is not a DNS name or IP address to send as SNI"))
-                    })?;
-                    s.get_ref().clone()
-                }
-                None => host,
-            };
-            let starttls = match &rw.starttls {
-                Some(s) => Some(value(src, &k("starttls"), s, super::starttls::parse)?),
-                None => None,
-            };
-            WatchSource::Endpoint {
-                connect: e.get_ref().clone(),
-                server_name,
-                starttls,
-            }
-        }
-        (Some(_), Some(e)) => {
+    let team = super::certificate::not_blank(
+        src,
+        k("team"),
+        rw.team.as_ref(),
+        "must not be empty; name the owning team or contact, or leave the key out",
+    )?;
+    let labels = super::certificate::labels(src, k("labels"), rw.labels.as_ref())?;
+    Ok(WatchConfig {
+        name: rw.name.into_inner(),
+        source,
+        alert_before,
+        interval,
+        timeout,
+        team,
+        labels,
+    })
+}
+
+/// What is watched: `file` or `endpoint` (exactly one), with the keys only
+/// an endpoint takes.
+fn source(
+    src: &Src<'_>,
+    base: &Path,
+    at: &str,
+    span: std::ops::Range<usize>,
+    rw: &RawWatch,
+) -> Result<WatchSource, ConfigError> {
+    let k = |key: &str| format!("{at}.{key}");
+    match (&rw.file, &rw.endpoint) {
+        (Some(f), None) => file_source(src, base, at, f, rw),
+        (None, Some(e)) => endpoint_source(src, at, e, rw),
+        (Some(_), Some(e)) => Err(src.err(
+            k("endpoint"),
+            Some(e.span()),
+            "set either file or endpoint, not both; use two [[watch]] entries to watch both",
+        )),
+        (None, None) => Err(src.err(
+            at,
+            Some(span),
+            "set file = \"PATH\" (a PEM or DER certificate, chain or bundle) or endpoint = \"host:port\" (a TLS server's chain)",
+        )),
+    }
+}
+
+/// `file = "PATH"`: a non-empty path, and none of the endpoint's keys.
+fn file_source(
+    src: &Src<'_>,
+    base: &Path,
+    at: &str,
+    f: &Spanned<String>,
+    rw: &RawWatch,
+) -> Result<WatchSource, ConfigError> {
+    let k = |key: &str| format!("{at}.{key}");
+    if f.get_ref().is_empty() {
+        return Err(src.err(k("file"), Some(f.span()), "path must not be empty"));
+    }
+    for (key, v) in [
+        ("server_name", &rw.server_name),
+        ("starttls", &rw.starttls),
+        ("interval", &rw.interval),
+        ("timeout", &rw.timeout),
+    ] {
+        if let Some(v) = v {
             return Err(src.err(
-                k("endpoint"),
-                Some(e.span()),
-                "set either file or endpoint, not both; use two [[watch]] entries to watch both",
-            ))
+                k(key),
+                Some(v.span()),
+                format!("only an endpoint watch takes {key}; a file watch is re-read when the file changes and at every daemon.backstop"),
+            ));
         }
-        (None, None) => {
-            return Err(src.err(
-                at,
-                Some(span),
-                "set file = \"PATH\" (a PEM or DER certificate, chain or bundle) or endpoint = \"host:port\" (a TLS server's chain)",
-            ))
+    }
+    Ok(WatchSource::File(resolve(base, f.get_ref())))
+}
+
+/// `endpoint = "host:port"`, its `server_name` (the host when absent) and
+/// `starttls`.
+fn endpoint_source(
+    src: &Src<'_>,
+    at: &str,
+    e: &Spanned<String>,
+    rw: &RawWatch,
+) -> Result<WatchSource, ConfigError> {
+    let k = |key: &str| format!("{at}.{key}");
+    let host = value(src, &k("endpoint"), e, host_port)?;
+    let server_name = match &rw.server_name {
+        Some(s) => {
+            value(src, &k("server_name"), s, |v| {
+                rustls::pki_types::ServerName::try_from(v.to_string())
+                    .map(drop)
+                    .map_err(|_| format!("\"{v}\" is not a DNS name or IP address to send as SNI"))
+            })?;
+            s.get_ref().clone()
         }
+        None => host,
     };
+    let starttls = match &rw.starttls {
+        Some(s) => Some(value(src, &k("starttls"), s, super::starttls::parse)?),
+        None => None,
+    };
+    Ok(WatchSource::Endpoint {
+        connect: e.get_ref().clone(),
+        server_name,
+        starttls,
+    })
+}
+
+/// An endpoint's `interval` (at least [`MIN_WATCH_INTERVAL`]) and `timeout`
+/// (within the interval).
+fn probe_times(
+    src: &Src<'_>,
+    at: &str,
+    rw: &RawWatch,
+) -> Result<(Duration, Duration), ConfigError> {
+    let k = |key: &str| format!("{at}.{key}");
     let interval = match &rw.interval {
         Some(s) => {
             let d = value(src, &k("interval"), s, values::duration)?;
@@ -262,65 +319,26 @@ fn watch(
         }
         None => DEFAULT_WATCH_TIMEOUT.min(interval),
     };
-    let alert_before = match &rw.alert_before {
-        Some(s) => {
-            let share = value(src, &k("alert_before"), s, values::share)?;
-            match share {
-                Share::Fraction(f) if !(f > 0.0 && f < 1.0) => {
-                    return Err(src.err(
-                        k("alert_before"),
-                        Some(s.span()),
-                        format!(
-                            "must be more than 0% and less than 100% of lifetime, found \"{}\"",
-                            s.get_ref()
-                        ),
-                    ));
-                }
-                Share::Duration(d) if d.is_zero() => {
-                    return Err(src.err(
-                        k("alert_before"),
-                        Some(s.span()),
-                        "must be longer than 0s",
-                    ));
-                }
-                _ => Some(share),
-            }
+    Ok((interval, timeout))
+}
+
+/// `alert_before` (at `key`): a share strictly inside the lifetime, or a
+/// duration longer than nothing.
+fn alert_before(src: &Src<'_>, key: &str, s: &Spanned<String>) -> Result<Share, ConfigError> {
+    match value(src, key, s, values::share)? {
+        Share::Fraction(f) if !(f > 0.0 && f < 1.0) => Err(src.err(
+            key,
+            Some(s.span()),
+            format!(
+                "must be more than 0% and less than 100% of lifetime, found \"{}\"",
+                s.get_ref()
+            ),
+        )),
+        Share::Duration(d) if d.is_zero() => {
+            Err(src.err(key, Some(s.span()), "must be longer than 0s"))
         }
-        None => None,
-    };
-    let team = match &rw.team {
-        Some(s) if s.get_ref().trim().is_empty() => {
-            return Err(src.err(
-                k("team"),
-                Some(s.span()),
-                "must not be empty; name the owning team or contact, or leave the key out",
-            ));
-        }
-        Some(s) => Some(s.get_ref().clone()),
-        None => None,
-    };
-    let mut labels = BTreeMap::new();
-    if let Some(l) = &rw.labels {
-        for (key, v) in l.get_ref() {
-            if key.is_empty() {
-                return Err(src.err(
-                    k("labels"),
-                    Some(l.span()),
-                    "a label name must not be empty",
-                ));
-            }
-            labels.insert(key.clone(), v.get_ref().clone());
-        }
+        share => Ok(share),
     }
-    Ok(WatchConfig {
-        name: rw.name.into_inner(),
-        source,
-        alert_before,
-        interval,
-        timeout,
-        team,
-        labels,
-    })
 }
 
 /// `host:port` (IPv6 in brackets); returns the host, for the default SNI.

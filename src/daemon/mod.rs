@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::alert::Alerter;
-use crate::audit::{Audit, AuditEvent, Entry};
+use crate::audit::{Audit, AuditEvent, AuditOutcome, Entry};
 use crate::config::{
     CertificateConfig, Config, IssuerConfig, PidSource, ProbeConfig, ReloadConfig,
 };
@@ -344,7 +344,7 @@ pub async fn start(
     audit.record(config_entry(
         AuditEvent::ConfigLoaded,
         config,
-        "success",
+        AuditOutcome::Success,
         None,
     ));
     let issuers = build_issuers(config, &store)?;
@@ -497,7 +497,7 @@ async fn reload(running: &mut Running, config: &mut Config) {
             running.audit.record(config_entry(
                 AuditEvent::ConfigReloaded,
                 config,
-                "rejected",
+                AuditOutcome::Rejected,
                 Some(e.to_string()),
             ));
             return;
@@ -510,7 +510,7 @@ async fn reload(running: &mut Running, config: &mut Config) {
         running.audit.record(config_entry(
             AuditEvent::ConfigReloaded,
             config,
-            "rejected",
+            AuditOutcome::Rejected,
             Some(format!("policy: {}", list.join("; "))),
         ));
         return;
@@ -535,7 +535,7 @@ async fn reload(running: &mut Running, config: &mut Config) {
             running.audit.record(config_entry(
                 AuditEvent::ConfigReloaded,
                 &new,
-                "success",
+                AuditOutcome::Success,
                 Some(what),
             ));
             *config = new;
@@ -545,7 +545,7 @@ async fn reload(running: &mut Running, config: &mut Config) {
             running.audit.record(config_entry(
                 AuditEvent::ConfigReloaded,
                 config,
-                "rejected",
+                AuditOutcome::Rejected,
                 Some(e.to_string()),
             ));
         }
@@ -556,7 +556,7 @@ async fn reload(running: &mut Running, config: &mut Config) {
 fn config_entry(
     event: AuditEvent,
     config: &Config,
-    outcome: &str,
+    outcome: AuditOutcome,
     reason: Option<String>,
 ) -> Entry {
     let reason = reason.unwrap_or_else(|| format!("{} credentials", config.certificates.len()));

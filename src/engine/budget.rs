@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::task::{Journaled, Kind, RotateError, Steps, Task};
 use crate::alert::Event;
 use crate::budget::{self, Budget, Gate, Limit};
-use crate::cert;
 use crate::config::{IssuanceBudgets, Share};
 use crate::status::{BudgetExhausted, BudgetStatus};
 use crate::store::{CredentialStore, Store};
+use crate::timestamp;
 use crate::timestamp::Timestamp;
 
 /// Unix seconds.
@@ -245,12 +245,12 @@ impl Budgets<'_> {
             b.count,
             budget::short_duration(b.window()),
             self.issuer,
-            cert::rfc3339(at(frees_at)),
+            timestamp::rfc3339(at(frees_at)),
         );
         if until < frees_at {
             message.push_str(&format!(
                 ", except at {} when the {what} in place enters the last tenth of its lifetime",
-                cert::rfc3339(at(until)),
+                timestamp::rfc3339(at(until)),
             ));
         }
         message.push_str(&format!("; the current {what} stays in place"));

@@ -41,7 +41,9 @@ impl DiskState {
             DiskState::Unusable(_, Invalid::Expired(t)) => format!("expired at {t}"),
             DiskState::Unusable(_, Invalid::MissingNames(n)) => format!("wrong names (lacks {n})"),
             DiskState::Unusable(_, other) => other.to_string(),
-            DiskState::Valid(info) => format!("valid until {}", cert::rfc3339(info.not_after)),
+            DiskState::Valid(info) => {
+                format!("valid until {}", crate::timestamp::rfc3339(info.not_after))
+            }
             DiskState::Untrusted(_, why) => {
                 format!("NOT trusted, will be reissued at start: {why}")
             }

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::task::{Kind, Steps, Task};
 use super::{Command, EngineError, Handle};
 use crate::alert::{Alert, Event};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditOutcome};
 use crate::issuer;
 use crate::store;
 
@@ -77,6 +77,16 @@ impl std::fmt::Display for RetireResult {
     }
 }
 
+impl From<RetireResult> for AuditOutcome {
+    /// The `retired` record's outcome.
+    fn from(r: RetireResult) -> AuditOutcome {
+        match r {
+            RetireResult::Retired => AuditOutcome::Retired,
+            RetireResult::Failed => AuditOutcome::Failed,
+        }
+    }
+}
+
 /// What retiring a credential did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetireOutcome {
@@ -133,10 +143,10 @@ impl RevokeStep {
 
     /// The audit outcome of a `revoked` record, when one is due: attempts
     /// that reached the issuer are recorded, "cannot revoke" is not.
-    pub(super) fn audit_outcome(&self) -> Option<&'static str> {
+    pub(super) fn audit_outcome(&self) -> Option<AuditOutcome> {
         match self.revocation {
-            Revocation::Revoked => Some("success"),
-            Revocation::Failed => Some("failure"),
+            Revocation::Revoked => Some(AuditOutcome::Success),
+            Revocation::Failed => Some(AuditOutcome::Failure),
             Revocation::Unsupported | Revocation::Nothing => None,
         }
     }
@@ -218,7 +228,7 @@ where
         let mut out = outcome(self.name(), &step, removed);
         out.detail.push_str(&rest);
         let entry = self
-            .entry(AuditEvent::Retired, out.result.as_str())
+            .entry(AuditEvent::Retired, out.result.into())
             .reason(format!(
                 "removed {}; {}",
                 out.removed.join(", "),

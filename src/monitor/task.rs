@@ -274,7 +274,7 @@ impl Task {
         };
         let mut a = Alert::new(event, &self.cfg.name, KIND_WATCH, message);
         a.fingerprint = s.fingerprint.clone();
-        a.not_after = s.not_after.map(|t| t.to_string());
+        a.not_after = s.not_after;
         a.team = self.cfg.team.clone();
         a.labels = self.cfg.labels.clone();
         self.alerter.raise(a);

@@ -4,6 +4,7 @@
 
 use crate::support as common;
 
+use rekey::status::Timestamp;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -113,11 +114,9 @@ fn metrics_cover_the_contract_with_absolute_timestamps() {
     }
     // Watches: one series each, in their own families.
     let ca = cred_status(d.addr, "web-ca").unwrap();
-    let ca_not_after = rekey::status::parse_time(ca["not_after"].as_str())
+    let ca_not_after = Timestamp::parse(ca["not_after"].as_str().unwrap())
         .unwrap()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+        .unix_seconds() as f64;
     let w = r#"{watch="web-ca",source="file",team="pki"}"#;
     assert_eq!(
         value(
@@ -137,11 +136,9 @@ fn metrics_cover_the_contract_with_absolute_timestamps() {
     // CA, labelled as that exporter labels them; the missing file counts as
     // a read error.
     let web = cred_status(d.addr, "web").unwrap();
-    let web_not_after = rekey::status::parse_time(web["not_after"].as_str())
+    let web_not_after = Timestamp::parse(web["not_after"].as_str().unwrap())
         .unwrap()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+        .unix_seconds() as f64;
     let serial = rekey::certview::serial_decimal(web["serial"].as_str().unwrap()).unwrap();
     let leaf = format!(
         "{{filename=\"cert.pem\",filepath=\"{}\",serial_number=\"{serial}\",subject_CN=\"localhost\",issuer_CN=\"rekey local CA\"}}",
@@ -281,11 +278,9 @@ fn prometheus_scrapes_every_credential() {
     assert_eq!(sample["metric"]["job"], "rekey");
     // The same instant /status reports, as Unix seconds.
     let scraped: f64 = sample["value"][1].as_str().unwrap().parse().unwrap();
-    let not_after = rekey::status::parse_time(web_status["not_after"].as_str())
+    let not_after = Timestamp::parse(web_status["not_after"].as_str().unwrap())
         .unwrap()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+        .unix_seconds() as f64;
     assert_eq!(scraped, not_after, "{web_status}");
 
     // The shipped alerting rules load and evaluate against what rekey

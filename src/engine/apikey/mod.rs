@@ -101,7 +101,7 @@ pub fn describe(
                 format!(
                     "key {} expired at {} (will be minted at start)",
                     k.id,
-                    crate::cert::rfc3339(at(k.expires_at))
+                    crate::timestamp::rfc3339(at(k.expires_at))
                 )
             } else {
                 let renew = crate::schedule::renewal_point(
@@ -114,8 +114,8 @@ pub fn describe(
                 format!(
                     "key {} valid until {} (renews at {})",
                     k.id,
-                    crate::cert::rfc3339(at(k.expires_at)),
-                    crate::cert::rfc3339(renew)
+                    crate::timestamp::rfc3339(at(k.expires_at)),
+                    crate::timestamp::rfc3339(renew)
                 )
             }
         }

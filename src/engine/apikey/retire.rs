@@ -25,7 +25,7 @@ impl KeyTask {
                 detail: format!(
                     "not revoked: api_key \"{name}\" has no revoke configured; key {} stays valid until {} (add revoke = {{ ... }} or revoke it at issuer \"{}\" by hand)",
                     k.id,
-                    crate::cert::rfc3339(at(k.expires_at)),
+                    crate::timestamp::rfc3339(at(k.expires_at)),
                     self.cfg.issuer
                 ),
             };
@@ -40,7 +40,7 @@ impl KeyTask {
                 detail: format!(
                     "NOT revoked: {e}; key {} stays valid until {}: revoke it at issuer \"{}\" by hand",
                     k.id,
-                    crate::cert::rfc3339(at(k.expires_at)),
+                    crate::timestamp::rfc3339(at(k.expires_at)),
                     self.cfg.issuer
                 ),
             },

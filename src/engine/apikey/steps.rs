@@ -7,7 +7,7 @@ use super::rotate::KeyNext;
 use super::upkeep::{at, JITTER};
 use super::KeyTask;
 use crate::alert::Alert;
-use crate::audit::{AuditEvent, Entry};
+use crate::audit::{AuditEvent, AuditOutcome, Entry};
 use crate::config::Share;
 use crate::engine::retire::RevokeStep;
 use crate::engine::task::{issuer_backoff, Moment, RotateError, Steps, Words};
@@ -199,7 +199,7 @@ impl Steps for KeyTask {
         }
     }
 
-    fn entry(&self, event: AuditEvent, outcome: &str) -> Entry {
+    fn entry(&self, event: AuditEvent, outcome: AuditOutcome) -> Entry {
         let k = self.journal.committed.as_ref();
         let mut e = Entry::key(&self.cfg, event, outcome, k.map(|k| k.id.as_str()));
         e.fingerprint = k.map(|k| k.hash.clone());

@@ -86,7 +86,7 @@ impl KeyTask {
                 let v = serde_json::json!({
                     "secret": secret,
                     "id": key.id,
-                    "expires_at": cert::rfc3339(at(key.expires_at)),
+                    "expires_at": crate::timestamp::rfc3339(at(key.expires_at)),
                 });
                 let mut s = v.to_string().into_bytes();
                 s.push(b'\n');
@@ -127,7 +127,7 @@ impl KeyTask {
         let entry = crate::audit::Entry::key(
             &self.cfg,
             crate::audit::AuditEvent::Tampered,
-            "refused",
+            crate::audit::AuditOutcome::Refused,
             None,
         )
         .reason(e.to_string());
@@ -144,7 +144,7 @@ impl KeyTask {
             generation: key.generation,
             fingerprint: key.hash.clone(),
             serial: key.id.clone(),
-            not_after: cert::rfc3339(at(key.expires_at)),
+            not_after: crate::timestamp::rfc3339(at(key.expires_at)),
             key_id: Some(key.id.clone()),
             secret: secret.map(|s| Secret(Arc::new(s))),
             ..Generation::default()

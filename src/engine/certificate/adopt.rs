@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use super::{Current, Task};
-use crate::audit::{AuditEvent, Entry};
+use crate::audit::{AuditEvent, AuditOutcome, Entry};
 use crate::engine::disk::{self, DiskState};
 
 impl Task {
@@ -51,7 +51,7 @@ impl Task {
             AuditEvent::Adopted,
             g,
             &info.fingerprint,
-            "adopted",
+            AuditOutcome::Adopted,
             Some("found on disk, valid, chains to the issuer"),
         );
         self.own.current = Some(Current::new(g, *info, &self.targets(), &material));
@@ -61,7 +61,7 @@ impl Task {
     /// the task then issues a new credential.
     fn refuse_found(&self, why: &str, fingerprint: Option<&str>) {
         tracing::warn!(fingerprint, reason = %why, event = "not_adopted", "the credential found on disk is not adopted; issuing a new one");
-        let mut e = Entry::cert(&self.cfg, AuditEvent::Adopted, "refused")
+        let mut e = Entry::cert(&self.cfg, AuditEvent::Adopted, AuditOutcome::Refused)
             .reason(format!("{why}; issuing a new one"));
         e.fingerprint = fingerprint.map(str::to_string);
         self.audit.record(e);

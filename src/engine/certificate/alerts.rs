@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use super::{Task, EXPIRING_SHARE};
 use crate::alert::{Alert, Event};
-use crate::cert;
 use crate::handoff::Generation;
+use crate::timestamp;
 
 impl Task {
     pub(in crate::engine) fn raise_recovered(&self, g: &Generation) {
@@ -18,7 +18,7 @@ impl Task {
         );
         a.generation = Some(g.generation);
         a.fingerprint = Some(g.fingerprint.clone());
-        a.not_after = Some(g.not_after.clone());
+        a.not_after = timestamp::Timestamp::parse(&g.not_after);
         self.alerter.raise(a);
     }
 
@@ -45,13 +45,13 @@ impl Task {
             let mut a = Alert::new(event, &self.cfg.name, "certificate", msg);
             a.generation = Some(g);
             a.fingerprint = Some(c.info.fingerprint.clone());
-            a.not_after = Some(cert::rfc3339(na));
+            a.not_after = Some(timestamp::Timestamp::new(na));
             a
         };
         if now >= na && self.own.alerted_expired != Some(g) {
             self.alerter.raise(make(
                 Event::Expired,
-                format!("the certificate expired at {}", cert::rfc3339(na)),
+                format!("the certificate expired at {}", timestamp::rfc3339(na)),
             ));
             self.own.alerted_expired = Some(g);
             self.own.alerted_expiring = Some(g);
@@ -60,7 +60,7 @@ impl Task {
                 Event::Expiring,
                 format!(
                     "less than 10% of the lifetime left (expires {}) and no successful renewal",
-                    cert::rfc3339(na)
+                    timestamp::rfc3339(na)
                 ),
             ));
             self.own.alerted_expiring = Some(g);

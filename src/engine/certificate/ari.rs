@@ -4,9 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use super::Task;
-use crate::cert;
 use crate::engine::journal::Ari;
 use crate::schedule;
+use crate::timestamp;
 
 /// Re-check an ARI window this often when the CA gives no Retry-After.
 const ARI_RECHECK: Duration = Duration::from_secs(6 * 3600);
@@ -78,7 +78,7 @@ impl Task {
                 ..
             }) = ari
             {
-                tracing::info!(window_start = %cert::rfc3339(start), window_end = %cert::rfc3339(end), "the CA suggests a renewal window");
+                tracing::info!(window_start = %timestamp::rfc3339(start), window_end = %timestamp::rfc3339(end), "the CA suggests a renewal window");
             }
             self.journal.ari = ari;
             self.save_and_prune();

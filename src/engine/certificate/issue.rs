@@ -72,7 +72,7 @@ impl Task {
         failpoint!("validate.after");
         tracing::debug!(generation = g, fingerprint = %info.fingerprint, "issued and validated");
         if let Some(why) = &issued.shortened {
-            tracing::warn!(generation = g, not_after = %cert::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
+            tracing::warn!(generation = g, not_after = %crate::timestamp::rfc3339(info.not_after), reason = %why, event = "shortened_by_ca", "the certificate is shorter than asked");
         }
         Ok((
             Material {

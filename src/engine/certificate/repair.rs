@@ -128,7 +128,7 @@ impl Task {
                 AuditEvent::Tampered,
                 generation,
                 &cur.info.fingerprint,
-                "refused",
+                crate::audit::AuditOutcome::Refused,
                 Some(&why),
             );
             return;
@@ -161,7 +161,7 @@ impl Task {
         self.audit.cert(
             &self.cfg,
             AuditEvent::Tampered,
-            "refused",
+            crate::audit::AuditOutcome::Refused,
             Some(&e.to_string()),
         );
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Next, Task};
 use crate::alert::Alert;
-use crate::audit::{AuditEvent, Entry};
+use crate::audit::{AuditEvent, AuditOutcome, Entry};
 use crate::config::Share;
 use crate::engine::journal::Step;
 use crate::engine::retire::{Revocation, RevokeStep};
@@ -208,7 +208,7 @@ impl Steps for Task {
         if let Some(c) = &self.own.current {
             a.generation = Some(c.generation);
             a.fingerprint = Some(c.info.fingerprint.clone());
-            a.not_after = Some(crate::timestamp::rfc3339(c.info.not_after));
+            a.not_after = Some(crate::timestamp::Timestamp::new(c.info.not_after));
         }
     }
 
@@ -265,7 +265,7 @@ impl Steps for Task {
 
     fn forget(&mut self) {}
 
-    fn entry(&self, event: AuditEvent, outcome: &str) -> Entry {
+    fn entry(&self, event: AuditEvent, outcome: AuditOutcome) -> Entry {
         let e = Entry::cert(&self.cfg, event, outcome);
         match &self.own.current {
             Some(c) => e.generation(c.generation, &c.info.fingerprint),

@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::RotateError;
 use crate::alert::Alert;
-use crate::audit::{AuditEvent, Entry};
+use crate::audit::{AuditEvent, AuditOutcome, Entry};
 use crate::config::{Share, VerifyConfig};
 use crate::engine::retire::RevokeStep;
 use crate::handoff::{Generation, HandoffError, Verdict};
@@ -181,7 +181,7 @@ pub(in crate::engine) trait Steps: Send {
     /// Retire: forget the committed generation (the task stops next).
     fn forget(&mut self);
     /// An audit record of the committed generation, for `event` with `outcome`.
-    fn entry(&self, event: AuditEvent, outcome: &str) -> Entry;
+    fn entry(&self, event: AuditEvent, outcome: AuditOutcome) -> Entry;
 }
 
 /// How a kind's messages name its credential (log lines and errors).

@@ -180,7 +180,7 @@ pub fn handoff_failed(credential: &str) -> Alert {
     .with_generation(7)
     .with_fingerprint("sha256:new")
     .with_served_fingerprint("sha256:old")
-    .with_not_after("2026-11-24T19:00:00Z")
+    .with_not_after(rekey::status::Timestamp::parse("2026-11-24T19:00:00Z").unwrap())
     .with_rolled_back(true)
 }
 

@@ -25,7 +25,7 @@ impl Made {
     }
     /// `not_after` as /status prints it.
     pub fn not_after(&self) -> String {
-        rekey::cert::rfc3339(self.params.not_after.into())
+        rekey::status::Timestamp::new(self.params.not_after.into()).to_string()
     }
 }
 
