@@ -31,7 +31,7 @@ use serde_norway::Value;
 
 use super::rootfs;
 use crate::support::scorecard::Scenario;
-use crate::support::{bin, http, live_binary, served_fingerprint, wait_until};
+use crate::support::{bin, http, live_binary, rss_kib, served_fingerprint, wait_until};
 
 const SUITE: &str = "deployment";
 
@@ -98,7 +98,7 @@ fn quantity(q: &str) -> u64 {
 
 #[test]
 fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
-    let mut sc = Scenario::new(
+    let sc = Scenario::new(
         SUITE,
         "Kubernetes example pod, run like a kubelet (native sidecar, nginx-unprivileged)",
     );
@@ -109,13 +109,9 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
     ) else {
         return sc.skip("debootstrap, unshare or ip missing");
     };
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("REKEY_REQUIRE_LIVE").is_none(),
-            "needs root to make namespaces"
-        );
-        return sc.skip("needs root to make namespaces");
-    }
+    let Some(mut sc) = sc.require_root("needs root to make namespaces") else {
+        return;
+    };
     let base = rootfs::rootfs().unwrap_or_else(|e| panic!("{e}"));
     let work = tempfile::Builder::new()
         .prefix("pod-")

@@ -274,7 +274,7 @@ fn verified(c: &Container) -> Option<serde_json::Value> {
 
 #[test]
 fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
-    let mut sc = Scenario::new(
+    let sc = Scenario::new(
         SUITE,
         "systemd unit, real systemd (nspawn) next to Debian's nginx",
     );
@@ -284,13 +284,9 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
     ) else {
         return sc.skip("systemd-nspawn or debootstrap missing");
     };
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("REKEY_REQUIRE_LIVE").is_none(),
-            "needs root to boot a container"
-        );
-        return sc.skip("needs root to boot a container");
-    }
+    let Some(mut sc) = sc.require_root("needs root to boot a container") else {
+        return;
+    };
     let rootfs = match rootfs::rootfs() {
         Ok(r) => r,
         Err(e) => panic!("{e}"),

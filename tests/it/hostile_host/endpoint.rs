@@ -145,13 +145,13 @@ fn one_peer_holding_hundreds_of_half_sent_requests_never_silences_the_probes() {
 
 #[test]
 fn no_one_but_rekeys_user_can_rotate_or_retire() {
-    let mut sc = Scenario::new(
+    let sc = Scenario::new(
         "hostile_host",
         "endpoint: rotate and retire need the admin socket (rekey's user) or the admin token, never a reachable port",
     );
-    if !nix::unistd::Uid::effective().is_root() {
-        return sc.skip("needs root to act as another user (nobody)");
-    }
+    let Some(mut sc) = sc.require_root("needs root to act as another user (nobody)") else {
+        return;
+    };
     let env = Env::new();
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();

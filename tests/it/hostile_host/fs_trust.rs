@@ -232,13 +232,13 @@ fn a_planted_certificate_is_not_adopted_unless_it_chains_and_complies() {
 
 #[test]
 fn a_state_dir_another_user_owns_and_an_admin_token_others_can_write_are_refused() {
-    let mut sc = Scenario::new(
+    let Some(mut sc) = Scenario::new(
         SUITE,
         "state dir owned by another user; admin token writable or readable by others",
-    );
-    if !is_root() {
-        return sc.skip("needs root to give the state dir to another user");
-    }
+    )
+    .require_root("needs root to give the state dir to another user") else {
+        return;
+    };
     // A state dir owned by nobody, mode 0700.
     sc.round();
     let env = Env::new();
@@ -246,7 +246,7 @@ fn a_state_dir_another_user_owns_and_an_admin_token_others_can_write_are_refused
     let state = env.path("state");
     std::fs::create_dir(&state).unwrap();
     set_mode(&state, 0o700);
-    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
     let args = os(&["run", "-c", cfg.to_str().unwrap()]);
     if let Some((code, out)) = sc.check_ok("returns", run_to_end(env.dir.path(), &args)) {
         sc.check("refused as a config error (exit 2)", code == 2, || {
