@@ -8,6 +8,8 @@ pub mod alertmanager;
 pub mod bao;
 pub mod bao_keys;
 pub mod certs;
+pub mod fake_http;
+pub mod fake_issuer;
 pub mod invariants;
 pub mod keyservice;
 pub mod notify;
