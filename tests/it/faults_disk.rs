@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
-use rekey::status::State;
+use rekey::status::{Handoff, State};
 
 fn config(env: &Env, swap: &str) -> Cred {
     let d = env.path("tls/web");
@@ -58,7 +58,7 @@ fn rotate(d: &Daemon) -> (u16, String) {
 
 fn started(env: &Env, c: &Cred) -> Daemon {
     let d = env.start();
-    inv::converges(d.addr, c, &["unverified"], Duration::from_secs(15)).unwrap();
+    inv::converges(d.addr, c, &[Handoff::Unverified], Duration::from_secs(15)).unwrap();
     d
 }
 
@@ -462,7 +462,7 @@ fn state_dir_deleted_while_running() {
     let d = env.start();
     sc.check_ok(
         "converges after restart",
-        inv::converges(d.addr, &c, &["unverified"], Duration::from_secs(15)).map(|_| ()),
+        inv::converges(d.addr, &c, &[Handoff::Unverified], Duration::from_secs(15)).map(|_| ()),
     );
     sc.check_ok("published is committed", inv::published_is_committed(&c));
     sc.finish();

@@ -305,20 +305,27 @@ impl Drop for RootApp {
     }
 }
 
-#[test]
-fn a_process_rekey_may_not_signal_is_named_as_such() {
-    let Some(mut sc) = Scenario::new(
-        SUITE,
-        "pid file names a root process, rekey runs as nobody (EPERM)",
-    )
-    .require_root("needs root to run the daemon as another user") else {
-        return;
-    };
+/// A scenario run as root: a `web` certificate whose reload sends TERM to
+/// a root process through `app.pid`, in a temp dir `nobody` owns (for a
+/// daemon that runs as nobody).
+fn with_root_app(name: &str) -> Option<(Scenario, Env, RootApp)> {
+    let sc =
+        Scenario::new(SUITE, name).require_root("needs root to run the daemon as another user")?;
     let env = Env::new();
     let pid_file = env.path("app.pid");
     config(&env, &pid_file, "TERM");
     env.hand_to_nobody();
-    let mut app = RootApp::start(&pid_file);
+    let app = RootApp::start(&pid_file);
+    Some((sc, env, app))
+}
+
+#[test]
+fn a_process_rekey_may_not_signal_is_named_as_such() {
+    let Some((mut sc, env, mut app)) =
+        with_root_app("pid file names a root process, rekey runs as nobody (EPERM)")
+    else {
+        return;
+    };
     let d = env.spawn(env.run_command().uid(NOBODY).gid(NOBODY));
     let first = issued(&env);
     sc.check("the first certificate is issued", first.is_some(), || {
@@ -363,18 +370,11 @@ fn a_process_rekey_may_not_signal_is_named_as_such() {
 
 #[test]
 fn a_process_proc_hides_is_named_as_such() {
-    let Some(mut sc) = Scenario::new(
-        SUITE,
-        "the app exists but /proc hides it (hidepid=invisible, CAP_KILL)",
-    )
-    .require_root("needs root to run the daemon as another user") else {
+    let Some((mut sc, env, mut app)) =
+        with_root_app("the app exists but /proc hides it (hidepid=invisible, CAP_KILL)")
+    else {
         return;
     };
-    let env = Env::new();
-    let pid_file = env.path("app.pid");
-    config(&env, &pid_file, "TERM");
-    env.hand_to_nobody();
-    let mut app = RootApp::start(&pid_file);
     // What ProtectProc=invisible sets up: a /proc that shows only the
     // service's own processes, and CAP_KILL for a non-root service user.
     let d = env.spawn(

@@ -115,22 +115,6 @@ pub fn cred(addr: SocketAddr, name: &str) -> Option<CredentialStatus> {
     statuses(addr)?.into_iter().find(|c| c.name == name)
 }
 
-/// Transitional: the untyped reads the tests are moving off.
-#[allow(dead_code)]
-pub fn status(addr: SocketAddr) -> Option<serde_json::Value> {
-    status_json(addr)
-}
-
-/// Transitional: the untyped reads the tests are moving off.
-#[allow(dead_code)]
-pub fn cred_status(addr: SocketAddr, name: &str) -> Option<serde_json::Value> {
-    status(addr)?
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-}
-
 /// `/status` as untyped JSON: only for the tests that check the wire shape
 /// itself (a field left out, how a value is spelled), which the typed
 /// reads would hide.
