@@ -22,31 +22,14 @@ wait). Medians of RUNS runs. Prints markdown table rows.
 
 Usage: bench_groups.py REKEY_BINARY [RUNS]
 """
-import json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
+
+# The shared helpers sit next to this script; no __pycache__ left in scripts/.
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_nginx import free_port, get, nginx_binary, reloads, start_nginx, stop, wait, write_nginx_conf
 
 SIZES = (10, 50)
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def wait(what, pred, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            v = pred()
-            if v:
-                return v
-        except Exception:
-            pass
-        time.sleep(0.02)
-    sys.exit(f"bench_groups: timed out waiting for {what}")
 
 
 def post_unix(path, url):
@@ -59,11 +42,6 @@ def post_unix(path, url):
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body or b"null")
-
-
-def reloads(d):
-    with open(f"{d}/nginx/logs/error.log") as f:
-        return sum(1 for l in f if l.rstrip().endswith(": reconfiguring"))
 
 
 def signals(d):
@@ -83,8 +61,7 @@ def run(rekey, nginx, n, grouped):
     procs = []
     try:
         api, app = free_port(), free_port()
-        for sub in ("nginx/tmp", "nginx/logs", "placeholder"):
-            os.makedirs(f"{d}/{sub}")
+        os.makedirs(f"{d}/placeholder")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                         "-keyout", f"{d}/placeholder/key.pem", "-out", f"{d}/placeholder/cert.pem", "-days", "2",
                         "-subj", "/CN=placeholder"], check=True, capture_output=True)
@@ -106,15 +83,7 @@ files = {{ cert = "{tls}/cert.pem", key = "{tls}/key.pem", fullchain = "{tls}/fu
 reload = {{ type = "signal", signal = "HUP", pid_file = "{d}/nginx/nginx.pid" }}
 verify = {{ type = "tls", connect = "127.0.0.1:{app}", server_name = "{name}.example.test" }}
 """)
-        with open(f"{d}/nginx/nginx.conf", "w") as f:
-            f.write(f"""daemon off; master_process on; worker_processes 2; pid {d}/nginx/nginx.pid;
-error_log {d}/nginx/logs/error.log info;
-events {{ worker_connections 512; }}
-http {{ access_log off; server_names_hash_bucket_size 128; client_body_temp_path {d}/nginx/tmp/b; proxy_temp_path {d}/nginx/tmp/p;
-fastcgi_temp_path {d}/nginx/tmp/f; uwsgi_temp_path {d}/nginx/tmp/u; scgi_temp_path {d}/nginx/tmp/s;
-{chr(10).join(servers)}
-}}
-""")
+        write_nginx_conf(d, servers, connections=512, http_extra="server_names_hash_bucket_size 128; ")
         window = "" if grouped else 'reload_window = "0s"\n'
         with open(f"{d}/rekey.toml", "w") as f:
             f.write(f"""[daemon]
@@ -125,15 +94,14 @@ listen = "127.0.0.1:{api}"
 type = "local-ca"
 
 {chr(10).join(certs)}""")
-        procs.append(subprocess.Popen([nginx, "-p", f"{d}/nginx", "-c", f"{d}/nginx/nginx.conf", "-e", f"{d}/nginx/logs/error.log"],
-                                      stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
-        wait("nginx", lambda: socket.create_connection(("127.0.0.1", app), timeout=1))
+        procs.append(start_nginx(nginx, d))
+        wait("nginx", lambda: socket.create_connection(("127.0.0.1", app), timeout=1), 120)
         base = f"http://127.0.0.1:{api}"
         log = open(f"{d}/rekey.log", "w")
         t0 = time.monotonic()
         procs.append(subprocess.Popen([rekey, "run", "-c", f"{d}/rekey.toml"], stderr=log, stdout=log,
                                       env={**os.environ, "REKEY_LOG": "info,rekey::handoff::reload=debug"}))
-        wait("every first handoff verified", lambda: all_verified(base, n))
+        wait("every first handoff verified", lambda: all_verified(base, n), 120)
         start_s, start_reloads, start_signals = time.monotonic() - t0, reloads(d), signals(d)
 
         sock = f"{d}/state/rekey.sock"
@@ -156,20 +124,13 @@ type = "local-ca"
             sys.exit(f"bench_groups: rotations failed: {bad[:3]}")
         return start_reloads, start_s, reloads(d) - before, rotate_s, start_signals, signals(d) - sent
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except Exception:
-                p.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        stop(procs, d)
 
 
 def main():
     rekey = os.path.abspath(sys.argv[1]); runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx) or not shutil.which("openssl"):
+    nginx = nginx_binary()
+    if not nginx or not shutil.which("openssl"):
         print("| many certificates of one nginx | skipped: nginx or openssl not installed |"); return
     med = lambda xs: statistics.median(xs)
     for n in SIZES:

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
+use rekey::status::Handoff;
 
 /// Rotations are triggered by hand; the exec probe passes unless the
 /// `broken` flag file exists (then the handoff fails and rolls back).
@@ -140,7 +141,7 @@ fn round(env: &Env, c: &Cred, swap: &str, point: &str, sc: &mut Scenario) -> boo
     let d = env.start();
     let s = sc.check_ok(
         "converges after restart",
-        inv::converges(d.addr, c, &["verified"], Duration::from_secs(20)),
+        inv::converges(d.addr, c, &[Handoff::Verified], Duration::from_secs(20)),
     );
     let fp = sc.check_ok("pair matches after recovery", inv::pair_matches(c));
     sc.check_ok("published is committed", inv::published_is_committed(c));
@@ -152,8 +153,8 @@ fn round(env: &Env, c: &Cred, swap: &str, point: &str, sc: &mut Scenario) -> boo
     if let (Some(s), Some(fp)) = (s, fp) {
         sc.check(
             "status matches files",
-            s["fingerprint"] == fp.as_str(),
-            || format!("{point}: status {} vs files {fp}", s["fingerprint"]),
+            s.fingerprint.as_deref() == Some(fp.as_str()),
+            || format!("{point}: status {:?} vs files {fp}", s.fingerprint),
         );
     }
     if swap == "symlink" {
@@ -171,7 +172,7 @@ fn setup(swap: &str) -> (Env, Cred) {
     config(&env, swap);
     let c = Cred::under(env.dir.path(), "web");
     let d = env.start();
-    inv::converges(d.addr, &c, &["verified"], Duration::from_secs(20)).unwrap();
+    inv::converges(d.addr, &c, &[Handoff::Verified], Duration::from_secs(20)).unwrap();
     assert_eq!(d.terminate(), Some(0));
     (env, c)
 }

@@ -17,6 +17,7 @@ use super::common::keyservice;
 use super::common::scorecard::Scenario;
 use super::common::*;
 use super::died;
+use rekey::status::{CredentialStatus, Handoff, State};
 
 /// The API-key failpoints, in rotation order.
 pub const POINTS: &[&str] = &["apikey.mint.after", "apikey.publish.after"];
@@ -74,10 +75,10 @@ impl Keys for OpenBao {
 }
 
 /// The credential's status once it is valid with a verified handoff.
-fn settled(addr: std::net::SocketAddr, name: &str) -> Option<Value> {
+fn settled(addr: std::net::SocketAddr, name: &str) -> Option<CredentialStatus> {
     wait_until(Instant::now() + Duration::from_secs(30), || {
-        let s = cred_status(addr, name)?;
-        (s["state"] == "valid" && s["handoff"] == "verified").then_some(s)
+        let s = cred(addr, name)?;
+        (s.state == State::Valid && s.handoff == Handoff::Verified).then_some(s)
     })
 }
 
@@ -102,7 +103,7 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
     let d = env.start();
     let first = settled(d.addr, name).expect("the first key is handed over");
     assert_eq!(d.terminate(), Some(0));
-    let committed = first["serial"].as_str().unwrap_or_default().to_string();
+    let committed = first.serial.as_deref().unwrap_or_default().to_string();
     let file = std::fs::read(key_file).unwrap();
     for point in POINTS {
         for _ in 0..ROUNDS_PER_POINT {
@@ -146,7 +147,7 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
             sc.check(
                 "the committed key is served again",
                 s.as_ref()
-                    .is_some_and(|s| s["serial"] == committed.as_str()),
+                    .is_some_and(|s| s.serial.as_deref() == Some(committed.as_str())),
                 || format!("{point}: {s:?}"),
             );
             sc.check(
@@ -162,12 +163,17 @@ fn crash_rounds(sc: &mut Scenario, env: &Env, name: &str, key_file: &Path, keys:
     // The crashes left nothing behind that stops the next rotation.
     let d = env.start();
     let (code, body) = d.post(&format!("/v1/rotate/{name}")).unwrap();
-    let s = cred_status(d.addr, name).unwrap_or_default();
-    let new = s["serial"].as_str().unwrap_or_default().to_string();
+    let s = cred(d.addr, name);
+    let new = s
+        .as_ref()
+        .and_then(|s| s.serial.clone())
+        .unwrap_or_default();
     sc.check(
         "rotates after the crashes",
-        code == 200 && s["handoff"] == "verified" && new != committed,
-        || format!("{code} {body}; {s}"),
+        code == 200
+            && s.as_ref().is_some_and(|s| s.handoff == Handoff::Verified)
+            && new != committed,
+        || format!("{code} {body}; {s:?}"),
     );
     let only_new = wait_until(Instant::now() + Duration::from_secs(20), || {
         (keys.live() == [new.clone()]).then_some(())

@@ -13,6 +13,7 @@ use super::common::invariants::{self as inv, Cred};
 use super::common::scorecard::Scenario;
 use super::common::*;
 use super::died;
+use rekey::status::Handoff;
 
 const MEMBERS: [&str; 3] = ["g0", "g1", "g2"];
 /// The member whose app "will not take" its new generation in the rounds
@@ -143,18 +144,18 @@ fn round(env: &Env, cs: &[Cred], swap: &str, point: &str, sc: &mut Scenario) -> 
     for c in cs {
         let s = sc.check_ok(
             "converges after restart",
-            inv::converges(d.addr, c, &["verified"], Duration::from_secs(30)),
+            inv::converges(d.addr, c, &[Handoff::Verified], Duration::from_secs(30)),
         );
         let fp = sc.check_ok("pair matches after recovery", inv::pair_matches(c));
         sc.check_ok("published is committed", inv::published_is_committed(c));
         if let (Some(s), Some(fp)) = (s, fp) {
             sc.check(
                 "status matches files",
-                s["fingerprint"] == fp.as_str(),
+                s.fingerprint.as_deref() == Some(fp.as_str()),
                 || {
                     format!(
-                        "{point}: {}: status {} vs files {fp}",
-                        c.name, s["fingerprint"]
+                        "{point}: {}: status {:?} vs files {fp}",
+                        c.name, s.fingerprint
                     )
                 },
             );
@@ -173,7 +174,7 @@ fn every_group_point(swap: &str) {
     let cs = creds(&env);
     let d = env.start();
     for c in &cs {
-        inv::converges(d.addr, c, &["verified"], Duration::from_secs(30)).unwrap();
+        inv::converges(d.addr, c, &[Handoff::Verified], Duration::from_secs(30)).unwrap();
     }
     assert_eq!(d.terminate(), Some(0));
     let mut sc = Scenario::new(

@@ -9,6 +9,7 @@ use crate::support::pebble as support;
 use std::time::Duration;
 
 use common::*;
+use rekey::status::{CredentialStatus, State};
 use support::{have_pebble, Opts, Pebble};
 
 /// A certificate section for `web` on `issuer`, files under `tls/web/`.
@@ -25,9 +26,9 @@ fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-fn valid(addr: std::net::SocketAddr) -> Option<serde_json::Value> {
-    let s = cred_status(addr, "web")?;
-    (s["state"] == "valid").then_some(s)
+fn valid(addr: std::net::SocketAddr) -> Option<CredentialStatus> {
+    let s = cred(addr, "web")?;
+    (s.state == State::Valid).then_some(s)
 }
 
 #[test]
@@ -45,7 +46,10 @@ fn restart_reuses_the_account_and_keeps_the_valid_certificate() {
         valid(d.addr)
     });
     let (fp1, ok) = pair(&cert, &key).unwrap();
-    assert!(ok && first["fingerprint"] == fp1.as_str(), "{first}");
+    assert!(
+        ok && first.fingerprint.as_deref() == Some(fp1.as_str()),
+        "{first:?}"
+    );
     let reg = std::fs::read_to_string(&acct).unwrap();
     let account_key = std::fs::read(env.path("state/acme/pebble/account.key")).unwrap();
     assert_eq!(d.terminate(), Some(0));
@@ -53,11 +57,11 @@ fn restart_reuses_the_account_and_keeps_the_valid_certificate() {
     let d = env.start();
     let again = wait_for(Duration::from_secs(30), "restart", || valid(d.addr));
     assert_eq!(
-        again["fingerprint"],
-        fp1.as_str(),
+        again.fingerprint.as_deref(),
+        Some(fp1.as_str()),
         "restart reissued a valid certificate"
     );
-    assert_eq!(again["generation"], first["generation"]);
+    assert_eq!(again.generation, first.generation);
     let log = env.log();
     assert_eq!(count(&log, "ACME certificate issued"), 1, "{log}");
 
@@ -115,9 +119,9 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
         "the old pair was touched"
     );
     assert_eq!(http(d.addr, "GET", "/healthz").unwrap().0, 200);
-    let s = cred_status(d.addr, "web").unwrap();
-    assert!(s["consecutive_failures"].as_u64() >= Some(1), "{s}");
-    assert_eq!(s["fingerprint"], old.as_str(), "{s}");
+    let s = cred(d.addr, "web").unwrap();
+    assert!(s.consecutive_failures >= 1, "{s:?}");
+    assert_eq!(s.fingerprint.as_deref(), Some(old.as_str()), "{s:?}");
 
     // The CA comes up: the daemon's own backoff retry issues, no prompting.
     let _p = Pebble::start(Opts {
@@ -131,11 +135,11 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
         "issuance once the CA is up",
         || {
             let s = valid(d.addr)?;
-            (s["fingerprint"] != old.as_str()).then_some(s)
+            (s.fingerprint.as_deref() != Some(old.as_str())).then_some(s)
         },
     );
     let (fp, ok) = pair(&cert, &key).unwrap();
-    assert!(ok && s["fingerprint"] == fp.as_str(), "{s}");
+    assert!(ok && s.fingerprint.as_deref() == Some(fp.as_str()), "{s:?}");
     assert_eq!(count(&env.log(), "ACME certificate issued"), 1);
 
     // While the CA was down, retries with backoff alerted renewal_failed
@@ -155,8 +159,8 @@ fn ca_down_at_start_keeps_the_old_certificate_until_it_comes_up() {
         "{:?}",
         hook.requests().iter().map(|r| r.json()).collect::<Vec<_>>()
     );
-    let failures = s["consecutive_failures"].as_u64();
-    assert_eq!(failures, Some(0), "{s}");
+    let failures = Some(u64::from(s.consecutive_failures));
+    assert_eq!(failures, Some(0), "{s:?}");
 }
 
 #[test]
@@ -170,7 +174,7 @@ fn retire_revokes_the_certificate_at_the_ca_and_removes_the_files() {
     let s = wait_for(Duration::from_secs(30), "first ACME issuance", || {
         valid(d.addr)
     });
-    let serial = s["serial"].as_str().unwrap().to_string();
+    let serial = s.serial.as_deref().unwrap().to_string();
     let before = p.cert_status(&serial).unwrap();
     assert_eq!(before["Status"], "Valid", "{before}");
 

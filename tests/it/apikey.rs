@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bao_keys::*;
 use common::*;
+use rekey::status::{Handoff, State};
 use serde_json::Value;
 
 fn token(path: &Path) -> String {
@@ -40,14 +41,14 @@ fn token_is_handed_over_verified_and_the_old_one_revoked_after_overlap() {
     config(&env, &bao, &role, app, "");
     let d = env.start();
     let s = wait_for(Duration::from_secs(30), "app-token valid", || {
-        let s = cred_status(d.addr, "app-token")?;
-        (s["state"] == "valid").then_some(s)
+        let s = cred(d.addr, "app-token")?;
+        (s.state == State::Valid).then_some(s)
     });
-    assert_eq!(s["kind"], "api_key");
+    assert_eq!(s.kind, "api_key");
     assert_eq!(mode(&key), 0o600);
     let first = token(&key);
     let first_acc = accessor_of(&bao, &first).expect("the key file holds a working token");
-    assert_eq!(s["serial"], first_acc.as_str());
+    assert_eq!(s.serial.as_deref(), Some(first_acc.as_str()));
     assert!(
         !serde_json::to_string(&s).unwrap().contains(&first),
         "the secret is in the status"
@@ -62,8 +63,8 @@ fn token_is_handed_over_verified_and_the_old_one_revoked_after_overlap() {
     let second = token(&key);
     assert_ne!(first, second);
     assert!(accessor_of(&bao, &second).is_some(), "the new token works");
-    let s = cred_status(d.addr, "app-token").unwrap();
-    assert_eq!(s["handoff"], "verified");
+    let s = cred(d.addr, "app-token").unwrap();
+    assert_eq!(s.handoff, Handoff::Verified);
     // The old token is still valid during the overlap, then revoked.
     assert!(
         accessor_of(&bao, &first).is_some(),
@@ -98,8 +99,8 @@ fn failed_handoff_revokes_the_new_token_and_keeps_the_old() {
     );
     let d = env.start();
     wait_for(Duration::from_secs(30), "app-token valid", || {
-        let s = cred_status(d.addr, "app-token")?;
-        (s["state"] == "valid").then_some(s)
+        let s = cred(d.addr, "app-token")?;
+        (s.state == State::Valid).then_some(s)
     });
     let first = token(&key);
     let tokens_before = accessors(&bao);
@@ -132,7 +133,7 @@ fn failed_handoff_revokes_the_new_token_and_keeps_the_old() {
         .unwrap();
     assert_eq!(a["kind"], "api_key");
     assert_eq!(a["rolled_back"], true);
-    let s = cred_status(d.addr, "app-token").unwrap();
-    assert_eq!(s["handoff"], "failed");
+    let s = cred(d.addr, "app-token").unwrap();
+    assert_eq!(s.handoff, Handoff::Failed);
     assert!(!serde_json::to_string(&alerts).unwrap().contains(&first));
 }

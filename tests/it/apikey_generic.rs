@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::keyservice::*;
 use common::*;
+use rekey::status::{CredentialStatus, Handoff, State};
 use serde_json::Value;
 
 fn rotate(env: &Env) -> std::process::Output {
@@ -19,10 +20,10 @@ fn rotate(env: &Env) -> std::process::Output {
         .unwrap()
 }
 
-fn valid(d: &Daemon) -> Value {
+fn valid(d: &Daemon) -> CredentialStatus {
     wait_for(Duration::from_secs(30), "svc valid", || {
-        let s = cred_status(d.addr, "svc")?;
-        (s["state"] == "valid").then_some(s)
+        let s = cred(d.addr, "svc")?;
+        (s.state == State::Valid).then_some(s)
     })
 }
 
@@ -35,8 +36,8 @@ fn http_key_service_mints_hands_over_and_revokes_the_old_key() {
     http_config(&env, svc, Some(&hook.url("/hook")));
     let d = env.start();
     let s = valid(&d);
-    assert_eq!(s["kind"], "api_key");
-    assert_eq!(s["serial"], "key-1");
+    assert_eq!(s.kind, "api_key");
+    assert_eq!(s.serial.as_deref(), Some("key-1"));
     assert_eq!(mode(&key), 0o600);
     let file: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
     assert_eq!(file["id"], "key-1");
@@ -50,10 +51,10 @@ fn http_key_service_mints_hands_over_and_revokes_the_old_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = cred_status(d.addr, "svc").unwrap();
+    let s = cred(d.addr, "svc").unwrap();
     assert_eq!(
-        (s["serial"].as_str(), s["handoff"].as_str()),
-        (Some("key-2"), Some("verified"))
+        (s.serial.as_deref(), s.handoff),
+        (Some("key-2"), Handoff::Verified)
     );
     // key-1 is revoked after the 1 s overlap, key-2 stays.
     wait_for(Duration::from_secs(10), "key-1 revoked", || {
@@ -129,9 +130,9 @@ fn failed_handoff_with_the_http_service_revokes_the_new_key_and_alerts() {
         (a["kind"].as_str(), a["rolled_back"].as_bool()),
         (Some("api_key"), Some(true))
     );
-    let s = cred_status(d.addr, "svc").unwrap();
-    assert_eq!(s["handoff"], "failed");
-    assert_eq!(s["serial"], "key-1");
+    let s = cred(d.addr, "svc").unwrap();
+    assert_eq!(s.handoff, Handoff::Failed);
+    assert_eq!(s.serial.as_deref(), Some("key-1"));
 }
 
 #[test]
@@ -176,8 +177,8 @@ fn exec_commands_mint_and_revoke() {
     ));
     let d = env.start();
     let s = valid(&d);
-    assert_eq!(s["serial"], "exec-1");
-    assert_eq!(s["handoff"], "unverified");
+    assert_eq!(s.serial.as_deref(), Some("exec-1"));
+    assert_eq!(s.handoff, Handoff::Unverified);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), "SVC=s3cret-1\n");
     let out = rotate(&env);
     assert!(

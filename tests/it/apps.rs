@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
+use rekey::status::{CredentialStatus, Handoff};
 
 /// Run a program; its output.
 pub(crate) fn run(program: &Path, args: &[&str]) -> Output {
@@ -28,16 +29,14 @@ pub(crate) fn text(o: &Output) -> String {
 }
 
 /// The credential's status once it is valid (first issuance done).
-pub(crate) fn valid(env: &Env, name: &str) -> serde_json::Value {
-    wait_for(Duration::from_secs(20), &format!("{name} valid"), || {
-        cred_status(env.addr, name).filter(|s| s["state"] == "valid")
-    })
+pub(crate) fn valid(env: &Env, name: &str) -> CredentialStatus {
+    wait_valid(env.addr, name, Duration::from_secs(20))
 }
 
 /// The `/status` object of a credential once `handoff` is `want`.
-fn handoff_is(env: &Env, name: &str, want: &str, within: Duration) -> serde_json::Value {
-    wait_for(within, &format!("{name} handoff {want}"), || {
-        cred_status(env.addr, name).filter(|s| s["handoff"] == want)
+fn handoff_is(env: &Env, name: &str, want: Handoff, within: Duration) -> CredentialStatus {
+    wait_for(within, &format!("{name} handoff {want:?}"), || {
+        cred(env.addr, name).filter(|s| s.handoff == want)
     })
 }
 
@@ -92,21 +91,14 @@ fn rotate_verify_and_roll_back(
     served: impl Fn() -> Option<String>,
 ) {
     for _ in 0..2 {
-        let before = cred_status(env.addr, name).unwrap()["fingerprint"].clone();
+        let before = cred(env.addr, name).unwrap().fingerprint;
         let out = rotate(d, name);
         assert_eq!(out["result"], "success", "{out}");
-        let s = handoff_is(env, name, "verified", Duration::from_secs(5));
-        assert_ne!(s["fingerprint"], before);
-        assert_eq!(
-            served().as_deref(),
-            s["fingerprint"].as_str(),
-            "served independently"
-        );
+        let s = handoff_is(env, name, Handoff::Verified, Duration::from_secs(5));
+        assert_ne!(s.fingerprint, before);
+        assert_eq!(served(), s.fingerprint, "served independently");
     }
-    let committed = cred_status(env.addr, name).unwrap()["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let committed = cred(env.addr, name).unwrap().fingerprint.unwrap();
     std::fs::write(hold, "").unwrap();
     let out = rotate(d, name);
     std::fs::remove_file(hold).unwrap();
@@ -116,9 +108,9 @@ fn rotate_verify_and_roll_back(
         err.contains(&format!("app still serves {committed}")),
         "{err}"
     );
-    let s = cred_status(env.addr, name).unwrap();
-    assert_eq!(s["fingerprint"], committed.as_str());
-    assert_eq!(s["handoff"], "failed");
+    let s = cred(env.addr, name).unwrap();
+    assert_eq!(s.fingerprint.as_deref(), Some(committed.as_str()));
+    assert_eq!(s.handoff, Handoff::Failed);
     assert_eq!(
         served().as_deref(),
         Some(committed.as_str()),
@@ -167,21 +159,18 @@ fn postgres_rotations_are_verified_through_sslrequest_and_a_withheld_reload_roll
         Duration::from_secs(30),
         "the probe's verdict on a server without TLS",
         || {
-            cred_status(env.addr, "db").filter(|s| {
-                s["handoff_reason"]
-                    .as_str()
+            cred(env.addr, "db").filter(|s| {
+                s.handoff_reason
+                    .as_deref()
                     .is_some_and(|r| r.contains("does not offer TLS"))
             })
         },
     );
-    assert_ne!(s["handoff"], "verified", "{s}");
+    assert_ne!(s.handoff, Handoff::Verified, "{s:?}");
     server.enable_ssl();
-    handoff_is(&env, "db", "verified", Duration::from_secs(40));
+    handoff_is(&env, "db", Handoff::Verified, Duration::from_secs(40));
     let served = || servers::served_starttls(&openssl, addr, "postgres");
-    assert_eq!(
-        served().as_deref(),
-        cred_status(env.addr, "db").unwrap()["fingerprint"].as_str()
-    );
+    assert_eq!(served(), cred(env.addr, "db").unwrap().fingerprint);
     rotate_verify_and_roll_back(&env, &d, "db", &hold, served);
 }
 
@@ -213,12 +202,9 @@ fn postfix_rotations_are_verified_through_starttls_and_a_withheld_reload_rolls_b
     valid(&env, "mx");
     let _mx = servers::Postfix::start(&postfix, &env.path("postfix"), addr, &tls);
     // The first generation reaches Postfix at its start, before any reload.
-    handoff_is(&env, "mx", "verified", Duration::from_secs(40));
+    handoff_is(&env, "mx", Handoff::Verified, Duration::from_secs(40));
     let served = || servers::served_starttls(&openssl, addr, "smtp");
-    assert_eq!(
-        served().as_deref(),
-        cred_status(env.addr, "mx").unwrap()["fingerprint"].as_str()
-    );
+    assert_eq!(served(), cred(env.addr, "mx").unwrap().fingerprint);
     rotate_verify_and_roll_back(&env, &d, "mx", &hold, served);
 }
 
@@ -239,22 +225,19 @@ fn an_endpoint_watch_reads_slapd_through_ldap_starttls() {
     ));
     let _d = env.start();
     let s = wait_for(Duration::from_secs(20), "the watch's first probe", || {
-        cred_status(env.addr, "ldap").filter(|s| {
-            s["watch"]["certificates"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty())
-        })
+        cred(env.addr, "ldap")
+            .filter(|s| s.watch.as_ref().is_some_and(|w| !w.certificates.is_empty()))
     });
     assert_eq!(
-        s["watch"]["certificates"][0]["fingerprint"],
+        s.watch.unwrap().certificates[0].fingerprint,
         ldap.fingerprint.as_str()
     );
     let s = wait_for(
         Duration::from_secs(20),
         "the plain server's verdict",
-        || cred_status(env.addr, "plain").filter(|s| s["last_error"].is_string()),
+        || cred(env.addr, "plain").filter(|s| s.last_error.is_some()),
     );
-    let err = s["last_error"].as_str().unwrap();
+    let err = s.last_error.unwrap();
     assert!(
         err.contains("does not offer TLS") && err.contains("StartTLS answered result code"),
         "{err}"

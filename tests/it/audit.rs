@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, cred_status, wait_for, Env};
+use common::{bin, cred, wait_for, Env};
+use rekey::status::{Handoff, State};
 
 /// Write the config with `daemon.audit_log` (and `extra_daemon` keys) set.
 fn config(env: &Env, extra_daemon: &str, certs: &str) -> PathBuf {
@@ -84,8 +85,8 @@ fn audit_chain_verifies_across_size_rotation_and_names_edited_deleted_reordered_
     let cfg = config(&env, "audit_max_size = \"4KiB\"", &certs);
     let d = env.start();
     wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["handoff"] == "verified"
-            && cred_status(d.addr, "plain")?["state"] == "valid")
+        (cred(d.addr, "web")?.handoff == Handoff::Verified
+            && cred(d.addr, "plain")?.state == State::Valid)
             .then_some(())
     });
     for _ in 0..6 {
@@ -194,7 +195,7 @@ fn failed_reload_leaves_reloaded_failure_and_rolled_back_records() {
     let cfg = config(&env, "", &certs);
     let d = env.start();
     wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["generation"] == 1).then_some(())
+        (cred(d.addr, "web")?.generation == Some(1)).then_some(())
     });
     let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 502, "{body}");
@@ -241,8 +242,7 @@ fn tampering_and_a_kept_failed_handoff_leave_their_records() {
     let cfg = config(&env, "", &certs);
     let d = env.start();
     wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid"
-            && cred_status(d.addr, "keep")?["generation"] == 1)
+        (cred(d.addr, "web")?.state == State::Valid && cred(d.addr, "keep")?.generation == Some(1))
             .then_some(())
     });
     std::fs::write(env.path("tls/web/cert.pem"), "not a certificate\n").unwrap();
@@ -293,7 +293,7 @@ fn logrotate_rename_signal_and_copytruncate_keep_one_chain() {
     let pid = d.child.id();
     let valid = || {
         wait_for(Duration::from_secs(10), "web valid", || {
-            (cred_status(env.addr, "web")?["state"] == "valid").then_some(())
+            (cred(env.addr, "web")?.state == State::Valid).then_some(())
         })
     };
     valid();

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::scorecard::Scenario;
 use common::*;
+use rekey::status::{CredentialStatus, Handoff, State};
 
 /// How long the first minute of a failing handoff is watched.
 const FIRST_MINUTE: Duration = Duration::from_secs(60);
@@ -59,19 +60,17 @@ fn pebble_issued(p: &acme_support::Pebble) -> usize {
     p.log().matches("Issued certificate serial").count()
 }
 
-fn web(env: &Env) -> serde_json::Value {
-    cred_status(env.addr, "web").unwrap_or_default()
+fn web(env: &Env) -> CredentialStatus {
+    cred(env.addr, "web").unwrap_or_else(|| panic!("web is not in /status:\n{}", env.log()))
 }
 
 fn wait_web(
     env: &Env,
     what: &str,
     within: Duration,
-    f: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    wait_for(within, what, || {
-        cred_status(env.addr, "web").filter(|s| f(s))
-    })
+    f: impl Fn(&CredentialStatus) -> bool,
+) -> CredentialStatus {
+    wait_for(within, what, || cred(env.addr, "web").filter(|s| f(s)))
 }
 
 /// nginx's config with a directive it refuses: a SIGHUP then keeps the old
@@ -117,9 +116,9 @@ fn failing_nginx(
     nudge: bool,
 ) {
     let s = wait_web(env, "generation 1 verified", Duration::from_secs(30), |s| {
-        s["handoff"] == "verified"
+        s.handoff == Handoff::Verified
     });
-    let first = s["fingerprint"].as_str().unwrap_or_default().to_string();
+    let first = s.fingerprint.as_deref().unwrap_or_default().to_string();
     let before = issued();
     sc.check("one issuance for generation 1", before == 1, || {
         format!("{before}")
@@ -135,14 +134,16 @@ fn failing_nginx(
         || format!("{code}: {out}"),
     );
     let s = web(env);
-    let staged = s["staged"]["fingerprint"]
-        .as_str()
+    let staged = s
+        .staged
+        .as_ref()
+        .map(|t| t.fingerprint.as_str())
         .unwrap_or_default()
         .to_string();
     sc.check(
         "the new certificate stays staged",
         !staged.is_empty() && staged != first,
-        || s.to_string(),
+        || format!("{s:?}"),
     );
     sc.check(
         "the app still serves generation 1",
@@ -156,8 +157,8 @@ fn failing_nginx(
     let s = web(env);
     sc.check(
         "a plain rotate retries the staged handoff",
-        code == 1 && s["staged"]["fingerprint"] == staged.as_str(),
-        || format!("{code}: {out}\n{s}"),
+        code == 1 && s.staged.as_ref().map(|t| t.fingerprint.as_str()) == Some(staged.as_str()),
+        || format!("{code:?}: {out:?}\n{s:?}"),
     );
 
     // The rest of the first minute: the backoff retries the handoff.
@@ -173,11 +174,11 @@ fn failing_nginx(
         || format!("{in_minute} issuances"),
     );
     let s = web(env);
-    let attempts = s["staged"]["attempts"].as_u64().unwrap_or(0);
+    let attempts = s.staged.as_ref().map_or(0, |t| t.attempts);
     sc.check(
         "the handoff was retried with the staged certificate",
-        attempts >= 3 && s["staged"]["fingerprint"] == staged.as_str(),
-        || s.to_string(),
+        attempts >= 3 && s.staged.as_ref().map(|t| t.fingerprint.as_str()) == Some(staged.as_str()),
+        || format!("{s:?}"),
     );
     sc.note(format!(
         "first minute: {in_minute} issuance(s), {attempts} failed handoffs of the one staged certificate"
@@ -196,7 +197,7 @@ fn failing_nginx(
         env,
         "the staged certificate verified",
         Duration::from_secs(240),
-        |s| s["handoff"] == "verified" && s["fingerprint"] != first.as_str(),
+        |s| s.handoff == Handoff::Verified && s.fingerprint.as_deref() != Some(first.as_str()),
     );
     sc.note(format!(
         "verified {:.0} s after the fix",
@@ -204,8 +205,8 @@ fn failing_nginx(
     ));
     sc.check(
         "the staged certificate is the one verified",
-        s["fingerprint"] == staged.as_str() && s["staged"].is_null(),
-        || s.to_string(),
+        s.fingerprint.as_deref() == Some(staged.as_str()) && s.staged.is_none(),
+        || format!("{s:?}"),
     );
     sc.check(
         "nginx serves it",
@@ -241,7 +242,7 @@ fn local_ca_a_real_nginx_that_never_reloads_gets_its_handoff_retried_not_new_cer
     ));
     let _d = env.start();
     wait_web(&env, "generation 1 issued", Duration::from_secs(20), |s| {
-        s["generation"] == 1
+        s.generation == Some(1)
     });
     let nginx = Nginx::start(&nginx_bin, &prefix, &conf, addr);
     // No nudge: the backoff's own retry finds nginx fixed.
@@ -278,7 +279,7 @@ fn pebble_a_real_nginx_that_never_reloads_gets_its_handoff_retried_not_new_order
     env.write_config(&format!("{issuer}\n{cert}"));
     let _d = env.start();
     wait_web(&env, "generation 1 issued", Duration::from_secs(60), |s| {
-        s["generation"] == 1
+        s.generation == Some(1)
     });
     let nginx = Nginx::start(&nginx_bin, &prefix, &conf, addr);
     failing_nginx(
@@ -316,14 +317,16 @@ fn kill9_while_a_staged_certificate_waits_resumes_the_same_one() {
         &env,
         "generation 1 verified",
         Duration::from_secs(20),
-        |s| s["handoff"] == "verified",
+        |s| s.handoff == Handoff::Verified,
     );
     std::fs::write(env.path("broken"), "").unwrap();
     let (code, _) = rekey(&env, &["rotate", "web"]);
     sc.check("the handoff fails", code == 1, || format!("{code}"));
     let s = web(&env);
-    let staged = s["staged"]["fingerprint"]
-        .as_str()
+    let staged = s
+        .staged
+        .as_ref()
+        .map(|t| t.fingerprint.as_str())
         .unwrap_or_default()
         .to_string();
     let issued = ca_issued(&env);
@@ -349,12 +352,12 @@ fn kill9_while_a_staged_certificate_waits_resumes_the_same_one() {
         &env,
         "the staged certificate resumed",
         Duration::from_secs(20),
-        |s| s["state"] != "starting" && !s["staged"].is_null(),
+        |s| s.state != State::Starting && s.staged.is_some(),
     );
     sc.check(
         "the same staged certificate after restarts",
-        s["staged"]["fingerprint"] == staged.as_str(),
-        || s.to_string(),
+        s.staged.as_ref().map(|t| t.fingerprint.as_str()) == Some(staged.as_str()),
+        || format!("{s:?}"),
     );
     // Its handoff is retried, by the backoff or at once by a plain rotate
     // (the backoff after several failures may be a minute away).
@@ -362,8 +365,10 @@ fn kill9_while_a_staged_certificate_waits_resumes_the_same_one() {
     let s = web(&env);
     sc.check(
         "its handoff is retried after the restart",
-        code == 1 && out.contains("rolled back") && s["staged"]["fingerprint"] == staged.as_str(),
-        || format!("{code}: {out}\n{s}"),
+        code == 1
+            && out.contains("rolled back")
+            && s.staged.as_ref().map(|t| t.fingerprint.as_str()) == Some(staged.as_str()),
+        || format!("{code:?}: {out:?}\n{s:?}"),
     );
     std::fs::remove_file(env.path("broken")).unwrap();
     let (code, out) = rekey(&env, &["rotate", "web"]);
@@ -376,12 +381,12 @@ fn kill9_while_a_staged_certificate_waits_resumes_the_same_one() {
         &env,
         "the staged certificate verified",
         Duration::from_secs(30),
-        |s| s["handoff"] == "verified" && s["staged"].is_null(),
+        |s| s.handoff == Handoff::Verified && s.staged.is_none(),
     );
     sc.check(
         "the staged certificate is the one verified",
-        s["fingerprint"] == staged.as_str(),
-        || s.to_string(),
+        s.fingerprint.as_deref() == Some(staged.as_str()),
+        || format!("{s:?}"),
     );
     sc.check(
         "no issuance since the first failed handoff",

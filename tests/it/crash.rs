@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
+use rekey::status::Handoff;
 
 /// renew_before 99% with no jitter makes every certificate due at once, so
 /// the daemon rotates continuously and a kill lands inside some step.
@@ -60,13 +61,13 @@ fn rounds(swap: &str, n: usize) {
         let d = env.start();
         let s = sc.check_ok(
             "converges after restart",
-            inv::converges(d.addr, &c, &["unverified"], Duration::from_secs(10)),
+            inv::converges(d.addr, &c, &[Handoff::Unverified], Duration::from_secs(10)),
         );
         let fp = sc.check_ok("pair matches after recovery", inv::pair_matches(&c));
         if let (Some(s), Some(fp)) = (s, fp) {
             sc.check(
                 "status matches files",
-                s["fingerprint"] == fp.as_str(),
+                s.fingerprint.as_deref() == Some(fp.as_str()),
                 || format!("round {round}: status and files disagree"),
             );
         }

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rekey::status::State;
 
 /// Send raw request bytes; returns the whole answer as text ("" when the
 /// server closed without answering).
@@ -99,8 +100,8 @@ fn readyz_follows_missing_valid_expired_and_renewed() {
     wait_for(Duration::from_secs(15), "200 after renewal", || {
         (readyz(d.addr).0 == 200).then_some(())
     });
-    let s = cred_status(d.addr, "web").unwrap();
-    assert_eq!(s["state"], "valid", "{s}");
+    let s = cred(d.addr, "web").unwrap();
+    assert_eq!(s.state, State::Valid, "{s:?}");
     assert_eq!(d.terminate(), Some(0));
 }
 
@@ -150,7 +151,7 @@ fn a_non_loopback_listen_without_a_token_serves_reads_and_never_mutations() {
     // Through the admin socket it works.
     let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 200, "{body}");
-    assert_eq!(cred_status(d.addr, "web").unwrap()["generation"], 2);
+    assert_eq!(cred(d.addr, "web").unwrap().generation, Some(2));
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
+use rekey::status::{Handoff, RotateResult, State};
 
 /// The demo app on `addr`, serving `cert`/`key`; killed on drop.
 struct App {
@@ -141,11 +142,11 @@ const SWITCHED_RELOAD: &str = "{ type = \"exec\", command = [\"sh\", \"-c\", \"c
 fn verified_start(s: &Setup) -> (Daemon, Option<App>) {
     let d = s.env.start();
     wait_for(Duration::from_secs(10), "first issuance", || {
-        let st = cred_status(d.addr, "web")?;
-        (st["state"] == "valid").then_some(())
+        let st = cred(d.addr, "web")?;
+        (st.state == State::Valid).then_some(())
     });
     let app = s.app();
-    inv::converges(d.addr, &s.c, &["verified"], Duration::from_secs(15)).unwrap();
+    inv::converges(d.addr, &s.c, &[Handoff::Verified], Duration::from_secs(15)).unwrap();
     (d, Some(app))
 }
 
@@ -165,11 +166,12 @@ fn check_rolled_back(sc: &mut Scenario, s: &Setup, d: &Daemon, old: &str, served
     );
     sc.check_ok("pair matches", inv::pair_matches(&s.c).map(|_| ()));
     sc.check_ok("published is committed", inv::published_is_committed(&s.c));
-    let st = cred_status(d.addr, "web").unwrap();
+    let st = cred(d.addr, "web").unwrap();
     sc.check(
         "status says failed and rolled back",
-        st["handoff"] == "failed" && st["last_rotation"]["result"] == "rolled_back",
-        || st.to_string(),
+        st.handoff == Handoff::Failed
+            && st.last_rotation.as_ref().map(|r| r.result) == Some(RotateResult::RolledBack),
+        || format!("{st:?}"),
     );
     let alerts = wait_for(Duration::from_secs(5), "handoff_failed", || {
         let a = s.alerts("handoff_failed");
@@ -202,16 +204,18 @@ fn check_rolled_back(sc: &mut Scenario, s: &Setup, d: &Daemon, old: &str, served
 
 /// The app behaves again: the backoff retry hands over, verified, recovered once.
 fn check_recovers(sc: &mut Scenario, s: &Setup, d: &Daemon, old: &str) {
-    let st = inv::converges(d.addr, &s.c, &["verified"], Duration::from_secs(30));
+    let st = inv::converges(d.addr, &s.c, &[Handoff::Verified], Duration::from_secs(30));
     let st = sc.check_ok("converges to a verified handoff", st);
     if let Some(st) = st {
-        sc.check("a new generation", st["fingerprint"] != old, || {
-            "still the old one".into()
-        });
+        sc.check(
+            "a new generation",
+            st.fingerprint.as_deref() != Some(old),
+            || "still the old one".into(),
+        );
         sc.check(
             "the app serves what status says",
-            s.served().as_deref() == st["fingerprint"].as_str(),
-            || format!("{:?} vs {}", s.served(), st["fingerprint"]),
+            s.served().as_deref() == st.fingerprint.as_deref(),
+            || format!("{:?} vs {:?}", s.served(), st.fingerprint),
         );
     }
     let rec = wait_for(Duration::from_secs(5), "recovered", || {
@@ -308,11 +312,11 @@ fn app_restarts_with_a_new_pid() {
         sc.check("verified after a restart", code == 200, || {
             format!("{code} {body}")
         });
-        let st = cred_status(d.addr, "web").unwrap();
+        let st = cred(d.addr, "web").unwrap();
         sc.check(
             "the app serves the new generation",
-            s.served().as_deref() == st["fingerprint"].as_str(),
-            || format!("{:?} vs {}", s.served(), st["fingerprint"]),
+            s.served().as_deref() == st.fingerprint.as_deref(),
+            || format!("{:?} vs {:?}", s.served(), st.fingerprint),
         );
     }
     // Restarts racing the rotations: a restart may land between publish
@@ -364,13 +368,13 @@ fn app_restarts_with_a_new_pid() {
     });
     let st = sc.check_ok(
         "converges",
-        inv::converges(d.addr, &s.c, &["verified"], Duration::from_secs(30)),
+        inv::converges(d.addr, &s.c, &[Handoff::Verified], Duration::from_secs(30)),
     );
     if let Some(st) = st {
         sc.check(
             "the app serves the committed generation",
-            s.served().as_deref() == st["fingerprint"].as_str(),
-            || format!("{:?} vs {}", s.served(), st["fingerprint"]),
+            s.served().as_deref() == st.fingerprint.as_deref(),
+            || format!("{:?} vs {:?}", s.served(), st.fingerprint),
         );
     }
     sc.finish();

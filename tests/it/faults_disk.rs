@@ -10,12 +10,13 @@ use crate::support as common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
+use rekey::status::{Handoff, State};
 
 fn config(env: &Env, swap: &str) -> Cred {
     let d = env.path("tls/web");
@@ -43,10 +44,6 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Skip with a reason, or fail under REKEY_REQUIRE_LIVE (scripts/test).
 fn unavailable(sc: Scenario, why: &str) {
     if std::env::var_os("REKEY_REQUIRE_LIVE").is_some() {
@@ -61,7 +58,7 @@ fn rotate(d: &Daemon) -> (u16, String) {
 
 fn started(env: &Env, c: &Cred) -> Daemon {
     let d = env.start();
-    inv::converges(d.addr, c, &["unverified"], Duration::from_secs(15)).unwrap();
+    inv::converges(d.addr, c, &[Handoff::Unverified], Duration::from_secs(15)).unwrap();
     d
 }
 
@@ -88,11 +85,11 @@ fn failed_rotation_kept_old(sc: &mut Scenario, d: &Daemon, c: &Cred, path: &Path
         "published files changed".into()
     });
     sc.check_ok("pair matches", inv::pair_matches(c).map(|_| ()));
-    let s = cred_status(d.addr, "web").unwrap();
+    let s = cred(d.addr, "web").unwrap();
     sc.check(
         "backoff",
-        s["state"] == "backoff" && s["fingerprint"] == fp.as_deref().unwrap_or("-"),
-        || s.to_string(),
+        s.state == State::Backoff && s.fingerprint.as_deref() == Some(fp.as_deref().unwrap_or("-")),
+        || format!("{s:?}"),
     );
 }
 
@@ -145,10 +142,11 @@ impl Drop for ReadOnly {
 
 #[test]
 fn read_only_target_directory() {
-    let mut sc = Scenario::new("faults_disk", "target directory read-only");
-    if !is_root() {
-        return unavailable(sc, "needs root (chattr +i or a bind mount)");
-    }
+    let Some(mut sc) = Scenario::new("faults_disk", "target directory read-only")
+        .require_root("needs root (chattr +i or a bind mount)")
+    else {
+        return;
+    };
     let env = Env::new();
     let c = config(&env, "rename");
     let d = started(&env, &c);
@@ -169,37 +167,18 @@ fn read_only_target_directory() {
 
 #[test]
 fn permission_denied_as_an_unprivileged_user() {
-    let mut sc = Scenario::new("faults_disk", "permission denied (daemon as nobody)");
-    if !is_root() {
-        return unavailable(sc, "needs root to run the daemon as nobody");
-    }
+    let Some(mut sc) = Scenario::new("faults_disk", "permission denied (daemon as nobody)")
+        .require_root("needs root to run the daemon as nobody")
+    else {
+        return;
+    };
     let env = Env::new();
     let c = config(&env, "rename");
-    let nobody = nix::unistd::Uid::from_raw(65534);
-    let nogroup = nix::unistd::Gid::from_raw(65534);
-    std::fs::create_dir_all(env.path("tls/web")).unwrap();
-    for p in [env.dir.path(), &env.path("tls"), &env.path("tls/web")] {
-        nix::unistd::chown(p, Some(nobody), Some(nogroup)).unwrap();
-    }
-    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
-    let child = Command::new(bin())
-        .args(["run", "-c"])
-        .arg(env.path("rekey.toml"))
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        child,
-        addr: env.addr,
-        socket: env.socket(),
-    };
+    env.hand_to_nobody();
+    let d = env.spawn(env.run_command().uid(NOBODY).gid(NOBODY));
     let ok = wait_for(Duration::from_secs(20), "the daemon as nobody", || {
-        let s = cred_status(env.addr, "web")?;
-        (s["state"] == "valid").then_some(true)
+        let s = cred(env.addr, "web")?;
+        (s.state == State::Valid).then_some(true)
     });
     assert!(ok, "{}", env.log());
     // The app's directory now belongs to root: nobody may not create files in it.
@@ -217,7 +196,8 @@ fn permission_denied_as_an_unprivileged_user() {
         msg.contains("writable by rekey's user"),
         || msg.clone(),
     );
-    nix::unistd::chown(&dir, Some(nobody), Some(nogroup)).unwrap();
+    // Back to nobody: the rotation works again.
+    env.hand_to_nobody();
     recovers(&mut sc, &d, &c);
     sc.finish();
 }
@@ -232,13 +212,13 @@ impl Drop for Tmpfs {
 }
 
 fn full_filesystem(swap: &str) {
-    let mut sc = Scenario::new(
+    let Some(mut sc) = Scenario::new(
         "faults_disk",
         &format!("full filesystem, 64 KiB tmpfs ({swap})"),
-    );
-    if !is_root() {
-        return unavailable(sc, "needs root to mount a tmpfs");
-    }
+    )
+    .require_root("needs root to mount a tmpfs") else {
+        return;
+    };
     let env = Env::new();
     let c = config(&env, swap);
     let dir = env.path("tls/web");
@@ -482,7 +462,7 @@ fn state_dir_deleted_while_running() {
     let d = env.start();
     sc.check_ok(
         "converges after restart",
-        inv::converges(d.addr, &c, &["unverified"], Duration::from_secs(15)).map(|_| ()),
+        inv::converges(d.addr, &c, &[Handoff::Unverified], Duration::from_secs(15)).map(|_| ()),
     );
     sc.check_ok("published is committed", inv::published_is_committed(&c));
     sc.finish();

@@ -12,18 +12,20 @@ use crate::support as common;
 use crate::support::alert as support;
 use crate::support::pebble as acme_support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
 use rekey::config::Config;
 use rekey::engine::{Credential, Engine, Settings};
 use rekey::issuer::{IssueRequest, Issued, Issuer, IssuerError};
+use rekey::status::RotateResult;
 use rekey::store::Store;
 
+use common::fake_http;
+use common::fake_issuer::{ca_params, rotations_fail, Pki};
 use common::invariants::Cred;
 use common::scorecard::Scenario;
 
@@ -43,32 +45,14 @@ enum Fault {
 
 /// A CA with an intermediate, like a public one, that misbehaves on demand.
 struct FakeCa {
-    root: CertifiedIssuer<'static, KeyPair>,
-    inter: CertifiedIssuer<'static, KeyPair>,
+    pki: Pki,
     fault: Mutex<Fault>,
-}
-
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p
 }
 
 impl FakeCa {
     fn new() -> FakeCa {
-        let root =
-            CertifiedIssuer::self_signed(ca_params("fault root"), KeyPair::generate().unwrap())
-                .unwrap();
-        let inter = CertifiedIssuer::signed_by(
-            ca_params("fault intermediate"),
-            KeyPair::generate().unwrap(),
-            &root,
-        )
-        .unwrap();
         FakeCa {
-            root,
-            inter,
+            pki: Pki::new("fault"),
             fault: Mutex::new(Fault::None),
         }
     }
@@ -109,9 +93,9 @@ impl Issuer for FakeCa {
             _ => {}
         }
         let leaf = if fault == Fault::OtherKey {
-            p.signed_by(&KeyPair::generate().unwrap(), &self.inter)
+            p.signed_by(&KeyPair::generate().unwrap(), &self.pki.inter)
         } else {
-            p.signed_by(&csr.public_key, &self.inter)
+            p.signed_by(&csr.public_key, &self.pki.inter)
         }
         .unwrap()
         .pem();
@@ -122,10 +106,10 @@ impl Issuer for FakeCa {
         .unwrap()
         .pem();
         let (chain, ca) = match fault {
-            Fault::BrokenChain => (stranger, Some(self.root.pem())),
-            Fault::EmptyChainWithRoot => (String::new(), Some(self.root.pem())),
+            Fault::BrokenChain => (stranger, Some(self.pki.root.pem())),
+            Fault::EmptyChainWithRoot => (String::new(), Some(self.pki.root.pem())),
             Fault::EmptyChainNoRoot => (String::new(), None),
-            _ => (self.inter.pem(), Some(self.root.pem())),
+            _ => (self.pki.inter.pem(), Some(self.pki.root.pem())),
         };
         let cert = if fault == Fault::NotPem {
             "<html><body>503 Service Unavailable</body></html>".to_string()
@@ -140,24 +124,6 @@ impl Issuer for FakeCa {
             shortened: None,
         })
     }
-}
-
-fn renewal_failed(hook: &support::Receiver) -> usize {
-    hook.requests()
-        .iter()
-        .filter(|r| r.json()["event"] == "renewal_failed")
-        .count()
-}
-
-fn events(hook: &support::Receiver, event: &str) -> usize {
-    hook.requests()
-        .iter()
-        .filter(|r| r.json()["event"] == event)
-        .count()
-}
-
-fn at(s: &serde_json::Value, key: &str) -> SystemTime {
-    humantime::parse_rfc3339(s[key].as_str().unwrap_or_default()).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,63 +211,54 @@ async fn bad_certificates_are_never_installed() {
         let mut sc = Scenario::new("faults_issuer", &format!("engine: {name}"));
         let files = c.snapshot();
         let old = h.snapshot()["web"].clone();
-        let alerts_before = renewal_failed(&hook);
+        let alerts_before = hook.events("renewal_failed");
         ca.set(fault);
         for _ in 0..2 {
             sc.round();
             let out = h.rotate("web").await.unwrap();
             sc.check(
                 "rotation reported failed",
-                out.result.as_str() == "failed",
+                out.result == RotateResult::Failed,
                 || format!("{out:?}"),
             );
         }
-        let s = serde_json::to_value(&h.snapshot()["web"]).unwrap();
+        let s = h.snapshot()["web"].clone();
         sc.check("nothing installed", c.snapshot() == files, || {
             "published files changed".into()
         });
         sc.check(
             "old credential kept",
-            s["fingerprint"] == old.fingerprint.as_deref().unwrap_or("-"),
-            || {
-                format!(
-                    "{} -> {}",
-                    old.fingerprint.clone().unwrap_or_default(),
-                    s["fingerprint"]
-                )
-            },
+            s.fingerprint.as_deref() == Some(old.fingerprint.as_deref().unwrap_or("-")),
+            || format!("{:?} -> {:?}", old.fingerprint, s.fingerprint),
         );
-        sc.check(
-            "backoff",
-            s["consecutive_failures"].as_u64() >= Some(2),
-            || s.to_string(),
-        );
+        sc.check("backoff", s.consecutive_failures >= 2, || format!("{s:?}"));
         let min_wait = if fault == Fault::RateLimited { 290 } else { 0 };
         sc.check(
             "next renewal in the future (Retry-After honoured)",
-            at(&s, "next_renewal") > SystemTime::now() + Duration::from_secs(min_wait),
-            || format!("next_renewal {}", s["next_renewal"]),
+            s.next_renewal.map_or(SystemTime::UNIX_EPOCH, |t| t.time())
+                > SystemTime::now() + Duration::from_secs(min_wait),
+            || format!("next_renewal {:?}", s.next_renewal),
         );
-        let err = s["last_error"].as_str().unwrap_or_default().to_string();
+        let err = s.last_error.as_deref().unwrap_or_default().to_string();
         sc.check("error names the fault", err.contains(why), || err.clone());
         alerter.flush(Duration::from_secs(5)).await;
-        let n = renewal_failed(&hook) - alerts_before;
+        let n = hook.events("renewal_failed") - alerts_before;
         sc.check("exactly one renewal_failed alert", n == 1, || {
             format!("{n} alerts")
         });
         // The issuer behaves again: the next rotation installs and recovers.
         ca.set(Fault::None);
-        let recovered_before = events(&hook, "recovered");
+        let recovered_before = hook.events("recovered");
         let out = h.rotate("web").await.unwrap();
         sc.check(
             "recovers once fixed",
-            out.result.as_str() == "success",
+            out.result == RotateResult::Success,
             || format!("{out:?}"),
         );
         alerter.flush(Duration::from_secs(5)).await;
         sc.check(
             "recovered alert",
-            events(&hook, "recovered") == recovered_before + 1,
+            hook.events("recovered") == recovered_before + 1,
             || "no recovered alert".into(),
         );
         sc.check_ok(
@@ -330,87 +287,55 @@ enum Acme {
     NotJson,
 }
 
-/// Serve one request on `tls` per `mode`; the directory and newNonce are
-/// well-formed unless the mode breaks them.
+/// Serve one request per connection on `tls` per `mode`; the directory and
+/// newNonce are well-formed unless the mode breaks them.
 fn acme_server(mode: Acme, tls: &acme_support::TestTls) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     if mode == Acme::Refused {
         return addr; // dropped: the port is closed
     }
-    let certs = rekey::cert::pem_certs(&std::fs::read(&tls.cert_pem).unwrap(), "c").unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::try_from(
-        pem::parse(std::fs::read(&tls.key_pem).unwrap())
-            .unwrap()
-            .into_contents(),
-    )
-    .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
+    let config = fake_http::tls_config(&tls.cert_pem, &tls.key_pem);
+    let base = format!("https://{addr}");
+    let dir = format!(
+        "{{\"newNonce\":\"{base}/nonce\",\"newAccount\":\"{base}/account\",\"newOrder\":\"{base}/order\",\"revokeCert\":\"{base}/revoke\",\"keyChange\":\"{base}/key\"}}"
     );
-    std::thread::spawn(move || {
-        for tcp in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, tcp);
-                let mut r = BufReader::new(&mut s);
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
-                    return;
-                }
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = std::io::Read::read_exact(&mut r, &mut body);
-                let base = format!("https://{addr}");
-                let dir = format!(
-                    "{{\"newNonce\":\"{base}/nonce\",\"newAccount\":\"{base}/account\",\"newOrder\":\"{base}/order\",\"revokeCert\":\"{base}/revoke\",\"keyChange\":\"{base}/key\"}}"
-                );
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let reply = match (mode, path.as_str()) {
-                    // The directory and a nonce come fine (start-up's ARI
-                    // check is quick); newAccount stalls mid-body.
-                    (Acme::StallMidBody, p) if p != "/dir" && p != "/nonce" => {
-                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"newNonce\":");
-                        let _ = s.flush();
-                        std::thread::sleep(Duration::from_secs(90));
-                        return;
-                    }
-                    (Acme::Unavailable, _) => "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Type: text/html\r\nContent-Length: 22\r\n\r\n<html>maintenance</html>"[..].to_string(),
-                    (Acme::NotJson, _) => "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n<html>maintenance</html>".to_string(),
-                    (_, "/dir") => format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{dir}", dir.len()),
-                    (_, "/nonce") => "HTTP/1.1 200 OK\r\nReplay-Nonce: bm9uY2U\r\nCache-Control: no-store\r\nContent-Length: 0\r\n\r\n".to_string(),
-                    _ => {
-                        let p = "{\"type\":\"urn:ietf:params:acme:error:rateLimited\",\"detail\":\"too many new accounts\",\"status\":429}";
-                        format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 120\r\nReplay-Nonce: bm9uY2U\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\n\r\n{p}", p.len())
-                    }
-                };
-                let reply = reply.replace("Content-Length: 22\r\n", "Content-Length: 24\r\n");
-                // One request per connection: say so, or the client's pool
-                // may send the next request down a socket being closed.
-                let reply = reply.replacen("\r\n", "\r\nConnection: close\r\n", 1);
-                let _ = s.write_all(reply.as_bytes());
+    let json = "Content-Type: application/json\r\n";
+    fake_http::serve(
+        listener,
+        Some(config),
+        Arc::new(move |req, s| {
+            match (mode, req.path.as_str()) {
+            // The directory and a nonce come fine (start-up's ARI check is
+            // quick); newAccount stalls mid-body.
+            (Acme::StallMidBody, p) if p != "/dir" && p != "/nonce" => {
+                let _ = write!(s, "HTTP/1.1 200 OK\r\n{json}Content-Length: 1000\r\n\r\n{{\"newNonce\":");
                 let _ = s.flush();
-                s.conn.send_close_notify();
-                let _ = s.flush();
-            });
+                std::thread::sleep(Duration::from_secs(90));
+            }
+            (Acme::Unavailable, _) => fake_http::respond(
+                s,
+                "503 Service Unavailable",
+                "Retry-After: 120\r\nContent-Type: text/html\r\n",
+                b"<html>maintenance</html>",
+            ),
+            (Acme::NotJson, _) => fake_http::respond(s, "200 OK", json, b"<html>maintenance</html>"),
+            (_, "/dir") => fake_http::respond(s, "200 OK", json, dir.as_bytes()),
+            (_, "/nonce") => fake_http::respond(
+                s,
+                "200 OK",
+                "Replay-Nonce: bm9uY2U\r\nCache-Control: no-store\r\n",
+                b"",
+            ),
+            _ => fake_http::respond(
+                s,
+                "429 Too Many Requests",
+                "Retry-After: 120\r\nReplay-Nonce: bm9uY2U\r\nContent-Type: application/problem+json\r\n",
+                br#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new accounts","status":429}"#,
+            ),
         }
-    });
+        }),
+    );
     addr
 }
 
@@ -463,57 +388,14 @@ fn acme_fault(mode: Acme, name: &str, why: &str, min_wait: u64, attempts: usize)
         ..Cred::under(env.dir.path(), "web")
     };
     let daemon = env.start();
-    let adopted = common::wait_for(Duration::from_secs(15), "adoption", || {
-        let s = common::cred_status(daemon.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
-    // Adoption re-publishes with the configured modes; compare from here.
-    let files = c.snapshot();
-    let mut asked = SystemTime::now();
-    for _ in 0..attempts {
-        sc.round();
-        asked = SystemTime::now();
-        let (code, body) = daemon.post("/v1/rotate/web").unwrap();
-        sc.check("rotation reported failed", code == 502, || {
-            format!("{code} {body}")
-        });
-    }
-    let s = common::cred_status(daemon.addr, "web").unwrap();
-    sc.check("nothing installed", c.snapshot() == files, || {
-        "published files changed".into()
-    });
-    sc.check(
-        "old credential kept",
-        s["fingerprint"] == adopted["fingerprint"],
-        || s.to_string(),
-    );
-    sc.check(
-        "backoff",
-        s["consecutive_failures"].as_u64() >= Some(attempts as u64) && s["state"] == "backoff",
-        || s.to_string(),
-    );
-    // Measured from the last request, not from now: with no Retry-After the
-    // first retry comes 0.5-1 s after a failure that itself took 30 s (the
-    // stall), and `next_renewal` is whole seconds, so "after now" raced.
-    sc.check(
-        "next renewal after the failed attempt (Retry-After honoured)",
-        at(&s, "next_renewal") + Duration::from_secs(1) > asked + Duration::from_secs(min_wait),
-        || {
-            format!(
-                "next_renewal {} (wanted > the last request + {min_wait}s)",
-                s["next_renewal"]
-            )
-        },
-    );
-    let err = s["last_error"].as_str().unwrap_or_default().to_string();
-    sc.check("error names the fault", err.contains(why), || err.clone());
+    rotations_fail(&mut sc, &daemon, &c, attempts, min_wait, why);
     let n = common::wait_for(Duration::from_secs(10), "the renewal_failed alert", || {
-        let n = renewal_failed(&hook);
+        let n = hook.events("renewal_failed");
         (n > 0).then_some(n)
     });
     // A repeat would arrive within moments; give it the chance to.
     std::thread::sleep(Duration::from_millis(500));
-    let n = renewal_failed(&hook).max(n);
+    let n = hook.events("renewal_failed").max(n);
     sc.check("exactly one renewal_failed alert", n == 1, || {
         format!("{n} alerts")
     });

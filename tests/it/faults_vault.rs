@@ -9,14 +9,15 @@
 use crate::support as common;
 use crate::support::alert as support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 use serde_json::{json, Value};
 
+use common::fake_http::{self, Request, Stream};
+use common::fake_issuer::{rotations_fail, Pki};
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 
@@ -43,42 +44,6 @@ enum Fault {
     OtherKey,
 }
 
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p
-}
-
-/// The PKI behind the fake: a root and the intermediate that signs.
-struct Pki {
-    root: CertifiedIssuer<'static, KeyPair>,
-    inter: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let root =
-            CertifiedIssuer::self_signed(ca_params("vault root"), KeyPair::generate().unwrap())
-                .unwrap();
-        let inter = CertifiedIssuer::signed_by(
-            ca_params("vault intermediate"),
-            KeyPair::generate().unwrap(),
-            &root,
-        )
-        .unwrap();
-        Pki { root, inter }
-    }
-
-    /// A leaf for `names` and `key`, valid for an hour.
-    fn leaf(&self, mut p: CertificateParams, key: &impl rcgen::PublicKeyData) -> String {
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::seconds(60);
-        p.not_after = now + time::Duration::hours(1);
-        p.signed_by(key, &self.inter).unwrap().pem()
-    }
-}
-
 /// A fake Vault on 127.0.0.1; the fault can change between requests.
 struct FakeVault {
     addr: SocketAddr,
@@ -92,7 +57,7 @@ impl FakeVault {
         let v = FakeVault {
             addr: listener.local_addr().unwrap(),
             fault: Arc::new(Mutex::new(fault)),
-            pki: Arc::new(Pki::new()),
+            pki: Arc::new(Pki::new("vault")),
         };
         if fault != Fault::Refused {
             v.serve(listener);
@@ -103,12 +68,11 @@ impl FakeVault {
 
     fn serve(&self, listener: TcpListener) {
         let (fault, pki) = (self.fault.clone(), self.pki.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (fault, pki) = (fault.clone(), pki.clone());
-                std::thread::spawn(move || handle(conn, &fault, &pki));
-            }
-        });
+        fake_http::serve(
+            listener,
+            None,
+            Arc::new(move |req, w| handle(req, w, &fault, &pki)),
+        );
     }
 
     /// From now on answer like a healthy Vault (listening again if refused).
@@ -120,29 +84,10 @@ impl FakeVault {
     }
 }
 
-/// One request per connection, answered with `Connection: close` so the
-/// client never sends a second request down a socket being closed.
-fn handle(conn: TcpStream, fault: &Mutex<Fault>, pki: &Pki) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut len = 0;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+/// One request, answered as the current fault says.
+fn handle(req: Request, c: &mut dyn Stream, fault: &Mutex<Fault>, pki: &Pki) {
+    let (path, body) = (req.path, req.body);
     let fault = *fault.lock().unwrap();
-    let mut c = conn;
     let (status, ctype, answer, extra) = match (fault, path.as_str()) {
         (Fault::Unavailable, _) => (
             "503 Service Unavailable",
@@ -188,12 +133,12 @@ fn handle(conn: TcpStream, fault: &Mutex<Fault>, pki: &Pki) {
             "",
         ),
     };
-    let _ = write!(
+    fake_http::respond(
         c,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-        answer.len()
+        status,
+        &format!("Content-Type: {ctype}\r\n{extra}"),
+        answer.as_bytes(),
     );
-    let _ = c.flush();
 }
 
 /// A `pki/sign` answer for the CSR in `body`, broken as `fault` says.
@@ -238,17 +183,6 @@ fn publish_earlier_pair(env: &common::Env, pki: &Pki) {
     std::fs::write(d.join("ca.pem"), pki.root.pem()).unwrap();
 }
 
-fn events(hook: &support::Receiver, event: &str) -> usize {
-    hook.requests()
-        .iter()
-        .filter(|r| r.json()["event"] == event)
-        .count()
-}
-
-fn at(s: &Value, key: &str) -> SystemTime {
-    humantime::parse_rfc3339(s[key].as_str().unwrap_or_default()).unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
 /// Run `fault` against the daemon `attempts` times, check the invariants,
 /// then let the server behave and check that the next rotation recovers.
 fn vault_fault(fault: Fault, name: &str, why: &str, min_wait: u64, attempts: usize) {
@@ -278,49 +212,7 @@ fn vault_fault(fault: Fault, name: &str, why: &str, min_wait: u64, attempts: usi
     ));
     let c = Cred::under(env.dir.path(), "web");
     let daemon = env.start();
-    let adopted = common::wait_for(Duration::from_secs(15), "adoption", || {
-        let s = common::cred_status(daemon.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
-    });
-    // Adoption re-publishes with the configured modes; compare from here.
-    let files = c.snapshot();
-    let mut asked = SystemTime::now();
-    for _ in 0..attempts {
-        sc.round();
-        asked = SystemTime::now();
-        let (code, body) = daemon.post("/v1/rotate/web").unwrap();
-        sc.check("rotation reported failed", code == 502, || {
-            format!("{code} {body}")
-        });
-    }
-    let s = common::cred_status(daemon.addr, "web").unwrap();
-    sc.check("nothing installed", c.snapshot() == files, || {
-        "published files changed".into()
-    });
-    sc.check(
-        "old credential kept",
-        s["fingerprint"] == adopted["fingerprint"],
-        || s.to_string(),
-    );
-    sc.check(
-        "backoff",
-        s["consecutive_failures"].as_u64() >= Some(attempts as u64) && s["state"] == "backoff",
-        || s.to_string(),
-    );
-    // From the last request, as in faults_issuer.rs: `next_renewal` is whole
-    // seconds and the first retry without Retry-After comes within a second.
-    sc.check(
-        "next renewal after the failed attempt (Retry-After honoured)",
-        at(&s, "next_renewal") + Duration::from_secs(1) > asked + Duration::from_secs(min_wait),
-        || {
-            format!(
-                "next_renewal {} (wanted > the last request + {min_wait}s)",
-                s["next_renewal"]
-            )
-        },
-    );
-    let err = s["last_error"].as_str().unwrap_or_default().to_string();
-    sc.check("error names the fault", err.contains(why), || err.clone());
+    let adopted = rotations_fail(&mut sc, &daemon, &c, attempts, min_wait, why);
 
     // The server behaves again: a rotation asked for now installs.
     vault.behave();
@@ -329,24 +221,24 @@ fn vault_fault(fault: Fault, name: &str, why: &str, min_wait: u64, attempts: usi
         format!("{code} {body}")
     });
     sc.check_ok("published passes validation", inv::published_valid(&c));
-    let s = common::cred_status(daemon.addr, "web").unwrap();
+    let s = common::cred(daemon.addr, "web").unwrap();
     sc.check(
         "new credential served",
-        s["fingerprint"] != adopted["fingerprint"]
-            && c.published_fingerprint().as_deref() == s["fingerprint"].as_str(),
-        || s.to_string(),
+        s.fingerprint != adopted.fingerprint
+            && c.published_fingerprint().as_deref() == s.fingerprint.as_deref(),
+        || format!("{s:?}"),
     );
     // One sink gets its alerts in raise order: once `recovered` is in, a
     // second `renewal_failed` would already be there too.
     common::wait_for(Duration::from_secs(10), "the recovered alert", || {
-        (events(&hook, "recovered") > 0).then_some(())
+        (hook.events("recovered") > 0).then_some(())
     });
-    let n = events(&hook, "renewal_failed");
+    let n = hook.events("renewal_failed");
     sc.check("exactly one renewal_failed alert", n == 1, || {
         format!("{n} alerts")
     });
-    sc.check("recovered alert", events(&hook, "recovered") == 1, || {
-        format!("{} recovered alerts", events(&hook, "recovered"))
+    sc.check("recovered alert", hook.events("recovered") == 1, || {
+        format!("{} recovered alerts", hook.events("recovered"))
     });
     sc.finish();
 }

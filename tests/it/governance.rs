@@ -7,7 +7,8 @@ use crate::support::alert as support;
 
 use std::time::Duration;
 
-use common::{cred_status, http, wait_for, wait_valid, Env};
+use common::{cred, http, wait_for, wait_valid, Env};
+use rekey::status::State;
 use support::Receiver;
 
 #[test]
@@ -32,13 +33,12 @@ fn alerts_filtered_by_team_or_label_reach_only_the_matching_sink() {
     env.write_config(&certs);
     let d = env.start();
     wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["generation"] == 1
-            && cred_status(d.addr, "api")?["generation"] == 1)
+        (cred(d.addr, "web")?.generation == Some(1) && cred(d.addr, "api")?.generation == Some(1))
             .then_some(())
     });
-    let web = cred_status(d.addr, "web").unwrap();
-    assert_eq!(web["team"], "payments");
-    assert_eq!(web["labels"]["env"], "staging");
+    let web = cred(d.addr, "web").unwrap();
+    assert_eq!(web.team.as_deref(), Some("payments"));
+    assert_eq!(web.labels.get("env").map(String::as_str), Some("staging"));
 
     for name in ["web", "api"] {
         let (code, body) = d.post(&format!("/v1/rotate/{name}")).unwrap();
@@ -169,7 +169,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_violates_policy() {
     env.write_config(&(env.cert_section("web", probe) + policy));
     let d = env.start();
     wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["generation"] == 1).then_some(())
+        (cred(d.addr, "web")?.generation == Some(1)).then_some(())
     });
     env.write_config(&(env.cert_section("web", probe) + &env.cert_section("bad", "") + policy));
     d.signal(nix::sys::signal::Signal::SIGHUP);
@@ -177,10 +177,10 @@ fn sighup_keeps_the_running_config_when_the_new_one_violates_policy() {
         env.log().contains("violates [policy]").then_some(())
     });
     assert!(
-        cred_status(d.addr, "bad").is_none(),
+        cred(d.addr, "bad").is_none(),
         "a violating credential was started"
     );
-    assert!(cred_status(d.addr, "web").is_some());
+    assert!(cred(d.addr, "web").is_some());
 }
 
 #[test]
@@ -205,8 +205,7 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
     std::fs::write(&cfg, text).unwrap();
     let d = env.start();
     wait_for(Duration::from_secs(20), "first issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid"
-            && cred_status(d.addr, "sym")?["state"] == "valid")
+        (cred(d.addr, "web")?.state == State::Valid && cred(d.addr, "sym")?.state == State::Valid)
             .then_some(())
     });
     for name in ["web", "sym"] {
@@ -228,10 +227,7 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
             .map(|e| e.file_name())
             .collect();
         assert!(left.is_empty(), "{name}: files left: {left:?}");
-        assert!(
-            cred_status(d.addr, name).is_none(),
-            "{name} still in /status"
-        );
+        assert!(cred(d.addr, name).is_none(), "{name} still in /status");
         let (code, _) = d.post(&format!("/v1/rotate/{name}")).unwrap();
         assert_eq!(code, 404);
     }
@@ -309,13 +305,13 @@ fn on_remove_revoke_retires_a_credential_a_reload_drops_and_keep_leaves_it() {
     wait_for(Duration::from_secs(20), "first issuance", || {
         ["keep", "gone", "stays"]
             .iter()
-            .all(|n| cred_status(d.addr, n).is_some_and(|s| s["state"] == "valid"))
+            .all(|n| cred(d.addr, n).is_some_and(|s| s.state == State::Valid))
             .then_some(())
     });
     env.write_config_audited(&format!("{stays}{alert}"));
     d.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the reload", || {
-        cred_status(d.addr, "keep").is_none().then_some(())
+        cred(d.addr, "keep").is_none().then_some(())
     });
     wait_for(Duration::from_secs(10), "gone retired", || {
         env.audit()
@@ -323,7 +319,7 @@ fn on_remove_revoke_retires_a_credential_a_reload_drops_and_keep_leaves_it() {
             .any(|r| r["event"] == "retired" && r["credential"] == "gone")
             .then_some(())
     });
-    assert!(cred_status(d.addr, "gone").is_none());
+    assert!(cred(d.addr, "gone").is_none());
     let files = |n: &str| -> Vec<_> {
         std::fs::read_dir(env.path("tls").join(n))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())

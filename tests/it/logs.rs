@@ -5,7 +5,6 @@
 use crate::support as common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -46,21 +45,7 @@ fn json_lines_with_stable_fields_and_no_secret_at_trace_level() {
         .unwrap()
         .replace("[daemon]\n", "[daemon]\nlog_format = \"json\"\n");
     std::fs::write(env.path("rekey.toml"), text).unwrap();
-    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
-    let child = Command::new(bin())
-        .args(["run", "-c"])
-        .arg(env.path("rekey.toml"))
-        .env("REKEY_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        child,
-        addr: env.addr,
-        socket: env.socket(),
-    };
+    let d = env.spawn(env.run_command().env("REKEY_LOG", "trace"));
     wait_valid(d.addr, "web", Duration::from_secs(20));
     let mut secrets = Vec::new();
     for _ in 0..2 {

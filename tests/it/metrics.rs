@@ -4,13 +4,13 @@
 
 use crate::support as common;
 
-use rekey::status::Timestamp;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
+use rekey::status::State;
 
 /// A daemon with two credentials, both issued, the x509-exporter families
 /// on, and two watches: the local CA certificate rekey writes beside `web`
@@ -35,16 +35,13 @@ fn two_credentials() -> (Env, Daemon) {
         Duration::from_secs(15),
         "both issued, the CA watched",
         || {
-            let s = status(d.addr)?;
-            let list = s.as_array()?;
-            let ready = |name: &str, state: &str| {
-                list.iter()
-                    .any(|c| c["name"] == name && c["state"] == state)
-            };
-            (ready("web", "valid")
-                && ready("api", "valid")
-                && ready("web-ca", "valid")
-                && ready("gone", "unreadable"))
+            let list = statuses(d.addr)?;
+            let ready =
+                |name: &str, state: State| list.iter().any(|c| c.name == name && c.state == state);
+            (ready("web", State::Valid)
+                && ready("api", State::Valid)
+                && ready("web-ca", State::Valid)
+                && ready("gone", State::Unreadable))
             .then_some(())
         },
     );
@@ -113,10 +110,8 @@ fn metrics_cover_the_contract_with_absolute_timestamps() {
         )));
     }
     // Watches: one series each, in their own families.
-    let ca = cred_status(d.addr, "web-ca").unwrap();
-    let ca_not_after = Timestamp::parse(ca["not_after"].as_str().unwrap())
-        .unwrap()
-        .unix_seconds() as f64;
+    let ca = cred(d.addr, "web-ca").unwrap();
+    let ca_not_after = ca.not_after.unwrap().unix_seconds() as f64;
     let w = r#"{watch="web-ca",source="file",team="pki"}"#;
     assert_eq!(
         value(
@@ -135,11 +130,9 @@ fn metrics_cover_the_contract_with_absolute_timestamps() {
     // x509-certificate-exporter's families: the managed leaf and the watched
     // CA, labelled as that exporter labels them; the missing file counts as
     // a read error.
-    let web = cred_status(d.addr, "web").unwrap();
-    let web_not_after = Timestamp::parse(web["not_after"].as_str().unwrap())
-        .unwrap()
-        .unix_seconds() as f64;
-    let serial = rekey::certview::serial_decimal(web["serial"].as_str().unwrap()).unwrap();
+    let web = cred(d.addr, "web").unwrap();
+    let web_not_after = web.not_after.unwrap().unix_seconds() as f64;
+    let serial = rekey::certview::serial_decimal(web.serial.as_deref().unwrap()).unwrap();
     let leaf = format!(
         "{{filename=\"cert.pem\",filepath=\"{}\",serial_number=\"{serial}\",subject_CN=\"localhost\",issuer_CN=\"rekey local CA\"}}",
         env.path("tls/web/cert.pem").display()
@@ -269,7 +262,7 @@ fn prometheus_scrapes_every_credential() {
         .collect();
     names.sort();
     assert_eq!(names, ["api", "web"], "{result:?}");
-    let web_status = cred_status(d.addr, "web").unwrap();
+    let web_status = cred(d.addr, "web").unwrap();
     let sample = result
         .iter()
         .find(|s| s["metric"]["credential"] == "web")
@@ -278,10 +271,8 @@ fn prometheus_scrapes_every_credential() {
     assert_eq!(sample["metric"]["job"], "rekey");
     // The same instant /status reports, as Unix seconds.
     let scraped: f64 = sample["value"][1].as_str().unwrap().parse().unwrap();
-    let not_after = Timestamp::parse(web_status["not_after"].as_str().unwrap())
-        .unwrap()
-        .unix_seconds() as f64;
-    assert_eq!(scraped, not_after, "{web_status}");
+    let not_after = web_status.not_after.unwrap().unix_seconds() as f64;
+    assert_eq!(scraped, not_after, "{web_status:?}");
 
     // The shipped alerting rules load and evaluate against what rekey
     // exports (a misspelt family would not error, so the deploy tests also

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::alertmanager::Alertmanager;
 use common::*;
+use rekey::status::{CredentialStatus, Handoff, RotateResult, State};
 
 fn rotate(env: &Env) -> std::process::Output {
     std::process::Command::new(bin())
@@ -38,11 +39,15 @@ fn events(hook: &support::Receiver) -> Vec<serde_json::Value> {
     hook.requests().iter().map(|r| r.json()).collect()
 }
 
-fn handoff_is(env: &Env, want: &str) -> serde_json::Value {
-    wait_for(Duration::from_secs(15), &format!("handoff {want}"), || {
-        let s = cred_status(env.addr, "web")?;
-        (s["handoff"] == want).then_some(s)
-    })
+fn handoff_is(env: &Env, want: Handoff) -> CredentialStatus {
+    wait_for(
+        Duration::from_secs(15),
+        &format!("handoff {want:?}"),
+        || {
+            let s = cred(env.addr, "web")?;
+            (s.handoff == want).then_some(s)
+        },
+    )
 }
 
 #[test]
@@ -74,19 +79,19 @@ fn bootstrap_then_sighup_rotation_is_verified_against_real_nginx() {
     // handoff is pending, not failed.
     let _d = env.start();
     let s = wait_for(Duration::from_secs(10), "first issuance", || {
-        let s = cred_status(env.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
+        let s = cred(env.addr, "web")?;
+        (s.state == State::Valid).then_some(s)
     });
-    assert_eq!(s["handoff"], "pending", "{s}");
+    assert_eq!(s.handoff, Handoff::Pending, "{s:?}");
 
     // nginx comes up on the published files: the handoff turns verified.
     let _n = Nginx::start(&nginx, &prefix, &conf, addr);
-    let s = handoff_is(&env, "verified");
+    let s = handoff_is(&env, Handoff::Verified);
     assert_eq!(
         served_fingerprint(addr, "localhost").as_deref(),
-        s["fingerprint"].as_str()
+        s.fingerprint.as_deref()
     );
-    let first = s["fingerprint"].as_str().unwrap().to_string();
+    let first = s.fingerprint.as_deref().unwrap().to_string();
 
     // rotate: SIGHUP through the pid file, verified by the TLS probe.
     let out = rotate(&env);
@@ -95,15 +100,15 @@ fn bootstrap_then_sighup_rotation_is_verified_against_real_nginx() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = cred_status(env.addr, "web").unwrap();
-    assert_eq!(s["handoff"], "verified", "{s}");
-    assert_ne!(s["fingerprint"], first.as_str());
+    let s = cred(env.addr, "web").unwrap();
+    assert_eq!(s.handoff, Handoff::Verified, "{s:?}");
+    assert_ne!(s.fingerprint.as_deref(), Some(first.as_str()));
     assert_eq!(
         served_fingerprint(addr, "localhost").as_deref(),
-        s["fingerprint"].as_str(),
+        s.fingerprint.as_deref(),
         "nginx does not serve what /status says"
     );
-    assert_eq!(s["served_fingerprint"], s["fingerprint"]);
+    assert_eq!(s.served_fingerprint, s.fingerprint);
     let log = env.log();
     assert!(
         !log.contains("handoff_failed") && !log.contains("rolled back"),
@@ -149,8 +154,8 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
     let _d = env.start();
     wait_valid(env.addr, "web", Duration::from_secs(10));
     let _n = Nginx::start(&nginx, &prefix, &conf, addr);
-    let good = handoff_is(&env, "verified");
-    let old_fp = good["fingerprint"].as_str().unwrap().to_string();
+    let good = handoff_is(&env, Handoff::Verified);
+    let old_fp = good.fingerprint.as_deref().unwrap().to_string();
 
     std::fs::write(&switch, "").unwrap();
     let out = rotate(&env);
@@ -164,18 +169,21 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         err.contains("rolled back") && err.contains("still serves"),
         "{err}"
     );
-    let s = cred_status(env.addr, "web").unwrap();
-    assert_eq!(s["handoff"], "failed", "{s}");
+    let s = cred(env.addr, "web").unwrap();
+    assert_eq!(s.handoff, Handoff::Failed, "{s:?}");
     assert_eq!(
-        s["fingerprint"],
-        old_fp.as_str(),
+        s.fingerprint.as_deref(),
+        Some(old_fp.as_str()),
         "the committed generation changed"
     );
-    assert_eq!(s["served_fingerprint"], old_fp.as_str());
-    assert_eq!(s["last_rotation"]["result"], "rolled_back");
+    assert_eq!(s.served_fingerprint.as_deref(), Some(old_fp.as_str()));
+    assert_eq!(
+        s.last_rotation.as_ref().map(|r| r.result),
+        Some(RotateResult::RolledBack)
+    );
     assert!(
-        s["last_error"].as_str().unwrap().contains("still serves"),
-        "{s}"
+        s.last_error.as_deref().unwrap().contains("still serves"),
+        "{s:?}"
     );
     // The previous generation is published again and nginx serves it.
     assert_eq!(
@@ -246,11 +254,11 @@ fn an_undelivered_reload_rolls_back_and_nginx_keeps_serving_the_previous_generat
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = cred_status(env.addr, "web").unwrap();
-    assert_eq!(s["handoff"], "verified", "{s}");
+    let s = cred(env.addr, "web").unwrap();
+    assert_eq!(s.handoff, Handoff::Verified, "{s:?}");
     assert_eq!(
         served_fingerprint(addr, "localhost").as_deref(),
-        s["fingerprint"].as_str()
+        s.fingerprint.as_deref()
     );
 
     // Ready again after the verified rotation.
@@ -316,23 +324,23 @@ fn failed_reloads_are_failed_handoffs_that_say_why() {
         ));
         let _d = env.start();
         let first = wait_for(Duration::from_secs(10), "first issuance", || {
-            let s = cred_status(env.addr, "web")?;
-            (s["state"] == "valid").then_some(s)
+            let s = cred(env.addr, "web")?;
+            (s.state == State::Valid).then_some(s)
         });
         let out = rotate(&env);
         assert_eq!(out.status.code(), Some(1), "{reload}");
-        let s = cred_status(env.addr, "web").unwrap();
-        assert_eq!(s["handoff"], "failed", "{reload}: {s}");
-        let e = s["last_error"].as_str().unwrap_or_default().to_string();
+        let s = cred(env.addr, "web").unwrap();
+        assert_eq!(s.handoff, Handoff::Failed, "{reload:?}: {s:?}");
+        let e = s.last_error.as_deref().unwrap_or_default().to_string();
         for w in &words {
             assert!(e.contains(w), "{reload}: error lacks {w:?}: {e}");
         }
         assert!(e.contains("web"), "the error names the credential: {e}");
         // Rolled back: the first generation is still the committed one.
-        assert_eq!(s["fingerprint"], first["fingerprint"], "{reload}");
+        assert_eq!(s.fingerprint, first.fingerprint, "{reload}");
         let (fp, ok) = pair(&d.join("cert.pem"), &d.join("key.pem")).unwrap();
         assert!(
-            ok && fp == first["fingerprint"].as_str().unwrap(),
+            ok && fp == first.fingerprint.as_deref().unwrap(),
             "{reload}"
         );
     }

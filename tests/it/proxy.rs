@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::bao::Bao;
 use common::tinyproxy::Tinyproxy;
 use common::*;
+use rekey::status::{CredentialStatus, Handoff, State};
 use serde_json::json;
 use support::{have_pebble, Opts, Pebble};
 
@@ -51,13 +52,13 @@ fn web(env: &Env, issuer: &str, extra: &str) -> String {
     )
 }
 
-fn valid(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
+fn valid(addr: std::net::SocketAddr, name: &str) -> CredentialStatus {
     wait_for(
         Duration::from_secs(60),
         &format!("{name} to be valid"),
         || {
-            let s = cred_status(addr, name)?;
-            (s["state"] == "valid").then_some(s)
+            let s = cred(addr, name)?;
+            (s.state == State::Valid).then_some(s)
         },
     )
 }
@@ -91,7 +92,10 @@ fn acme_through_the_issuers_proxy_and_a_proxy_that_is_down_keeps_the_old_certifi
     );
     let (cert, key) = (env.path("tls/web/cert.pem"), env.path("tls/web/key.pem"));
     let (old, ok) = pair(&cert, &key).unwrap();
-    assert!(ok && first["fingerprint"] == old.as_str(), "{first}");
+    assert!(
+        ok && first.fingerprint.as_deref() == Some(old.as_str()),
+        "{first:?}"
+    );
 
     // The proxy goes down: the rotation fails naming it, nothing is touched.
     proxy.stop();
@@ -110,17 +114,14 @@ fn acme_through_the_issuers_proxy_and_a_proxy_that_is_down_keeps_the_old_certifi
         "{stderr}"
     );
     assert_eq!(pair(&cert, &key).unwrap(), (old.clone(), true));
-    let s = cred_status(d.addr, "web").unwrap();
-    assert_eq!(s["fingerprint"], old.as_str(), "{s}");
+    let s = cred(d.addr, "web").unwrap();
+    assert_eq!(s.fingerprint.as_deref(), Some(old.as_str()), "{s:?}");
     // Still the old, valid certificate; a retry is scheduled.
-    assert_eq!(s["state"], "backoff", "{s}");
+    assert_eq!(s.state, State::Backoff, "{s:?}");
     assert_eq!(http(d.addr, "GET", "/readyz").unwrap().0, 200);
     assert!(
-        s["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&named),
-        "{s}"
+        s.last_error.as_deref().unwrap_or_default().contains(&named),
+        "{s:?}"
     );
 }
 
@@ -157,10 +158,10 @@ fn environment_proxies_carry_the_ca_but_never_the_apps_reload_probe_or_the_cli()
     let vars = proxy_env(&proxy.url);
     let d = start(&env, &vars);
     let s = wait_for(Duration::from_secs(60), "a verified handoff", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid" && s["handoff"] == "verified").then_some(s)
+        let s = cred(d.addr, "web")?;
+        (s.state == State::Valid && s.handoff == Handoff::Verified).then_some(s)
     });
-    assert_eq!(s["generation"], 1, "{s}");
+    assert_eq!(s.generation, Some(1), "{s:?}");
     let tunnel = format!("CONNECT {}", pebble.addr);
     assert!(proxy.relayed(&tunnel), "{:?}", proxy.requests());
     let got = seen.lock().unwrap().clone();
@@ -185,11 +186,11 @@ fn environment_proxies_carry_the_ca_but_never_the_apps_reload_probe_or_the_cli()
     cli(&["status", "--addr", &d.addr.to_string()]);
     let config = env.path("rekey.toml");
     cli(&["rotate", "web", "-c", config.to_str().unwrap()]);
-    let s = cred_status(d.addr, "web").unwrap();
+    let s = cred(d.addr, "web").unwrap();
     assert_eq!(
-        (s["generation"].as_u64(), s["handoff"].as_str()),
-        (Some(2), Some("verified")),
-        "{s}"
+        (s.generation, s.handoff),
+        (Some(2), Handoff::Verified),
+        "{s:?}"
     );
 
     // The proxy carried the CA's traffic and nothing else.

@@ -5,54 +5,35 @@
 
 use crate::support as common;
 
-use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use common::notify::NotifySocket;
 use common::*;
 use nix::sys::signal::Signal;
+use rekey::status::{CredentialStatus, State};
 
 fn names(addr: std::net::SocketAddr) -> Vec<String> {
-    status(addr)
-        .and_then(|v| v.as_array().cloned())
+    statuses(addr)
         .unwrap_or_default()
-        .iter()
-        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .into_iter()
+        .map(|c| c.name)
         .collect()
 }
 
-fn valid(env: &Env, name: &str) -> serde_json::Value {
-    wait_for(
-        Duration::from_secs(10),
-        &format!("{name} to be valid"),
-        || {
-            let s = cred_status(env.addr, name)?;
-            (s["state"] == "valid").then_some(s)
-        },
-    )
-}
-
-/// The notifications received so far.
-fn drain(sock: &UnixDatagram) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = sock.recv(&mut buf) {
-        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    out
+fn valid(env: &Env, name: &str) -> CredentialStatus {
+    wait_valid(env.addr, name, Duration::from_secs(10))
 }
 
 #[test]
 fn sighup_adds_removes_and_changes_credentials_and_rejects_a_bad_config() {
     let env = Env::new();
-    let sock_path = env.path("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_nonblocking(true).unwrap();
+    let mut sock = NotifySocket::bind(&env.path("notify.sock"));
     let web = env.cert_section("web", "");
     env.write_config(&web);
-    let d = env.start_with_env(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let d = env.start_with_env(&[sock.env()]);
     valid(&env, "web");
     wait_for(Duration::from_secs(5), "READY=1", || {
-        drain(&sock)
+        sock.drain()
             .iter()
             .any(|m| m.contains("READY=1"))
             .then_some(())
@@ -63,11 +44,11 @@ fn sighup_adds_removes_and_changes_credentials_and_rejects_a_bad_config() {
     d.signal(Signal::SIGHUP);
     let api = valid(&env, "api");
     let msgs = wait_for(Duration::from_secs(5), "RELOADING=1 then READY=1", || {
-        let m = drain(&sock).join("\n");
+        let m = sock.drain().join("\n");
         (m.contains("RELOADING=1") && m.contains("READY=1")).then_some(m)
     });
     assert!(msgs.find("RELOADING=1") < msgs.rfind("READY=1"), "{msgs}");
-    let web_fp = cred_status(env.addr, "web").unwrap()["fingerprint"].clone();
+    let web_fp = cred(env.addr, "web").unwrap().fingerprint;
 
     // Change api's names: it rotates at once; web is untouched.
     let api2 = env
@@ -79,13 +60,13 @@ fn sighup_adds_removes_and_changes_credentials_and_rejects_a_bad_config() {
         Duration::from_secs(10),
         "api to rotate for its new name",
         || {
-            let s = cred_status(env.addr, "api")?;
-            (s["state"] == "valid" && s["fingerprint"] != api["fingerprint"]).then_some(s)
+            let s = cred(env.addr, "api")?;
+            (s.state == State::Valid && s.fingerprint != api.fingerprint).then_some(s)
         },
     );
-    assert_ne!(rotated["fingerprint"], api["fingerprint"]);
+    assert_ne!(rotated.fingerprint, api.fingerprint);
     assert_eq!(
-        cred_status(env.addr, "web").unwrap()["fingerprint"],
+        cred(env.addr, "web").unwrap().fingerprint,
         web_fp,
         "web was reissued"
     );

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::keyservice::{http_config, key_service};
 use common::*;
+use rekey::status::{CredentialStatus, Handoff, State};
 
 /// A reload that records, one line per run, whom it ran for: every member
 /// of a grouped reload (`REKEY_CREDENTIALS`), or the one credential.
@@ -38,13 +39,13 @@ fn reloads(log: &Path) -> Vec<String> {
         .collect()
 }
 
-fn verified(env: &Env, names: &[String]) -> Vec<serde_json::Value> {
+fn verified(env: &Env, names: &[String]) -> Vec<CredentialStatus> {
     names
         .iter()
         .map(|n| {
             wait_for(Duration::from_secs(30), &format!("{n} verified"), || {
-                let s = cred_status(env.addr, n)?;
-                (s["state"] == "valid" && s["handoff"] == "verified").then_some(s)
+                let s = cred(env.addr, n)?;
+                (s.state == State::Valid && s.handoff == Handoff::Verified).then_some(s)
             })
         })
         .collect()
@@ -94,32 +95,29 @@ fn credentials_due_together_share_one_reload_and_only_the_failed_one_is_reloaded
         env.log()
     );
     for (n, before) in names.iter().zip(&first) {
-        let s = cred_status(env.addr, n).unwrap();
+        let s = cred(env.addr, n).unwrap();
         let c = common::invariants::Cred::under(env.dir.path(), n);
         let published = common::invariants::pair_matches(&c).unwrap();
         if n == "c3" {
-            assert_eq!(s["handoff"], "failed", "{s}");
+            assert_eq!(s.handoff, Handoff::Failed, "{s:?}");
             assert_eq!(
-                s["fingerprint"], before["fingerprint"],
+                s.fingerprint, before.fingerprint,
                 "c3's committed generation changed"
             );
             assert_eq!(
-                s["fingerprint"],
-                published.as_str(),
+                s.fingerprint.as_deref(),
+                Some(published.as_str()),
                 "c3's files are not its committed generation"
             );
             assert!(
-                s["last_error"].as_str().unwrap().contains("rolled back"),
-                "{s}"
+                s.last_error.as_deref().unwrap().contains("rolled back"),
+                "{s:?}"
             );
         } else {
-            assert_eq!(s["handoff"], "verified", "{n}: {s}");
-            assert_ne!(
-                s["fingerprint"], before["fingerprint"],
-                "{n} did not rotate"
-            );
-            assert_eq!(s["fingerprint"], published.as_str(), "{n}");
-            assert!(s["last_error"].is_null(), "{n}: {s}");
+            assert_eq!(s.handoff, Handoff::Verified, "{n:?}: {s:?}");
+            assert_ne!(s.fingerprint, before.fingerprint, "{n} did not rotate");
+            assert_eq!(s.fingerprint.as_deref(), Some(published.as_str()), "{n}");
+            assert!(s.last_error.is_none(), "{n:?}: {s:?}");
         }
     }
     // The failure is c3's alone: only it alerts.
@@ -149,15 +147,17 @@ fn a_credential_that_shares_its_reload_with_nobody_does_not_wait_for_the_window(
     let d = env.start();
     for n in ["p1", "p2", "lone"] {
         wait_for(Duration::from_secs(30), &format!("{n} handed over"), || {
-            (cred_status(env.addr, n)?["handoff"] == "unverified").then_some(())
+            (cred(env.addr, n)?.handoff == Handoff::Unverified).then_some(())
         });
     }
     assert_eq!((reloads(&paired).len(), reloads(&lone).len()), (1, 1));
     let handoff_ms = |name: &str| {
         let (code, body) = d.post(&format!("/v1/rotate/{name}")).unwrap();
         assert_eq!(code, 200, "{body}");
-        cred_status(env.addr, name).unwrap()["last_rotation"]["handoff_ms"]
-            .as_u64()
+        cred(env.addr, name)
+            .unwrap()
+            .last_rotation
+            .and_then(|r| r.handoff_ms)
             .unwrap()
     };
     // p1 rotates alone but has a partner: it waits out the window for it.
@@ -275,10 +275,10 @@ fn a_keystore_refresh_of_certificates_that_share_a_reload_is_one_reload() {
     let _d = env.start();
     for (n, before) in names.iter().zip(&first) {
         let s = wait_for(Duration::from_secs(30), &format!("{n} refreshed"), || {
-            let s = cred_status(env.addr, n)?;
-            (s["generation"] != before["generation"] && s["handoff"] == "verified").then_some(s)
+            let s = cred(env.addr, n)?;
+            (s.generation != before.generation && s.handoff == Handoff::Verified).then_some(s)
         });
-        assert_eq!(s["fingerprint"], before["fingerprint"], "{n} was reissued");
+        assert_eq!(s.fingerprint, before.fingerprint, "{n} was reissued");
         assert!(env.path("tls").join(n).join("keystore.p12").exists(), "{n}");
     }
     assert_eq!(reloads(&log), ["c0 c1 c2", "c0 c1 c2"], "{}", env.log());

@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
+use rekey::status::{Handoff, State};
 
 fn mode_of(p: &Path) -> u32 {
     std::fs::symlink_metadata(p)
@@ -88,7 +89,13 @@ fn modes_and_no_secret_anywhere() {
     let daemon = env.start_with_env(&[("REKEY_LOG", "trace")]);
     sc.round();
     let c = Cred::under(env.dir.path(), "web");
-    inv::converges(daemon.addr, &c, &["unverified"], Duration::from_secs(15)).unwrap();
+    inv::converges(
+        daemon.addr,
+        &c,
+        &[Handoff::Unverified],
+        Duration::from_secs(15),
+    )
+    .unwrap();
     wait_valid(daemon.addr, "api", Duration::from_secs(15));
     // A rotation with the token, and a tampered file so alerts go out.
     let rotate = Command::new(bin())
@@ -183,6 +190,7 @@ fn modes_and_no_secret_anywhere() {
         || format!("{} unreadable", ca_key.display()),
     );
     sc.note(format!("{} secret strings checked", secrets.len()));
+    // Raw bodies: a secret must appear nowhere in them, in any field.
     let status = http(daemon.addr, "GET", "/status").unwrap().1;
     let metrics = http(daemon.addr, "GET", "/metrics").unwrap().1;
     let readyz = http(daemon.addr, "GET", "/readyz").unwrap().1;
@@ -371,9 +379,8 @@ fn exec_commands_get_no_shell() {
     env.write_config(&format!("{web}\n{api}"));
     let d = env.start();
     wait_for(Duration::from_secs(15), "issuance", || {
-        (cred_status(d.addr, "web")?["state"] == "valid"
-            && cred_status(d.addr, "api")?["generation"].is_u64())
-        .then_some(())
+        (cred(d.addr, "web")?.state == State::Valid && cred(d.addr, "api")?.generation.is_some())
+            .then_some(())
     });
     sc.round();
     let (code, body) = d.post("/v1/rotate/web").unwrap();
@@ -417,10 +424,10 @@ fn issuer_tls_rejects_an_untrusted_certificate() {
     let daemon = env.start();
     sc.round();
     let s = wait_for(Duration::from_secs(20), "the first attempt to fail", || {
-        let s = cred_status(daemon.addr, "web")?;
-        (s["consecutive_failures"].as_u64() >= Some(1)).then_some(s)
+        let s = cred(daemon.addr, "web")?;
+        (s.consecutive_failures >= 1).then_some(s)
     });
-    let err = s["last_error"].as_str().unwrap_or_default().to_lowercase();
+    let err = s.last_error.as_deref().unwrap_or_default().to_lowercase();
     sc.check(
         "refused for the certificate",
         err.contains("certificate")

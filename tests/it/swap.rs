@@ -95,8 +95,8 @@ fn run(swap: &str) -> (usize, usize, usize) {
     }
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
-    let s = cred_status(daemon.addr, "web").unwrap();
-    assert!(s["generation"].as_u64().unwrap() > ROTATIONS as u64);
+    let s = cred(daemon.addr, "web").unwrap();
+    assert!(s.generation.unwrap() > ROTATIONS as u64);
     (
         reads.load(Ordering::Relaxed),
         mismatches.load(Ordering::Relaxed),

@@ -30,12 +30,12 @@ fn sign_with_approle_chains_to_the_root_and_the_key_never_leaves() {
     ));
     let d = env.start();
     let s = valid(d.addr, "web");
-    assert_eq!(s["issuer"], "vault");
+    assert_eq!(s.issuer, "vault");
 
     let dir = env.path("tls/web");
     let (fp, matches) = pair(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
     assert!(matches, "the published key does not match the certificate");
-    assert_eq!(s["fingerprint"], fp.as_str());
+    assert_eq!(s.fingerprint.as_deref(), Some(fp.as_str()));
     assert!(
         signed_by(&dir.join("cert.pem"), &root_pem),
         "not signed by the Vault root"
@@ -116,8 +116,8 @@ fn own_token_is_renewed_and_replaced_after_revocation() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let s = cred_status(d.addr, "web").unwrap();
-    assert!(s["generation"].as_u64() >= Some(first["generation"].as_u64().unwrap() + 3));
+    let s = cred(d.addr, "web").unwrap();
+    assert!(s.generation >= Some(first.generation.unwrap() + 3));
     assert!(
         bao.audited("auth/token/renew-self") >= 1,
         "no renew-self: {:?}",
@@ -149,10 +149,7 @@ fn own_token_is_renewed_and_replaced_after_revocation() {
     );
     let (_, matches) = pair(&env.path("tls/web/cert.pem"), &env.path("tls/web/key.pem")).unwrap();
     assert!(matches);
-    assert_eq!(
-        cred_status(d.addr, "web").unwrap()["consecutive_failures"],
-        0
-    );
+    assert_eq!(cred(d.addr, "web").unwrap().consecutive_failures, 0);
 }
 
 #[test]
@@ -236,11 +233,11 @@ fn https_namespace_and_token_file_reread_on_change() {
         Duration::from_secs(20),
         "the untrusted issuer to fail",
         || {
-            let s = cred_status(d.addr, "other")?;
-            (s["consecutive_failures"].as_u64()? >= 1).then_some(s)
+            let s = cred(d.addr, "other")?;
+            (s.consecutive_failures >= 1).then_some(s)
         },
     );
-    let err = s["last_error"].as_str().unwrap();
+    let err = s.last_error.as_deref().unwrap();
     eprintln!("untrusted: {err}");
     assert!(
         err.contains("issuer untrusted") && err.contains("TLS"),
@@ -267,8 +264,10 @@ fn https_namespace_and_token_file_reread_on_change() {
     ns("POST", "auth/token/revoke", json!({"token": second}));
     let out = rotate(&env, "web");
     assert!(!out.status.success());
-    let err = cred_status(d.addr, "web").unwrap()["last_error"]
-        .as_str()
+    let err = cred(d.addr, "web")
+        .unwrap()
+        .last_error
+        .as_deref()
         .unwrap()
         .to_string();
     eprintln!("revoked token_file: {err}");

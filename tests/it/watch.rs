@@ -10,17 +10,28 @@ use crate::support::alert as alerts;
 mod discover;
 use crate::support::certs as support;
 
-use rekey::status::Timestamp;
 use std::time::Duration;
 
 use common::*;
+use rekey::status::{CredentialStatus, Handoff, State, WatchStatus};
 use support::{put, DAY};
 
-fn watch_status(env: &Env, name: &str, want: &str) -> serde_json::Value {
-    wait_for(Duration::from_secs(20), &format!("{name} {want}"), || {
-        let s = cred_status(env.addr, name)?;
-        (s["state"] == want).then_some(s)
+fn watch_status(env: &Env, name: &str, want: State) -> CredentialStatus {
+    wait_for(Duration::from_secs(20), &format!("{name} {want:?}"), || {
+        cred(env.addr, name).filter(|s| s.state == want)
     })
+}
+
+/// The watch part of a watch's status.
+fn watch_of(s: &CredentialStatus) -> &WatchStatus {
+    s.watch
+        .as_ref()
+        .unwrap_or_else(|| panic!("no watch in {s:?}"))
+}
+
+/// `not_after` as `/status` writes it.
+fn not_after(s: &CredentialStatus) -> Option<String> {
+    s.not_after.map(|t| t.to_string())
 }
 
 /// The events the receiver got for credential `name`, in order.
@@ -70,29 +81,33 @@ fn a_watched_file_is_followed_through_every_state_and_alerted_but_never_written(
     env.write_config(&format!("{}{watches}{sink}", env.cert_section("web", "")));
     let d = env.start();
 
-    let s = watch_status(&env, "partner", "valid");
-    assert_eq!(s["kind"], "watch", "{s}");
-    assert_eq!(s["handoff"], "unmanaged", "{s}");
-    assert_eq!(s["team"], "payments");
-    assert_eq!(s["labels"]["env"], "prod");
-    assert_eq!(s["not_after"], valid.not_after());
-    assert_eq!(s["fingerprint"], valid.fingerprint());
-    assert_eq!(s["issuer"], "partner.test");
-    let w = &s["watch"];
-    assert_eq!(w["source"], "file");
-    assert_eq!(w["path"], file.display().to_string());
-    assert_eq!(w["certificates"].as_array().unwrap().len(), 1);
-    assert_eq!(w["certificates"][0]["subject_cn"], "partner.test");
-    let later = watch_status(&env, "later", "unreadable");
+    let s = watch_status(&env, "partner", State::Valid);
+    assert_eq!(s.kind, "watch", "{s:?}");
+    assert_eq!(s.handoff, Handoff::Unmanaged, "{s:?}");
+    assert_eq!(s.team.as_deref(), Some("payments"));
+    assert_eq!(s.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(not_after(&s), Some(valid.not_after()));
+    assert_eq!(s.fingerprint, Some(valid.fingerprint()));
+    assert_eq!(s.issuer, "partner.test");
+    let w = watch_of(&s);
+    assert_eq!(w.source, "file");
+    assert_eq!(w.path, Some(file.display().to_string()));
+    assert_eq!(w.certificates.len(), 1);
+    assert_eq!(
+        w.certificates[0].subject_cn.as_deref(),
+        Some("partner.test")
+    );
+    let later = watch_status(&env, "later", State::Unreadable);
     assert!(
-        later["last_error"]
-            .as_str()
+        later
+            .last_error
+            .as_deref()
             .unwrap()
             .contains("No such file"),
-        "{later}"
+        "{later:?}"
     );
     // The web credential is issued; watches do not count for readiness.
-    watch_status(&env, "web", "valid");
+    watch_status(&env, "web", State::Valid);
     let (code, body) = readyz(&env);
     assert_eq!(
         (code, &body["credentials"]),
@@ -103,8 +118,8 @@ fn a_watched_file_is_followed_through_every_state_and_alerted_but_never_written(
     // Another pipeline drops in a certificate with a day left: inside alert_before.
     let expiring = support::self_signed("partner.test", -9 * 86400, DAY * 10);
     put(&file, expiring.pem.as_bytes());
-    let s = watch_status(&env, "partner", "expiring");
-    assert_eq!(s["not_after"], expiring.not_after());
+    let s = watch_status(&env, "partner", State::Expiring);
+    assert_eq!(not_after(&s), Some(expiring.not_after()));
     let got = wait_events(&hook, "partner", &["expiring"]);
     assert_eq!(got[0]["kind"], "watch");
     assert_eq!(got[0]["severity"], "warning");
@@ -119,7 +134,7 @@ fn a_watched_file_is_followed_through_every_state_and_alerted_but_never_written(
     // Then one that has expired: critical alert, and the pod stays ready.
     let expired = support::self_signed("partner.test", -2 * 86400, DAY);
     put(&file, expired.pem.as_bytes());
-    watch_status(&env, "partner", "expired");
+    watch_status(&env, "partner", State::Expired);
     let got = wait_events(&hook, "partner", &["expiring", "expired"]);
     assert_eq!(got[1]["severity"], "critical");
     assert_eq!(readyz(&env).0, 200);
@@ -138,31 +153,29 @@ fn a_watched_file_is_followed_through_every_state_and_alerted_but_never_written(
 
     // The file vanishes: an alert, not a crash.
     std::fs::remove_file(&file).unwrap();
-    let s = watch_status(&env, "partner", "unreadable");
-    assert!(s["last_error"]
-        .as_str()
+    let s = watch_status(&env, "partner", State::Unreadable);
+    assert!(s
+        .last_error
+        .as_deref()
         .unwrap()
         .contains(&file.display().to_string()));
-    assert_eq!(s["watch"]["certificates"], serde_json::json!([]));
+    assert!(watch_of(&s).certificates.is_empty(), "{s:?}");
     wait_events(&hook, "partner", &["expiring", "expired", "unreadable"]);
     assert_eq!(http(env.addr, "GET", "/healthz").unwrap().0, 200);
 
     // It comes back as something that is not a certificate.
     put(&file, b"not a certificate\n");
     wait_for(Duration::from_secs(20), "the garbage to be read", || {
-        let s = cred_status(env.addr, "partner")?;
-        s["last_error"]
-            .as_str()?
-            .contains("holds no certificate")
-            .then_some(())
+        let s = cred(env.addr, "partner")?;
+        s.last_error?.contains("holds no certificate").then_some(())
     });
 
     // A valid one again: recovered.
     let renewed = support::self_signed("partner.test", -60, DAY * 30);
     put(&file, renewed.pem.as_bytes());
-    let s = watch_status(&env, "partner", "valid");
-    assert_eq!(s["fingerprint"], renewed.fingerprint());
-    assert_eq!(s["consecutive_failures"], 0);
+    let s = watch_status(&env, "partner", State::Valid);
+    assert_eq!(s.fingerprint, Some(renewed.fingerprint()));
+    assert_eq!(s.consecutive_failures, 0);
     wait_events(
         &hook,
         "partner",
@@ -218,9 +231,9 @@ fn a_watched_file_is_followed_through_every_state_and_alerted_but_never_written(
         other.display()
     ));
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    watch_status(&env, "other", "valid");
+    watch_status(&env, "other", State::Valid);
     wait_for(Duration::from_secs(10), "partner to leave /status", || {
-        cred_status(env.addr, "partner").is_none().then_some(())
+        cred(env.addr, "partner").is_none().then_some(())
     });
     assert_eq!(d.terminate(), Some(0));
 }
@@ -249,31 +262,31 @@ fn an_endpoint_watch_reads_the_chain_real_nginx_serves_and_probes_again() {
     ));
     let _d = env.start();
 
-    let s = watch_status(&env, "app", "valid");
-    let w = &s["watch"];
-    assert_eq!(w["source"], "endpoint");
-    assert_eq!(w["endpoint"], addr.to_string());
-    assert_eq!(w["server_name"], "localhost");
+    let s = watch_status(&env, "app", State::Valid);
+    let w = watch_of(&s);
+    assert_eq!(w.source, "endpoint");
+    assert_eq!(w.endpoint, Some(addr.to_string()));
+    assert_eq!(w.server_name.as_deref(), Some("localhost"));
     // Every certificate served counts; the leaf expires first.
-    let certs = w["certificates"].as_array().unwrap();
-    assert_eq!(certs.len(), 2, "{s}");
-    assert_eq!(certs[0]["fingerprint"], leaf.fingerprint());
-    assert_eq!(certs[1]["subject_cn"], "Partner Issuing CA");
-    assert_eq!(s["fingerprint"], leaf.fingerprint());
-    assert_eq!(s["not_after"], leaf.not_after());
-    assert_eq!(s["issuer"], "Partner Issuing CA");
+    let certs = &w.certificates;
+    assert_eq!(certs.len(), 2, "{s:?}");
+    assert_eq!(certs[0].fingerprint, leaf.fingerprint());
+    assert_eq!(certs[1].subject_cn.as_deref(), Some("Partner Issuing CA"));
+    assert_eq!(s.fingerprint, Some(leaf.fingerprint()));
+    assert_eq!(not_after(&s), Some(leaf.not_after()));
+    assert_eq!(s.issuer, "Partner Issuing CA");
     // What nginx serves, read independently of rekey.
     assert_eq!(
         served_fingerprint(addr, "localhost").unwrap(),
         leaf.fingerprint()
     );
-    let down = watch_status(&env, "down", "unreadable");
+    let down = watch_status(&env, "down", State::Unreadable);
     assert!(
-        down["last_error"]
-            .as_str()
+        down.last_error
+            .as_deref()
             .unwrap()
             .contains("cannot connect"),
-        "{down}"
+        "{down:?}"
     );
     assert_eq!(readyz(&env).0, 200);
 
@@ -296,13 +309,12 @@ fn an_endpoint_watch_reads_the_chain_real_nginx_serves_and_probes_again() {
     )
     .unwrap();
     let s = wait_for(Duration::from_secs(40), "the new leaf to be probed", || {
-        let s = cred_status(env.addr, "app")?;
-        (s["fingerprint"] == short.fingerprint()).then_some(s)
+        cred(env.addr, "app").filter(|s| s.fingerprint == Some(short.fingerprint()))
     });
     // A day of life, 20% of it: still valid; alert_at is 4.8 hours before expiry.
-    assert_eq!(s["state"], "valid", "{s}");
-    let alert_at = Timestamp::parse(s["watch"]["alert_at"].as_str().unwrap()).unwrap();
-    let not_after = Timestamp::parse(s["not_after"].as_str().unwrap()).unwrap();
+    assert_eq!(s.state, State::Valid, "{s:?}");
+    let alert_at = watch_of(&s).alert_at.unwrap();
+    let not_after = s.not_after.unwrap();
     assert_eq!(
         not_after.unix_seconds() - alert_at.unix_seconds(),
         24 * 3600 / 5

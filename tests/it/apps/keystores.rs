@@ -108,14 +108,8 @@ fn keystores_and_der_files_are_read_by_openssl_and_keytool_and_rotate_with_the_s
         pw = pw.display(),
     ));
     let d = env.start();
-    let fp = valid(&env, "web")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let old_fp = valid(&env, "old")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fp = valid(&env, "web").fingerprint.unwrap();
+    let old_fp = valid(&env, "old").fingerprint.unwrap();
 
     // Modern profile: AES-256-CBC with PBKDF2/HMAC-SHA-256, MAC SHA-256.
     let (p12_fp, matches, info) = openssl_reads(&openssl, &web.join("web.p12"), &pw);
@@ -210,10 +204,7 @@ fn keystores_and_der_files_are_read_by_openssl_and_keytool_and_rotate_with_the_s
     // A rotation replaces the keystore with the rest of the set.
     let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 200, "{body}");
-    let fp2 = cred_status(env.addr, "web").unwrap()["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fp2 = cred(env.addr, "web").unwrap().fingerprint.unwrap();
     assert_ne!(fp2, fp);
     assert_eq!(
         fp_of_pem(&std::fs::read_to_string(web.join("cert.pem")).unwrap()),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::common::scorecard::Scenario;
 use super::common::*;
 use super::{ca_issued, flag_cert, rekey, support, wait_web, web};
+use rekey::status::{Handoff, State};
 
 /// A raw `POST` whose answer headers are kept: (status line and headers, body).
 fn post_raw(socket: &Path, path: &str) -> (String, String) {
@@ -45,7 +46,7 @@ fn an_exhausted_budget_refuses_alerts_once_shows_everywhere_and_survives_a_resta
         &env,
         "generation 1 verified",
         Duration::from_secs(20),
-        |s| s["handoff"] == "verified",
+        |s| s.handoff == Handoff::Verified,
     );
     for _ in 0..2 {
         let (code, out) = rekey(&env, &["rotate", "web", "--reissue"]);
@@ -56,10 +57,10 @@ fn an_exhausted_budget_refuses_alerts_once_shows_everywhere_and_survives_a_resta
     let s = web(&env);
     sc.check(
         "the budget shows its use",
-        s["issuance_budget"]["limit"] == "3/1h"
-            && s["issuance_budget"]["used"] == 3
-            && s["issuance_budget"]["remaining"] == 0,
-        || s.to_string(),
+        s.issuance_budget
+            .as_ref()
+            .is_some_and(|b| b.limit == "3/1h" && b.used == 3 && b.remaining == Some(0)),
+        || format!("{s:?}"),
     );
     let (code, out) = rekey(&env, &["rotate", "web", "--reissue"]);
     sc.check(
@@ -90,16 +91,20 @@ fn an_exhausted_budget_refuses_alerts_once_shows_everywhere_and_survives_a_resta
         || format!("{head}\n{body}"),
     );
     let s = web(&env);
-    let ex = &s["issuance_budget"]["exhausted"];
+    let ex = s
+        .issuance_budget
+        .as_ref()
+        .and_then(|b| b.exhausted.as_ref());
     sc.check(
         "/status shows the exhausted budget and when it frees up",
-        ex["budget"] == "max_issuances = \"3/1h\" of issuer.dev" && ex["frees_at"].is_string(),
-        || s.to_string(),
+        // `frees_at` is not optional: it parsed whenever `exhausted` did.
+        ex.is_some_and(|ex| ex.budget == "max_issuances = \"3/1h\" of issuer.dev"),
+        || format!("{s:?}"),
     );
     sc.check(
         "a refusal is no failure",
-        s["state"] == "valid" && s["consecutive_failures"] == 0,
-        || s.to_string(),
+        s.state == State::Valid && s.consecutive_failures == 0,
+        || format!("{s:?}"),
     );
     let (_, metrics) = http(env.addr, "GET", "/metrics").unwrap();
     sc.check(
@@ -152,7 +157,7 @@ fn an_exhausted_budget_refuses_alerts_once_shows_everywhere_and_survives_a_resta
     assert_eq!(d.terminate(), Some(0));
     let _d = env.start();
     wait_web(&env, "restarted", Duration::from_secs(20), |s| {
-        s["state"] == "valid"
+        s.state == State::Valid
     });
     let (code, out) = rekey(&env, &["rotate", "web", "--reissue"]);
     sc.check(
@@ -178,29 +183,33 @@ fn an_exhausted_budget_never_lets_the_certificate_expire() {
     env.dev_issuer("max_issuances = \"1/1h\"");
     let _d = env.start();
     let s1 = wait_web(&env, "generation 1", Duration::from_secs(20), |s| {
-        s["generation"] == 1
+        s.generation == Some(1)
     });
-    let expires = humantime::parse_rfc3339(s1["not_after"].as_str().unwrap()).unwrap();
+    let expires = s1.not_after.unwrap().time();
     // Due at two thirds of the lifetime, but the budget (1 an hour) is used up.
     let s = wait_web(
         &env,
         "held back by the budget",
         Duration::from_secs(30),
-        |s| !s["issuance_budget"]["exhausted"].is_null(),
+        |s| {
+            s.issuance_budget
+                .as_ref()
+                .is_some_and(|b| b.exhausted.is_some())
+        },
     );
     sc.check(
         "held back while the certificate has time left",
-        s["generation"] == 1 && s["state"] == "backoff",
-        || s.to_string(),
+        s.generation == Some(1) && s.state == State::Backoff,
+        || format!("{s:?}"),
     );
     let s = wait_web(&env, "generation 2", Duration::from_secs(30), |s| {
-        s["generation"] == 2
+        s.generation == Some(2)
     });
-    let renewed = humantime::parse_rfc3339(s["last_rotation"]["at"].as_str().unwrap()).unwrap();
+    let renewed = s.last_rotation.as_ref().unwrap().at.time();
     sc.check(
         "renewed before generation 1 expired",
         renewed < expires,
-        || format!("renewed {s} vs expiry {}", s1["not_after"]),
+        || format!("renewed {s:?} vs expiry {:?}", s1.not_after),
     );
     sc.check(
         "the budget gave way, and said so",
@@ -234,7 +243,7 @@ fn a_state_dir_from_before_budgets_is_adopted_without_issuing() {
         &env,
         "generation 1 verified",
         Duration::from_secs(20),
-        |s| s["handoff"] == "verified",
+        |s| s.handoff == Handoff::Verified,
     );
     assert_eq!(d.terminate(), Some(0));
     // What an earlier rekey wrote: no issuance ledger, no staged record.
@@ -246,12 +255,12 @@ fn a_state_dir_from_before_budgets_is_adopted_without_issuing() {
     std::fs::write(&path, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
     let _d = env.start();
     let again = wait_web(&env, "started", Duration::from_secs(20), |s| {
-        s["state"] == "valid"
+        s.state == State::Valid
     });
     sc.check(
         "the same generation",
-        again["fingerprint"] == s["fingerprint"] && again["generation"] == 1,
-        || again.to_string(),
+        again.fingerprint == s.fingerprint && again.generation == Some(1),
+        || format!("{again:?}"),
     );
     sc.check("nothing issued", ca_issued(&env) == 1, || {
         format!("{}", ca_issued(&env))
@@ -325,10 +334,9 @@ fn api_keys_and_an_issuer_total_are_budgeted_too() {
     env.dev_issuer("max_issuances_total = \"3/1h\"");
     let _d = env.start();
     wait_for(Duration::from_secs(20), "everything issued", || {
-        let s = status(env.addr)?;
-        s.as_array()?
+        statuses(env.addr)?
             .iter()
-            .all(|c| c["state"] == "valid")
+            .all(|c| c.state == State::Valid)
             .then_some(())
     });
     let count = |p: &Path| {

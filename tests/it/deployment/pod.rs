@@ -31,12 +31,13 @@ use serde_norway::Value;
 
 use super::rootfs;
 use crate::support::scorecard::Scenario;
-use crate::support::{bin, http, live_binary, served_fingerprint, wait_until};
+use crate::support::{bin, http, live_binary, rss_kib, served_fingerprint, wait_until};
 
 const SUITE: &str = "deployment";
 
 mod kubelet;
 use kubelet::*;
+use rekey::status::{CredentialStatus, Handoff, RotateResult};
 
 fn manifests() -> Vec<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
@@ -98,7 +99,7 @@ fn quantity(q: &str) -> u64 {
 
 #[test]
 fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
-    let mut sc = Scenario::new(
+    let sc = Scenario::new(
         SUITE,
         "Kubernetes example pod, run like a kubelet (native sidecar, nginx-unprivileged)",
     );
@@ -109,13 +110,9 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
     ) else {
         return sc.skip("debootstrap, unshare or ip missing");
     };
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("REKEY_REQUIRE_LIVE").is_none(),
-            "needs root to make namespaces"
-        );
-        return sc.skip("needs root to make namespaces");
-    }
+    let Some(mut sc) = sc.require_root("needs root to make namespaces") else {
+        return;
+    };
     let base = rootfs::rootfs().unwrap_or_else(|e| panic!("{e}"));
     let work = tempfile::Builder::new()
         .prefix("pod-")
@@ -231,10 +228,10 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
 
     // nginx starts on the published files; rekey's bootstrap handoff turns
     // verified without a reload.
-    let status = |sandbox: &Sandbox| -> serde_json::Value {
+    let status = |sandbox: &Sandbox| -> CredentialStatus {
         sandbox.net(|| {
-            crate::support::cred_status(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)), "web")
-                .unwrap_or_default()
+            crate::support::cred(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)), "web")
+                .unwrap_or_else(|| panic!("web is not in rekey's /status"))
         })
     };
     let served = |sandbox: &Sandbox| -> Option<String> {
@@ -251,13 +248,13 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
         })
         .is_some()
     };
-    let verified = until(60, &mut || status(&sandbox)["handoff"] == "verified");
+    let verified = until(60, &mut || status(&sandbox).handoff == Handoff::Verified);
     let s = status(&sandbox);
-    let fp = s["fingerprint"].as_str().unwrap_or_default().to_string();
+    let fp = s.fingerprint.as_deref().unwrap_or_default().to_string();
     sc.check(
         "the app starts with the manifest's command and serves rekey's certificate (verified)",
         verified && served(&sandbox).as_deref() == Some(fp.as_str()),
-        || format!("{s}\napp log: {}\nrekey log: {}", app.log(), rekey.log()),
+        || format!("{s:?}\napp log: {}\nrekey log: {}", app.log(), rekey.log()),
     );
     let (uid, groups) = creds(rekey.pid);
     sc.check(
@@ -286,17 +283,17 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
         sc.round();
         let out = rotate(&sandbox, token_file.clone());
         let s = status(&sandbox);
-        let fp = s["fingerprint"].as_str().unwrap_or_default().to_string();
+        let fp = s.fingerprint.as_deref().unwrap_or_default().to_string();
         let now = served(&sandbox);
         sc.check(
             "a rotation is verified and nginx serves it",
             out.status.success()
-                && s["handoff"] == "verified"
+                && s.handoff == Handoff::Verified
                 && fp != last
                 && now.as_deref() == Some(fp.as_str()),
             || {
                 format!(
-                    "rotation {i}: {} {s} nginx {now:?}",
+                    "rotation {i:?}: {} {s:?} nginx {now:?}",
                     String::from_utf8_lossy(&out.stderr)
                 )
             },
@@ -323,13 +320,14 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
         "the failed reload is rolled back",
         !out.status.success()
             && err.contains("rolled back")
-            && s["last_rotation"]["result"] == "rolled_back",
-        || format!("{err}\n{s}"),
+            && s.last_rotation.as_ref().map(|r| r.result) == Some(RotateResult::RolledBack),
+        || format!("{err:?}\n{s:?}"),
     );
     sc.check(
         "nginx still serves the committed certificate",
-        s["fingerprint"] == last.as_str() && served(&sandbox).as_deref() == Some(last.as_str()),
-        || format!("{s}"),
+        s.fingerprint.as_deref() == Some(last.as_str())
+            && served(&sandbox).as_deref() == Some(last.as_str()),
+        || format!("{s:?}"),
     );
     let strict = sandbox.net(|| {
         http(
@@ -376,9 +374,9 @@ fn the_kubernetes_example_pod_starts_rotates_and_stays_ready() {
     sc.check(
         "after the fix the next rotation is verified",
         out.status.success()
-            && s["handoff"] == "verified"
-            && served(&sandbox) == s["fingerprint"].as_str().map(str::to_owned),
-        || format!("{} {s}", String::from_utf8_lossy(&out.stderr)),
+            && s.handoff == Handoff::Verified
+            && served(&sandbox) == s.fingerprint.as_deref().map(str::to_owned),
+        || format!("{} {s:?}", String::from_utf8_lossy(&out.stderr)),
     );
 
     stop.store(true, Ordering::Relaxed);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::rootfs;
 use crate::support::scorecard::Scenario;
 use crate::support::{bin, live_binary, wait_until};
+use rekey::status::{CredentialStatus, Handoff, State};
 
 const SUITE: &str = "deployment";
 /// How long the watchdog must stay quiet (WatchdogSec=30s: three periods).
@@ -255,10 +256,11 @@ const SERVED: &str =
     | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f";
 
 /// `rekey status --json` of the credential `nginx`.
-fn status(c: &Container) -> Option<serde_json::Value> {
+/// `nginx`'s status from `rekey status --json` (the `/status` body as is).
+fn status(c: &Container) -> Option<CredentialStatus> {
     let out = c.sh("rekey status --json");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?.iter().find(|x| x["name"] == "nginx").cloned()
+    let all: Vec<CredentialStatus> = serde_json::from_slice(&out.stdout).ok()?;
+    all.into_iter().find(|x| x.name == "nginx")
 }
 
 fn served(c: &Container) -> String {
@@ -266,15 +268,15 @@ fn served(c: &Container) -> String {
 }
 
 /// Wait for a verified handoff; the status it settled on.
-fn verified(c: &Container) -> Option<serde_json::Value> {
+fn verified(c: &Container) -> Option<CredentialStatus> {
     wait_until(Instant::now() + Duration::from_secs(60), || {
-        status(c).filter(|s| s["handoff"] == "verified")
+        status(c).filter(|s| s.handoff == Handoff::Verified)
     })
 }
 
 #[test]
 fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
-    let mut sc = Scenario::new(
+    let sc = Scenario::new(
         SUITE,
         "systemd unit, real systemd (nspawn) next to Debian's nginx",
     );
@@ -284,13 +286,9 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
     ) else {
         return sc.skip("systemd-nspawn or debootstrap missing");
     };
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("REKEY_REQUIRE_LIVE").is_none(),
-            "needs root to boot a container"
-        );
-        return sc.skip("needs root to boot a container");
-    }
+    let Some(mut sc) = sc.require_root("needs root to boot a container") else {
+        return;
+    };
     let rootfs = match rootfs::rootfs() {
         Ok(r) => r,
         Err(e) => panic!("{e}"),
@@ -361,10 +359,7 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
         return sc.finish();
     }
     let first = first.unwrap();
-    let fp = first["fingerprint"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let fp = first.fingerprint.as_deref().unwrap_or_default().to_string();
     let now_served = served(&c);
     sc.check(
         "nginx serves it (openssl)",
@@ -385,15 +380,21 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
     for i in 1..=3 {
         sc.round();
         let r = c.sh("rekey rotate nginx");
-        let s = status(&c).unwrap_or_default();
+        let s = status(&c);
         let now_served = served(&c);
-        let fp = s["fingerprint"].as_str().unwrap_or_default().to_string();
+        let fp = s
+            .as_ref()
+            .and_then(|s| s.fingerprint.clone())
+            .unwrap_or_default();
         sc.check(
             "rekey rotate is verified and nginx serves the new certificate",
-            r.status.success() && s["handoff"] == "verified" && fp != last && now_served == fp,
+            r.status.success()
+                && s.as_ref().is_some_and(|s| s.handoff == Handoff::Verified)
+                && fp != last
+                && now_served == fp,
             || {
                 format!(
-                    "rotation {i}: exit {:?} {}; status {s}; nginx serves {now_served}",
+                    "rotation {i:?}: exit {:?} {}; status {s:?}; nginx serves {now_served:?}",
                     r.status.code(),
                     String::from_utf8_lossy(&r.stderr)
                 )
@@ -401,9 +402,7 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
         );
         last = fp;
     }
-    let generation = status(&c)
-        .map(|s| s["generation"].clone())
-        .unwrap_or_default();
+    let generation = status(&c).and_then(|s| s.generation);
 
     // systemctl reload re-reads the config (SIGHUP): a team appears.
     sc.round();
@@ -421,7 +420,7 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
         c.run("systemctl reload rekey").map(|_| ()),
     );
     let team = wait_until(Instant::now() + Duration::from_secs(20), || {
-        status(&c).filter(|s| s["team"] == "web-ops")
+        status(&c).filter(|s| s.team.as_deref() == Some("web-ops"))
     });
     sc.check("the reload applied the new config", team.is_some(), || {
         journal(&c)
@@ -456,13 +455,13 @@ fn the_shipped_unit_runs_under_a_real_systemd_next_to_nginx() {
         "systemctl restart rekey",
         c.run("systemctl restart rekey").map(|_| ()),
     );
-    let again = verified(&c).unwrap_or_default();
+    let again = verified(&c);
     sc.check(
         "a restart keeps the committed certificate",
-        again["generation"] == generation
-            && again["fingerprint"] == last.as_str()
-            && served(&c) == last,
-        || format!("before gen {generation} {last}; after {again}"),
+        again.as_ref().is_some_and(|again| {
+            again.generation == generation && again.fingerprint.as_deref() == Some(last.as_str())
+        }) && served(&c) == last,
+        || format!("before gen {generation:?} {last:?}; after {again:?}"),
     );
 
     honest_reporting_when_proc_hides_nginx(&mut sc, &c, &last);
@@ -555,10 +554,10 @@ fn honest_reporting_when_proc_hides_nginx(sc: &mut Scenario, c: &Container, comm
     sc.check_ok("reset to a fresh install", c.run(&reset).map(|_| ()));
     let pending = wait_until(Instant::now() + Duration::from_secs(30), || {
         status(c).filter(|s| {
-            s["state"] == "valid"
-                && s["handoff"] == "pending"
-                && s["handoff_reason"]
-                    .as_str()
+            s.state == State::Valid
+                && s.handoff == Handoff::Pending
+                && s.handoff_reason
+                    .as_deref()
                     .is_some_and(|r| r.contains("hidden from rekey"))
         })
     });
@@ -591,11 +590,13 @@ fn honest_reporting_when_proc_hides_nginx(sc: &mut Scenario, c: &Container, comm
     // The drop-in goes; the restarted daemon tells nginx after all.
     let fix = "rm /etc/systemd/system/rekey.service.d/hide.conf && systemctl daemon-reload && systemctl restart rekey";
     sc.check_ok("the drop-in removed", c.run(fix).map(|_| ()));
-    let after = verified(c).unwrap_or_default();
+    let after = verified(c);
     let now = served(c);
     sc.check(
         "after the fix nginx serves the certificate and it is verified",
-        after["fingerprint"].as_str() == Some(now.as_str()) && after["handoff_reason"].is_null(),
-        || format!("{after}; nginx serves {now}"),
+        after.as_ref().is_some_and(|after| {
+            after.fingerprint.as_deref() == Some(now.as_str()) && after.handoff_reason.is_none()
+        }),
+        || format!("{after:?}; nginx serves {now:?}"),
     );
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::scorecard::Scenario;
 use crate::support::*;
+use rekey::status::State;
 
 /// More than the daemon lets wait at once (256), so it must choose.
 const HELD: usize = 320;
@@ -138,26 +139,26 @@ fn one_peer_holding_hundreds_of_half_sent_requests_never_silences_the_probes() {
         ATTACK.as_secs()
     ));
     // The credential is untouched, and the endpoint still answers.
-    let s = cred_status(d.addr, "web").unwrap();
-    sc.check("still valid", s["state"] == "valid", || s.to_string());
+    let s = cred(d.addr, "web").unwrap();
+    sc.check("still valid", s.state == State::Valid, || format!("{s:?}"));
     sc.finish();
 }
 
 #[test]
 fn no_one_but_rekeys_user_can_rotate_or_retire() {
-    let mut sc = Scenario::new(
+    let sc = Scenario::new(
         "hostile_host",
         "endpoint: rotate and retire need the admin socket (rekey's user) or the admin token, never a reachable port",
     );
-    if !nix::unistd::Uid::effective().is_root() {
-        return sc.skip("needs root to act as another user (nobody)");
-    }
+    let Some(mut sc) = sc.require_root("needs root to act as another user (nobody)") else {
+        return;
+    };
     let env = Env::new();
     env.write_config(&env.cert_section("web", ""));
     let d = env.start();
     let gen = wait_for(Duration::from_secs(20), "issuance", || {
-        let s = cred_status(d.addr, "web")?;
-        (s["state"] == "valid").then(|| s["generation"].clone())
+        let s = cred(d.addr, "web")?;
+        (s.state == State::Valid).then_some(s.generation)
     });
     let socket = env.socket();
     let mode = std::fs::metadata(&socket).map(|m| m.permissions().mode() & 0o777);
@@ -221,8 +222,8 @@ fn no_one_but_rekeys_user_can_rotate_or_retire() {
         }
     }
     // Nothing changed: same generation, every file there, ready.
-    let s = cred_status(d.addr, "web").unwrap();
-    sc.check("same generation", s["generation"] == gen, || s.to_string());
+    let s = cred(d.addr, "web").unwrap();
+    sc.check("same generation", s.generation == gen, || format!("{s:?}"));
     let missing: Vec<_> = files.iter().filter(|f| !f.exists()).collect();
     sc.check("every file still published", missing.is_empty(), || {
         format!("{missing:?}")

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::scorecard::Scenario;
 use crate::support::*;
+use rekey::status::{Handoff, RotateResult};
 
 /// Secrets an operator may well have in rekey's environment.
 const SECRETS: [(&str, &str); 3] = [
@@ -113,7 +114,7 @@ fn a_reload_that_leaves_a_background_child_succeeds_and_leaks_no_secret() {
     wait_for(
         Duration::from_secs(20),
         "the first verified handoff",
-        || (cred_status(d.addr, "web")?["handoff"] == "verified").then_some(()),
+        || (cred(d.addr, "web")?.handoff == Handoff::Verified).then_some(()),
     );
     let mut slowest = Duration::ZERO;
     for round in 0..3 {
@@ -124,11 +125,12 @@ fn a_reload_that_leaves_a_background_child_succeeds_and_leaks_no_secret() {
         sc.check("rotation succeeds", code == 200, || {
             format!("round {round}: {code} {body}")
         });
-        let s = cred_status(d.addr, "web").unwrap();
+        let s = cred(d.addr, "web").unwrap();
         sc.check(
             "handoff verified, not rolled back",
-            s["handoff"] == "verified" && s["last_rotation"]["result"] == "success",
-            || s.to_string(),
+            s.handoff == Handoff::Verified
+                && s.last_rotation.as_ref().map(|r| r.result) == Some(RotateResult::Success),
+            || format!("{s:?}"),
         );
     }
     let kids = pids(&children);
@@ -205,7 +207,7 @@ fn a_reload_that_hangs_is_killed_with_everything_it_started() {
     // The first issuance's reload (bootstrap) times out too: the handoff
     // stays pending, which is fine.
     wait_for(Duration::from_secs(20), "the first issuance", || {
-        cred_status(d.addr, "web")?["generation"].as_u64()
+        cred(d.addr, "web")?.generation
     });
     sc.round();
     let (code, body) = d.post("/v1/rotate/web").unwrap();

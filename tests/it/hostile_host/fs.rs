@@ -32,10 +32,6 @@ const SUITE: &str = "hostile_host";
 /// Far longer than any refusal takes: a hang shows up as this timeout.
 const DEADLINE: Duration = Duration::from_secs(15);
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::support::scorecard::Scenario;
-use rekey::status::Timestamp;
+use rekey::status::State;
 
 fn directory_swapped_for_a_symlink(swap: &str) {
     let mut sc = Scenario::new(
@@ -29,8 +29,8 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     // The first rotation has ended (a request sent while it runs would
     // join it, and get its outcome).
     wait_for(Duration::from_secs(20), "generation 1 committed", || {
-        cred_status(d.addr, "web")
-            .filter(|s| s["state"] == "valid" && s["fingerprint"] == first.as_str())
+        cred(d.addr, "web")
+            .filter(|s| s.state == State::Valid && s.fingerprint.as_deref() == Some(first.as_str()))
     });
     // Someone moves the directory away and puts a symlink to another
     // directory (holding its own key.pem) in its place.
@@ -79,11 +79,11 @@ fn directory_swapped_for_a_symlink(swap: &str) {
         format!("{:?}", env.audit())
     });
     // The backstop/file-event repair refuses the same way (no write).
-    let s = cred_status(d.addr, "web").unwrap();
+    let s = cred(d.addr, "web").unwrap();
     sc.check(
         "the committed generation stays",
-        s["fingerprint"] == first.as_str(),
-        || s.to_string(),
+        s.fingerprint.as_deref() == Some(first.as_str()),
+        || format!("{s:?}"),
     );
     // Put back: rotations work again.
     std::fs::remove_file(&dir).unwrap();
@@ -151,15 +151,15 @@ fn a_planted_certificate_is_not_adopted_unless_it_chains_and_complies() {
     );
     let daemon = env.start();
     let s = wait_for(Duration::from_secs(20), "a certificate of its own", || {
-        let s = cred_status(daemon.addr, "web")?;
-        (s["state"] == "valid" && s["fingerprint"] != planted.as_str()).then_some(s)
+        let s = cred(daemon.addr, "web")?;
+        (s.state == State::Valid && s.fingerprint.as_deref() != Some(planted.as_str())).then_some(s)
     });
-    let renews = s["next_renewal"].as_str().and_then(Timestamp::parse);
-    let day = Timestamp::new(SystemTime::now() + Duration::from_secs(2 * 86400));
+    let renews = s.next_renewal.map(|t| t.time());
+    let day = SystemTime::now() + Duration::from_secs(2 * 86400);
     sc.check(
         "reissued by the configured CA, renewal within its lifetime",
         renews.is_some_and(|t| t < day) && pair(&cert, &key).is_ok_and(|p| p.0 != planted && p.1),
-        || s.to_string(),
+        || format!("{s:?}"),
     );
     let refused = env.audit().into_iter().find(|r| r["event"] == "adopted");
     sc.check(
@@ -177,7 +177,7 @@ fn a_planted_certificate_is_not_adopted_unless_it_chains_and_complies() {
         env.log().contains("not adopted") && env.log().contains("WARN"),
         || env.log(),
     );
-    let ours = s["fingerprint"].as_str().unwrap().to_string();
+    let ours = s.fingerprint.as_deref().unwrap().to_string();
     drop(daemon);
 
     // Control: the state dir's journal is lost but the local CA kept; the
@@ -192,13 +192,13 @@ fn a_planted_certificate_is_not_adopted_unless_it_chains_and_complies() {
     );
     let daemon = env.start();
     let s = wait_for(Duration::from_secs(20), "adoption", || {
-        let s = cred_status(daemon.addr, "web")?;
-        (s["state"] == "valid").then_some(s)
+        let s = cred(daemon.addr, "web")?;
+        (s.state == State::Valid).then_some(s)
     });
     sc.check(
         "adopted, not reissued",
-        s["fingerprint"] == ours.as_str(),
-        || s.to_string(),
+        s.fingerprint.as_deref() == Some(ours.as_str()),
+        || format!("{s:?}"),
     );
     drop(daemon);
 
@@ -218,28 +218,28 @@ fn a_planted_certificate_is_not_adopted_unless_it_chains_and_complies() {
     );
     let daemon = env.start();
     let s = wait_for(Duration::from_secs(20), "a compliant certificate", || {
-        let s = cred_status(daemon.addr, "web")?;
-        (s["state"] == "valid" && s["fingerprint"] != ours.as_str()).then_some(s)
+        let s = cred(daemon.addr, "web")?;
+        (s.state == State::Valid && s.fingerprint.as_deref() != Some(ours.as_str())).then_some(s)
     });
-    let nb = s["not_before"].as_str().and_then(Timestamp::parse);
-    let na = s["not_after"].as_str().and_then(Timestamp::parse);
+    let nb = s.not_before.map(|t| t.time());
+    let na = s.not_after.map(|t| t.time());
     sc.check(
         "reissued within max_lifetime",
-        matches!((nb, na), (Some(b), Some(a)) if a.unix_seconds() - b.unix_seconds() <= 3600),
-        || s.to_string(),
+        matches!((nb, na), (Some(b), Some(a)) if a.duration_since(b).unwrap() <= Duration::from_secs(3600)),
+        || format!("{s:?}"),
     );
     sc.finish();
 }
 
 #[test]
 fn a_state_dir_another_user_owns_and_an_admin_token_others_can_write_are_refused() {
-    let mut sc = Scenario::new(
+    let Some(mut sc) = Scenario::new(
         SUITE,
         "state dir owned by another user; admin token writable or readable by others",
-    );
-    if !is_root() {
-        return sc.skip("needs root to give the state dir to another user");
-    }
+    )
+    .require_root("needs root to give the state dir to another user") else {
+        return;
+    };
     // A state dir owned by nobody, mode 0700.
     sc.round();
     let env = Env::new();
@@ -247,7 +247,7 @@ fn a_state_dir_another_user_owns_and_an_admin_token_others_can_write_are_refused
     let state = env.path("state");
     std::fs::create_dir(&state).unwrap();
     set_mode(&state, 0o700);
-    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
     let args = os(&["run", "-c", cfg.to_str().unwrap()]);
     if let Some((code, out)) = sc.check_ok("returns", run_to_end(env.dir.path(), &args)) {
         sc.check("refused as a config error (exit 2)", code == 2, || {
@@ -329,13 +329,13 @@ fn an_api_key_file_planted_before_the_first_start_is_replaced_not_adopted() {
     sc.round();
     let d = env.start();
     let s = wait_for(Duration::from_secs(30), "svc valid", || {
-        let s = cred_status(d.addr, "svc")?;
-        (s["state"] == "valid").then_some(s)
+        let s = cred(d.addr, "svc")?;
+        (s.state == State::Valid).then_some(s)
     });
     sc.check(
         "the key in use is one the issuer minted",
-        s["serial"] == "key-1",
-        || s.to_string(),
+        s.serial.as_deref() == Some("key-1"),
+        || format!("{s:?}"),
     );
     let file = std::fs::read_to_string(&key).unwrap_or_default();
     sc.check(

@@ -8,11 +8,12 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::support::scorecard::Scenario;
 use crate::support::*;
+use rekey::status::{CredentialStatus, Handoff, State};
 
 const SUITE: &str = "hostile_host";
 /// A refused reload answers at once; this only bounds a hang.
@@ -32,9 +33,9 @@ fn config(env: &Env, pid_file: &Path, signal: &str) {
 }
 
 /// Wait until the first certificate is issued (the bootstrap reload may fail).
-fn issued(env: &Env) -> Option<serde_json::Value> {
+fn issued(env: &Env) -> Option<CredentialStatus> {
     wait_until(std::time::Instant::now() + Duration::from_secs(20), || {
-        cred_status(env.addr, "web").filter(|s| s["state"] == "valid")
+        cred(env.addr, "web").filter(|s| s.state == State::Valid)
     })
 }
 
@@ -75,11 +76,13 @@ fn refused(sc: &mut Scenario, env: &Env, what: &str, words: &[&str]) {
         missing.is_empty(),
         || format!("{what}: missing {missing:?} in {error:?}"),
     );
-    let s = cred_status(env.addr, "web").unwrap_or_default();
+    let s = cred(env.addr, "web");
     sc.check(
         "/status shows the failed handoff and why",
-        s["handoff"] == "failed" && s["last_error"].as_str() == Some(error.as_str()),
-        || format!("{s}"),
+        s.as_ref().is_some_and(|s| {
+            s.handoff == Handoff::Failed && s.last_error.as_deref() == Some(error.as_str())
+        }),
+        || format!("{s:?}"),
     );
 }
 
@@ -93,16 +96,6 @@ fn stops(sc: &mut Scenario, d: Daemon) {
         code == Some(0),
         || format!("exit {code:?}"),
     );
-}
-
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -199,9 +192,9 @@ fn a_pid_file_naming_rekey_itself_is_refused() {
 /// rekey inside a PID namespace of its own, like a container's: PID 1 there
 /// is a shell that appends `init` to `marks` on every HUP, and a second
 /// shell (the app, its namespace pid in `app.pid.real`) appends `app`.
-/// Killing the `unshare` process ends the namespace.
+/// Killing the `unshare` process (the daemon's child) ends the namespace.
 struct PidNamespace {
-    unshare: Child,
+    _unshare: Daemon,
     marks: PathBuf,
 }
 
@@ -216,36 +209,28 @@ sh -c 'trap "echo app >> \"$MARKS\"" HUP; echo $$ > "$APP_PID"; while :; do slee
 r=$!
 while kill -0 "$r" 2>/dev/null; do wait "$r"; done
 "#;
-        let log = std::fs::File::create(env.path("daemon.log")).unwrap();
-        let unshare = Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child", "--", "sh", "-c", script])
-            .env("MARKS", &marks)
-            .env("APP_PID", env.path("app.pid.real"))
-            .env("REKEY", bin())
-            .env("CONFIG", env.path("rekey.toml"))
-            .env("REKEY_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let unshare = env.spawn(
+            Command::new("unshare")
+                .args(["--pid", "--fork", "--kill-child", "--", "sh", "-c", script])
+                .env("MARKS", &marks)
+                .env("APP_PID", env.path("app.pid.real"))
+                .env("REKEY", bin())
+                .env("CONFIG", env.path("rekey.toml"))
+                .env("REKEY_LOG", "debug"),
+        );
         wait_for(Duration::from_secs(20), "the daemon's endpoint", || {
             http(env.addr, "GET", "/healthz")
                 .ok()
                 .filter(|r| r.0 == 200)
         });
-        PidNamespace { unshare, marks }
+        PidNamespace {
+            _unshare: unshare,
+            marks,
+        }
     }
 
     fn marks(&self) -> String {
         std::fs::read_to_string(&self.marks).unwrap_or_default()
-    }
-}
-
-impl Drop for PidNamespace {
-    fn drop(&mut self) {
-        let _ = self.unshare.kill();
-        let _ = self.unshare.wait();
     }
 }
 
@@ -299,16 +284,6 @@ fn pid_1_and_loosely_written_pids_are_never_signalled() {
     sc.finish();
 }
 
-/// `nobody` owns the temp dir, so a daemon running as nobody can work in it.
-fn hand_to_nobody(env: &Env) {
-    let nobody = nix::unistd::Uid::from_raw(65534);
-    let nogroup = nix::unistd::Gid::from_raw(65534);
-    std::fs::create_dir_all(env.path("tls/web")).unwrap();
-    for p in [env.dir.path(), &env.path("tls"), &env.path("tls/web")] {
-        nix::unistd::chown(p, Some(nobody), Some(nogroup)).unwrap();
-    }
-}
-
 /// A root process for rekey to (fail to) signal, killed on drop.
 struct RootApp(Child);
 
@@ -330,59 +305,43 @@ impl Drop for RootApp {
     }
 }
 
-fn needs_root(sc: Scenario) -> Option<Scenario> {
-    if nix::unistd::geteuid().is_root() {
-        return Some(sc);
-    }
-    if std::env::var_os("REKEY_REQUIRE_LIVE").is_some() {
-        panic!("needs root to run the daemon as another user; scripts/test runs as root");
-    }
-    sc.skip("needs root to run the daemon as another user");
-    None
+/// A scenario run as root: a `web` certificate whose reload sends TERM to
+/// a root process through `app.pid`, in a temp dir `nobody` owns (for a
+/// daemon that runs as nobody).
+fn with_root_app(name: &str) -> Option<(Scenario, Env, RootApp)> {
+    let sc =
+        Scenario::new(SUITE, name).require_root("needs root to run the daemon as another user")?;
+    let env = Env::new();
+    let pid_file = env.path("app.pid");
+    config(&env, &pid_file, "TERM");
+    env.hand_to_nobody();
+    let app = RootApp::start(&pid_file);
+    Some((sc, env, app))
 }
 
 #[test]
 fn a_process_rekey_may_not_signal_is_named_as_such() {
-    let Some(mut sc) = needs_root(Scenario::new(
-        SUITE,
-        "pid file names a root process, rekey runs as nobody (EPERM)",
-    )) else {
+    let Some((mut sc, env, mut app)) =
+        with_root_app("pid file names a root process, rekey runs as nobody (EPERM)")
+    else {
         return;
     };
-    let env = Env::new();
-    let pid_file = env.path("app.pid");
-    config(&env, &pid_file, "TERM");
-    hand_to_nobody(&env);
-    let mut app = RootApp::start(&pid_file);
-    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
-    let child = Command::new(bin())
-        .args(["run", "-c"])
-        .arg(env.path("rekey.toml"))
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        child,
-        addr: env.addr,
-        socket: env.socket(),
-    };
+    let d = env.spawn(env.run_command().uid(NOBODY).gid(NOBODY));
     let first = issued(&env);
     sc.check("the first certificate is issued", first.is_some(), || {
         env.log()
     });
     // The bootstrap reload already failed: a warning, and the reason shown.
-    let s = cred_status(env.addr, "web").unwrap_or_default();
+    let s = cred(env.addr, "web");
     sc.check(
         "the bootstrap failure shows as handoff_reason",
-        s["handoff"] == "pending"
-            && s["handoff_reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("EPERM")),
-        || format!("{s}"),
+        s.as_ref().is_some_and(|s| {
+            s.handoff == Handoff::Pending
+                && s.handoff_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("EPERM"))
+        }),
+        || format!("{s:?}"),
     );
     sc.check(
         "and is a warning in the log",
@@ -411,38 +370,23 @@ fn a_process_rekey_may_not_signal_is_named_as_such() {
 
 #[test]
 fn a_process_proc_hides_is_named_as_such() {
-    let Some(mut sc) = needs_root(Scenario::new(
-        SUITE,
-        "the app exists but /proc hides it (hidepid=invisible, CAP_KILL)",
-    )) else {
+    let Some((mut sc, env, mut app)) =
+        with_root_app("the app exists but /proc hides it (hidepid=invisible, CAP_KILL)")
+    else {
         return;
     };
-    let env = Env::new();
-    let pid_file = env.path("app.pid");
-    config(&env, &pid_file, "TERM");
-    hand_to_nobody(&env);
-    let mut app = RootApp::start(&pid_file);
     // What ProtectProc=invisible sets up: a /proc that shows only the
     // service's own processes, and CAP_KILL for a non-root service user.
-    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(
-            "mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid=65534 --regid=65534 \
-             --clear-groups --inh-caps=+kill --ambient-caps=+kill -- \"$REKEY\" run -c \"$CONFIG\"",
-        )
-        .env("REKEY", bin())
-        .env("CONFIG", env.path("rekey.toml"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        child,
-        addr: env.addr,
-        socket: env.socket(),
-    };
+    let d = env.spawn(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid=65534 --regid=65534 \
+                 --clear-groups --inh-caps=+kill --ambient-caps=+kill -- \"$REKEY\" run -c \"$CONFIG\"",
+            )
+            .env("REKEY", bin())
+            .env("CONFIG", env.path("rekey.toml")),
+    );
     let first = issued(&env);
     sc.check("the first certificate is issued", first.is_some(), || {
         env.log()

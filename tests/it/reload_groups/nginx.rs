@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::common::*;
+use rekey::status::{CredentialStatus, Handoff};
 
 const SITES: usize = 50;
 /// The member nginx will not take a new certificate for: its server block
@@ -75,12 +76,12 @@ fn fifty_names_on_one_nginx_rotated_at_once_cost_at_most_three_reloads() {
         std::fs::copy(dir(WITHHELD).join(f), held(WITHHELD).join(f)).unwrap();
     }
     let _n = Nginx::start(&nginx, &prefix, &conf, addr);
-    let first: Vec<serde_json::Value> = names
+    let first: Vec<CredentialStatus> = names
         .iter()
         .map(|n| {
             wait_for(Duration::from_secs(60), &format!("{n} verified"), || {
-                let s = cred_status(env.addr, n)?;
-                (s["handoff"] == "verified").then_some(s)
+                let s = cred(env.addr, n)?;
+                (s.handoff == Handoff::Verified).then_some(s)
             })
         })
         .collect();
@@ -98,25 +99,25 @@ fn fifty_names_on_one_nginx_rotated_at_once_cost_at_most_three_reloads() {
         env.log()
     );
     for ((n, (code, body)), old) in names.iter().zip(&answers).zip(&first) {
-        let s = cred_status(env.addr, n).unwrap();
+        let s = cred(env.addr, n).unwrap();
         let served = served_fingerprint(addr, &server_name(n));
         if n == WITHHELD {
             // Rolled back alone: its previous certificate is committed,
             // published and served again.
             assert_eq!(body["result"], "rolled_back", "{n}: {code} {body}");
-            assert_eq!(s["handoff"], "failed", "{s}");
-            assert_eq!(s["fingerprint"], old["fingerprint"], "{s}");
-            assert_eq!(s["served_fingerprint"], old["fingerprint"], "{s}");
-            assert_eq!(served.as_deref(), old["fingerprint"].as_str());
+            assert_eq!(s.handoff, Handoff::Failed, "{s:?}");
+            assert_eq!(s.fingerprint, old.fingerprint, "{s:?}");
+            assert_eq!(s.served_fingerprint, old.fingerprint, "{s:?}");
+            assert_eq!(served.as_deref(), old.fingerprint.as_deref());
             // (Its files are not checked here: the new certificate stays
             // staged and its handoff is retried within about a second.)
         } else {
             assert_eq!(body["result"], "success", "{n}: {code} {body}");
-            assert_eq!(s["handoff"], "verified", "{n}: {s}");
-            assert_ne!(s["fingerprint"], old["fingerprint"], "{n} did not rotate");
+            assert_eq!(s.handoff, Handoff::Verified, "{n:?}: {s:?}");
+            assert_ne!(s.fingerprint, old.fingerprint, "{n} did not rotate");
             assert_eq!(
                 served.as_deref(),
-                s["fingerprint"].as_str(),
+                s.fingerprint.as_deref(),
                 "nginx does not serve {n}'s new certificate"
             );
         }

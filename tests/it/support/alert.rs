@@ -1,9 +1,7 @@
 //! Receivers and helpers for the alert tests: a plain HTTP receiver that
 //! records requests, an https one, the metrics-hook recorder, polling.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,20 +9,10 @@ use std::time::{Duration, Instant};
 use rekey::alert::{self, Alert, Alerter, Event, Options, ResultHook};
 use rekey::config::{AlertConfig, Config};
 
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-pub struct Req {
-    pub method: String,
-    pub path: String,
-    pub headers: BTreeMap<String, String>,
-    pub body: Vec<u8>,
-}
+use super::fake_http;
 
-impl Req {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
+/// One request the receiver got.
+pub use super::fake_http::Request as Req;
 
 /// A tiny HTTP/1.1 receiver: answers every request with `status`, or never
 /// answers when `status` is None. Records what it got.
@@ -36,18 +24,29 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(status: Option<u16>) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(status));
         let (g, st) = (got.clone(), status.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let g = g.clone();
+        let addr = fake_http::serve(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            None,
+            Arc::new(move |req: Req, w: &mut dyn fake_http::Stream| {
+                g.lock().unwrap().push(req);
                 let now = *st.lock().unwrap();
-                std::thread::spawn(move || serve(conn, now, &g));
-            }
-        });
+                match now {
+                    Some(code) => {
+                        let text = if code < 300 {
+                            "ok"
+                        } else {
+                            "receiver is broken"
+                        };
+                        fake_http::respond(w, &format!("{code} X"), "", text.as_bytes());
+                    }
+                    // Never answer: hold the connection until the client gives up.
+                    None => while w.read(&mut [0; 64]).is_ok_and(|n| n > 0) {},
+                }
+            }),
+        );
         Receiver { addr, got, status }
     }
 
@@ -60,60 +59,16 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 
+    /// How many alerts with this `event` it got.
+    pub fn events(&self, event: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.json()["event"] == event)
+            .count()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-}
-
-pub fn serve(conn: TcpStream, status: Option<u16>, got: &Mutex<Vec<Req>>) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    if r.read_exact(&mut body).is_err() {
-        return;
-    }
-    got.lock().unwrap().push(Req {
-        method,
-        path,
-        headers,
-        body,
-    });
-    match status {
-        Some(code) => {
-            let text = if code < 300 {
-                "ok"
-            } else {
-                "receiver is broken"
-            };
-            let mut w = conn;
-            let _ = write!(
-                w,
-                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-        // Never answer: hold the connection until the client gives up.
-        None => while r.read(&mut [0; 64]).is_ok_and(|n| n > 0) {},
     }
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use rekey::engine::journal::Journal;
+use rekey::status::{CredentialStatus, Handoff, State};
 
 /// Where one credential lives: its published files and its state.
 #[derive(Clone, Debug)]
@@ -233,20 +234,19 @@ pub fn published_valid(c: &Cred) -> Result<(), String> {
 pub fn converges(
     addr: SocketAddr,
     c: &Cred,
-    handoffs: &[&str],
+    handoffs: &[Handoff],
     within: Duration,
-) -> Result<serde_json::Value, String> {
+) -> Result<CredentialStatus, String> {
     let mut last = String::from("no status");
     super::wait_until(Instant::now() + within, || {
-        let s = super::cred_status(addr, &c.name)?;
+        let s = super::cred(addr, &c.name)?;
         let pending = c.journal().map(|j| j.pending).unwrap_or(None);
-        if s["state"] == "valid" && handoffs.iter().any(|h| s["handoff"] == *h) && pending.is_none()
-        {
+        if s.state == State::Valid && handoffs.contains(&s.handoff) && pending.is_none() {
             return Some(s);
         }
         last = format!(
-            "state={} handoff={} pending={pending:?}",
-            s["state"], s["handoff"]
+            "state={:?} handoff={:?} pending={pending:?}",
+            s.state, s.handoff
         );
         None
     })

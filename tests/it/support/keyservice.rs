@@ -4,12 +4,13 @@
 //! minted, so a test can tell how many existed and which still work.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+
+use super::fake_http::{self, Request};
 
 /// A key: its secret, whether it still works.
 #[derive(Default)]
@@ -26,49 +27,27 @@ pub struct Keys {
 /// POST /keys mints, DELETE /keys/ID revokes, GET /whoami?file reads the
 /// app's key file and answers with the id of the key in it if it works.
 pub fn key_service(app_file: PathBuf) -> (SocketAddr, Arc<Mutex<Keys>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let keys = Arc::new(Mutex::new(Keys::default()));
     let k = keys.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            handle(conn, &k, &app_file);
-        }
-    });
+    let addr = fake_http::serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        None,
+        Arc::new(move |req, w| {
+            let (status, answer) = handle(&req, &k, &app_file);
+            fake_http::respond(w, &format!("{status} X"), "", answer.as_bytes());
+        }),
+    );
     (addr, keys)
 }
 
-fn handle(conn: TcpStream, keys: &Mutex<Keys>, app_file: &std::path::Path) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut len = 0;
-    let mut auth = String::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        let (name, value) = h.split_once(':').unwrap_or(("", ""));
-        match name.to_ascii_lowercase().as_str() {
-            "content-length" => len = value.trim().parse().unwrap_or(0),
-            "authorization" => auth = value.trim().to_string(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
+/// The status and body for one request.
+fn handle(req: &Request, keys: &Mutex<Keys>, app_file: &std::path::Path) -> (u16, String) {
+    let (method, path, body) = (&req.method, &req.path, &req.body);
     let mut k = keys.lock().unwrap();
     let (status, answer) = if method == "POST" && path == "/v1/keys" {
-        k.auth.push(auth);
-        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        k.auth
+            .push(req.header("authorization").unwrap_or_default().to_string());
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let n = k.by_id.len() + 1;
         let (id, secret) = (
             format!("key-{n}"),
@@ -106,13 +85,7 @@ fn handle(conn: TcpStream, keys: &Mutex<Keys>, app_file: &std::path::Path) {
     } else {
         (404, String::new())
     };
-    drop(k);
-    let mut c = conn;
-    let _ = write!(
-        c,
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-        answer.len()
-    );
+    (status, answer)
 }
 
 pub fn live(keys: &Mutex<Keys>) -> Vec<String> {

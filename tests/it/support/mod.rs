@@ -8,8 +8,11 @@ pub mod alertmanager;
 pub mod bao;
 pub mod bao_keys;
 pub mod certs;
+pub mod fake_http;
+pub mod fake_issuer;
 pub mod invariants;
 pub mod keyservice;
+pub mod notify;
 pub mod pebble;
 pub mod scorecard;
 pub mod tinyproxy;
@@ -95,30 +98,29 @@ fn exchange(
     Ok((status, body.to_string()))
 }
 
-/// `/status` as JSON.
-pub fn status(addr: SocketAddr) -> Option<serde_json::Value> {
-    let (code, body) = http(addr, "GET", "/status").ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-/// The status object of credential `name`.
-pub fn cred_status(addr: SocketAddr, name: &str) -> Option<serde_json::Value> {
-    status(addr)?
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-}
-
-/// The status of credential `name`, typed as the daemon serialises it.
-pub fn cred(addr: SocketAddr, name: &str) -> Option<CredentialStatus> {
+/// `/status`: every credential's status, typed as the daemon serialises
+/// it (None while the endpoint does not answer 200).
+pub fn statuses(addr: SocketAddr) -> Option<Vec<CredentialStatus>> {
     let (code, body) = http(addr, "GET", "/status").ok()?;
     if code != 200 {
         return None;
     }
-    let all: Vec<CredentialStatus> = serde_json::from_str(&body)
+    let all = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("/status does not parse as CredentialStatus: {e}: {body}"));
-    all.into_iter().find(|c| c.name == name)
+    Some(all)
+}
+
+/// The status of credential `name`, typed as the daemon serialises it.
+pub fn cred(addr: SocketAddr, name: &str) -> Option<CredentialStatus> {
+    statuses(addr)?.into_iter().find(|c| c.name == name)
+}
+
+/// `/status` as untyped JSON: only for the tests that check the wire shape
+/// itself (a field left out, how a value is spelled), which the typed
+/// reads would hide.
+pub fn status_json(addr: SocketAddr) -> Option<serde_json::Value> {
+    let (code, body) = http(addr, "GET", "/status").ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 /// Poll `/status` until credential `name` is `valid`; its status.
@@ -227,26 +229,9 @@ impl Env {
 
     /// Like [`Env::start`], with extra environment variables.
     pub fn start_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("daemon.log"))
-            .unwrap();
-        let child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(self.path("rekey.toml"))
-            .env("REKEY_LOG", "debug")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child,
-            addr: self.addr,
-            socket: self.socket(),
-        };
+        let mut cmd = self.run_command();
+        cmd.env("REKEY_LOG", "debug").envs(vars.iter().copied());
+        let mut d = self.spawn(&mut cmd);
         wait_for(Duration::from_secs(20), "the daemon's endpoint", || {
             // A daemon that exited (a bad config, a state dir still locked)
             // fails at once, with what it said.
@@ -259,6 +244,48 @@ impl Env {
         });
         d
     }
+
+    /// `rekey run -c rekey.toml`, not yet started, for a test that starts
+    /// it its own way (another user, its own environment) with [`Env::spawn`].
+    pub fn run_command(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "-c"]).arg(self.path("rekey.toml"));
+        cmd
+    }
+
+    /// Start `cmd` (a [`Env::run_command`], or a wrapper that runs rekey) as
+    /// this env's daemon, stdin closed and output appended to `daemon.log`;
+    /// returns at once, without waiting for the endpoint.
+    pub fn spawn(&self, cmd: &mut Command) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            addr: self.addr,
+            socket: self.socket(),
+        }
+    }
+
+    /// Give the temp dir, `tls/` and `tls/web` to `nobody`, so a daemon
+    /// running as nobody can work in them.
+    pub fn hand_to_nobody(&self) {
+        let nobody = nix::unistd::Uid::from_raw(NOBODY);
+        let nogroup = nix::unistd::Gid::from_raw(NOBODY);
+        std::fs::create_dir_all(self.path("tls/web")).unwrap();
+        for p in [self.dir.path(), &self.path("tls"), &self.path("tls/web")] {
+            nix::unistd::chown(p, Some(nobody), Some(nogroup)).unwrap();
+        }
+    }
+
     /// The admin socket of a daemon on [`Env::write_config`]'s state dir.
     pub fn socket(&self) -> PathBuf {
         self.path("state/rekey.sock")
@@ -356,6 +383,19 @@ pub fn pair_bytes(cb: &[u8], kb: &[u8]) -> Result<(String, bool), String> {
     let kp = rekey::cert::pem_private_key(kb).ok_or("no key in the key file")?;
     let key = rekey::cert::load_key(&kp, "key").map_err(|e| e.to_string())?;
     Ok((info.fingerprint, info.public_key == key.public_key()))
+}
+
+/// The uid and gid of `nobody` (and `nogroup`) on Debian.
+pub const NOBODY: u32 = 65534;
+
+/// Resident memory of process `pid` in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// File mode bits.

@@ -3,7 +3,6 @@
 //! tests need (a webroot HTTP server, a TLS server for an ARI directory).
 //! Every process and thread stops on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{free_addr, live_binary, wait_for};
+use super::{fake_http, free_addr, live_binary, wait_for};
 
 /// A child process killed and reaped on drop.
 pub struct Proc(pub Child);
@@ -243,24 +242,14 @@ impl Server {
     pub fn serve(listener: TcpListener, tls: Option<&TestTls>, handler: Handler) -> Server {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let config = tls.map(|t| {
-            let certs =
-                rekey::cert::pem_certs(&std::fs::read(&t.cert_pem).unwrap(), "cert").unwrap();
-            let key = rustls_pki_types::PrivateKeyDer::try_from(
-                pem::parse(std::fs::read(&t.key_pem).unwrap())
-                    .unwrap()
-                    .into_contents(),
-            )
-            .unwrap();
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            Arc::new(
-                rustls::ServerConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_no_client_auth()
-                    .with_single_cert(certs, key)
-                    .unwrap(),
-            )
+        let config = tls.map(|t| fake_http::tls_config(&t.cert_pem, &t.key_pem));
+        let answer: fake_http::Handler = Arc::new(move |req, w| {
+            let (status, headers, body) = handler(&req.method, &req.path);
+            let headers: String = headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect();
+            fake_http::respond(w, &format!("{status} X"), &headers, &body);
         });
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -269,19 +258,10 @@ impl Server {
                     break;
                 }
                 let Ok(tcp) = conn else { continue };
-                let handler = handler.clone();
-                let config = config.clone();
+                let (config, answer) = (config.clone(), answer.clone());
                 std::thread::spawn(move || {
                     let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-                    match config {
-                        Some(c) => {
-                            let Ok(conn) = rustls::ServerConnection::new(c) else {
-                                return;
-                            };
-                            serve_one(rustls::StreamOwned::new(conn, tcp), &handler);
-                        }
-                        None => serve_one(tcp, &handler),
-                    }
+                    fake_http::serve_one(tcp, config, &answer);
                 });
             }
         });
@@ -302,36 +282,6 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
-}
-
-fn serve_one<S: Read + Write>(stream: S, handler: &Handler) {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (method, path) = (method.to_string(), path.to_string());
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-    }
-    let (status, headers, body) = handler(&method, &path);
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    let stream = reader.get_mut();
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.write_all(&body);
-    let _ = stream.flush();
 }
 
 /// A webroot server: serves files under `root`, and records the paths asked.

@@ -88,6 +88,20 @@ impl Scenario {
         );
     }
 
+    /// The scenario when the tests run as root; otherwise it is skipped
+    /// saying `why` root is needed, or fails under REKEY_REQUIRE_LIVE
+    /// (scripts/test runs as root, so a skip there would hide a scenario).
+    pub fn require_root(self, why: &str) -> Option<Scenario> {
+        if nix::unistd::geteuid().is_root() {
+            return Some(self);
+        }
+        if std::env::var_os("REKEY_REQUIRE_LIVE").is_some() {
+            panic!("{}: {why}; scripts/test runs as root", self.name);
+        }
+        self.skip(why);
+        None
+    }
+
     /// Record the scenario as skipped (a prerequisite is missing) and say why.
     pub fn skip(mut self, why: &str) {
         self.done = true;

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::bao::Bao;
 use super::*;
+use rekey::status::{CredentialStatus, State};
 
 /// A policy that allows signing with the role `web` and nothing else.
 pub const SIGN_ONLY: &str = "path \"pki/sign/web\" { capabilities = [\"update\"] }";
@@ -46,13 +46,13 @@ pub fn cert(env: &Env, name: &str, issuer: &str) -> String {
     )
 }
 
-pub fn valid(addr: std::net::SocketAddr, name: &str) -> Value {
+pub fn valid(addr: std::net::SocketAddr, name: &str) -> CredentialStatus {
     wait_for(
         Duration::from_secs(30),
         &format!("{name} to be valid"),
         || {
-            let s = cred_status(addr, name)?;
-            (s["state"] == "valid").then_some(s)
+            let s = cred(addr, name)?;
+            (s.state == State::Valid).then_some(s)
         },
     )
 }

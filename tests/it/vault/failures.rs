@@ -9,6 +9,7 @@ use serde_json::json;
 use super::common::bao::Bao;
 use super::common::*;
 use super::support::*;
+use rekey::status::State;
 
 #[test]
 fn wrong_role_and_denied_policy_fail_clearly_and_back_off() {
@@ -68,12 +69,12 @@ fn wrong_role_and_denied_policy_fail_clearly_and_back_off() {
             Duration::from_secs(30),
             &format!("{name} to fail twice"),
             || {
-                let s = cred_status(d.addr, name)?;
-                (s["consecutive_failures"].as_u64()? >= 2).then_some(s)
+                let s = cred(d.addr, name)?;
+                (s.consecutive_failures >= 2).then_some(s)
             },
         );
-        assert_eq!(s["state"], "missing", "{s}");
-        let err = s["last_error"].as_str().unwrap();
+        assert_eq!(s.state, State::Missing, "{s:?}");
+        let err = s.last_error.as_deref().unwrap();
         eprintln!("{name}: {err}");
         for w in wants {
             assert!(err.contains(w), "{name}: {err:?} should contain {w:?}");
@@ -125,8 +126,8 @@ fn sealed_then_unreachable_keeps_the_installed_certificate() {
         !out.status.success(),
         "rotate succeeded against a sealed Vault"
     );
-    let s = cred_status(d.addr, "web").unwrap();
-    let err = s["last_error"].as_str().unwrap();
+    let s = cred(d.addr, "web").unwrap();
+    let err = s.last_error.as_deref().unwrap();
     eprintln!("sealed: {err}");
     for w in [
         "issuer vault",
@@ -136,9 +137,9 @@ fn sealed_then_unreachable_keeps_the_installed_certificate() {
     ] {
         assert!(err.contains(w), "{err:?} should contain {w:?}");
     }
-    assert_eq!(s["state"], "backoff", "{s}");
-    assert_eq!(s["fingerprint"], before["fingerprint"]);
-    assert!(s["consecutive_failures"].as_u64() >= Some(1));
+    assert_eq!(s.state, State::Backoff, "{s:?}");
+    assert_eq!(s.fingerprint, before.fingerprint);
+    assert!(s.consecutive_failures >= 1);
     assert_eq!(
         read_all(),
         installed,
@@ -148,8 +149,8 @@ fn sealed_then_unreachable_keeps_the_installed_certificate() {
     bao.stop();
     let out = rotate(&env, "web");
     assert!(!out.status.success());
-    let s = cred_status(d.addr, "web").unwrap();
-    let err = s["last_error"].as_str().unwrap();
+    let s = cred(d.addr, "web").unwrap();
+    let err = s.last_error.as_deref().unwrap();
     eprintln!("unreachable: {err}");
     for w in [
         "issuer vault",
@@ -159,7 +160,7 @@ fn sealed_then_unreachable_keeps_the_installed_certificate() {
     ] {
         assert!(err.contains(w), "{err:?} should contain {w:?}");
     }
-    assert!(s["consecutive_failures"].as_u64() >= Some(2), "{s}");
-    assert_eq!(s["state"], "backoff");
+    assert!(s.consecutive_failures >= 2, "{s:?}");
+    assert_eq!(s.state, State::Backoff);
     assert_eq!(read_all(), installed);
 }

@@ -574,12 +574,3 @@ pub(super) fn creds(pid: u32) -> (String, String) {
     };
     (field("Uid:"), field("Groups:"))
 }
-
-pub(super) fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
