@@ -5,6 +5,7 @@
 //! debootstrap and cached in `target/deployment/` (`deployment/rootfs.rs`).
 //! Each is a scorecard scenario (suite `deployment`).
 
+mod container;
 mod pod;
 mod rootfs;
 mod systemd;
