@@ -331,7 +331,7 @@ impl Task {
             generation: c.generation,
             fingerprint: c.info.fingerprint.clone(),
             serial: c.info.serial.clone(),
-            not_after: crate::timestamp::rfc3339(c.info.not_after),
+            not_after: crate::timestamp::Timestamp::new(c.info.not_after),
             files: self
                 .targets()
                 .into_iter()

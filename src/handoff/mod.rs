@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
 use crate::config::FileKind;
+use crate::timestamp::Timestamp;
 
 pub mod probe;
 pub mod reload;
@@ -32,7 +33,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// What a reload or probe needs to know about the generation being handed over.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Generation {
     /// Credential name.
     pub credential: String,
@@ -42,8 +43,8 @@ pub struct Generation {
     pub fingerprint: String,
     /// Serial, hex.
     pub serial: String,
-    /// RFC 3339.
-    pub not_after: String,
+    /// End of validity (`REKEY_NOT_AFTER`, RFC 3339 UTC to the second).
+    pub not_after: Timestamp,
     /// Published files.
     pub files: Vec<(FileKind, PathBuf)>,
     /// An API key's id (`{key_id}`, `REKEY_KEY_ID`).
@@ -53,6 +54,25 @@ pub struct Generation {
     /// Every credential one reload of a handoff group covers, when there are
     /// several; the per-credential fields then describe none of them.
     pub members: Vec<String>,
+}
+
+impl Default for Generation {
+    /// No generation: the stand-in for a group reload's batch, whose
+    /// per-credential fields describe none of its members (its `env` carries
+    /// only `REKEY_CREDENTIALS`), and for tests. Its `not_after` is the epoch.
+    fn default() -> Generation {
+        Generation {
+            credential: String::new(),
+            generation: 0,
+            fingerprint: String::new(),
+            serial: String::new(),
+            not_after: Timestamp::new(UNIX_EPOCH),
+            files: Vec::new(),
+            key_id: None,
+            secret: None,
+            members: Vec::new(),
+        }
+    }
 }
 
 impl Generation {
@@ -69,7 +89,7 @@ impl Generation {
             ("REKEY_GENERATION".to_string(), self.generation.to_string()),
             ("REKEY_FINGERPRINT".to_string(), self.fingerprint.clone()),
             ("REKEY_SERIAL".to_string(), self.serial.clone()),
-            ("REKEY_NOT_AFTER".to_string(), self.not_after.clone()),
+            ("REKEY_NOT_AFTER".to_string(), self.not_after.to_string()),
         ];
         if let Some(id) = &self.key_id {
             env.push(("REKEY_KEY_ID".to_string(), id.clone()));
@@ -320,7 +340,7 @@ mod tests {
             generation: 2,
             fingerprint: "sha256:new".into(),
             serial: "01".into(),
-            not_after: "2030-01-01T00:00:00Z".into(),
+            not_after: Timestamp::parse("2030-01-01T00:00:00Z").unwrap(),
             files: vec![],
             ..Generation::default()
         }
@@ -424,10 +444,28 @@ mod tests {
     #[test]
     fn environment_and_templates() {
         let mut g = generation();
+        // A leaf's notAfter read with a fraction is still handed over to
+        // the second, in UTC, as `rekey status` writes it.
+        g.not_after = Timestamp::new(UNIX_EPOCH + Duration::from_millis(1_893_456_000_750));
         g.files.push((FileKind::Cert, "/x/cert.pem".into()));
-        let env = g.env();
-        assert!(env.contains(&("REKEY_FINGERPRINT".into(), "sha256:new".into())));
-        assert!(env.contains(&("REKEY_FILE_CERT".into(), "/x/cert.pem".into())));
+        g.key_id = Some("k-1".into());
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            g.env(),
+            pairs(&[
+                ("REKEY_CREDENTIAL", "web"),
+                ("REKEY_GENERATION", "2"),
+                ("REKEY_FINGERPRINT", "sha256:new"),
+                ("REKEY_SERIAL", "01"),
+                ("REKEY_NOT_AFTER", "2030-01-01T00:00:00Z"),
+                ("REKEY_KEY_ID", "k-1"),
+                ("REKEY_FILE_CERT", "/x/cert.pem"),
+            ])
+        );
         assert_eq!(g.fill("fp={fingerprint} s={serial}"), "fp=sha256:new s=01");
     }
 }

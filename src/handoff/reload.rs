@@ -335,7 +335,7 @@ mod tests {
             generation: 1,
             fingerprint: "sha256:x".into(),
             serial: "01".into(),
-            not_after: "2030-01-01T00:00:00Z".into(),
+            not_after: crate::timestamp::Timestamp::parse("2030-01-01T00:00:00Z").unwrap(),
             files: vec![],
             ..Generation::default()
         }

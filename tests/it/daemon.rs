@@ -170,6 +170,43 @@ fn an_idle_daemon_does_not_react_to_its_own_reads() {
     );
 }
 
+/// An exec reload is told the generation it hands over: `REKEY_NOT_AFTER`
+/// is the published certificate's end, RFC 3339 UTC to the second (the
+/// spelling of `/status`), for the first issue and for a rotation.
+#[test]
+fn an_exec_reload_gets_the_published_certificates_not_after() {
+    let env = Env::new();
+    let seen = env.path("reload.env");
+    let extra = format!(
+        "reload = {{ type = \"exec\", command = [\"sh\", \"-c\", \"echo \\\"$REKEY_GENERATION $REKEY_NOT_AFTER\\\" >> {}\"] }}\n",
+        seen.display()
+    );
+    env.write_config(&env.cert_section("web", &extra));
+    let d = env.start();
+    let first = wait_valid(d.addr, "web", Duration::from_secs(10));
+    let (code, body) = d.post("/v1/rotate/web").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let second = cred(d.addr, "web").unwrap();
+    assert!(second.generation > first.generation);
+
+    let published = std::fs::read(env.path("tls/web/cert.pem")).unwrap();
+    let leaf = rekey::cert::pem_certs(&published, "cert.pem").unwrap();
+    let info = rekey::cert::parse_der(&leaf[0]).unwrap();
+    let end = rekey::status::Timestamp::new(info.not_after).to_string();
+    assert_eq!(second.not_after.map(|t| t.to_string()), Some(end.clone()));
+    assert!(
+        end.len() == 20 && end.as_bytes()[10] == b'T' && end.ends_with('Z'),
+        "{end} is not RFC 3339 UTC to the second"
+    );
+    let lines = std::fs::read_to_string(&seen).unwrap();
+    let handed: Vec<&str> = lines.lines().collect();
+    let ends = |s: &rekey::status::CredentialStatus| {
+        format!("{} {}", s.generation.unwrap(), s.not_after.unwrap())
+    };
+    assert_eq!(handed, [ends(&first), ends(&second)], "{lines}");
+    assert!(handed[1].ends_with(&end), "{lines}");
+}
+
 /// A sink that accepts connections and never answers must not hold up a
 /// rotation: alerts are queued, never awaited by the engine.
 #[test]

@@ -144,7 +144,7 @@ impl KeyTask {
             generation: key.generation,
             fingerprint: key.hash.clone(),
             serial: key.id.clone(),
-            not_after: crate::timestamp::rfc3339(at(key.expires_at)),
+            not_after: crate::timestamp::Timestamp::new(at(key.expires_at)),
             key_id: Some(key.id.clone()),
             secret: secret.map(|s| Secret(Arc::new(s))),
             ..Generation::default()

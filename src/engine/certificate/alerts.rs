@@ -18,7 +18,7 @@ impl Task {
         );
         a.generation = Some(g.generation);
         a.fingerprint = Some(g.fingerprint.clone());
-        a.not_after = timestamp::Timestamp::parse(&g.not_after);
+        a.not_after = Some(g.not_after);
         self.alerter.raise(a);
     }
 

@@ -99,7 +99,7 @@ impl Task {
         a.generation = Some(gen.generation);
         a.fingerprint = Some(gen.fingerprint.clone());
         a.served_fingerprint = served_after;
-        a.not_after = crate::timestamp::Timestamp::parse(&gen.not_after);
+        a.not_after = Some(gen.not_after);
         a.rolled_back = Some(can_roll_back);
         self.alerter.raise(a);
         self.audit
