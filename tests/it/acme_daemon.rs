@@ -9,6 +9,7 @@ use crate::support::pebble as support;
 use std::time::Duration;
 
 use common::*;
+use rekey::audit::{AuditEvent, AuditOutcome};
 use rekey::status::{CredentialStatus, State};
 use support::{have_pebble, Opts, Pebble};
 
@@ -187,15 +188,17 @@ fn retire_revokes_the_certificate_at_the_ca_and_removes_the_files() {
         assert!(!env.path("tls/web").join(f).exists(), "{f} left behind");
     }
     let audit = env.audit();
-    let revoked: Vec<_> = audit.iter().filter(|r| r["event"] == "revoked").collect();
+    let of = |e: AuditEvent| audit.iter().filter(|r| r.event == e).collect::<Vec<_>>();
+    let revoked = of(AuditEvent::Revoked);
     assert_eq!(revoked.len(), 1, "{audit:?}");
-    assert_eq!(revoked[0]["outcome"], "success");
-    assert_eq!(revoked[0]["credential"], "web");
-    let retired: Vec<_> = audit.iter().filter(|r| r["event"] == "retired").collect();
+    assert_eq!(revoked[0].outcome, AuditOutcome::Success);
+    assert_eq!(revoked[0].credential, "web");
+    let retired = of(AuditEvent::Retired);
     assert_eq!(retired.len(), 1, "{audit:?}");
     assert!(
-        retired[0]["reason"]
-            .as_str()
+        retired[0]
+            .reason
+            .as_deref()
             .unwrap()
             .contains("revoked at the issuer"),
         "{audit:?}"

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-use rekey::status::{CredentialStatus, Handoff};
+use rekey::status::{CredentialStatus, Handoff, RotateOutcome, RotateResult};
 
 /// Run a program; its output.
 pub(crate) fn run(program: &Path, args: &[&str]) -> Output {
@@ -41,7 +41,7 @@ fn handoff_is(env: &Env, name: &str, want: Handoff, within: Duration) -> Credent
 }
 
 /// Rotate `name` on the admin socket; the reply's JSON.
-fn rotate(d: &Daemon, name: &str) -> serde_json::Value {
+fn rotate(d: &Daemon, name: &str) -> RotateOutcome {
     let (code, body) = d.post(&format!("/v1/rotate/{name}")).unwrap();
     assert!(matches!(code, 200 | 502), "{code} {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -93,7 +93,7 @@ fn rotate_verify_and_roll_back(
     for _ in 0..2 {
         let before = cred(env.addr, name).unwrap().fingerprint;
         let out = rotate(d, name);
-        assert_eq!(out["result"], "success", "{out}");
+        assert_eq!(out.result, RotateResult::Success, "{out:?}");
         let s = handoff_is(env, name, Handoff::Verified, Duration::from_secs(5));
         assert_ne!(s.fingerprint, before);
         assert_eq!(served(), s.fingerprint, "served independently");
@@ -102,8 +102,8 @@ fn rotate_verify_and_roll_back(
     std::fs::write(hold, "").unwrap();
     let out = rotate(d, name);
     std::fs::remove_file(hold).unwrap();
-    assert_eq!(out["result"], "rolled_back", "{out}");
-    let err = out["error"].as_str().unwrap_or_default();
+    assert_eq!(out.result, RotateResult::RolledBack, "{out:?}");
+    let err = out.error.unwrap_or_default();
     assert!(
         err.contains(&format!("app still serves {committed}")),
         "{err}"

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{bin, cred, wait_for, Env};
+use rekey::audit::{AuditEvent, AuditOutcome, Record};
 use rekey::status::{Handoff, State};
 
 /// Write the config with `daemon.audit_log` (and `extra_daemon` keys) set.
@@ -42,7 +43,7 @@ fn verify(config: &Path) -> (i32, String) {
 }
 
 /// Every record in every audit file, oldest first.
-fn records(env: &Env) -> Vec<serde_json::Value> {
+fn records(env: &Env) -> Vec<Record> {
     let base = env.path("audit.log");
     let mut files: Vec<PathBuf> = (1..=5)
         .rev()
@@ -61,9 +62,9 @@ fn records(env: &Env) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn has(recs: &[serde_json::Value], cred: &str, event: &str, outcome: &str) -> bool {
+fn has(recs: &[Record], cred: &str, event: AuditEvent, outcome: AuditOutcome) -> bool {
     recs.iter()
-        .any(|r| r["credential"] == cred && r["event"] == event && r["outcome"] == outcome)
+        .any(|r| r.credential == cred && r.event == event && r.outcome == outcome)
 }
 
 /// Rewrite `file`'s lines with `f`, returning the original text.
@@ -102,24 +103,32 @@ fn audit_chain_verifies_across_size_rotation_and_names_edited_deleted_reordered_
     assert!(out.contains("intact"), "{out}");
 
     let recs = records(&env);
-    assert_eq!(recs[0]["event"], "config_loaded");
+    assert_eq!(recs[0].event, AuditEvent::ConfigLoaded);
     for (event, outcome) in [
-        ("issued", "success"),
-        ("published", "success"),
-        ("reloaded", "success"),
-        ("verified", "verified"),
+        (AuditEvent::Issued, AuditOutcome::Success),
+        (AuditEvent::Published, AuditOutcome::Success),
+        (AuditEvent::Reloaded, AuditOutcome::Success),
+        (AuditEvent::Verified, AuditOutcome::Verified),
     ] {
-        assert!(has(&recs, "web", event, outcome), "no {event}/{outcome}");
+        assert!(
+            has(&recs, "web", event, outcome.clone()),
+            "no {event:?}/{outcome}"
+        );
     }
-    assert!(has(&recs, "plain", "verified", "unverified"));
+    assert!(has(
+        &recs,
+        "plain",
+        AuditEvent::Verified,
+        AuditOutcome::Unverified
+    ));
     assert!(recs
         .iter()
-        .filter(|r| r["credential"] == "web")
-        .all(|r| r["team"] == "payments" && r["issuer"] == "dev"));
+        .filter(|r| r.credential == "web")
+        .all(|r| r.team.as_deref() == Some("payments") && r.issuer.as_deref() == Some("dev")));
     // Seven generations of web: one issued record each.
     let issued = recs
         .iter()
-        .filter(|r| r["credential"] == "web" && r["event"] == "issued")
+        .filter(|r| r.credential == "web" && r.event == AuditEvent::Issued)
         .count();
     assert_eq!(issued, 7);
     no_key_material(&env, "web");
@@ -156,7 +165,8 @@ fn audit_chain_verifies_across_size_rotation_and_names_edited_deleted_reordered_
     assert_eq!(verify(&cfg).0, 0, "restored log must verify again");
 }
 
-/// `rekey report --json -c CONFIG`.
+/// `rekey report --json -c CONFIG`, untyped: the report's types are
+/// written, never read back, so they have no `Deserialize`.
 fn report(config: &Path) -> serde_json::Value {
     let out = Command::new(bin())
         .args(["report", "--json", "-c"])
@@ -200,15 +210,34 @@ fn failed_reload_leaves_reloaded_failure_and_rolled_back_records() {
     let (code, body) = d.post("/v1/rotate/web").unwrap();
     assert_eq!(code, 502, "{body}");
     wait_for(Duration::from_secs(10), "the rolled_back record", || {
-        has(&records(&env), "web", "rolled_back", "rolled_back").then_some(())
+        has(
+            &records(&env),
+            "web",
+            AuditEvent::RolledBack,
+            AuditOutcome::RolledBack,
+        )
+        .then_some(())
     });
     assert_eq!(d.terminate(), Some(0));
     let recs = records(&env);
-    assert!(has(&recs, "web", "reloaded", "failure"));
-    assert!(has(&recs, "web", "verified", "failed"));
-    let rb = recs.iter().find(|r| r["event"] == "rolled_back").unwrap();
-    assert_eq!(rb["generation"], 2);
-    assert!(rb["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(has(
+        &recs,
+        "web",
+        AuditEvent::Reloaded,
+        AuditOutcome::Failure
+    ));
+    assert!(has(
+        &recs,
+        "web",
+        AuditEvent::Verified,
+        AuditOutcome::Failed
+    ));
+    let rb = recs
+        .iter()
+        .find(|r| r.event == AuditEvent::RolledBack)
+        .unwrap();
+    assert_eq!(rb.generation, Some(2));
+    assert!(rb.fingerprint.as_deref().unwrap().starts_with("sha256:"));
     no_key_material(&env, "web");
     let (code, out) = verify(&cfg);
     assert_eq!(code, 0, "{out}");
@@ -247,19 +276,39 @@ fn tampering_and_a_kept_failed_handoff_leave_their_records() {
     });
     std::fs::write(env.path("tls/web/cert.pem"), "not a certificate\n").unwrap();
     wait_for(Duration::from_secs(10), "the tampered record", || {
-        has(&records(&env), "web", "tampered", "restoring").then_some(())
+        has(
+            &records(&env),
+            "web",
+            AuditEvent::Tampered,
+            AuditOutcome::Restoring,
+        )
+        .then_some(())
     });
     let (code, body) = d.post("/v1/rotate/keep").unwrap();
     assert_eq!(code, 502, "{body}");
     wait_for(Duration::from_secs(10), "the kept record", || {
-        has(&records(&env), "keep", "rolled_back", "kept").then_some(())
+        has(
+            &records(&env),
+            "keep",
+            AuditEvent::RolledBack,
+            AuditOutcome::Kept,
+        )
+        .then_some(())
     });
     assert_eq!(d.terminate(), Some(0));
     let recs = records(&env);
-    let t = recs.iter().find(|r| r["event"] == "tampered").unwrap();
-    assert_eq!(t["generation"], 1);
-    assert!(t["reason"].as_str().unwrap().contains("cert.pem"), "{t}");
-    assert!(has(&recs, "keep", "verified", "failed"));
+    let t = recs
+        .iter()
+        .find(|r| r.event == AuditEvent::Tampered)
+        .unwrap();
+    assert_eq!(t.generation, Some(1));
+    assert!(t.reason.as_deref().unwrap().contains("cert.pem"), "{t:?}");
+    assert!(has(
+        &recs,
+        "keep",
+        AuditEvent::Verified,
+        AuditOutcome::Failed
+    ));
     no_key_material(&env, "web");
     no_key_material(&env, "keep");
     assert_eq!(verify(&cfg).0, 0);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::invariants::{self as inv, Cred};
 use common::scorecard::Scenario;
 use common::*;
-use rekey::status::{Handoff, State};
+use rekey::status::{Handoff, RotateOutcome, State};
 
 fn config(env: &Env, swap: &str) -> Cred {
     let d = env.path("tls/web");
@@ -72,8 +72,10 @@ fn failed_rotation_kept_old(sc: &mut Scenario, d: &Daemon, c: &Cred, path: &Path
     sc.check("rotation reported failed", code == 502, || {
         format!("{code} {body}")
     });
-    let err: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let msg = err["error"].as_str().unwrap_or(&body).to_string();
+    let msg = serde_json::from_str::<RotateOutcome>(&body)
+        .ok()
+        .and_then(|o| o.error)
+        .unwrap_or_else(|| body.clone());
     let p = path.display().to_string();
     sc.check("error names the path", msg.contains(&p), || {
         format!("{msg:?} lacks {p}")

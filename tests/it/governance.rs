@@ -8,6 +8,8 @@ use crate::support::alert as support;
 use std::time::Duration;
 
 use common::{cred, http, wait_for, wait_valid, Env};
+use rekey::audit::{AuditEvent, AuditOutcome};
+use rekey::engine::{RetireOutcome, RetireResult, Revocation};
 use rekey::status::State;
 use support::Receiver;
 
@@ -244,19 +246,18 @@ fn retire_removes_the_files_records_and_alerts_and_says_it_was_not_revoked() {
         .unwrap();
     assert_eq!(web_alert["team"], "payments");
     let log = std::fs::read_to_string(env.path("audit.log")).unwrap();
-    let retired: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["event"] == "retired")
+    let retired: Vec<_> = env
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == AuditEvent::Retired)
         .collect();
     assert_eq!(retired.len(), 2, "{log}");
     assert!(
         !log.contains("\"event\":\"revoked\""),
         "a revoked record for a CA that cannot revoke: {log}"
     );
-    assert!(retired.iter().all(
-        |r| r["outcome"] == "retired" && r["reason"].as_str().unwrap().contains("not revoked")
-    ));
+    assert!(retired.iter().all(|r| r.outcome == AuditOutcome::Retired
+        && r.reason.as_deref().unwrap().contains("not revoked")));
     let (code, out) = rekey_audit_verify(&cfg);
     assert_eq!(code, 0, "{out}");
 }
@@ -281,10 +282,10 @@ fn retire_over_http_reports_the_revocation_and_an_unknown_name_is_404() {
     wait_valid(d.addr, "web", Duration::from_secs(20));
     let (code, body) = d.post("/v1/retire/web").unwrap();
     assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["result"], "retired", "{v}");
-    assert_eq!(v["revoked"], false, "{v}");
-    assert_eq!(v["revocation"], "unsupported", "{v}");
+    let v: RetireOutcome = serde_json::from_str(&body).unwrap();
+    assert_eq!(v.result, RetireResult::Retired, "{v:?}");
+    assert!(!v.revoked, "{v:?}");
+    assert_eq!(v.revocation, Revocation::Unsupported, "{v:?}");
     let (code, _) = d.post("/v1/retire/web").unwrap();
     assert_eq!(code, 404);
 }
@@ -316,7 +317,7 @@ fn on_remove_revoke_retires_a_credential_a_reload_drops_and_keep_leaves_it() {
     wait_for(Duration::from_secs(10), "gone retired", || {
         env.audit()
             .iter()
-            .any(|r| r["event"] == "retired" && r["credential"] == "gone")
+            .any(|r| r.event == AuditEvent::Retired && r.credential == "gone")
             .then_some(())
     });
     assert!(cred(d.addr, "gone").is_none());
@@ -331,14 +332,14 @@ fn on_remove_revoke_retires_a_credential_a_reload_drops_and_keep_leaves_it() {
     assert!(
         !audit
             .iter()
-            .any(|r| r["credential"] == "keep" && r["event"] == "retired"),
+            .any(|r| r.credential == "keep" && r.event == AuditEvent::Retired),
         "{audit:?}"
     );
     let reloaded = audit
         .iter()
-        .find(|r| r["event"] == "config_reloaded")
+        .find(|r| r.event == AuditEvent::ConfigReloaded)
         .unwrap();
-    let why = reloaded["reason"].as_str().unwrap();
+    let why = reloaded.reason.as_deref().unwrap();
     assert!(
         why.contains("removed [\"keep\"]") && why.contains("retired [\"gone\"]"),
         "{why}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::keyservice::{http_config, key_service};
 use common::*;
-use rekey::status::{CredentialStatus, Handoff, State};
+use rekey::status::{CredentialStatus, Handoff, RotateResult, State};
 
 /// A reload that records, one line per run, whom it ran for: every member
 /// of a grouped reload (`REKEY_CREDENTIALS`), or the one credential.
@@ -83,8 +83,13 @@ fn credentials_due_together_share_one_reload_and_only_the_failed_one_is_reloaded
     std::fs::write(env.path("withheld-c3"), "").unwrap();
     let answers = d.rotate_all(&names);
     for (n, (code, body)) in names.iter().zip(&answers) {
-        let want = if n == "c3" { "rolled_back" } else { "success" };
-        assert_eq!(body["result"], want, "{n}: {code} {body}");
+        let want = if n == "c3" {
+            RotateResult::RolledBack
+        } else {
+            RotateResult::Success
+        };
+        let result = body.as_ref().map(|o| o.result);
+        assert_eq!(result, Some(want), "{n}: {code} {body:?}");
     }
     // One reload for the five new generations, one more for c3 alone (its
     // previous generation put back).
@@ -193,7 +198,8 @@ fn an_api_key_and_a_certificate_of_one_app_share_its_reload() {
     assert_eq!(reloads(&log), ["svc web"], "{}", env.log());
     let answers = d.rotate_all(&["svc".to_string(), "web".to_string()]);
     for (code, body) in &answers {
-        assert_eq!(body["result"], "success", "{code} {body}");
+        let result = body.as_ref().map(|o| o.result);
+        assert_eq!(result, Some(RotateResult::Success), "{code} {body:?}");
     }
     assert_eq!(reloads(&log), ["svc web", "svc web"], "{}", env.log());
 }

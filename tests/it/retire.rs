@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use common::bao::Bao;
 use common::*;
+use rekey::audit::{AuditEvent, AuditOutcome, Record};
 use rekey::status::{CredentialStatus, State};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const KEYS_POLICY: &str = "path \"auth/token/create\" { capabilities = [\"create\", \"update\"] }\npath \"auth/token/revoke-accessor\" { capabilities = [\"update\"] }";
 const SIGN_AND_REVOKE: &str = "path \"pki/sign/web\" { capabilities = [\"update\"] }\npath \"pki/revoke\" { capabilities = [\"update\"] }";
@@ -84,18 +85,17 @@ fn retire_revokes_an_openbao_token_and_a_reload_with_on_remove_revoke_does_too()
     assert!(!env.path("app/a").exists(), "the key file is left");
     assert!(cred(d.addr, "a").is_none());
     let audit = env.audit();
-    let of = |n: &str, e: &str| -> Vec<Value> {
+    let of = |n: &str, e: AuditEvent| -> Vec<&Record> {
         audit
             .iter()
-            .filter(|r| r["credential"] == n && r["event"] == e)
-            .cloned()
+            .filter(|r| r.credential == n && r.event == e)
             .collect()
     };
-    let revoked = of("a", "revoked");
+    let revoked = of("a", AuditEvent::Revoked);
     assert_eq!(revoked.len(), 1, "{audit:?}");
-    assert_eq!(revoked[0]["outcome"], "success");
-    assert!(revoked[0]["key_id"].is_string(), "{audit:?}");
-    assert_eq!(of("a", "retired").len(), 1, "{audit:?}");
+    assert_eq!(revoked[0].outcome, AuditOutcome::Success);
+    assert!(revoked[0].key_id.is_some(), "{audit:?}");
+    assert_eq!(of("a", AuditEvent::Retired).len(), 1, "{audit:?}");
 
     // Without revoke configured: reported, never silently dropped.
     let (code, out) = env.retire("plain");
@@ -106,7 +106,7 @@ fn retire_revokes_an_openbao_token_and_a_reload_with_on_remove_revoke_does_too()
     let audit = env.audit();
     assert!(!audit
         .iter()
-        .any(|r| r["credential"] == "plain" && r["event"] == "revoked"));
+        .any(|r| r.credential == "plain" && r.event == AuditEvent::Revoked));
 
     // Dropped from the config with on_remove = "revoke": retired on SIGHUP.
     env.write_config_audited(&issuer);
@@ -117,7 +117,7 @@ fn retire_revokes_an_openbao_token_and_a_reload_with_on_remove_revoke_does_too()
     wait_for(Duration::from_secs(10), "b's retired record", || {
         env.audit()
             .iter()
-            .any(|r| r["credential"] == "b" && r["event"] == "retired")
+            .any(|r| r.credential == "b" && r.event == AuditEvent::Retired)
             .then_some(())
     });
     assert!(!env.path("app/b").exists());
@@ -197,16 +197,16 @@ fn retire_revokes_a_vault_certificate_and_reports_a_refused_revocation() {
         "{metrics}"
     );
     let audit = env.audit();
-    let rec = |n: &str, e: &str| {
+    let outcome = |n: &str, e: AuditEvent| {
         audit
             .iter()
-            .find(|r| r["credential"] == n && r["event"] == e)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {e} record for {n}: {audit:?}"))
+            .find(|r| r.credential == n && r.event == e)
+            .map(|r| r.outcome.clone())
+            .unwrap_or_else(|| panic!("no {e:?} record for {n}: {audit:?}"))
     };
-    assert_eq!(rec("web", "revoked")["outcome"], "success");
-    assert_eq!(rec("api", "revoked")["outcome"], "failure");
-    assert_eq!(rec("api", "retired")["outcome"], "retired");
+    assert_eq!(outcome("web", AuditEvent::Revoked), AuditOutcome::Success);
+    assert_eq!(outcome("api", AuditEvent::Revoked), AuditOutcome::Failure);
+    assert_eq!(outcome("api", AuditEvent::Retired), AuditOutcome::Retired);
     let (code, text) = {
         let out = std::process::Command::new(bin())
             .args(["audit", "verify", "-c"])

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::support::scorecard::Scenario;
+use rekey::audit::{AuditEvent, AuditOutcome};
 use rekey::status::State;
 
 fn directory_swapped_for_a_symlink(swap: &str) {
@@ -74,7 +75,7 @@ fn directory_swapped_for_a_symlink(swap: &str) {
     let audited = env
         .audit()
         .iter()
-        .any(|r| r["event"] == "tampered" && r["outcome"] == "refused");
+        .any(|r| r.event == AuditEvent::Tampered && r.outcome == AuditOutcome::Refused);
     sc.check("the audit log records it", audited, || {
         format!("{:?}", env.audit())
     });
@@ -161,13 +162,16 @@ fn a_planted_certificate_is_not_adopted_unless_it_chains_and_complies() {
         renews.is_some_and(|t| t < day) && pair(&cert, &key).is_ok_and(|p| p.0 != planted && p.1),
         || format!("{s:?}"),
     );
-    let refused = env.audit().into_iter().find(|r| r["event"] == "adopted");
+    let refused = env
+        .audit()
+        .into_iter()
+        .find(|r| r.event == AuditEvent::Adopted);
     sc.check(
         "an audit record says why it was not adopted",
         refused.as_ref().is_some_and(|r| {
-            r["outcome"] == "refused"
-                && r["reason"]
-                    .as_str()
+            r.outcome == AuditOutcome::Refused
+                && r.reason
+                    .as_deref()
                     .is_some_and(|w| w.contains("does not chain"))
         }),
         || format!("{refused:?}"),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::support::scorecard::Scenario;
 use crate::support::*;
-use rekey::status::{CredentialStatus, Handoff, State};
+use rekey::status::{CredentialStatus, Handoff, RotateOutcome, State};
 
 const SUITE: &str = "hostile_host";
 /// A refused reload answers at once; this only bounds a hang.
@@ -66,9 +66,9 @@ fn refused(sc: &mut Scenario, env: &Env, what: &str, words: &[&str]) {
         code == 502,
         || format!("HTTP {code}: {body}"),
     );
-    let error = serde_json::from_str::<serde_json::Value>(&body)
+    let error = serde_json::from_str::<RotateOutcome>(&body)
         .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .and_then(|o| o.error)
         .unwrap_or_default();
     let missing: Vec<&&str> = words.iter().filter(|w| !error.contains(**w)).collect();
     sc.check(

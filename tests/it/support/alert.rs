@@ -15,7 +15,10 @@ use super::fake_http;
 pub use super::fake_http::Request as Req;
 
 /// A tiny HTTP/1.1 receiver: answers every request with `status`, or never
-/// answers when `status` is None. Records what it got.
+/// answers when `status` is None. Records what it got. Alert bodies are read
+/// as untyped JSON (`Req::json`): `rekey::alert::Alert` is only ever written
+/// (no `Deserialize`, nor on its `Severity` and `Event`), and what a
+/// receiver gets is the wire body itself.
 pub struct Receiver {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<Req>>>,

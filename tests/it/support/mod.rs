@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rekey::status::{CredentialStatus, State};
+use rekey::status::{CredentialStatus, RotateOutcome, State};
 
 /// The rekey binary built for these tests.
 pub fn bin() -> &'static str {
@@ -194,12 +194,16 @@ impl Env {
         std::fs::write(&p, text).unwrap();
         p
     }
-    /// The audit log's records (from [`Env::write_config_audited`]).
-    pub fn audit(&self) -> Vec<serde_json::Value> {
+    /// The audit log's records (from [`Env::write_config_audited`]), typed
+    /// as rekey writes them.
+    pub fn audit(&self) -> Vec<rekey::audit::Record> {
         std::fs::read_to_string(self.path("audit.log"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("an audit line is not a record: {e}: {l}"))
+            })
             .collect()
     }
     /// Run `rekey retire NAME -c rekey.toml` (the admin socket): exit code and output.
@@ -311,9 +315,9 @@ impl Daemon {
 
     /// Ask for a rotation of every credential in `names` at the same moment
     /// (one thread each, released together); each answer's status code and
-    /// JSON body, in the order of `names` (code 0 when there was no answer:
-    /// the daemon died).
-    pub fn rotate_all(&self, names: &[String]) -> Vec<(u16, serde_json::Value)> {
+    /// outcome, in the order of `names` (code 0 and no outcome when there
+    /// was no answer: the daemon died).
+    pub fn rotate_all(&self, names: &[String]) -> Vec<(u16, Option<RotateOutcome>)> {
         let start = std::sync::Arc::new(std::sync::Barrier::new(names.len()));
         let asks: Vec<_> = names
             .iter()
@@ -326,7 +330,7 @@ impl Daemon {
                 std::thread::spawn(move || {
                     start.wait();
                     let (code, body) = http_unix(&socket, "POST", &path).unwrap_or_default();
-                    (code, serde_json::from_str(&body).unwrap_or_default())
+                    (code, serde_json::from_str(&body).ok())
                 })
             })
             .collect();
