@@ -286,6 +286,21 @@ impl<'s, 'a> TableReader<'s, 'a> {
         }
     }
 
+    /// Take `key` as `true` or `false`; `None` when absent.
+    pub fn bool(&mut self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => match v.get_ref() {
+                toml::Value::Boolean(b) => Ok(Some(*b)),
+                other => Err(self.err(
+                    key,
+                    Some(v.span()),
+                    format!("expected true or false, found {}", other.type_str()),
+                )),
+            },
+        }
+    }
+
     /// Take `key` as an argv array (a program and its arguments, run without
     /// a shell); `None` when absent.
     pub fn argv(&mut self, key: &'static str) -> Result<Option<Vec<String>>, ConfigError> {

@@ -102,80 +102,22 @@ impl VaultAuth {
     }
 }
 
-/// The keys of a `type = "vault"` table (its `type` already taken).
+/// The keys of a `type = "vault"` table (its `type` already taken), read
+/// in the order a missing or bad key is reported: where Vault is and how it
+/// is reached, the PKI engine and role, the request settings, then auth.
 pub(super) fn vault(
     src: &Src<'_>,
     base: &Path,
     t: &mut TableReader<'_, '_>,
 ) -> Result<VaultConfig, ConfigError> {
-    let table_span = t.span.clone();
-    let address =
-        match t.string("address")? {
-            Some(a) => value(src, &t.key_path("address"), &a, address)?,
-            None => return Err(t.err(
-                "address",
-                Some(table_span),
-                "required key is missing; write the Vault URL like \"https://vault.internal:8200\"",
-            )),
-        };
+    let address = required_address(src, t)?;
     let trust_bundle = file_key(t, base, "trust_bundle")?;
     let proxy = super::proxy::key(t)?;
-    let namespace = match t.string("namespace")? {
-        Some(n) => Some(value(src, &t.key_path("namespace"), &n, |s| {
-            mount_path(s).map(|_| s.trim_matches('/').to_string())
-        })?),
-        None => None,
-    };
-    let pki_mount = match t.string("pki_mount")? {
-        Some(m) => value(src, &t.key_path("pki_mount"), &m, mount_path)?,
-        None => DEFAULT_PKI_MOUNT.to_string(),
-    };
-    let pki_role = match t.string("pki_role")? {
-        Some(r) => value(src, &t.key_path("pki_role"), &r, role_name)?,
-        None => {
-            return Err(t.err(
-                "pki_role",
-                Some(table_span),
-                "required key is missing; name the PKI role to sign with (pki/roles/NAME)",
-            ))
-        }
-    };
-    let server_keygen = match t.take("server_keygen") {
-        None => false,
-        Some(v) => match v.get_ref() {
-            toml::Value::Boolean(b) => *b,
-            other => {
-                return Err(t.err(
-                    "server_keygen",
-                    Some(v.span()),
-                    format!("expected true or false, found {}", other.type_str()),
-                ))
-            }
-        },
-    };
-    let timeout = match t.string("timeout")? {
-        Some(s) => {
-            let d = value(src, &t.key_path("timeout"), &s, values::duration)?;
-            if d.is_zero() {
-                return Err(t.err("timeout", Some(s.span()), "must be longer than 0s"));
-            }
-            d
-        }
-        None => DEFAULT_VAULT_TIMEOUT,
-    };
-    let auth = match t.take("auth") {
-        Some(a) => auth(src, base, &t.key_path("auth"), a)?,
-        None => {
-            return Err(t.err(
-                "auth",
-                Some(table_span),
-                format!(
-                "required key is missing; write auth = {{ method = \"...\", ... }}; allowed: {}",
-                METHODS.join(", ")
-            ),
-            ))
-        }
-    };
+    let namespace = namespace(src, t)?;
+    let (pki_mount, pki_role) = pki(src, t)?;
+    let server_keygen = t.bool("server_keygen")?.unwrap_or(false);
+    let timeout = timeout(src, t)?;
+    let auth = required_auth(src, base, t)?;
     Ok(VaultConfig {
         address,
         trust_bundle,
@@ -187,6 +129,79 @@ pub(super) fn vault(
         timeout,
         auth,
     })
+}
+
+/// `address`, required: the Vault URL.
+fn required_address(src: &Src<'_>, t: &mut TableReader<'_, '_>) -> Result<String, ConfigError> {
+    match t.string("address")? {
+        Some(a) => value(src, &t.key_path("address"), &a, address),
+        None => Err(t.err(
+            "address",
+            Some(t.span.clone()),
+            "required key is missing; write the Vault URL like \"https://vault.internal:8200\"",
+        )),
+    }
+}
+
+/// `namespace`, without slashes at the ends.
+fn namespace(src: &Src<'_>, t: &mut TableReader<'_, '_>) -> Result<Option<String>, ConfigError> {
+    let Some(n) = t.string("namespace")? else {
+        return Ok(None);
+    };
+    value(src, &t.key_path("namespace"), &n, |s| {
+        mount_path(s).map(|_| s.trim_matches('/').to_string())
+    })
+    .map(Some)
+}
+
+/// `pki_mount` (default `pki`) and `pki_role` (required).
+fn pki(src: &Src<'_>, t: &mut TableReader<'_, '_>) -> Result<(String, String), ConfigError> {
+    let mount = match t.string("pki_mount")? {
+        Some(m) => value(src, &t.key_path("pki_mount"), &m, mount_path)?,
+        None => DEFAULT_PKI_MOUNT.to_string(),
+    };
+    let role = match t.string("pki_role")? {
+        Some(r) => value(src, &t.key_path("pki_role"), &r, role_name)?,
+        None => {
+            return Err(t.err(
+                "pki_role",
+                Some(t.span.clone()),
+                "required key is missing; name the PKI role to sign with (pki/roles/NAME)",
+            ))
+        }
+    };
+    Ok((mount, role))
+}
+
+/// `timeout` of one request: longer than nothing (default 30 s).
+fn timeout(src: &Src<'_>, t: &mut TableReader<'_, '_>) -> Result<Duration, ConfigError> {
+    let Some(s) = t.string("timeout")? else {
+        return Ok(DEFAULT_VAULT_TIMEOUT);
+    };
+    let d = value(src, &t.key_path("timeout"), &s, values::duration)?;
+    if d.is_zero() {
+        return Err(t.err("timeout", Some(s.span()), "must be longer than 0s"));
+    }
+    Ok(d)
+}
+
+/// `auth`, required: how rekey gets its token.
+fn required_auth(
+    src: &Src<'_>,
+    base: &Path,
+    t: &mut TableReader<'_, '_>,
+) -> Result<VaultAuth, ConfigError> {
+    match t.take("auth") {
+        Some(a) => auth(src, base, &t.key_path("auth"), a),
+        None => Err(t.err(
+            "auth",
+            Some(t.span.clone()),
+            format!(
+                "required key is missing; write auth = {{ method = \"...\", ... }}; allowed: {}",
+                METHODS.join(", ")
+            ),
+        )),
+    }
 }
 
 /// `auth = { method = ..., ... }`.
