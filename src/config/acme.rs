@@ -121,19 +121,7 @@ pub(super) fn issuer(t: &mut TableReader<'_, '_>, base: &Path) -> Result<AcmeCon
 
     let eab = t.take("eab").map(|v| eab(t, base, v)).transpose()?;
 
-    let revoke_replaced = match t.take("revoke_replaced") {
-        None => false,
-        Some(v) => match v.get_ref() {
-            toml::Value::Boolean(b) => *b,
-            other => {
-                return Err(t.err(
-                    "revoke_replaced",
-                    Some(v.span()),
-                    format!("expected true or false, found {}", other.type_str()),
-                ))
-            }
-        },
-    };
+    let revoke_replaced = t.bool("revoke_replaced")?.unwrap_or(false);
 
     let Some(ch) = t.take("challenge") else {
         return Err(t.err(
@@ -307,74 +295,91 @@ fn challenge(
         )
     })?;
     match kind.as_str() {
-        "http-01" => {
-            only(t, "challenge", &v, &m, &["type", "listen", "webroot"])?;
-            let listen = nested_string(t, "challenge", &v, &m, "listen")?;
-            let webroot = nested_string(t, "challenge", &v, &m, "webroot")?;
-            match (listen, webroot) {
-                (Some(l), None) => {
-                    let listen = l.parse::<SocketAddr>().map_err(|_| {
-                        t.err(
-                            "challenge.listen",
-                            Some(v.span()),
-                            format!("invalid address \"{l}\"; write IP:PORT like \"0.0.0.0:80\""),
-                        )
-                    })?;
-                    Ok(ChallengeConfig::Http01Listen { listen })
-                }
-                (None, Some(w)) => Ok(ChallengeConfig::Http01Webroot {
-                    webroot: resolve(base, &w),
-                }),
-                _ => Err(t.err(
-                    "challenge",
-                    Some(v.span()),
-                    "http-01 needs exactly one of listen = \"IP:PORT\" (built-in responder) or webroot = \"DIR\" (files served by your web server)",
-                )),
-            }
-        }
-        "dns-01" => {
-            only(
-                t,
-                "challenge",
-                &v,
-                &m,
-                &["type", "command", "propagation_wait", "env"],
-            )?;
-            let command = match m.get("command") {
-                None => Vec::new(),
-                Some(c) => strings(c.clone())
-                    .map_err(|msg| t.err("challenge.command", Some(v.span()), msg))?,
-            };
-            if command.first().is_none_or(|c| c.is_empty()) {
-                return Err(t.err(
-                    "challenge.command",
-                    Some(v.span()),
-                    "dns-01 needs command = [\"/path/to/hook\", ARGS...] (an argv array, run without a shell)",
-                ));
-            }
-            let propagation_wait = match nested_string(t, "challenge", &v, &m, "propagation_wait")?
-            {
-                None => Duration::ZERO,
-                Some(s) => values::duration(&s)
-                    .map_err(|msg| t.err("challenge.propagation_wait", Some(v.span()), msg))?,
-            };
-            let env = match m.get("env") {
-                None => Vec::new(),
-                Some(e) => super::raw::env_table(e.clone())
-                    .map_err(|msg| t.err("challenge.env", Some(v.span()), msg))?,
-            };
-            Ok(ChallengeConfig::Dns01 {
-                command,
-                propagation_wait,
-                env,
-            })
-        }
+        "http-01" => http01(t, base, &v, &m),
+        "dns-01" => dns01(t, &v, &m),
         other => Err(t.err(
             "challenge.type",
             Some(v.span()),
             format!("unknown challenge type \"{other}\"; allowed: http-01, dns-01"),
         )),
     }
+}
+
+/// The http-01 keys of the `challenge` table `v` (entries `m`): exactly one
+/// of `listen` (the built-in responder) and `webroot`.
+fn http01(
+    t: &TableReader<'_, '_>,
+    base: &Path,
+    v: &Spanned<toml::Value>,
+    m: &toml::map::Map<String, toml::Value>,
+) -> Result<ChallengeConfig, ConfigError> {
+    only(t, "challenge", v, m, &["type", "listen", "webroot"])?;
+    let listen = nested_string(t, "challenge", v, m, "listen")?;
+    let webroot = nested_string(t, "challenge", v, m, "webroot")?;
+    match (listen, webroot) {
+        (Some(l), None) => {
+            let listen = l.parse::<SocketAddr>().map_err(|_| {
+                t.err(
+                    "challenge.listen",
+                    Some(v.span()),
+                    format!("invalid address \"{l}\"; write IP:PORT like \"0.0.0.0:80\""),
+                )
+            })?;
+            Ok(ChallengeConfig::Http01Listen { listen })
+        }
+        (None, Some(w)) => Ok(ChallengeConfig::Http01Webroot {
+            webroot: resolve(base, &w),
+        }),
+        _ => Err(t.err(
+            "challenge",
+            Some(v.span()),
+            "http-01 needs exactly one of listen = \"IP:PORT\" (built-in responder) or webroot = \"DIR\" (files served by your web server)",
+        )),
+    }
+}
+
+/// The dns-01 keys of the `challenge` table `v` (entries `m`): the hook's
+/// `command` (required), `propagation_wait` and `env`.
+fn dns01(
+    t: &TableReader<'_, '_>,
+    v: &Spanned<toml::Value>,
+    m: &toml::map::Map<String, toml::Value>,
+) -> Result<ChallengeConfig, ConfigError> {
+    only(
+        t,
+        "challenge",
+        v,
+        m,
+        &["type", "command", "propagation_wait", "env"],
+    )?;
+    let command = match m.get("command") {
+        None => Vec::new(),
+        Some(c) => {
+            strings(c.clone()).map_err(|msg| t.err("challenge.command", Some(v.span()), msg))?
+        }
+    };
+    if command.first().is_none_or(|c| c.is_empty()) {
+        return Err(t.err(
+            "challenge.command",
+            Some(v.span()),
+            "dns-01 needs command = [\"/path/to/hook\", ARGS...] (an argv array, run without a shell)",
+        ));
+    }
+    let propagation_wait = match nested_string(t, "challenge", v, m, "propagation_wait")? {
+        None => Duration::ZERO,
+        Some(s) => values::duration(&s)
+            .map_err(|msg| t.err("challenge.propagation_wait", Some(v.span()), msg))?,
+    };
+    let env = match m.get("env") {
+        None => Vec::new(),
+        Some(e) => super::raw::env_table(e.clone())
+            .map_err(|msg| t.err("challenge.env", Some(v.span()), msg))?,
+    };
+    Ok(ChallengeConfig::Dns01 {
+        command,
+        propagation_wait,
+        env,
+    })
 }
 
 /// Names a certificate may ask of this ACME issuer: wildcards need dns-01,
