@@ -1,21 +1,19 @@
-//! `[[certificate]]` entries: per-entry checks and the checks across entries.
+//! `[[certificate]]` entries: each read on its own (`entry`), then the
+//! checks across entries: unique names, an issuer that signs, every file
+//! path claimed once, one directory per symlink swap.
+
+mod entry;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use toml::Spanned;
 
-use super::convert::{optional, value, MIN_LIFETIME};
+use super::convert::value;
 use super::error::{line_col, ConfigError, Src};
-use super::handoff::{self, OnFailure};
 use super::raw::RawCertificate;
-use super::{
-    values, CertificateConfig, FileKind, IssuerConfig, KeyType, ReloadConfig, Share, SwapMode,
-    VerifyConfig,
-};
+use super::{values, CertificateConfig, FileKind, IssuerConfig, SwapMode};
 
 /// Where a file path was configured, to name both sides of a clash.
 struct FileUse {
@@ -46,7 +44,7 @@ pub(super) fn certificates(
         unique_name(src, &at, &rc.name, &names)?;
         names.insert(rc.name.get_ref().clone(), rc.name.span().start);
         issuer_signs(src, &at, &rc.issuer, issuers)?;
-        let c = certificate(src, base, &at, span.clone(), groups, rc)?;
+        let c = entry::certificate(src, base, &at, span.clone(), groups, rc)?;
         if let Some(IssuerConfig::Acme(acme)) = issuers.get(&c.issuer) {
             super::acme::check_names(acme, &c)
                 .map_err(|m| src.err(format!("{at}.dns_names"), Some(span.clone()), m))?;
@@ -210,240 +208,6 @@ fn file_span(spans: &[(FileKind, Range<usize>)], kind: FileKind) -> Option<Range
         .map(|(_, s)| s.clone())
 }
 
-/// One entry on its own: names, timing, files, modes, owner, reload, verify.
-fn certificate(
-    src: &Src<'_>,
-    base: &Path,
-    at: &str,
-    span: Range<usize>,
-    groups: &mut super::reload_group::Resolver,
-    rc: RawCertificate,
-) -> Result<Checked, ConfigError> {
-    let k = |key: &str| format!("{at}.{key}");
-
-    let (common_name, dns_names, ip_addresses) = subject(src, at, span.clone(), &rc)?;
-    let key_type = match &rc.key_type {
-        Some(s) => value(src, &k("key_type"), s, values::key_type)?,
-        None => KeyType::EcdsaP256,
-    };
-    let (lifetime, renew_before, jitter) = timing(src, at, &rc)?;
-    let swap = match &rc.swap {
-        Some(s) => value(src, &k("swap"), s, values::swap)?,
-        None => SwapMode::Rename,
-    };
-    let (files, files_spans) =
-        super::files::files(src, base, at, rc.name.get_ref(), span.clone(), rc.files)?;
-    let key_mode = mode(src, &k("key_mode"), rc.key_mode.as_ref(), 0o600)?;
-    let cert_mode = mode(src, &k("cert_mode"), rc.cert_mode.as_ref(), 0o644)?;
-    let uid = optional(src, &k("owner"), rc.owner.as_ref(), values::uid)?;
-    let gid = optional(src, &k("group"), rc.group.as_ref(), values::gid)?;
-    let reload = match rc.reload {
-        Some(t) => handoff::reload(src, base, k("reload"), t)?,
-        None => ReloadConfig::None,
-    };
-    let reload_group =
-        groups.resolve(src, &k("reload_group"), rc.reload_group.as_ref(), &reload)?;
-    let verify = match rc.verify {
-        Some(t) => handoff::verify(src, base, k("verify"), t, &common_name)?,
-        None => VerifyConfig::default(),
-    };
-    let on_failure = match &rc.on_failure {
-        Some(s) => value(src, &k("on_failure"), s, handoff::on_failure)?,
-        None => OnFailure::Rollback,
-    };
-    let on_remove = match &rc.on_remove {
-        Some(s) => value(src, &k("on_remove"), s, super::on_remove::on_remove)?,
-        None => super::OnRemove::Keep,
-    };
-    let team = not_blank(
-        src,
-        k("team"),
-        rc.team.as_ref(),
-        "must not be empty; name the owning team or contact, or leave the key out",
-    )?;
-    let labels = labels(src, k("labels"), rc.labels.as_ref())?;
-    let policy_waiver = not_blank(
-        src,
-        k("policy_waiver"),
-        rc.policy_waiver.as_ref(),
-        "must give the reason for the waiver",
-    )?;
-    Ok(Checked {
-        config: CertificateConfig {
-            name: rc.name.into_inner(),
-            issuer: rc.issuer.into_inner(),
-            common_name,
-            dns_names,
-            ip_addresses,
-            key_type,
-            lifetime,
-            renew_before,
-            jitter,
-            swap,
-            files,
-            key_mode,
-            cert_mode,
-            owner: rc.owner.map(Spanned::into_inner),
-            group: rc.group.map(Spanned::into_inner),
-            uid,
-            gid,
-            reload,
-            reload_group,
-            verify,
-            on_failure,
-            on_remove,
-            team,
-            labels,
-            policy_waiver,
-            // Set from [policy] once it is parsed (convert.rs).
-            policy_max_lifetime: None,
-        },
-        files_spans,
-        swap_span: rc.swap.as_ref().map(Spanned::span),
-    })
-}
-
-/// The subject: `dns_names`, `ip_addresses`, and `common_name` (the first
-/// of them when absent); at least one must be set.
-fn subject(
-    src: &Src<'_>,
-    at: &str,
-    span: Range<usize>,
-    rc: &RawCertificate,
-) -> Result<(String, Vec<String>, Vec<IpAddr>), ConfigError> {
-    let k = |key: &str| format!("{at}.{key}");
-    let mut dns_names = Vec::with_capacity(rc.dns_names.len());
-    for (j, d) in rc.dns_names.iter().enumerate() {
-        value(src, &format!("{at}.dns_names[{j}]"), d, values::dns_name)?;
-        dns_names.push(d.get_ref().clone());
-    }
-    let mut ip_addresses = Vec::with_capacity(rc.ip_addresses.len());
-    for (j, a) in rc.ip_addresses.iter().enumerate() {
-        ip_addresses.push(value(src, &format!("{at}.ip_addresses[{j}]"), a, |s| {
-            s.parse::<IpAddr>().map_err(|_| {
-                format!("invalid IP address \"{s}\"; write it like \"127.0.0.1\" or \"::1\"")
-            })
-        })?);
-    }
-    let common_name = match &rc.common_name {
-        Some(cn) if cn.get_ref().trim().is_empty() => {
-            return Err(src.err(k("common_name"), Some(cn.span()), "must not be empty"));
-        }
-        Some(cn) => cn.get_ref().clone(),
-        None => match (dns_names.first(), ip_addresses.first()) {
-            (Some(d), _) => d.clone(),
-            (None, Some(ip)) => ip.to_string(),
-            (None, None) => {
-                return Err(src.err(
-                    at,
-                    Some(span),
-                    "no subject name: set at least one of common_name, dns_names, ip_addresses",
-                ));
-            }
-        },
-    };
-
-    Ok((common_name, dns_names, ip_addresses))
-}
-
-/// `lifetime`, `renew_before` and `jitter`, each in range, and the earliest
-/// renewal point after issuance.
-fn timing(
-    src: &Src<'_>,
-    at: &str,
-    rc: &RawCertificate,
-) -> Result<(Duration, Share, Share), ConfigError> {
-    let k = |key: &str| format!("{at}.{key}");
-    let lifetime = match &rc.lifetime {
-        Some(s) => {
-            let d = value(src, &k("lifetime"), s, values::duration)?;
-            if d < MIN_LIFETIME {
-                return Err(src.err(
-                    k("lifetime"),
-                    Some(s.span()),
-                    format!("must be at least 10s, found \"{}\"", s.get_ref()),
-                ));
-            }
-            d
-        }
-        None => Duration::from_secs(24 * 3600),
-    };
-    let renew_before = match &rc.renew_before {
-        Some(s) => renew_before(src, &k("renew_before"), s, lifetime)?,
-        None => Share::Fraction(0.33),
-    };
-    let jitter = match &rc.jitter {
-        Some(s) => jitter(src, &k("jitter"), s, lifetime)?,
-        None => Share::Fraction(0.05),
-    };
-    // The earliest renewal point must still lie after issuance.
-    let too_much = match (renew_before, jitter) {
-        (Share::Fraction(r), Share::Fraction(j)) => r + j >= 1.0,
-        _ => renew_before.of(lifetime) + jitter.of(lifetime) >= lifetime,
-    };
-    if too_much {
-        let (key, sp) = match &rc.jitter {
-            Some(j) => (k("jitter"), Some(j.span())),
-            None => (
-                k("renew_before"),
-                rc.renew_before.as_ref().map(Spanned::span),
-            ),
-        };
-        return Err(src.err(
-            key,
-            sp,
-            format!("renew_before ({renew_before}) + jitter ({jitter}) must be less than 100% of lifetime ({})", humantime::format_duration(lifetime)),
-        ));
-    }
-    Ok((lifetime, renew_before, jitter))
-}
-
-/// `renew_before` (at `key`): more than nothing, less than the lifetime.
-fn renew_before(
-    src: &Src<'_>,
-    key: &str,
-    s: &Spanned<String>,
-    lifetime: Duration,
-) -> Result<Share, ConfigError> {
-    let share = value(src, key, s, values::share)?;
-    let bad = |msg: String| src.err(key, Some(s.span()), msg);
-    match share {
-        Share::Fraction(f) if !(f > 0.0 && f < 1.0) => Err(bad(format!(
-            "must be more than 0% and less than 100% of lifetime, found \"{}\"",
-            s.get_ref()
-        ))),
-        Share::Duration(d) if d.is_zero() || d >= lifetime => Err(bad(format!(
-            "must be more than 0s and less than lifetime ({}), found \"{}\"",
-            humantime::format_duration(lifetime),
-            s.get_ref()
-        ))),
-        _ => Ok(share),
-    }
-}
-
-/// `jitter` (at `key`): none at all, up to less than the lifetime.
-fn jitter(
-    src: &Src<'_>,
-    key: &str,
-    s: &Spanned<String>,
-    lifetime: Duration,
-) -> Result<Share, ConfigError> {
-    let share = value(src, key, s, values::share)?;
-    let bad = |msg: String| src.err(key, Some(s.span()), msg);
-    match share {
-        Share::Fraction(f) if !(0.0..1.0).contains(&f) => Err(bad(format!(
-            "must be at least 0% and less than 100% of lifetime, found \"{}\"",
-            s.get_ref()
-        ))),
-        Share::Duration(d) if d >= lifetime => Err(bad(format!(
-            "must be less than lifetime ({}), found \"{}\"",
-            humantime::format_duration(lifetime),
-            s.get_ref()
-        ))),
-        _ => Ok(share),
-    }
-}
-
 /// A free-text key (`team`, `policy_waiver`) that must not be blank when
 /// written; `empty` says what to write instead.
 pub(super) fn not_blank(
@@ -475,17 +239,4 @@ pub(super) fn labels(
         }
     }
     Ok(out)
-}
-
-/// `key_mode`/`cert_mode`, or the default.
-fn mode(
-    src: &Src<'_>,
-    key: &str,
-    raw: Option<&Spanned<toml::Value>>,
-    default: u32,
-) -> Result<u32, ConfigError> {
-    match raw {
-        Some(v) => values::mode(v.get_ref()).map_err(|msg| src.err(key, Some(v.span()), msg)),
-        None => Ok(default),
-    }
 }
