@@ -21,7 +21,7 @@ fn snapshot(names: &[&str]) -> Snapshot {
                 result: RotateResult::Success,
                 duration_ms: 12,
             });
-            (n.to_string(), c)
+            (n.to_string(), Box::new(c))
         })
         .collect()
 }
@@ -282,16 +282,16 @@ fn view() -> crate::monitor::View {
     ok.state = State::Expiring;
     ok.team = Some("payments".into());
     ok.not_after = Some(ts("2030-01-01T00:00:00Z"));
-    ok.watch = Some(detail(
+    ok.watch = Some(Box::new(detail(
         "/etc/partner/bundle.pem",
         vec![
             cert("partner", "01:00", "2030-01-01T00:00:00Z"),
             cert("old", "0a", "2020-01-01T00:00:00Z"),
         ],
-    ));
+    )));
     let mut bad = CredentialStatus::starting("gone", KIND_WATCH, "");
     bad.state = State::Unreadable;
-    bad.watch = Some(detail("/etc/gone.pem", Vec::new()));
+    bad.watch = Some(Box::new(detail("/etc/gone.pem", Vec::new())));
     let mut v = crate::monitor::View::default();
     v.watches.insert("partner".into(), ok);
     v.watches.insert("gone".into(), bad);

@@ -226,7 +226,8 @@ async fn route(req: &hyper::http::request::Parts, ep: &Inner, origin: Origin) ->
             let list = ep.handle.with_snapshot(|s| {
                 let view = ep.watches.as_ref().map(|w| w.borrow());
                 let watches = view.iter().flat_map(|v| v.watches.values());
-                serde_json::to_value(s.values().chain(watches).collect::<Vec<_>>())
+                let credentials = s.values().map(|c| &**c);
+                serde_json::to_value(credentials.chain(watches).collect::<Vec<_>>())
             });
             match list {
                 Ok(v) => json(StatusCode::OK, &v),
@@ -324,7 +325,7 @@ fn readyz(handle: &Handle, query: Option<&str>) -> Reply {
     };
     let (reasons, n) = handle.with_snapshot(|s| {
         (
-            status::readiness_with(s.values(), SystemTime::now(), strictness),
+            status::readiness_with(s.values().map(|c| &**c), SystemTime::now(), strictness),
             s.len(),
         )
     });

@@ -34,7 +34,9 @@ pub struct Files {
     /// Key, leaf and intermediates in a password-protected PKCS#12 keystore.
     pub pkcs12: Option<PathBuf>,
     /// How the PKCS#12 keystore is written; set exactly when `pkcs12` is.
-    pub pkcs12_options: Option<Pkcs12Options>,
+    /// Boxed: most credentials have none, and every byte here is held once
+    /// per credential.
+    pub pkcs12_options: Option<Box<Pkcs12Options>>,
 }
 
 /// How a PKCS#12 keystore is written.
@@ -179,7 +181,8 @@ pub(super) fn files(
             .iter()
             .find(|(k, _)| *k == FileKind::Pkcs12)
             .map(|(_, s)| s.clone());
-        files.pkcs12_options = pkcs12_options(src, base, &key, name, &files, p12_span, raw)?;
+        files.pkcs12_options =
+            pkcs12_options(src, base, &key, name, &files, p12_span, raw)?.map(Box::new);
     }
     let mut missing = Vec::new();
     let f = &files;

@@ -165,7 +165,7 @@ pub fn summary(snapshot: &Snapshot, now: SystemTime) -> String {
             .collect();
         line.push_str(&format!(": {}", parts.join(", ")));
     }
-    let not_ready = status::readiness(snapshot.values(), now);
+    let not_ready = status::readiness(snapshot.values().map(|c| &**c), now);
     match not_ready.first() {
         None => line.push_str("; ready"),
         Some(r) => line.push_str(&format!(
@@ -182,6 +182,7 @@ pub fn summary(snapshot: &Snapshot, now: SystemTime) -> String {
     // cannot be delivered leaves the app on what it had.
     let stuck: Vec<(&CredentialStatus, &str)> = snapshot
         .values()
+        .map(|c| &**c)
         .filter_map(|c| {
             let why = match c.handoff {
                 Handoff::Pending => c.handoff_reason.as_deref()?,

@@ -10,7 +10,7 @@ fn snap(entries: &[(&str, State, Option<&str>, Option<&str>)]) -> Snapshot {
             c.not_after = not_after.map(|t| Timestamp::parse(t).unwrap());
             c.next_renewal = next.map(|t| Timestamp::parse(t).unwrap());
             c.handoff = Handoff::Unverified;
-            (name.to_string(), c)
+            (name.to_string(), Box::new(c))
         })
         .collect()
 }

@@ -77,8 +77,9 @@ pub struct Journal {
     /// point stays the same across restarts.
     pub jitter_draw: f64,
     /// The CA's renewal window for the committed generation, if it has one.
+    /// Boxed: only an ACME CA with ARI gives one.
     #[serde(default)]
-    pub ari: Option<Ari>,
+    pub ari: Option<Box<Ari>>,
     /// Why the committed certificate is shorter than asked, when its issuer
     /// said (the local CA ends sooner); shown in `/status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -222,7 +222,7 @@ impl Task {
             _ if self.error.is_some() => s.state = State::Unreadable,
             _ => {}
         }
-        s.watch = Some(w);
+        s.watch = Some(Box::new(w));
         self.alert(&s, verdict.as_ref());
         let name = self.cfg.name.clone();
         self.view.send_modify(|v| {

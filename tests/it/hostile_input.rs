@@ -238,10 +238,10 @@ fn journal_seeds() -> Vec<Vec<u8>> {
         generation: j.allocate(),
         step: rekey::engine::journal::Step::Publishing,
     });
-    j.ari = Some(rekey::engine::journal::Ari {
+    j.ari = Some(Box::new(rekey::engine::journal::Ari {
         window: Some((std::time::SystemTime::now(), std::time::SystemTime::now())),
         recheck_at: std::time::SystemTime::now(),
-    });
+    }));
     out.push(serde_json::to_vec_pretty(&j).unwrap());
     out
 }

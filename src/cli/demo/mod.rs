@@ -179,7 +179,7 @@ async fn tour(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
         async move {
             let ok = tokio::time::timeout(
                 Duration::from_secs(60),
-                rx.wait_for(|s| s.get(name).is_some_and(f)),
+                rx.wait_for(|s| s.get(name).is_some_and(|c| f(c))),
             )
             .await;
             match ok {

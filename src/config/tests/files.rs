@@ -20,8 +20,8 @@ fn binary_outputs_parse_with_their_keystore_settings() {
     let c = parse(&with_cert(&files(""))).unwrap();
     let f = &c.certificates[0].files;
     assert_eq!(
-        f.pkcs12_options,
-        Some(Pkcs12Options {
+        f.pkcs12_options.as_deref(),
+        Some(&Pkcs12Options {
             password_file: pw.clone(),
             legacy: false,
             alias: "web".into(),

@@ -67,12 +67,12 @@ impl Task {
                     .clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
                 let recheck = schedule::ari_recheck(recheck, fastrand::f64());
                 Some(Ari {
-                    window: self.journal.ari.and_then(|a| a.window),
+                    window: self.journal.ari.as_ref().and_then(|a| a.window),
                     recheck_at: now + recheck,
                 })
             }
         };
-        if ari != self.journal.ari {
+        if ari != self.journal.ari.as_deref().copied() {
             if let Some(Ari {
                 window: Some((start, end)),
                 ..
@@ -80,7 +80,7 @@ impl Task {
             {
                 tracing::info!(window_start = %timestamp::rfc3339(start), window_end = %timestamp::rfc3339(end), "the CA suggests a renewal window");
             }
-            self.journal.ari = ari;
+            self.journal.ari = ari.map(Box::new);
             self.save_and_prune();
         }
     }

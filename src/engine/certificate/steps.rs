@@ -40,7 +40,7 @@ impl Steps for Task {
     }
 
     fn wake_at(&self) -> Option<SystemTime> {
-        let ari = self.journal.ari.map(|a| a.recheck_at);
+        let ari = self.journal.ari.as_ref().map(|a| a.recheck_at);
         [self.own.probe_at, self.next_date_alert(), ari]
             .into_iter()
             .flatten()
@@ -55,7 +55,12 @@ impl Steps for Task {
         if self.own.probe_at.is_some_and(|t| t <= now) {
             Box::pin(self.probe_in_background()).await;
         }
-        if self.journal.ari.is_some_and(|a| a.recheck_at <= now) {
+        if self
+            .journal
+            .ari
+            .as_ref()
+            .is_some_and(|a| a.recheck_at <= now)
+        {
             Box::pin(self.refresh_window()).await;
         }
     }

@@ -81,12 +81,12 @@ where
                 Some(e.to_string())
             }
         };
-        self.last_rotation = Some(LastRotation {
+        self.last_rotation = Some(Box::new(LastRotation {
             at: Timestamp::now(),
             result: kind,
             duration_ms,
             handoff_ms,
-        });
+        }));
         let outcome = self.outcome(kind, error);
         rx.seal_rotation();
         self.publish_status();

@@ -40,7 +40,7 @@ where
             };
         }
         s.next_renewal = Some(Timestamp::new(self.due_at(now)));
-        s.last_rotation = self.last_rotation.clone();
+        s.last_rotation = self.last_rotation.as_deref().cloned();
         s.last_error = self.last_error.clone();
         s.consecutive_failures = self.failures;
         s.issuance_budget = Some(Box::new(self.budgets().status(
@@ -49,11 +49,18 @@ where
             budget::unix(now),
         )));
         self.status_fields(&mut s);
-        let name = self.name().to_string();
         let failures = self.failures;
-        self.status_tx.send_modify(|snap| {
-            s.failing_since = crate::status::failing_since(snap.get(&name), failures, now);
-            snap.insert(name, s);
-        });
+        self.status_tx
+            .send_modify(|snap| match snap.get_mut(self.name()) {
+                // In place: no new allocation for every status change.
+                Some(entry) => {
+                    s.failing_since = crate::status::failing_since(Some(entry), failures, now);
+                    **entry = s;
+                }
+                None => {
+                    s.failing_since = crate::status::failing_since(None, failures, now);
+                    snap.insert(self.name().to_string(), Box::new(s));
+                }
+            });
     }
 }
