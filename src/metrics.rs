@@ -423,7 +423,7 @@ impl Metrics {
         for c in snapshot.values() {
             let labels = CredentialLabels {
                 credential: c.name.clone(),
-                kind: c.kind.clone(),
+                kind: c.kind.to_string(),
                 team: c.team.clone(),
             };
             let set = |family: &Family<CredentialLabels, F64Gauge>, t: Option<Timestamp>| {
@@ -463,7 +463,7 @@ impl Metrics {
             for result in [ROTATION_SUCCESS, ROTATION_ROLLED_BACK, ROTATION_FAILED] {
                 let _ = m.rotations.get_or_create(&RotationLabels {
                     credential: c.name.clone(),
-                    kind: c.kind.clone(),
+                    kind: c.kind.to_string(),
                     result: result.to_string(),
                     team: c.team.clone(),
                 });

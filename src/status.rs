@@ -106,8 +106,9 @@ pub struct LastRotation {
 pub struct CredentialStatus {
     /// Credential name.
     pub name: String,
-    /// `certificate` (API keys come later).
-    pub kind: String,
+    /// `certificate`, `api_key` or `watch` (borrowed from the kind's label:
+    /// no allocation per credential).
+    pub kind: std::borrow::Cow<'static, str>,
     /// Issuer name.
     pub issuer: String,
     /// Where it stands.
@@ -267,10 +268,10 @@ pub struct StagedStatus {
 
 impl CredentialStatus {
     /// A credential nobody has looked at yet.
-    pub fn starting(name: &str, kind: &str, issuer: &str) -> CredentialStatus {
+    pub fn starting(name: &str, kind: &'static str, issuer: &str) -> CredentialStatus {
         CredentialStatus {
             name: name.to_string(),
-            kind: kind.to_string(),
+            kind: kind.into(),
             issuer: issuer.to_string(),
             state: State::Starting,
             generation: None,

@@ -125,7 +125,7 @@ impl Store {
     pub fn credential(&self, name: &str) -> CredentialStore {
         CredentialStore {
             dir: self.root.join("certs").join(name),
-            name: name.to_string(),
+            invalid_name: invalid_name(name),
             readonly: self.readonly,
         }
     }
@@ -136,7 +136,7 @@ impl Store {
     pub fn issuer(&self, name: &str) -> CredentialStore {
         CredentialStore {
             dir: self.root.join("issuers").join(name),
-            name: name.to_string(),
+            invalid_name: invalid_name(name),
             readonly: self.readonly,
         }
     }
@@ -146,7 +146,9 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct CredentialStore {
     dir: PathBuf,
-    name: String,
+    /// The name as given, kept only when it could escape `certs/` (the
+    /// first write refuses it): a valid name is already in `dir`.
+    invalid_name: Option<Box<str>>,
     readonly: bool,
 }
 
@@ -380,12 +382,19 @@ impl CredentialStore {
 
     /// The name becomes a path component: refuse anything that could escape `certs/`.
     fn check_name(&self) -> Result<(), StoreError> {
-        let n = &self.name;
-        if n.is_empty() || n.starts_with('.') || n.contains('/') || n.contains('\0') {
-            return Err(StoreError::InvalidName { name: n.clone() });
+        match &self.invalid_name {
+            Some(n) => Err(StoreError::InvalidName {
+                name: n.to_string(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// `name`, when it could escape `certs/` as a path component.
+fn invalid_name(name: &str) -> Option<Box<str>> {
+    let bad = name.is_empty() || name.starts_with('.') || name.contains('/') || name.contains('\0');
+    bad.then(|| name.into())
 }
 
 /// A generation's PKCS#12 keystore, when it has one.
