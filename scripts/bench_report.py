@@ -110,8 +110,10 @@ if skip and os.path.exists(out):
     head, sections = chunks[0], ["## " + c for c in chunks[1:]]
     head_lines = head.rstrip().split("\n")
     earlier = [l for l in head_lines if l.startswith("Measured again on ")]
-    head_lines = [l for l in head_lines if not l.startswith("Measured again on ")]
-    head = "\n".join(head_lines) + "\n"
+    # The closing sentence is written anew below, after the notes.
+    head_lines = [l for l in head_lines
+                  if not l.startswith("Measured again on ") and l != "Every other section is from the full run above."]
+    head = "\n".join(head_lines).rstrip() + "\n"
     # Targets measured in this run replace their rows; the others stay.
     fresh = {name: (measured, verdict) for name, measured, verdict, _ in rows}
 
