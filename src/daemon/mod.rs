@@ -468,12 +468,14 @@ pub async fn run(config: Config, metrics: Metrics) -> Result<(), DaemonError> {
                 sdnotify::ready();
                 started = true;
                 crate::heap::release_free_memory();
+                crate::heap::page_out_program();
             }
             _ = sighup.recv() => {
                 sdnotify::reloading();
                 reload(&mut running, &mut config).await;
                 sdnotify::ready();
                 crate::heap::release_free_memory();
+                crate::heap::page_out_program();
             }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
