@@ -43,9 +43,9 @@ const KEY_JOURNAL: &str = r#"{
   ]
 }"#;
 
-/// Mints counted by the key script.
-fn minted(env: &Env) -> usize {
-    std::fs::read_to_string(env.path("count"))
+/// Mints counted by the key script (its counter file).
+fn minted(count: &std::path::Path) -> usize {
+    std::fs::read_to_string(count)
         .map(|t| t.trim().parse().unwrap_or(0))
         .unwrap_or(0)
 }
@@ -60,20 +60,7 @@ fn ca_issued(env: &Env) -> usize {
 #[test]
 fn a_state_dir_from_before_the_shared_engine_is_adopted_without_reissue() {
     let env = Env::new();
-    let mint = env.path("mint.sh");
-    std::fs::write(
-        &mint,
-        format!(
-            "#!/bin/sh\nc={c}\nn=$(( $(cat $c 2>/dev/null || echo 0) + 1 )); echo $n > $c\n\
-             printf '{{\"secret\": \"s3cret-%s\", \"id\": \"exec-%s\", \"expires_at\": \"2099-01-01T00:00:00Z\"}}' $n $n\n",
-            c = env.path("count").display()
-        ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&mint, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (mint, count) = env.mint_script();
     let key = env.path("app/svc.env");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
     env.write_config(&format!(
@@ -88,7 +75,7 @@ fn a_state_dir_from_before_the_shared_engine_is_adopted_without_reissue() {
     let svc = wait_valid(env.addr, "svc", Duration::from_secs(20));
     assert_eq!(d.terminate(), Some(0));
     assert_eq!((web.generation, svc.generation), (Some(1), Some(1)));
-    assert_eq!((ca_issued(&env), minted(&env)), (1, 1));
+    assert_eq!((ca_issued(&env), minted(&count)), (1, 1));
 
     // This run's numbers, in the earlier rekey's text.
     let read = |p: &str| -> serde_json::Value {
@@ -122,7 +109,7 @@ fn a_state_dir_from_before_the_shared_engine_is_adopted_without_reissue() {
         "the key file changed"
     );
     assert_eq!(ca_issued(&env), 1, "a certificate was issued again");
-    assert_eq!(minted(&env), 1, "a key was minted again");
+    assert_eq!(minted(&count), 1, "a key was minted again");
     // Both budgets still count the one issuance the earlier journal holds.
     for s in [&web2, &svc2] {
         let b = s.issuance_budget.as_ref().expect("a budget in status");

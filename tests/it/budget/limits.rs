@@ -306,21 +306,7 @@ fn api_keys_and_an_issuer_total_are_budgeted_too() {
     );
     let env = Env::new();
     // The key service: a mint command that counts what it minted.
-    let mint = env.path("mint");
-    let minted = env.path("minted");
-    std::fs::write(
-        &mint,
-        format!(
-            "#!/bin/sh\nn=$(($(cat {c} 2>/dev/null || echo 0) + 1))\necho $n > {c}\n\
-             printf '{{\"secret\": \"s3cret-%s\", \"id\": \"exec-%s\", \"expires_at\": \"2099-01-01T00:00:00Z\"}}' $n $n\n",
-            c = minted.display()
-        ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&mint, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (mint, minted) = env.mint_script();
     let key = env.path("app/token");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
     env.write_config(&format!(

@@ -217,6 +217,24 @@ impl Env {
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code().unwrap_or(-1), text)
     }
+    /// An exec key service: `mint.sh`, which prints the key `s3cret-N`
+    /// with id `exec-N` (valid until 2099) and counts its mints in the
+    /// returned counter file.
+    pub fn mint_script(&self) -> (PathBuf, PathBuf) {
+        let (mint, count) = (self.path("mint.sh"), self.path("minted"));
+        std::fs::write(
+            &mint,
+            format!(
+                "#!/bin/sh\nn=$(($(cat {c} 2>/dev/null || echo 0) + 1))\necho $n > {c}\n\
+                 printf '{{\"secret\": \"s3cret-%s\", \"id\": \"exec-%s\", \"expires_at\": \"2099-01-01T00:00:00Z\"}}' $n $n\n",
+                c = count.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&mint, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (mint, count)
+    }
     /// A certificate section with files under `tls/` (cert, key, fullchain, ca).
     pub fn cert_section(&self, name: &str, extra: &str) -> String {
         let d = self.path("tls").join(name);
